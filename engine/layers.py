@@ -1,0 +1,119 @@
+"""Thin layer classes over the kernels.
+
+A layer holds no weights of its own: the network passes it its entry of `net.params`, so that the
+live arrays a caller writes into are the ones every forward and backward reads. `forward` returns
+(z, a, argmax, cache); `backward` takes delta = dL/dz and returns (dL/d input, grads).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .activations import activate, derivative
+
+
+class Layer:
+    type = ""
+    has_params = False
+
+    def __init__(self, spec: dict, input_shape: tuple, output_shape: tuple):
+        self.spec = spec
+        self.input_shape = input_shape
+        self.output_shape = output_shape
+        self.activation = spec.get("activation")
+
+    def init_params(self, rng: np.random.Generator, dtype) -> dict:
+        return {}
+
+    def delta_from_grad_a(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same."""
+        if self.activation is None:
+            return grad_a
+        return grad_a * derivative(self.activation, z, a)
+
+
+def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
+    """He normal for relu-like activations, Xavier (Glorot) normal otherwise."""
+    if activation in ("relu", "leaky_relu"):
+        std = np.sqrt(2.0 / fan_in)
+    else:
+        std = np.sqrt(2.0 / (fan_in + fan_out))
+    return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+class Conv(Layer):
+    type = "conv"
+    has_params = True
+
+    def init_params(self, rng, dtype):
+        F, (HH, WW), C = self.spec["filters"], self.spec["kernel"], self.input_shape[0]
+        w = _init_weights(rng, (F, C, HH, WW), C * HH * WW, F * HH * WW, self.activation, dtype)
+        return {"W": w, "b": np.zeros(F, dtype=dtype)}
+
+    def forward(self, x, params, keep=True):
+        z, cols = kernels.conv_forward(x, params["W"], params["b"], self.spec["stride"],
+                                       self.spec["padding"], return_cols=True)
+        return z, activate(self.activation, z), None, ((x, cols) if keep else None)
+
+    def backward(self, delta, cache, params):
+        x, cols = cache
+        dx, dw, db = kernels.conv_backward(delta, x, params["W"], self.spec["stride"],
+                                           self.spec["padding"], cols=cols)
+        return dx, {"W": dw, "b": db}
+
+
+class MaxPool(Layer):
+    type = "maxpool"
+
+    def forward(self, x, params, keep=True):
+        out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"])
+        return out, out, argmax, (x.shape, argmax)
+
+    def backward(self, delta, cache, params):
+        x_shape, argmax = cache
+        return kernels.maxpool_backward(delta, argmax, x_shape), {}
+
+
+class AvgPool(Layer):
+    type = "avgpool"
+
+    def forward(self, x, params, keep=True):
+        out = kernels.avgpool_forward(x, self.spec["size"], self.spec["stride"])
+        return out, out, None, x.shape
+
+    def backward(self, delta, cache, params):
+        return kernels.avgpool_backward(delta, cache, self.spec["size"], self.spec["stride"]), {}
+
+
+class Flatten(Layer):
+    type = "flatten"
+
+    def forward(self, x, params, keep=True):
+        out = x.reshape(x.shape[0], -1)  # C, H, W order
+        return out, out, None, x.shape
+
+    def backward(self, delta, cache, params):
+        return delta.reshape(cache), {}
+
+
+class Dense(Layer):
+    type = "dense"
+    has_params = True
+
+    def init_params(self, rng, dtype):
+        units, fan_in = self.spec["units"], self.input_shape[0]
+        w = _init_weights(rng, (units, fan_in), fan_in, units, self.activation, dtype)
+        return {"W": w, "b": np.zeros(units, dtype=dtype)}
+
+    def forward(self, x, params, keep=True):
+        z = x @ params["W"].T  # nk,uk->nu
+        z += params["b"]
+        return z, activate(self.activation, z), None, (x if keep else None)
+
+    def backward(self, delta, cache, params):
+        x = cache
+        return delta @ params["W"], {"W": delta.T @ x, "b": delta.sum(axis=0)}
+
+
+LAYER_CLASSES = {cls.type: cls for cls in (Conv, MaxPool, AvgPool, Flatten, Dense)}

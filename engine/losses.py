@@ -1,0 +1,45 @@
+"""Losses, averaged over the batch, and the delta they start backpropagation with.
+
+Each loss is computed from the output pre-activation z where a log is involved, so that a
+saturated softmax or sigmoid (a == 0 or 1 in floating point) still gives a finite loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import derivative, log_softmax, softplus
+
+
+def loss_value(loss: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> float:
+    """L for the batch: z, a are (N, K); y is (N,) int labels for cross_entropy, else (N, K)."""
+    n = z.shape[0]
+    if loss == "cross_entropy":
+        # L = -(1/N) sum_n log a[n, y_n], with log a = log_softmax(z)
+        return float(-log_softmax(z)[np.arange(n), y].sum() / n)
+    if loss == "binary_cross_entropy":
+        # log a = -softplus(-z), log(1 - a) = -softplus(z) for a = sigmoid(z)
+        return float((y * softplus(-z) + (1 - y) * softplus(z)).sum() / n)
+    if loss == "mse":
+        return float(0.5 * ((a - y) ** 2).sum() / n)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def output_delta(loss: str, activation: str, z: np.ndarray, a: np.ndarray, y: np.ndarray):
+    """(delta = dL/dz, grad_a = dL/da or None) at the output layer.
+
+    softmax + cross_entropy and sigmoid + binary_cross_entropy give the delta a - y directly (the
+    activation's derivative cancels the log's); grad_a is None there because dL/da divides by
+    a(1 - a) and is not finite once the output saturates.
+    """
+    n = z.shape[0]
+    if loss == "cross_entropy":
+        target = np.zeros_like(a)
+        target[np.arange(n), y] = 1
+        return (a - target) / a.dtype.type(n), None
+    if loss == "binary_cross_entropy":
+        return (a - y) / a.dtype.type(n), None
+    if loss == "mse":
+        grad_a = (a - y) / a.dtype.type(n)
+        return grad_a * derivative(activation, z, a), grad_a
+    raise ValueError(f"unknown loss {loss!r}")
