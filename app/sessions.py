@@ -1,0 +1,143 @@
+"""A session: one user's network and everything needed to continue training it.
+
+Everything here except ``lock`` is persisted by ``app.session_codec``; the lock only serialises
+requests inside one process.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import Network, Optimizer
+
+# Two moment buffers (Adam) is the most optimizer state any engine optimizer keeps per parameter.
+OPTIMIZER_BUFFERS_RESERVED = 2
+HISTORY_ENTRY_BYTES = 3 * 32
+
+
+@dataclass
+class History:
+    """Per training step: the batch loss before the update and the batch accuracy.
+
+    ``evaluations`` holds held-out results: ``{"step", "split", "samples", "accuracy", "loss"}``.
+    Only the newest ``max_history`` steps are kept, so a long-lived session cannot grow without
+    bound.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    def append(self, step: int, loss: float, accuracy: float, max_history: int) -> None:
+        self.steps.append(step)
+        self.loss.append(loss)
+        self.accuracy.append(accuracy)
+        excess = len(self.steps) - max_history
+        if excess > 0:
+            del self.steps[:excess], self.loss[:excess], self.accuracy[:excess]
+
+    def add_evaluation(self, evaluation: dict[str, Any], max_history: int) -> None:
+        self.evaluations.append(evaluation)
+        excess = len(self.evaluations) - max_history
+        if excess > 0:
+            del self.evaluations[:excess]
+
+    def since(self, step: int) -> dict[str, list]:
+        """Entries with a step number greater than ``step``."""
+        start = next((i for i, s in enumerate(self.steps) if s > step), len(self.steps))
+        return {
+            "steps": self.steps[start:],
+            "loss": self.loss[start:],
+            "accuracy": self.accuracy[start:],
+            "evaluations": [e for e in self.evaluations if e["step"] > step],
+        }
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(eq=False)
+class Session:
+    """``spec`` is the engine's normalized spec. ``positive_class`` is the digit whose target is 1
+    for a network with a single output unit (ignored otherwise). ``optimizer`` is the engine
+    optimizer with its state (``None`` before the first step). ``cursor`` counts the training
+    samples drawn so far; the next batch starts at that position of the session's training pool."""
+
+    id: str
+    spec: dict[str, Any]
+    network: Network
+    seed: int
+    preset: str | None = None
+    positive_class: int | None = None
+    optimizer: Optimizer | None = None
+    step: int = 0
+    cursor: int = 0
+    history: History = field(default_factory=History)
+    created_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        spec: dict[str, Any],
+        *,
+        preset: str | None = None,
+        positive_class: int | None = None,
+    ) -> "Session":
+        """Build the network from ``spec``; raises the engine's ``SpecError`` on a bad spec."""
+        network = Network.from_spec(spec)
+        normalized = network.spec
+        return cls(
+            id=new_session_id(),
+            spec=normalized,
+            network=network,
+            seed=int(normalized.get("seed", 0)),
+            preset=preset,
+            positive_class=positive_class,
+        )
+
+    def touch(self) -> None:
+        self.last_used = time.time()
+
+    def parameter_bytes(self) -> int:
+        return sum(int(arr.nbytes) for layer in self.network.params for arr in layer.values())
+
+    def memory_bytes(self) -> int:
+        """What the store charges this session against its memory cap: the parameters, room for
+        the largest optimizer state, and the history."""
+        return (
+            self.parameter_bytes() * (1 + OPTIMIZER_BUFFERS_RESERVED)
+            + HISTORY_ENTRY_BYTES * (len(self.history) + len(self.history.evaluations))
+        )
+
+    @property
+    def optimizer_name(self) -> str | None:
+        return self.optimizer.name if self.optimizer is not None else None
+
+    @property
+    def learning_rate(self) -> float | None:
+        return self.optimizer.learning_rate if self.optimizer is not None else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "spec": self.spec,
+            "step": self.step,
+            "preset": self.preset,
+            "positive_class": self.positive_class,
+            "optimizer": self.optimizer_name,
+            "learning_rate": self.learning_rate,
+            "cursor": self.cursor,
+            "created_at": self.created_at,
+            "last_used": self.last_used,
+        }

@@ -1,0 +1,47 @@
+"""Every tunable limit of the service, read once from the environment (prefix ``CNNVIZ_``).
+
+Example: ``CNNVIZ_MAX_SESSIONS=8 cnnviz``. Request bounds (batch size, learning rate, steps per
+request) are baked into the request schemas when ``app.schemas`` is first imported, so they show up
+in the OpenAPI document; changing them needs a restart.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CNNVIZ_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    # Session store: idle sessions are dropped, and the caps refuse new sessions rather than
+    # evicting someone's live work.
+    max_sessions: int = Field(64, ge=1)
+    max_store_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    session_idle_seconds: float = Field(3600.0, gt=0)
+    max_history: int = Field(100_000, ge=10)
+
+    # Request bounds.
+    max_batch_size: int = Field(256, ge=1)
+    max_learning_rate: float = Field(10.0, gt=0)
+    max_train_steps: int = Field(500, ge=1)
+    max_eval_samples: int = Field(1000, ge=1)
+    max_mnist_page: int = Field(500, ge=1)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    max_session_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+
+    static_dir: Path = PROJECT_ROOT / "static"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

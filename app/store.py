@@ -1,0 +1,159 @@
+"""Where sessions live between requests.
+
+``SessionStore`` is the interface the routes use; ``InMemorySessionStore`` keeps sessions in this
+process (so with several uvicorn workers each worker has its own sessions). A persistent store
+implements the same methods and can reuse ``app.session_codec`` to turn sessions into bytes.
+
+Routes follow one protocol: ``get`` the session, take ``session.lock`` for the whole update,
+mutate, then ``save`` it while still holding the lock. ``get`` refreshes the idle clock.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from app.sessions import Session
+
+
+class SessionNotFound(KeyError):
+    """No session with that id (never existed, deleted, or expired after idling)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return f"no session with id {self.session_id!r} (unknown, deleted or expired)"
+
+
+class StoreFull(Exception):
+    """Adding the session would exceed a cap; ``cap`` names the setting, ``limit`` its value."""
+
+    def __init__(self, cap: str, limit: int, message: str) -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.limit = limit
+
+
+class SessionStore(abc.ABC):
+    """Thread-safe mapping from id to ``Session`` with idle expiry and caps."""
+
+    @abc.abstractmethod
+    def add(self, session: Session) -> None:
+        """Store a new session; raises ``StoreFull`` naming the cap it would break."""
+
+    @abc.abstractmethod
+    def get(self, session_id: str) -> Session:
+        """The live session (refreshing its idle clock); raises ``SessionNotFound``."""
+
+    @abc.abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Remove a session; raises ``SessionNotFound`` if it is not there."""
+
+    @abc.abstractmethod
+    def save(self, session: Session) -> None:
+        """Record that ``session`` changed (called with ``session.lock`` held). A store that
+        persists writes it out; saving a session that was deleted meanwhile does not revive it."""
+
+    @abc.abstractmethod
+    def ids(self) -> list[str]:
+        """Ids of the sessions currently held (expired ones dropped first)."""
+
+    @abc.abstractmethod
+    def expire_idle(self) -> list[str]:
+        """Drop sessions idle for longer than the idle limit; returns their ids."""
+
+    def __iter__(self) -> Iterator[Session]:
+        for session_id in self.ids():
+            try:
+                yield self.get(session_id)
+            except SessionNotFound:
+                continue
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def close(self) -> None:
+        """Release resources (nothing for the in-memory store)."""
+
+
+class InMemorySessionStore(SessionStore):
+    def __init__(
+        self,
+        *,
+        max_sessions: int,
+        max_bytes: int,
+        idle_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._mutex = threading.Lock()
+
+    def add(self, session: Session) -> None:
+        with self._mutex:
+            self._expire_locked()
+            if len(self._sessions) >= self.max_sessions:
+                raise StoreFull(
+                    "max_sessions",
+                    self.max_sessions,
+                    f"the server already holds its maximum of {self.max_sessions} sessions "
+                    "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
+                )
+            used = sum(s.memory_bytes() for s in self._sessions.values())
+            needed = session.memory_bytes()
+            if used + needed > self.max_bytes:
+                raise StoreFull(
+                    "max_store_bytes",
+                    self.max_bytes,
+                    f"this session needs {needed} bytes and {used} of the "
+                    f"{self.max_bytes}-byte session memory cap (CNNVIZ_MAX_STORE_BYTES) are in use",
+                )
+            session.last_used = self._clock()
+            self._sessions[session.id] = session
+
+    def get(self, session_id: str) -> Session:
+        with self._mutex:
+            self._expire_locked()
+            session = self._sessions.get(session_id)
+            if session is None:
+                raise SessionNotFound(session_id)
+            session.last_used = self._clock()
+            return session
+
+    def delete(self, session_id: str) -> None:
+        with self._mutex:
+            if self._sessions.pop(session_id, None) is None:
+                raise SessionNotFound(session_id)
+
+    def save(self, session: Session) -> None:
+        with self._mutex:
+            if self._sessions.get(session.id) is session:
+                session.last_used = self._clock()
+
+    def ids(self) -> list[str]:
+        with self._mutex:
+            self._expire_locked()
+            return list(self._sessions)
+
+    def expire_idle(self) -> list[str]:
+        with self._mutex:
+            return self._expire_locked()
+
+    def _expire_locked(self) -> list[str]:
+        deadline = self._clock() - self.idle_seconds
+        expired = [
+            sid
+            for sid, s in self._sessions.items()
+            # A session whose lock is held is in the middle of a request, hence not idle.
+            if s.last_used < deadline and not s.lock.locked()
+        ]
+        for sid in expired:
+            del self._sessions[sid]
+        return expired
