@@ -1,0 +1,240 @@
+"""A session store that survives restarts: SQLite in the data folder, one row per session.
+
+Each row holds the session as ``app.session_codec`` bytes (the same format as export/import), so
+a stored session and an exported one are the same thing. Every ``save`` is one SQLite
+transaction in WAL mode with ``synchronous=FULL``: a crash or power cut in the middle of a write
+leaves the previous version of the row intact, never a half-written one.
+
+Sessions are loaded lazily: after a restart nothing is read until a request names an id. Loaded
+sessions are held in memory (routes take ``session.lock`` on the live object); the memory cap
+counts only loaded sessions, and when it is reached the least recently used idle ones are
+unloaded, which loses nothing because they are on disk. The session count cap counts every
+stored session, and sessions idle past the idle limit are deleted from disk as well, so neither
+memory nor disk grows without bound.
+
+The database path is built from the data folder alone; session ids only ever reach SQLite as
+bound parameters, never a file name.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from app.session_codec import decode_session, encode_session
+from app.sessions import Session
+from app.store import SessionNotFound, SessionStore, StoreFull
+
+DATABASE_NAME = "sessions.sqlite3"
+# A session used within this many seconds is not unloaded to make room: the request that just
+# fetched it may not hold its lock yet.
+UNLOAD_GRACE_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    step INTEGER NOT NULL,
+    last_used REAL NOT NULL,
+    saved_at REAL NOT NULL
+)
+"""
+
+
+class SQLiteSessionStore(SessionStore):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_sessions: int,
+        max_bytes: int,
+        idle_seconds: float,
+        max_file_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(data_dir) / DATABASE_NAME
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
+        self.max_file_bytes = max_file_bytes
+        self._clock = clock
+        self._loaded: dict[str, Session] = {}
+        self._mutex = threading.RLock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the request threads; the mutex serialises its use.
+        # Python's sqlite3 opens a transaction before each write; `with self._db:` commits it.
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+
+    # --- the SessionStore interface ----------------------------------------------------------
+
+    def add(self, session: Session) -> None:
+        session.last_used = self._clock()
+        data = encode_session(session)
+        with self._mutex:
+            self._expire_locked()
+            (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+            if stored >= self.max_sessions:
+                raise StoreFull(
+                    "max_sessions",
+                    self.max_sessions,
+                    f"the server already holds its maximum of {self.max_sessions} sessions "
+                    "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
+                )
+            self._make_room_locked(session.memory_bytes())
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO sessions (id, data, step, last_used, saved_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (session.id, data, session.step, session.last_used, self._clock()),
+                )
+            self._loaded[session.id] = session
+
+    def get(self, session_id: str) -> Session:
+        with self._mutex:
+            session = self._loaded.get(session_id)
+            if session is None:
+                session = self._load_locked(session_id)
+            elif self._idle_past_limit(session.last_used) and not session.lock.locked():
+                self._delete_locked(session_id)
+                raise SessionNotFound(session_id)
+            session.last_used = self._clock()
+            return session
+
+    def delete(self, session_id: str) -> None:
+        with self._mutex:
+            if not self._delete_locked(session_id):
+                raise SessionNotFound(session_id)
+
+    def save(self, session: Session) -> None:
+        session.last_used = self._clock()
+        data = encode_session(session)
+        with self._mutex:
+            with self._db:
+                updated = self._db.execute(
+                    "UPDATE sessions SET data = ?, step = ?, last_used = ?, saved_at = ? "
+                    "WHERE id = ?",
+                    (data, session.step, session.last_used, self._clock(), session.id),
+                ).rowcount
+            # Deleted meanwhile: the UPDATE touched nothing and the session stays gone. Unloaded
+            # meanwhile (only possible past the grace period): this object is the newest copy.
+            if updated and session.id not in self._loaded:
+                self._loaded[session.id] = session
+
+    def ids(self) -> list[str]:
+        with self._mutex:
+            self._expire_locked()
+            return [row[0] for row in self._db.execute("SELECT id FROM sessions ORDER BY rowid")]
+
+    def expire_idle(self) -> list[str]:
+        with self._mutex:
+            return self._expire_locked()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._record_last_used_locked(list(self._loaded.values()))
+            self._loaded.clear()
+            self._db.close()
+
+    # --- beyond the interface ------------------------------------------------------------------
+
+    def loaded_ids(self) -> list[str]:
+        """Ids of the sessions currently held in memory (the rest are on disk only)."""
+        with self._mutex:
+            return list(self._loaded)
+
+    def loaded_bytes(self) -> int:
+        with self._mutex:
+            return sum(s.memory_bytes() for s in self._loaded.values())
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _idle_past_limit(self, last_used: float) -> bool:
+        return last_used < self._clock() - self.idle_seconds
+
+    def _load_locked(self, session_id: str) -> Session:
+        row = self._db.execute(
+            "SELECT data, last_used FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        data, last_used = row
+        if self._idle_past_limit(last_used):
+            self._delete_locked(session_id)
+            raise SessionNotFound(session_id)
+        try:
+            session = decode_session(data, max_bytes=self.max_file_bytes)
+        except ValueError as error:
+            # Only damage to the disk itself can get here; the row is kept for inspection.
+            log.error("session %s is stored but cannot be decoded: %s", session_id, error)
+            raise SessionNotFound(session_id) from None
+        self._make_room_locked(session.memory_bytes())
+        self._loaded[session_id] = session
+        return session
+
+    def _make_room_locked(self, needed: int) -> None:
+        """Unload least recently used idle sessions until ``needed`` more bytes fit the cap."""
+        used = sum(s.memory_bytes() for s in self._loaded.values())
+        if used + needed <= self.max_bytes:
+            return
+        grace = self._clock() - UNLOAD_GRACE_SECONDS
+        candidates = sorted(
+            (s for s in self._loaded.values() if s.last_used < grace and not s.lock.locked()),
+            key=lambda s: s.last_used,
+        )
+        unloaded = []
+        for session in candidates:
+            if used + needed <= self.max_bytes:
+                break
+            used -= session.memory_bytes()
+            unloaded.append(session)
+        if used + needed > self.max_bytes:
+            raise StoreFull(
+                "max_store_bytes",
+                self.max_bytes,
+                f"this session needs {needed} bytes and {used} of the {self.max_bytes}-byte "
+                "session memory cap (CNNVIZ_MAX_STORE_BYTES) are held by sessions in use; "
+                "try again in a few seconds",
+            )
+        self._record_last_used_locked(unloaded)
+        for session in unloaded:
+            del self._loaded[session.id]
+
+    def _record_last_used_locked(self, sessions: list[Session]) -> None:
+        # Reads refresh the idle clock in memory only; it reaches the disk when the session is
+        # unloaded or the store closes, so a read-only session is not expired after a restart.
+        if not sessions:
+            return
+        with self._db:
+            self._db.executemany(
+                "UPDATE sessions SET last_used = MAX(last_used, ?) WHERE id = ?",
+                [(s.last_used, s.id) for s in sessions],
+            )
+
+    def _delete_locked(self, session_id: str) -> bool:
+        self._loaded.pop(session_id, None)
+        with self._db:
+            return self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
+
+    def _expire_locked(self) -> list[str]:
+        deadline = self._clock() - self.idle_seconds
+        busy_or_recent = {
+            sid for sid, s in self._loaded.items() if s.lock.locked() or s.last_used >= deadline
+        }
+        candidates = [
+            sid for (sid,) in self._db.execute(
+                "SELECT id FROM sessions WHERE last_used < ?", (deadline,)
+            )
+        ]
+        expired = [sid for sid in candidates if sid not in busy_or_recent]
+        for sid in expired:
+            self._delete_locked(sid)
+        return expired

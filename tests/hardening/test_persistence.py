@@ -1,0 +1,279 @@
+"""app.persistence.SQLiteSessionStore: sessions survive a new store on the same folder, writes
+are atomic, caps and expiry bound memory and disk."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.persistence import DATABASE_NAME, SQLiteSessionStore
+from app.session_codec import decode_session
+from app.sessions import Session
+from app.store import SessionNotFound, StoreFull
+from engine import make_optimizer
+
+TINY = {
+    "input_shape": [1, 6, 6],
+    "layers": [
+        {"type": "conv", "filters": 2, "kernel": 3, "activation": "relu"},
+        {"type": "maxpool", "size": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 1, "activation": "sigmoid"},
+    ],
+    "loss": "binary_cross_entropy",
+    "seed": 3,
+}
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_store(path, clock=None, **caps):
+    settings = {"max_sessions": 8, "max_bytes": 10**8, "idle_seconds": 3600.0,
+                "max_file_bytes": 10**7, **caps}
+    return SQLiteSessionStore(path, clock=clock or time.time, **settings)
+
+
+def trained_session(steps=3, optimizer="adam"):
+    session = Session.create(TINY)
+    session.optimizer = make_optimizer(optimizer, 0.1)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        x = rng.random((4, 1, 6, 6), dtype=np.float32)
+        y = rng.integers(0, 2, size=(4, 1)).astype(np.float32)
+        trace = session.network.trace(x, y)
+        session.optimizer.step(session.network.params, trace)
+        session.step += 1
+        session.cursor += 4
+        session.history.append(session.step, float(trace.loss), 0.5, max_history=100)
+    return session
+
+
+def assert_same_session(a, b):
+    assert a.id == b.id and a.step == b.step and a.cursor == b.cursor and a.spec == b.spec
+    for key, value in a.network.state_dict().items():
+        other = b.network.state_dict()[key]
+        assert value.dtype == other.dtype and value.tobytes() == other.tobytes(), key
+    assert a.history.steps == b.history.steps and a.history.loss == b.history.loss
+    state_a, state_b = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert np.asarray(state_a[key]).tobytes() == np.asarray(state_b[key]).tobytes(), key
+
+
+def test_session_survives_a_new_store_on_the_same_folder_bit_for_bit(tmp_path):
+    first = make_store(tmp_path)
+    session = trained_session()
+    first.add(session)
+    first.close()
+
+    second = make_store(tmp_path)
+    assert second.loaded_ids() == []  # nothing read until a request names the id
+    assert second.ids() == [session.id]
+    assert_same_session(second.get(session.id), session)
+    assert second.loaded_ids() == [session.id]
+    second.close()
+
+
+def test_save_writes_the_mutation_and_a_reopened_store_sees_it(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session(steps=1)
+    store.add(session)
+    with session.lock:
+        session.network.params[0]["W"][...] = 0.25
+        session.step = 41
+        store.save(session)
+    store.close()
+    reopened = make_store(tmp_path).get(session.id)
+    assert reopened.step == 41
+    assert np.all(reopened.network.params[0]["W"] == 0.25)
+
+
+def test_saving_a_deleted_session_does_not_revive_it(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session(steps=1)
+    store.add(session)
+    store.delete(session.id)
+    store.save(session)
+    with pytest.raises(SessionNotFound):
+        store.get(session.id)
+    store.close()
+    with pytest.raises(SessionNotFound):
+        make_store(tmp_path).get(session.id)
+
+
+def test_unknown_and_hostile_ids_are_simply_not_found(tmp_path):
+    store = make_store(tmp_path)
+    for session_id in ["nope", "../../etc/passwd", "x' OR '1'='1", "%", "\x00"]:
+        with pytest.raises(SessionNotFound):
+            store.get(session_id)
+        with pytest.raises(SessionNotFound):
+            store.delete(session_id)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        name for name in os.listdir(tmp_path) if name.startswith(DATABASE_NAME)
+    )
+
+
+def test_session_count_cap_counts_sessions_on_disk(tmp_path):
+    store = make_store(tmp_path, max_sessions=2)
+    store.add(trained_session(steps=0))
+    store.add(trained_session(steps=0))
+    store.close()
+    reopened = make_store(tmp_path, max_sessions=2)
+    with pytest.raises(StoreFull) as caught:
+        reopened.add(trained_session(steps=0))
+    assert caught.value.cap == "max_sessions"
+
+
+def test_memory_cap_unloads_idle_sessions_instead_of_refusing(tmp_path):
+    clock = Clock()
+    one = trained_session(steps=1)
+    store = make_store(tmp_path, clock, max_bytes=int(one.memory_bytes() * 2.5))
+    sessions = [trained_session(steps=1) for _ in range(4)]
+    for session in sessions:
+        store.add(session)
+        clock.now += 60
+    assert store.loaded_bytes() <= store.max_bytes
+    assert len(store.loaded_ids()) == 2
+    # the unloaded ones come back from disk, intact
+    assert_same_session(store.get(sessions[0].id), sessions[0])
+
+
+def test_memory_cap_refuses_when_every_loaded_session_is_in_use(tmp_path):
+    one = trained_session(steps=1)
+    store = make_store(tmp_path, max_bytes=int(one.memory_bytes() * 1.5))
+    store.add(one)
+    with one.lock:
+        with pytest.raises(StoreFull) as caught:
+            store.add(trained_session(steps=1))
+    assert caught.value.cap == "max_store_bytes"
+    assert "CNNVIZ_MAX_STORE_BYTES" in str(caught.value)
+
+
+def test_idle_sessions_are_deleted_from_disk(tmp_path):
+    clock = Clock()
+    store = make_store(tmp_path, clock, idle_seconds=100)
+    old, recent = trained_session(steps=0), trained_session(steps=0)
+    store.add(old)
+    clock.now += 60
+    store.add(recent)
+    clock.now += 60
+    assert store.expire_idle() == [old.id]
+    assert store.ids() == [recent.id]
+    store.close()
+    rows = sqlite3.connect(tmp_path / DATABASE_NAME).execute("SELECT id FROM sessions").fetchall()
+    assert rows == [(recent.id,)]
+
+
+def test_reads_keep_a_session_alive_across_a_restart(tmp_path):
+    clock = Clock()
+    store = make_store(tmp_path, clock, idle_seconds=100)
+    session = trained_session(steps=0)
+    store.add(session)
+    clock.now += 90
+    store.get(session.id)  # a trace: read only, no save
+    store.close()
+    clock.now += 90  # 180 s after the last save, 90 s after the last read
+    assert make_store(tmp_path, clock, idle_seconds=100).get(session.id).id == session.id
+
+
+def test_damaged_row_is_not_found_rather_than_an_error(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session(steps=0)
+    store.add(session)
+    store.close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute("UPDATE sessions SET data = ? WHERE id = ?", (b"garbage", session.id))
+    with pytest.raises(SessionNotFound):
+        make_store(tmp_path).get(session.id)
+
+
+WRITER = textwrap.dedent("""
+    import os, sys, sqlite3
+    db = sqlite3.connect(sys.argv[1])
+    db.execute("BEGIN")
+    db.execute("UPDATE sessions SET data = ?, step = 999 WHERE id = ?",
+               (os.urandom(50_000), sys.argv[2]))
+    print("written", flush=True)
+    os._exit(1)  # the process dies inside the transaction, before COMMIT
+""")
+
+
+def test_process_dying_inside_a_write_leaves_the_previous_state_readable(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session()
+    store.add(session)
+    store.close()
+    done = subprocess.run([sys.executable, "-c", WRITER, str(tmp_path / DATABASE_NAME), session.id],
+                          capture_output=True, text=True, timeout=60)
+    assert "written" in done.stdout
+    assert_same_session(make_store(tmp_path).get(session.id), session)
+
+
+HAMMER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from tests.hardening.test_persistence import make_store, trained_session
+    from pathlib import Path
+    store = make_store(Path(sys.argv[1]))
+    session = store.get(sys.argv[3])
+    print("ready", flush=True)
+    while True:
+        with session.lock:
+            session.step += 1
+            for layer in session.network.params:
+                for value in layer.values():
+                    value[...] = session.step
+            store.save(session)
+""")
+
+
+def test_sigkill_during_a_stream_of_saves_never_leaves_a_torn_session(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session(steps=0)
+    store.add(session)
+    store.close()
+    for delay in (0.3, 0.45, 0.6):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", HAMMER, str(tmp_path), str(PROJECT_ROOT), session.id],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+        writer.stdout.close()
+        survivor = make_store(tmp_path).get(session.id)
+        assert survivor.step > 0
+        # every weight was written in the same save as the step counter
+        for layer in survivor.network.params:
+            for value in layer.values():
+                assert np.all(value == survivor.step)
+
+
+def test_stored_bytes_are_the_session_codec_format(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session()
+    store.add(session)
+    (data,) = sqlite3.connect(tmp_path / DATABASE_NAME).execute(
+        "SELECT data FROM sessions WHERE id = ?", (session.id,)).fetchone()
+    assert_same_session(decode_session(data, max_bytes=10**7), session)
+
+
+def test_database_uses_write_ahead_logging(tmp_path):
+    make_store(tmp_path).close()
+    (mode,) = sqlite3.connect(tmp_path / DATABASE_NAME).execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"
