@@ -1,0 +1,86 @@
+"""The ASGI application, ``app.main:app``.
+
+Every error answers JSON ``{"detail": ...}`` with a 4xx: validation problems 422, unknown
+sessions/presets 404, full store 429, oversized bodies 413. A last-resort handler turns any
+unexpected exception into a logged JSON 500 instead of a bare traceback page.
+
+OpenAPI docs are at /docs. FastAPI's Swagger UI loads its script and CSS from a CDN; that is
+accepted for /docs only (a developer tool). The page at / needs no network.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+
+from app.middleware import BodySizeLimitMiddleware
+from app.routes import catalog, pages, sessions, training
+from app.serialize import FastJSONResponse
+from app.settings import Settings, get_settings
+from app.store import InMemorySessionStore, SessionNotFound, StoreFull
+from app.training import Refused
+
+logger = logging.getLogger("cnnviz")
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict]:
+    """Location, message and type of each problem. The offending input is left out: it can be
+    large (a whole pixel array) or not representable in JSON (NaN)."""
+    return [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""),
+             "type": error.get("type", "")} for error in exc.errors()]
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> FastJSONResponse:
+    return FastJSONResponse({"detail": _validation_errors(exc)}, status_code=422)
+
+
+async def _on_session_not_found(request: Request, exc: SessionNotFound) -> FastJSONResponse:
+    return FastJSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _on_store_full(request: Request, exc: StoreFull) -> FastJSONResponse:
+    return FastJSONResponse({"detail": str(exc), "cap": exc.cap, "limit": exc.limit},
+                            status_code=429, headers={"Retry-After": "60"})
+
+
+async def _on_refused(request: Request, exc: Refused) -> FastJSONResponse:
+    return FastJSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> FastJSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return FastJSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="CNN backprop visualizer",
+        version="0.1.0",
+        description="A NumPy CNN engine's every intermediate (z, a, delta, gradients, pool "
+                    "winners, dL/dx) as JSON, plus training sessions on the shipped MNIST sample.",
+        default_response_class=FastJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.store = InMemorySessionStore(
+        max_sessions=settings.max_sessions,
+        max_bytes=settings.max_store_bytes,
+        idle_seconds=settings.session_idle_seconds,
+    )
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(SessionNotFound, _on_session_not_found)
+    app.add_exception_handler(StoreFull, _on_store_full)
+    app.add_exception_handler(Refused, _on_refused)
+    app.add_exception_handler(Exception, _on_unexpected)
+    for module in (catalog, sessions, training, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False),
+              name="static")
+    return app
+
+
+app = create_app()

@@ -1,0 +1,111 @@
+"""Session lifecycle: create (preset or spec), read, delete, history, export and import."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, Response, UploadFile
+
+from engine import SpecError
+
+from app.deps import SettingsDep, StoreDep, locked_session
+from app.presets import PRESETS
+from app.schemas import CreateSessionRequest, ErrorOut, HistoryOut, SessionOut
+from app.serialize import FastJSONResponse
+from app.session_codec import decode_session, encode_session
+from app.sessions import Session, new_session_id
+from app.training import target_rule
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+DEFAULT_POSITIVE_CLASS = 0
+NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown, deleted or expired session"}}
+
+
+def session_json(session: Session) -> dict[str, Any]:
+    return {**session.summary(), "target_rule": target_rule(session).describe()}
+
+
+def _new_session(request: CreateSessionRequest) -> Session:
+    if request.preset is not None:
+        preset = PRESETS.get(request.preset)
+        if preset is None:
+            raise HTTPException(404, f"unknown preset {request.preset!r}; choose one of "
+                                     f"{', '.join(PRESETS)}")
+        spec = preset.spec_with_seed(request.seed if request.seed is not None else 0)
+        positive_class = request.positive_class
+        if positive_class is None:
+            positive_class = preset.positive_class
+    else:
+        spec = dict(request.spec)
+        if request.seed is not None:
+            spec["seed"] = request.seed
+        positive_class = request.positive_class
+    try:
+        session = Session.create(spec, preset=request.preset, positive_class=positive_class)
+    except SpecError as exc:
+        raise HTTPException(422, f"invalid spec: {exc}") from exc
+    outputs = session.network.output_size
+    if outputs == 1 and session.positive_class is None:
+        session.positive_class = DEFAULT_POSITIVE_CLASS
+    elif outputs != 1 and session.positive_class is not None:
+        raise HTTPException(422, "positive_class applies only to a network with a single output "
+                                 f"unit; this one has {outputs}")
+    return session
+
+
+@router.post("", status_code=201, response_model=SessionOut,
+             responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut},
+                        429: {"model": ErrorOut}},
+             summary="Create a session from a preset or a spec")
+def create_session(body: CreateSessionRequest, store: StoreDep) -> FastJSONResponse:
+    session = _new_session(body)
+    store.add(session)
+    return FastJSONResponse(session_json(session), status_code=201)
+
+
+@router.post("/import", status_code=201, response_model=SessionOut,
+             responses={422: {"model": ErrorOut}, 429: {"model": ErrorOut}},
+             summary="Create a session from an exported session file (gets a new id)")
+def import_session(file: Annotated[UploadFile, File()], store: StoreDep,
+                   settings: SettingsDep) -> FastJSONResponse:
+    data = file.file.read()
+    try:
+        session = decode_session(data, max_bytes=settings.max_session_file_bytes,
+                                 new_id=new_session_id())
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    store.add(session)
+    return FastJSONResponse(session_json(session), status_code=201)
+
+
+@router.get("/{session_id}", response_model=SessionOut, responses=NOT_FOUND)
+def get_session(session_id: str, store: StoreDep) -> FastJSONResponse:
+    with locked_session(store, session_id, save=False) as session:
+        return FastJSONResponse(session_json(session))
+
+
+@router.delete("/{session_id}", status_code=204, responses=NOT_FOUND)
+def delete_session(session_id: str, store: StoreDep) -> Response:
+    store.delete(session_id)
+    return Response(status_code=204)
+
+
+@router.get("/{session_id}/history", response_model=HistoryOut, responses=NOT_FOUND,
+            summary="Loss and accuracy per step (after step 'since'), and held-out evaluations")
+def history(session_id: str, store: StoreDep, since: int = -1) -> FastJSONResponse:
+    with locked_session(store, session_id, save=False) as session:
+        return FastJSONResponse({"step": session.step, **session.history.since(since)})
+
+
+@router.get("/{session_id}/export", responses={**NOT_FOUND, 200: {
+    "content": {"application/octet-stream": {}},
+    "description": "the session as an .npz file (see app/session_codec.py)"}},
+    response_class=Response, summary="Download the session (weights, optimizer state, step, "
+                                     "spec, history)")
+def export_session(session_id: str, store: StoreDep) -> Response:
+    with locked_session(store, session_id, save=False) as session:
+        data = encode_session(session)
+        name = f"cnnviz-{session.preset or 'custom'}-step{session.step}.npz"
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

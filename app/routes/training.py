@@ -1,0 +1,68 @@
+"""The teaching loop: trace a sample, take a training step, train a while, evaluate.
+
+Routes are plain ``def`` so the CPU-bound engine runs in the threadpool; each holds the session's
+lock for the whole computation, so two requests never interleave an update of one session.
+The answer is rendered after the lock is released (its arrays are copies)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app import training
+from app.deps import SettingsDep, StoreDep, locked_session
+from app.schemas import (
+    ErrorOut,
+    EvaluateRequest,
+    EvaluationOut,
+    StepOut,
+    StepRequest,
+    TraceOut,
+    TrainOut,
+    TrainRequest,
+    TraceRequest,
+)
+from app.serialize import FastJSONResponse
+
+router = APIRouter(prefix="/api/sessions/{session_id}", tags=["training"])
+
+ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+
+
+@router.post("/trace", response_model=TraceOut, responses=ERRORS,
+             summary="Forward and backward pass of one sample; nothing is updated")
+def trace(session_id: str, body: TraceRequest, store: StoreDep) -> FastJSONResponse:
+    with locked_session(store, session_id, save=False) as session:
+        sample = training.resolve_sample(session, body.input, body.label)
+        answer = training.trace_sample(session, sample)
+    return FastJSONResponse(answer)
+
+
+@router.post("/step", response_model=StepOut, responses=ERRORS,
+             summary="One training iteration on a mini-batch, with the trace of its first sample")
+def step(session_id: str, body: StepRequest, store: StoreDep,
+         settings: SettingsDep) -> FastJSONResponse:
+    with locked_session(store, session_id, save=True) as session:
+        first = None
+        if body.input is not None:
+            first = training.resolve_sample(session, body.input, body.label)
+        answer = training.step(session, body, first, settings.max_history)
+    return FastJSONResponse(answer)
+
+
+@router.post("/train", response_model=TrainOut, responses=ERRORS,
+             summary="Run several training steps at once (all or nothing)")
+def train(session_id: str, body: TrainRequest, store: StoreDep,
+          settings: SettingsDep) -> FastJSONResponse:
+    with locked_session(store, session_id, save=True) as session:
+        answer = training.train(session, body, body.steps, settings.max_history)
+    return FastJSONResponse(answer)
+
+
+@router.post("/evaluate", response_model=EvaluationOut, responses=ERRORS,
+             summary="Held-out accuracy and loss on the MNIST test split")
+def evaluate(session_id: str, store: StoreDep, settings: SettingsDep,
+             body: EvaluateRequest | None = None) -> FastJSONResponse:
+    limit = body.limit if body is not None else settings.max_eval_samples
+    with locked_session(store, session_id, save=True) as session:
+        answer = training.evaluate(session, limit, settings.max_history)
+    return FastJSONResponse(answer)

@@ -1,0 +1,250 @@
+"""Request and response bodies. Requests are strict (no "32" for 32, no unknown keys) and bounded
+by ``Settings``; responses are rendered by orjson straight from NumPy, and the models below only
+document them in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.datasets import MNIST_SIDE
+from app.settings import get_settings
+
+_settings = get_settings()
+
+MAX_SEED = 2**32 - 1
+OptimizerName = Literal["sgd", "momentum", "adam"]
+Split = Literal["train", "test"]
+Digit = Annotated[int, Field(ge=0, le=9)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateSessionRequest(StrictModel):
+    """Either a preset name (with an optional seed) or a full spec."""
+
+    preset: str | None = Field(None, examples=["lenet5"])
+    spec: dict[str, Any] | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="overrides the spec's seed")
+    positive_class: Digit | None = Field(
+        None, description="for a network with one output: the digit whose target is 1")
+
+    @model_validator(mode="after")
+    def _preset_or_spec(self) -> "CreateSessionRequest":
+        if (self.preset is None) == (self.spec is None):
+            raise ValueError("give exactly one of 'preset' or 'spec'")
+        return self
+
+
+class DatasetInput(StrictModel):
+    dataset: Literal["mnist"]
+    index: int = Field(ge=0, description="index within the split")
+    split: Split = "train"
+
+
+class PixelsInput(StrictModel):
+    pixels: list[list[float]] = Field(
+        description=f"{MNIST_SIDE}x{MNIST_SIDE} grey levels in [0, 1], light digit on dark")
+
+    @field_validator("pixels", mode="after")
+    @classmethod
+    def _digit_image(cls, rows: list[list[float]]) -> Any:
+        if len(rows) != MNIST_SIDE or any(len(row) != MNIST_SIDE for row in rows):
+            widths = sorted({len(row) for row in rows})
+            raise ValueError(f"pixels must be {MNIST_SIDE}x{MNIST_SIDE}; got {len(rows)} rows "
+                             f"of length {widths}")
+        image = np.asarray(rows, dtype=np.float64)
+        if not np.isfinite(image).all():
+            raise ValueError("pixels must be finite numbers (no NaN or infinity)")
+        if image.min() < 0 or image.max() > 1:
+            raise ValueError(f"pixels must lie in [0, 1]; got values from {image.min()} "
+                             f"to {image.max()}")
+        return image.astype(np.float32)
+
+
+SampleInput = DatasetInput | PixelsInput
+
+
+class _InputWithLabel(StrictModel):
+    input: SampleInput | None = None
+    label: Digit | None = Field(None, description="required with pixels, refused with a dataset "
+                                                  "sample (whose label is known)")
+
+    @model_validator(mode="after")
+    def _label_matches_input(self) -> "_InputWithLabel":
+        if isinstance(self.input, PixelsInput) and self.label is None:
+            raise ValueError("pixels need a 'label' (the digit they show)")
+        if not isinstance(self.input, PixelsInput) and self.label is not None:
+            raise ValueError("'label' goes with pixels; a dataset sample brings its own label")
+        return self
+
+
+class TraceRequest(_InputWithLabel):
+    input: SampleInput
+
+
+class TrainingOptions(StrictModel):
+    batch_size: int = Field(32, ge=1, le=_settings.max_batch_size)
+    learning_rate: float = Field(0.05, gt=0, le=_settings.max_learning_rate, allow_inf_nan=False)
+    optimizer: OptimizerName = "sgd"
+    momentum: float | None = Field(None, ge=0, lt=1, description="momentum optimizer only")
+    beta1: float | None = Field(None, ge=0, lt=1, description="adam only")
+    beta2: float | None = Field(None, ge=0, lt=1, description="adam only")
+    eps: float | None = Field(None, gt=0, le=1, description="adam only")
+
+    @model_validator(mode="after")
+    def _hyperparameters_fit_optimizer(self) -> "TrainingOptions":
+        allowed = {"sgd": set(), "momentum": {"momentum"}, "adam": {"beta1", "beta2", "eps"}}
+        given = {name for name in ("momentum", "beta1", "beta2", "eps")
+                 if getattr(self, name) is not None}
+        stray = given - allowed[self.optimizer]
+        if stray:
+            raise ValueError(f"{', '.join(sorted(stray))} do not apply to optimizer "
+                             f"{self.optimizer!r}")
+        return self
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in ("momentum", "beta1", "beta2", "eps")
+                if getattr(self, name) is not None}
+
+
+class StepRequest(TrainingOptions, _InputWithLabel):
+    """One iteration; an optional ``input`` becomes the batch's first sample."""
+
+
+class TrainRequest(TrainingOptions):
+    steps: int = Field(50, ge=1, le=_settings.max_train_steps)
+
+
+class EvaluateRequest(StrictModel):
+    limit: int = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
+                       description="how many test-split samples to score")
+
+
+# --- responses (documentation only) -----------------------------------------------------------
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class PresetOut(BaseModel):
+    name: str
+    description: str
+    spec: dict[str, Any]
+    positive_class: int | None
+
+
+class SessionOut(BaseModel):
+    id: str
+    spec: dict[str, Any]
+    step: int
+    preset: str | None
+    positive_class: int | None
+    target_rule: str
+    optimizer: str | None
+    learning_rate: float | None
+    cursor: int
+    created_at: float
+    last_used: float
+
+
+class LayerOut(BaseModel):
+    index: int
+    name: str
+    type: str
+    spec: dict[str, Any]
+    input_shape: list[int]
+    output_shape: list[int]
+    z: list[Any]
+    a: list[Any]
+    delta: list[Any]
+    grad_a: list[Any] | None
+    grads: dict[str, list[Any]]
+    params: dict[str, list[Any]]
+    argmax: list[Any] | None = None
+
+
+class TraceOut(BaseModel):
+    loss: float
+    label: int
+    target: int | list[float]
+    prediction: list[float]
+    predicted_class: int
+    source: dict[str, Any]
+    input: list[Any]
+    input_grad: list[Any]
+    layers: list[LayerOut]
+
+
+class StepOut(BaseModel):
+    step: int
+    loss: float
+    loss_after: float
+    batch_accuracy: float
+    batch_size: int
+    batch_indices: list[int | None]
+    optimizer: str
+    learning_rate: float
+    trace: TraceOut
+    params_before: list[dict[str, list[Any]]]
+    params_after: list[dict[str, list[Any]]]
+    batch_grads: list[dict[str, list[Any]]]
+
+
+class HistoryOut(BaseModel):
+    step: int
+    steps: list[int]
+    loss: list[float]
+    accuracy: list[float]
+    evaluations: list[dict[str, Any]]
+
+
+class TrainOut(BaseModel):
+    step: int
+    steps_run: int
+    loss: float
+    accuracy: float
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    history: HistoryOut
+
+
+class EvaluationOut(BaseModel):
+    step: int
+    split: Literal["test"]
+    samples: int
+    accuracy: float
+    loss: float
+
+
+class MnistItem(BaseModel):
+    index: int
+    label: int
+    pixels: list[list[float]] | None = None
+
+
+class MnistPage(BaseModel):
+    split: Split
+    total: int
+    offset: int
+    items: list[MnistItem]
+
+
+class MnistSample(BaseModel):
+    index: int
+    label: int
+    split: Split
+    pixels: list[list[float]]
+
+
+class PixelsOut(BaseModel):
+    pixels: list[list[float]]
+
+
+class ErrorOut(BaseModel):
+    detail: Any

@@ -1,0 +1,251 @@
+"""What the trace, step, train and evaluate routes do to a session, delegating all math to the
+engine. Every function here is called with ``session.lock`` held, and either completes its
+change or raises ``Refused`` with the session exactly as it was."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine import Optimizer, make_optimizer, optimizer_from_state
+
+from app.datasets import (
+    TargetRule,
+    evaluation_pool,
+    fit_to_input,
+    split_arrays,
+    split_size,
+    training_pool,
+)
+from app.schemas import DatasetInput, PixelsInput, SampleInput, TrainingOptions
+from app.serialize import params_json, trace_json
+from app.sessions import Session
+
+EVALUATION_CHUNK = 100
+
+
+class Refused(Exception):
+    """A request the session cannot carry out; nothing was changed."""
+
+    def __init__(self, detail: str, status_code: int = 422) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status_code = status_code
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # (1, 28, 28) float32 in [0, 1]
+    digit: int
+    source: dict[str, Any]
+
+
+def target_rule(session: Session) -> TargetRule:
+    return TargetRule.for_network(session.network, session.positive_class)
+
+
+def resolve_sample(session: Session, chosen: SampleInput, label: int | None) -> Sample:
+    rule = target_rule(session)
+    if isinstance(chosen, DatasetInput):
+        size = split_size(chosen.split)
+        if chosen.index >= size:
+            raise Refused(f"index {chosen.index} is out of range: the MNIST {chosen.split} split "
+                          f"has {size} samples (0..{size - 1})")
+        images, labels = split_arrays(chosen.split)
+        sample = Sample(images[chosen.index], int(labels[chosen.index]),
+                        {"dataset": "mnist", "split": chosen.split, "index": chosen.index})
+    else:
+        assert isinstance(chosen, PixelsInput) and label is not None
+        sample = Sample(chosen.pixels[None], label, {"pixels": True})
+    problem = rule.check_label(sample.digit)
+    if problem:
+        raise Refused(problem)
+    return sample
+
+
+def _network_input(session: Session, images: np.ndarray) -> np.ndarray:
+    return fit_to_input(images, session.network.input_shape)
+
+
+def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray):
+    try:
+        return session.network.trace(x, y)
+    except ValueError as exc:  # the engine's input and target checks
+        raise Refused(str(exc)) from exc
+
+
+def trace_sample(session: Session, sample: Sample) -> dict[str, Any]:
+    rule = target_rule(session)
+    trace = _engine_trace(session, _network_input(session, sample.image[None]),
+                          rule.targets(np.array([sample.digit])))
+    return trace_json(trace, session.network, rule, label=sample.digit, source=sample.source)
+
+
+def _candidate_optimizer(current: Optimizer | None, options: TrainingOptions) -> Optimizer:
+    """The optimizer for this request, as a new object so a refused update can simply drop it.
+    Same optimizer as before: its state carries on with the new hyperparameters. A different
+    one starts fresh."""
+    try:
+        if current is not None and current.name == options.optimizer:
+            state = current.state_dict()
+            state.update(learning_rate=options.learning_rate, **options.hyperparameters())
+            return optimizer_from_state(state)
+        return make_optimizer(options.optimizer, options.learning_rate,
+                              **options.hyperparameters())
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
+
+
+def _non_finite_parameter(session: Session) -> str | None:
+    for name, layer in zip(session.network.names, session.network.params):
+        for key, value in layer.items():
+            if not np.isfinite(value).all():
+                return f"{name}.{key}"
+    return None
+
+
+def _diverged(where: str, options: TrainingOptions) -> Refused:
+    return Refused(
+        f"training diverged: {where} with learning rate {options.learning_rate} and optimizer "
+        f"{options.optimizer!r}; the update was refused and the session left as it was. "
+        "Try a smaller learning rate.")
+
+
+def _draw_batch(session: Session, rule: TargetRule, count: int, cursor: int) -> np.ndarray:
+    pool = training_pool(rule)
+    return pool[(cursor + np.arange(count)) % len(pool)]
+
+
+def _apply_update(session: Session, optimizer: Optimizer, trace, options: TrainingOptions,
+                  before: dict[str, np.ndarray]) -> None:
+    """Step ``optimizer``; on non-finite weights put ``before`` back and refuse."""
+    optimizer.step(session.network.params, trace)
+    broken = _non_finite_parameter(session)
+    if broken:
+        session.network.load_state_dict(before)
+        raise _diverged(f"the update made {broken} non-finite", options)
+
+
+def step(session: Session, options: TrainingOptions, first: Sample | None,
+         max_history: int) -> dict[str, Any]:
+    """One training iteration; ``first`` (if given) is the batch's first sample."""
+    rule = target_rule(session)
+    drawn = options.batch_size - (first is not None)
+    indices = _draw_batch(session, rule, drawn, session.cursor)
+    images, labels = split_arrays("train")
+    batch_images, digits = images[indices], labels[indices]
+    batch_indices: list[int | None] = indices.tolist()
+    if first is not None:
+        batch_images = np.concatenate([first.image[None], batch_images])
+        digits = np.concatenate([[first.digit], digits])
+        batch_indices.insert(0, None)
+        first_source = first.source
+    else:
+        first_source = {"dataset": "mnist", "split": "train", "index": int(indices[0])}
+    x = _network_input(session, batch_images)
+    y = rule.targets(digits)
+
+    first_trace = _engine_trace(session, x[:1], y[:1])
+    batch_trace = _engine_trace(session, x, y)
+    if not math.isfinite(batch_trace.loss):
+        raise _diverged("the batch loss is not finite", options)
+    accuracy = float(rule.correct(batch_trace.output, digits).mean())
+
+    optimizer = _candidate_optimizer(session.optimizer, options)
+    before = session.network.state_dict()
+    _apply_update(session, optimizer, batch_trace, options, before)
+    loss_after = session.network.trace(x, y).loss
+    if not math.isfinite(loss_after):
+        session.network.load_state_dict(before)
+        raise _diverged("the loss after the update is not finite", options)
+
+    session.optimizer = optimizer
+    session.step += 1
+    session.cursor += drawn
+    session.history.append(session.step, batch_trace.loss, accuracy, max_history)
+    return {
+        "step": session.step,
+        "loss": batch_trace.loss,
+        "loss_after": loss_after,
+        "batch_accuracy": accuracy,
+        "batch_size": options.batch_size,
+        "batch_indices": batch_indices,
+        "optimizer": optimizer.name,
+        "learning_rate": optimizer.learning_rate,
+        "trace": trace_json(first_trace, session.network, rule, label=int(digits[0]),
+                            source=first_source),
+        "params_before": [{key: before[f"{i}.{key}"] for key in layer}
+                          for i, layer in enumerate(session.network.params)],
+        "params_after": params_json(session.network.params),
+        "batch_grads": [record.grads for record in batch_trace.layers],
+    }
+
+
+def train(session: Session, options: TrainingOptions, steps: int,
+          max_history: int) -> dict[str, Any]:
+    """``steps`` iterations; all or nothing (a divergence anywhere restores the start)."""
+    rule = target_rule(session)
+    images, labels = split_arrays("train")
+    optimizer = _candidate_optimizer(session.optimizer, options)
+    start = session.network.state_dict()
+    cursor = session.cursor
+    new_steps: list[int] = []
+    new_loss: list[float] = []
+    new_accuracy: list[float] = []
+    started = time.perf_counter()
+    for offset in range(steps):
+        indices = _draw_batch(session, rule, options.batch_size, cursor)
+        digits = labels[indices]
+        x = _network_input(session, images[indices])
+        trace = _engine_trace(session, x, rule.targets(digits))
+        if not math.isfinite(trace.loss):
+            session.network.load_state_dict(start)
+            raise _diverged(f"the batch loss at step {offset + 1} of {steps} is not finite",
+                            options)
+        _apply_update(session, optimizer, trace, options, start)
+        cursor += options.batch_size
+        new_steps.append(session.step + offset + 1)
+        new_loss.append(trace.loss)
+        new_accuracy.append(float(rule.correct(trace.output, digits).mean()))
+
+    session.optimizer = optimizer
+    session.step += steps
+    session.cursor = cursor
+    for entry in zip(new_steps, new_loss, new_accuracy):
+        session.history.append(*entry, max_history)
+    return {
+        "step": session.step,
+        "steps_run": steps,
+        "loss": new_loss[-1],
+        "accuracy": new_accuracy[-1],
+        "optimizer": optimizer.name,
+        "learning_rate": optimizer.learning_rate,
+        "batch_size": options.batch_size,
+        "elapsed_seconds": time.perf_counter() - started,
+        "history": {"step": session.step, "steps": new_steps, "loss": new_loss,
+                    "accuracy": new_accuracy, "evaluations": []},
+    }
+
+
+def evaluate(session: Session, limit: int, max_history: int) -> dict[str, Any]:
+    """Accuracy and mean loss on the first ``limit`` usable samples of the test split."""
+    rule = target_rule(session)
+    images, labels = split_arrays("test")
+    pool = evaluation_pool(rule)[:limit]
+    correct = 0
+    loss_sum = 0.0
+    for start in range(0, len(pool), EVALUATION_CHUNK):
+        indices = pool[start:start + EVALUATION_CHUNK]
+        digits = labels[indices]
+        trace = _engine_trace(session, _network_input(session, images[indices]),
+                              rule.targets(digits))
+        correct += int(rule.correct(trace.output, digits).sum())
+        loss_sum += trace.loss * len(indices)
+    evaluation = {"step": session.step, "split": "test", "samples": int(len(pool)),
+                  "accuracy": correct / len(pool), "loss": loss_sum / len(pool)}
+    session.history.add_evaluation(evaluation, max_history)
+    return evaluation
