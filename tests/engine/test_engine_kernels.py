@@ -1,0 +1,298 @@
+"""The kernels: the notes' worked examples with explicit numbers, naive forms equal to fast forms,
+and both equal to PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine import kernels
+
+# --- worked example 1: a 3x3 input X and a 2x2 filter F, stride 1, no padding -------------------
+
+X = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+FILTER = np.array([[1.0, 2.0], [3.0, 4.0]])
+DL_DO = np.array([[1.0, 0.0], [2.0, -1.0]])
+# Worked by hand from the notes' formulas:
+# O = correlate(X, F):                O[0,0] = 1*1 + 2*2 + 4*3 + 5*4 = 37, ...
+O_BY_HAND = np.array([[37.0, 47.0], [67.0, 77.0]])
+# dL/dF = correlate(X, dL/dO):        dF[0,0] = 1*1 + 2*0 + 4*2 + 5*(-1) = 4, ...
+DL_DF_BY_HAND = np.array([[4.0, 6.0], [10.0, 12.0]])
+# dL/dX = full convolution of rot180(F) with dL/dO:  dX[1,1] = 1*4 + 0*3 + 2*2 + (-1)*1 = 7, ...
+DL_DX_BY_HAND = np.array([[1.0, 2.0, 0.0], [5.0, 7.0, -2.0], [6.0, 5.0, -4.0]])
+
+CONV_FORMS = [(kernels.conv_forward_naive, kernels.conv_backward_naive),
+              (kernels.conv_forward, kernels.conv_backward)]
+
+
+def as_nchw(plane):
+    return plane[None, None, :, :]
+
+
+def correlate_valid(x, k):
+    """Plain 2-D valid cross-correlation, written independently of the engine."""
+    out = np.zeros((x.shape[0] - k.shape[0] + 1, x.shape[1] - k.shape[1] + 1))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = np.sum(x[i: i + k.shape[0], j: j + k.shape[1]] * k)
+    return out
+
+
+def test_hand_worked_numbers_satisfy_the_notes_formulas():
+    np.testing.assert_array_equal(correlate_valid(X, FILTER), O_BY_HAND)
+    np.testing.assert_array_equal(correlate_valid(X, DL_DO), DL_DF_BY_HAND)
+    full = np.pad(DL_DO, 1)
+    np.testing.assert_array_equal(correlate_valid(full, FILTER[::-1, ::-1]), DL_DX_BY_HAND)
+
+
+@pytest.mark.parametrize("forward, backward", CONV_FORMS, ids=["naive", "fast"])
+def test_conv_worked_example_3x3_input_2x2_filter(forward, backward):
+    w = as_nchw(FILTER)
+    b = np.zeros(1)
+    z = forward(as_nchw(X), w, b, (1, 1), (0, 0))
+    np.testing.assert_array_equal(z, as_nchw(O_BY_HAND))
+    dx, dw, db = backward(as_nchw(DL_DO), as_nchw(X), w, (1, 1), (0, 0))
+    np.testing.assert_array_equal(dw, as_nchw(DL_DF_BY_HAND))
+    np.testing.assert_array_equal(dx, as_nchw(DL_DX_BY_HAND))
+    np.testing.assert_array_equal(db, [DL_DO.sum()])
+
+
+def test_conv_worked_example_through_the_network_trace():
+    from engine import Network
+
+    spec = {"input_shape": [1, 3, 3], "dtype": "float64", "loss": "mse",
+            "layers": [{"type": "conv", "filters": 1, "kernel": 2, "activation": "identity"},
+                       {"type": "flatten"}]}
+    net = Network.from_spec(spec)
+    net.params[0]["W"][...] = as_nchw(FILTER)
+    net.params[0]["b"][...] = 0.0
+    # mse with identity output and N = 1: delta = a - y, so y = O - dL/dO makes the delta dL/dO.
+    y = (O_BY_HAND - DL_DO).reshape(1, 4)
+    trace = net.trace(as_nchw(X), y)
+    conv = trace.layers[0]
+    np.testing.assert_array_equal(conv.z, as_nchw(O_BY_HAND))
+    np.testing.assert_array_equal(conv.delta, as_nchw(DL_DO))
+    np.testing.assert_array_equal(conv.grads["W"], as_nchw(DL_DF_BY_HAND))
+    np.testing.assert_array_equal(conv.grads["b"], [DL_DO.sum()])
+    np.testing.assert_array_equal(trace.input_grad, as_nchw(DL_DX_BY_HAND))
+    assert trace.loss == pytest.approx(0.5 * np.sum(DL_DO ** 2))
+
+
+# --- worked example 2: the 4x4 max-pool, size 2, stride 2 ---------------------------------------
+
+POOL_INPUT = np.array([[1.0, 2.0, 3.0, 4.0], [8.0, 7.0, 5.0, 6.0], [9.0, 11.0, 12.0, 10.0], [10.0, 7.0, 13.0, 9.0]])
+POOL_OUTPUT = np.array([[8.0, 6.0], [11.0, 13.0]])
+# winners at (1,0), (1,3), (2,1), (3,2): flat index row * 4 + col
+POOL_ARGMAX = np.array([[4, 7], [9, 14]])
+MAXPOOL_FORMS = [(kernels.maxpool_forward_naive, kernels.maxpool_backward_naive),
+                 (kernels.maxpool_forward, kernels.maxpool_backward)]
+AVGPOOL_FORMS = [(kernels.avgpool_forward_naive, kernels.avgpool_backward_naive),
+                 (kernels.avgpool_forward, kernels.avgpool_backward)]
+
+
+@pytest.mark.parametrize("forward, backward", MAXPOOL_FORMS, ids=["naive", "fast"])
+def test_maxpool_worked_example_values_winners_and_routing(forward, backward):
+    out, argmax = forward(as_nchw(POOL_INPUT), (2, 2), (2, 2))
+    np.testing.assert_array_equal(out, as_nchw(POOL_OUTPUT))
+    np.testing.assert_array_equal(argmax, as_nchw(POOL_ARGMAX))
+    dout = as_nchw(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    dx = backward(dout, argmax, (1, 1, 4, 4))
+    expected = np.zeros((4, 4))
+    expected[1, 0], expected[1, 3], expected[2, 1], expected[3, 2] = 1.0, 2.0, 3.0, 4.0
+    np.testing.assert_array_equal(dx, as_nchw(expected))
+
+
+def test_maxpool_worked_example_through_the_network_trace():
+    from engine import Network
+
+    spec = {"input_shape": [1, 4, 4], "dtype": "float64", "loss": "mse",
+            "layers": [{"type": "maxpool", "size": 2, "stride": 2}, {"type": "flatten"}]}
+    trace = Network.from_spec(spec).trace(as_nchw(POOL_INPUT), (POOL_OUTPUT - [[1.0, 2.0], [3.0, 4.0]]).reshape(1, 4))
+    pool = trace.layers[0]
+    np.testing.assert_array_equal(pool.z, as_nchw(POOL_OUTPUT))
+    np.testing.assert_array_equal(pool.argmax, as_nchw(POOL_ARGMAX))
+    winners = np.zeros((4, 4))
+    winners.flat[POOL_ARGMAX.ravel()] = [1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_array_equal(trace.input_grad, as_nchw(winners))
+    assert trace.layers[1].argmax is None
+
+
+@pytest.mark.parametrize("forward, backward", MAXPOOL_FORMS, ids=["naive", "fast"])
+def test_maxpool_ties_go_to_the_first_input_in_row_major_window_order(forward, backward):
+    plane = np.array([[5.0, 5.0, 1.0, 7.0], [5.0, 5.0, 7.0, 2.0], [0.0, 3.0, 4.0, 4.0], [3.0, 3.0, 4.0, 4.0]])
+    out, argmax = forward(as_nchw(plane), (2, 2), (2, 2))
+    np.testing.assert_array_equal(out, as_nchw(np.array([[5.0, 7.0], [3.0, 4.0]])))
+    np.testing.assert_array_equal(argmax, as_nchw(np.array([[0, 3], [9, 10]])))
+    dx = backward(as_nchw(np.ones((2, 2))), argmax, (1, 1, 4, 4))
+    assert dx.sum() == 4.0
+    assert dx[0, 0, 0, 0] == 1.0 and dx[0, 0, 0, 3] == 1.0 and dx[0, 0, 2, 1] == 1.0 and dx[0, 0, 2, 2] == 1.0
+
+
+@pytest.mark.parametrize("forward, backward", MAXPOOL_FORMS, ids=["naive", "fast"])
+def test_maxpool_overlapping_windows_accumulate_deltas_on_a_shared_winner(forward, backward):
+    plane = np.array([[0.0, 1.0, 0.0], [2.0, 9.0, 3.0], [0.0, 4.0, 0.0]])
+    out, argmax = forward(as_nchw(plane), (2, 2), (1, 1))
+    np.testing.assert_array_equal(out, np.full((1, 1, 2, 2), 9.0))
+    np.testing.assert_array_equal(argmax, np.full((1, 1, 2, 2), 4))
+    dx = backward(as_nchw(np.array([[1.0, 2.0], [3.0, 4.0]])), argmax, (1, 1, 3, 3))
+    expected = np.zeros((3, 3))
+    expected[1, 1] = 10.0
+    np.testing.assert_array_equal(dx, as_nchw(expected))
+
+
+@pytest.mark.parametrize("forward, backward", AVGPOOL_FORMS, ids=["naive", "fast"])
+def test_avgpool_worked_example_spreads_delta_over_the_window(forward, backward):
+    out = forward(as_nchw(POOL_INPUT), (2, 2), (2, 2))
+    np.testing.assert_array_equal(out, as_nchw(np.array([[4.5, 4.5], [9.25, 11.0]])))
+    dout = as_nchw(np.array([[4.0, 8.0], [12.0, 16.0]]))
+    dx = backward(dout, (1, 1, 4, 4), (2, 2), (2, 2))
+    expected = np.array([[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 2.0, 2.0], [3.0, 3.0, 4.0, 4.0], [3.0, 3.0, 4.0, 4.0]])
+    np.testing.assert_array_equal(dx, as_nchw(expected))
+
+
+@pytest.mark.parametrize("forward, backward", AVGPOOL_FORMS, ids=["naive", "fast"])
+def test_avgpool_overlapping_and_rectangular_windows_share_delta_by_window_area(forward, backward):
+    dout = np.ones((1, 1, 2, 2))
+    dx = backward(dout, (1, 1, 3, 4), (2, 3), (1, 1))
+    # each window covers 6 inputs; an input gets 1/6 from every window that covers it
+    coverage = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [1, 2, 2, 1]])
+    np.testing.assert_allclose(dx, as_nchw(coverage / 6.0), rtol=1e-15)
+
+
+# --- naive equals fast equals PyTorch over many shapes -------------------------------------------
+
+CONV_SHAPES = [
+    # (N, C, H, W, F, HH, WW, stride, padding)
+    (1, 1, 5, 5, 1, 3, 3, (1, 1), (0, 0)),
+    (2, 3, 7, 7, 4, 3, 3, (2, 2), (1, 1)),
+    (3, 2, 6, 8, 3, 2, 3, (1, 1), (0, 1)),
+    (2, 2, 9, 7, 2, 3, 2, (3, 1), (0, 0)),
+    (1, 4, 4, 4, 2, 4, 4, (1, 1), (0, 0)),
+    (2, 3, 5, 5, 2, 5, 5, (1, 1), (2, 2)),
+    (2, 1, 7, 5, 3, 1, 1, (2, 2), (0, 0)),
+    (2, 2, 8, 9, 5, 3, 3, (1, 3), (1, 0)),
+    (1, 2, 6, 6, 2, 4, 2, (2, 2), (1, 0)),
+]
+
+
+def torch_conv(x, w, b, delta, stride, padding):
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    z = F.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    z.backward(torch.tensor(delta))
+    return z.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv_naive_fast_and_torch_agree(shape):
+    n, c, h, w_, f, hh, ww, stride, padding = shape
+    rng = np.random.default_rng(sum(shape[:7]))
+    x = rng.normal(size=(n, c, h, w_))
+    w = rng.normal(size=(f, c, hh, ww))
+    b = rng.normal(size=f)
+    z_naive = kernels.conv_forward_naive(x, w, b, stride, padding)
+    z_fast = kernels.conv_forward(x, w, b, stride, padding)
+    delta = rng.normal(size=z_naive.shape)
+    z_torch, dx_torch, dw_torch, db_torch = torch_conv(x, w, b, delta, stride, padding)
+    np.testing.assert_allclose(z_naive, z_torch, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(z_fast, z_naive, rtol=1e-10, atol=1e-12)
+    for got in (kernels.conv_backward_naive(delta, x, w, stride, padding),
+                kernels.conv_backward(delta, x, w, stride, padding)):
+        dx, dw, db = got
+        np.testing.assert_allclose(dx, dx_torch, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dw, dw_torch, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-12)
+
+
+POOL_SHAPES = [
+    # (N, C, H, W, size, stride)
+    (1, 1, 4, 4, (2, 2), (2, 2)),
+    (2, 3, 5, 5, (3, 3), (1, 1)),
+    (2, 2, 6, 6, (2, 2), (1, 1)),
+    (1, 2, 7, 7, (3, 3), (2, 2)),
+    (2, 1, 6, 8, (2, 4), (2, 4)),
+    (3, 2, 6, 6, (3, 2), (1, 2)),
+    (1, 3, 8, 8, (2, 2), (3, 3)),
+    (2, 2, 5, 5, (1, 1), (1, 1)),
+    (2, 6, 28, 28, (2, 2), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+def test_maxpool_naive_fast_and_torch_agree(shape):
+    n, c, h, w, size, stride = shape
+    rng = np.random.default_rng(h * w)
+    x = rng.normal(size=(n, c, h, w))
+    out_naive, argmax_naive = kernels.maxpool_forward_naive(x, size, stride)
+    out_fast, argmax_fast = kernels.maxpool_forward(x, size, stride)
+    xt = torch.tensor(x, requires_grad=True)
+    out_torch, argmax_torch = F.max_pool2d(xt, size, stride, return_indices=True)
+    dout = rng.normal(size=out_naive.shape)
+    out_torch.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(out_naive, out_torch.detach().numpy())
+    np.testing.assert_array_equal(out_fast, out_naive)
+    np.testing.assert_array_equal(argmax_naive, argmax_torch.numpy())
+    np.testing.assert_array_equal(argmax_fast, argmax_naive)
+    dx_naive = kernels.maxpool_backward_naive(dout, argmax_naive, x.shape)
+    dx_fast = kernels.maxpool_backward(dout, argmax_fast, x.shape)
+    np.testing.assert_allclose(dx_naive, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx_fast, dx_naive, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", POOL_SHAPES)
+def test_avgpool_naive_fast_and_torch_agree(shape):
+    n, c, h, w, size, stride = shape
+    rng = np.random.default_rng(h + w)
+    x = rng.normal(size=(n, c, h, w))
+    xt = torch.tensor(x, requires_grad=True)
+    out_torch = F.avg_pool2d(xt, size, stride)
+    dout = rng.normal(size=out_torch.shape)
+    out_torch.backward(torch.tensor(dout))
+    out_naive = kernels.avgpool_forward_naive(x, size, stride)
+    out_fast = kernels.avgpool_forward(x, size, stride)
+    np.testing.assert_allclose(out_naive, out_torch.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out_fast, out_naive, rtol=1e-12, atol=1e-14)
+    dx_naive = kernels.avgpool_backward_naive(dout, x.shape, size, stride)
+    dx_fast = kernels.avgpool_backward(dout, x.shape, size, stride)
+    np.testing.assert_allclose(dx_naive, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx_fast, dx_naive, rtol=1e-12, atol=1e-14)
+
+
+def test_maxpool_with_many_ties_fast_equals_naive():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(2, 3, 9, 9)).astype(np.float64)
+    for size, stride in [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((3, 2), (2, 1))]:
+        out_naive, argmax_naive = kernels.maxpool_forward_naive(x, size, stride)
+        out_fast, argmax_fast = kernels.maxpool_forward(x, size, stride)
+        np.testing.assert_array_equal(out_fast, out_naive)
+        np.testing.assert_array_equal(argmax_fast, argmax_naive)
+        dout = rng.normal(size=out_naive.shape)
+        np.testing.assert_array_equal(kernels.maxpool_backward(dout, argmax_fast, x.shape),
+                                      kernels.maxpool_backward_naive(dout, argmax_naive, x.shape))
+
+
+@pytest.mark.parametrize("name", ["conv", "maxpool", "avgpool"])
+def test_fast_kernels_keep_float32_as_float32(name):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    if name == "conv":
+        w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+        b = np.zeros(4, np.float32)
+        z = kernels.conv_forward(x, w, b, (1, 1), (1, 1))
+        dx, dw, db = kernels.conv_backward(np.ones_like(z), x, w, (1, 1), (1, 1))
+        outputs = [z, dx, dw, db]
+    elif name == "maxpool":
+        out, argmax = kernels.maxpool_forward(x, (2, 2), (2, 2))
+        outputs = [out, kernels.maxpool_backward(np.ones_like(out), argmax, x.shape)]
+    else:
+        out = kernels.avgpool_forward(x, (2, 2), (2, 2))
+        outputs = [out, kernels.avgpool_backward(np.ones_like(out), x.shape, (2, 2), (2, 2))]
+    assert [o.dtype for o in outputs] == [np.float32] * len(outputs)
+
+
+def test_conv_output_size_formula():
+    assert kernels.conv_output_size(28, 5, 1, 2) == 28
+    assert kernels.conv_output_size(14, 5, 1, 0) == 10
+    assert kernels.conv_output_size(7, 3, 2, 1) == 4
+    assert kernels.conv_output_size(9, 3, 3, 0) == 3
