@@ -11,16 +11,20 @@ accepted for /docs only (a developer tool). The page at / needs no network.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from app.middleware import BodySizeLimitMiddleware
+from app.persistence import build_store
 from app.routes import catalog, pages, sessions, training
+from app.security import install_security
 from app.serialize import FastJSONResponse
 from app.settings import Settings, get_settings
-from app.store import InMemorySessionStore, SessionNotFound, StoreFull
+from app.store import SessionNotFound, StoreFull
 from app.training import Refused
 
 logger = logging.getLogger("cnnviz")
@@ -55,6 +59,12 @@ async def _on_unexpected(request: Request, exc: Exception) -> FastJSONResponse:
     return FastJSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    app.state.store.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -63,14 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A NumPy CNN engine's every intermediate (z, a, delta, gradients, pool "
                     "winners, dL/dx) as JSON, plus training sessions on the shipped MNIST sample.",
         default_response_class=FastJSONResponse,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
-    app.state.store = InMemorySessionStore(
-        max_sessions=settings.max_sessions,
-        max_bytes=settings.max_store_bytes,
-        idle_seconds=settings.session_idle_seconds,
-    )
+    app.state.store = build_store(settings)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_security(app, cors_origins=settings.cors_origins)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(SessionNotFound, _on_session_not_found)
     app.add_exception_handler(StoreFull, _on_store_full)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from app.session_codec import decode_session, encode_session
 from app.sessions import Session
-from app.store import SessionNotFound, SessionStore, StoreFull
+from app.settings import Settings
+from app.store import InMemorySessionStore, SessionNotFound, SessionStore, StoreFull
 
 DATABASE_NAME = "sessions.sqlite3"
 # A session used within this many seconds is not unloaded to make room: the request that just
@@ -67,12 +68,9 @@ class SQLiteSessionStore(SessionStore):
         self._loaded: dict[str, Session] = {}
         self._mutex = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection shared by the request threads; the mutex serialises its use.
-        # Python's sqlite3 opens a transaction before each write; `with self._db:` commits it.
-        self._db = sqlite3.connect(self.path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._connection: sqlite3.Connection | None = None
+        with self._mutex:
+            self._db.execute("SELECT 1")  # a data folder that cannot hold the database fails now
 
     # --- the SessionStore interface ----------------------------------------------------------
 
@@ -139,10 +137,28 @@ class SQLiteSessionStore(SessionStore):
             return self._expire_locked()
 
     def close(self) -> None:
+        """Write the idle clocks out and close the database (it reopens if used again)."""
         with self._mutex:
+            if self._connection is None:
+                return
             self._record_last_used_locked(list(self._loaded.values()))
             self._loaded.clear()
-            self._db.close()
+            self._connection.close()
+            self._connection = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        # Reopened on demand after close(): an app can be started and stopped more than once
+        # in one process (test clients do that).
+        if self._connection is None:
+            # Python's sqlite3 opens a transaction before each write; `with self._db:` commits.
+            # One connection is shared by the request threads; the mutex serialises its use.
+            connection = sqlite3.connect(self.path, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(_SCHEMA)
+            self._connection = connection
+        return self._connection
 
     # --- beyond the interface ------------------------------------------------------------------
 
@@ -238,3 +254,17 @@ class SQLiteSessionStore(SessionStore):
         for sid in expired:
             self._delete_locked(sid)
         return expired
+
+
+def build_store(settings: Settings) -> SessionStore:
+    """The store ``settings.session_store`` names, with the settings' caps."""
+    caps = {
+        "max_sessions": settings.max_sessions,
+        "max_bytes": settings.max_store_bytes,
+        "idle_seconds": settings.session_idle_seconds,
+    }
+    if settings.session_store == "memory":
+        return InMemorySessionStore(**caps)
+    return SQLiteSessionStore(
+        settings.data_dir, max_file_bytes=settings.max_session_file_bytes, **caps
+    )

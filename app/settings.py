@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +22,14 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+
+    # "sqlite" keeps sessions in data_dir/sessions.sqlite3 across restarts; "memory" forgets them
+    # when the process exits. A relative data_dir is taken from the working directory.
+    session_store: Literal["sqlite", "memory"] = "sqlite"
+    data_dir: Path = Path("data")
+
+    # Origins allowed to call the API from their pages (CORS), comma-separated. Empty: none.
+    cors_origins: Annotated[list[str], NoDecode] = []
 
     # Session store: idle sessions are dropped, and the caps refuse new sessions rather than
     # evicting someone's live work.
@@ -40,6 +49,13 @@ class Settings(BaseSettings):
     max_session_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     static_dir: Path = PROJECT_ROOT / "static"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
 
 @lru_cache(maxsize=1)

@@ -277,3 +277,13 @@ def test_database_uses_write_ahead_logging(tmp_path):
     make_store(tmp_path).close()
     (mode,) = sqlite3.connect(tmp_path / DATABASE_NAME).execute("PRAGMA journal_mode").fetchone()
     assert mode == "wal"
+
+
+def test_closed_store_reopens_when_used_again(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session(steps=1)
+    store.add(session)
+    store.close()
+    store.close()
+    assert store.loaded_ids() == []
+    assert_same_session(store.get(session.id), session)

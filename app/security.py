@@ -1,0 +1,94 @@
+"""Security headers on every response, and CORS only when the settings name allowed origins.
+
+The page loads its scripts from this server only (its own modules and Plotly at
+``/vendor/plotly.min.js``), so the policy allows scripts from 'self' and nothing else: no inline
+script, no eval, no CDN. Styles also allow 'unsafe-inline' because Plotly inserts its own
+``<style>`` rules at run time; images allow ``data:`` and ``blob:`` for Plotly's exports.
+FastAPI's interactive docs (``/docs``, ``/redoc``) are pages made of an inline script and a CDN
+bundle; they get a policy of their own that allows exactly that and nothing more, so the API
+can still be explored when the machine is online.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PAGE_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data: blob:",
+    "connect-src 'self'",
+    "font-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+DOCS_CDN = "https://cdn.jsdelivr.net"
+DOCS_POLICY = "; ".join([
+    "default-src 'self'",
+    f"script-src 'self' 'unsafe-inline' {DOCS_CDN}",
+    f"style-src 'self' 'unsafe-inline' {DOCS_CDN}",
+    "img-src 'self' data: https://fastapi.tiangolo.com",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+])
+DOCS_PATHS = ("/docs", "/redoc")
+
+COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+}
+
+
+class SecurityHeadersMiddleware:
+    """Adds the headers above to every HTTP response, errors included (pure ASGI, so it also
+    covers responses sent by other middleware and streaming responses)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        policy = DOCS_POLICY if path.startswith(DOCS_PATHS) else PAGE_POLICY
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in COMMON_HEADERS.items():
+                    headers.setdefault(name, value)
+                headers.setdefault("Content-Security-Policy", policy)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_security(app: FastAPI, *, cors_origins: Sequence[str]) -> None:
+    """Add the middleware to ``app``. With no ``cors_origins`` (the default) no CORS header is
+    ever sent, so browsers keep other sites' pages from reading the API's answers."""
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
+    # Added last, so it is the outermost layer and also sees the answers CORS sends itself.
+    app.add_middleware(SecurityHeadersMiddleware)
