@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
+from app.http_contract import document_errors
 from app.middleware import BodySizeLimitMiddleware
 from app.persistence import build_store
 from app.routes import catalog, pages, sessions, training
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StoreFull, _on_store_full)
     app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(Exception, _on_unexpected)
+    document_errors(app)
     for module in (catalog, sessions, training, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False),

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.session_codec import decode_session, encode_session
+from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
 from app.store import InMemorySessionStore, SessionNotFound, SessionStore, StoreFull
@@ -97,6 +98,8 @@ class SQLiteSessionStore(SessionStore):
             self._loaded[session.id] = session
 
     def get(self, session_id: str) -> Session:
+        if not SESSION_ID.fullmatch(session_id):
+            raise SessionNotFound(session_id)
         with self._mutex:
             session = self._loaded.get(session_id)
             if session is None:
@@ -108,6 +111,8 @@ class SQLiteSessionStore(SessionStore):
             return session
 
     def delete(self, session_id: str) -> None:
+        if not SESSION_ID.fullmatch(session_id):
+            raise SessionNotFound(session_id)
         with self._mutex:
             if not self._delete_locked(session_id):
                 raise SessionNotFound(session_id)

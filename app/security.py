@@ -11,12 +11,20 @@ can still be explored when the machine is online.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Annotated
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Path
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.store import SessionNotFound
+
+# What secrets.token_urlsafe(16) makes (app.sessions.new_session_id): 128 random bits, 22
+# URL-safe characters. Anything else is refused before any store is asked about it.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 PAGE_POLICY = "; ".join([
     "default-src 'self'",
@@ -92,3 +100,16 @@ def install_security(app: FastAPI, *, cors_origins: Sequence[str]) -> None:
         )
     # Added last, so it is the outermost layer and also sees the answers CORS sends itself.
     app.add_middleware(SecurityHeadersMiddleware)
+
+
+def valid_session_id(
+    session_id: Annotated[str, Path(description="a session id as returned on creation "
+                                                "(22 characters: A-Z a-z 0-9 _ -)")],
+) -> str:
+    """The path's session id, or 404 at once if it cannot be one."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise SessionNotFound(session_id)
+    return session_id
+
+
+SessionIdPath = Annotated[str, Depends(valid_session_id)]

@@ -13,6 +13,7 @@ from app.deps import SettingsDep
 from app.presets import PRESETS
 from app.schemas import ErrorOut, Health, MnistPage, MnistSample, PixelsOut, PresetOut, Split
 from app.serialize import FastJSONResponse
+from app.settings import get_settings
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
 
@@ -33,7 +34,8 @@ def mnist_page(
     settings: SettingsDep,
     split: Split = "train",
     offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int | None, Query(ge=1, description="default and maximum: the page cap")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=get_settings().max_mnist_page,
+                                       description="default and maximum: the page cap")] = None,
     pixels: bool = False,
 ) -> FastJSONResponse:
     if limit is not None and limit > settings.max_mnist_page:

@@ -11,6 +11,7 @@ from engine import SpecError
 from app.deps import SettingsDep, StoreDep, locked_session
 from app.presets import PRESETS
 from app.schemas import CreateSessionRequest, ErrorOut, HistoryOut, SessionOut
+from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
 from app.session_codec import decode_session, encode_session
 from app.sessions import Session, new_session_id
@@ -80,20 +81,20 @@ def import_session(file: Annotated[UploadFile, File()], store: StoreDep,
 
 
 @router.get("/{session_id}", response_model=SessionOut, responses=NOT_FOUND)
-def get_session(session_id: str, store: StoreDep) -> FastJSONResponse:
+def get_session(session_id: SessionIdPath, store: StoreDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=False) as session:
         return FastJSONResponse(session_json(session))
 
 
 @router.delete("/{session_id}", status_code=204, responses=NOT_FOUND)
-def delete_session(session_id: str, store: StoreDep) -> Response:
+def delete_session(session_id: SessionIdPath, store: StoreDep) -> Response:
     store.delete(session_id)
     return Response(status_code=204)
 
 
 @router.get("/{session_id}/history", response_model=HistoryOut, responses=NOT_FOUND,
             summary="Loss and accuracy per step (after step 'since'), and held-out evaluations")
-def history(session_id: str, store: StoreDep, since: int = -1) -> FastJSONResponse:
+def history(session_id: SessionIdPath, store: StoreDep, since: int = -1) -> FastJSONResponse:
     with locked_session(store, session_id, save=False) as session:
         return FastJSONResponse({"step": session.step, **session.history.since(since)})
 
@@ -103,7 +104,7 @@ def history(session_id: str, store: StoreDep, since: int = -1) -> FastJSONRespon
     "description": "the session as an .npz file (see app/session_codec.py)"}},
     response_class=Response, summary="Download the session (weights, optimizer state, step, "
                                      "spec, history)")
-def export_session(session_id: str, store: StoreDep) -> Response:
+def export_session(session_id: SessionIdPath, store: StoreDep) -> Response:
     with locked_session(store, session_id, save=False) as session:
         data = encode_session(session)
         name = f"cnnviz-{session.preset or 'custom'}-step{session.step}.npz"

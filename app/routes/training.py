@@ -21,6 +21,7 @@ from app.schemas import (
     TrainRequest,
     TraceRequest,
 )
+from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
 
 router = APIRouter(prefix="/api/sessions/{session_id}", tags=["training"])
@@ -30,7 +31,7 @@ ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 
 @router.post("/trace", response_model=TraceOut, responses=ERRORS,
              summary="Forward and backward pass of one sample; nothing is updated")
-def trace(session_id: str, body: TraceRequest, store: StoreDep) -> FastJSONResponse:
+def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=False) as session:
         sample = training.resolve_sample(session, body.input, body.label)
         answer = training.trace_sample(session, sample)
@@ -39,7 +40,7 @@ def trace(session_id: str, body: TraceRequest, store: StoreDep) -> FastJSONRespo
 
 @router.post("/step", response_model=StepOut, responses=ERRORS,
              summary="One training iteration on a mini-batch, with the trace of its first sample")
-def step(session_id: str, body: StepRequest, store: StoreDep,
+def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
          settings: SettingsDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=True) as session:
         first = None
@@ -51,7 +52,7 @@ def step(session_id: str, body: StepRequest, store: StoreDep,
 
 @router.post("/train", response_model=TrainOut, responses=ERRORS,
              summary="Run several training steps at once (all or nothing)")
-def train(session_id: str, body: TrainRequest, store: StoreDep,
+def train(session_id: SessionIdPath, body: TrainRequest, store: StoreDep,
           settings: SettingsDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=True) as session:
         answer = training.train(session, body, body.steps, settings.max_history)
@@ -60,7 +61,7 @@ def train(session_id: str, body: TrainRequest, store: StoreDep,
 
 @router.post("/evaluate", response_model=EvaluationOut, responses=ERRORS,
              summary="Held-out accuracy and loss on the MNIST test split")
-def evaluate(session_id: str, store: StoreDep, settings: SettingsDep,
+def evaluate(session_id: SessionIdPath, store: StoreDep, settings: SettingsDep,
              body: EvaluateRequest | None = None) -> FastJSONResponse:
     limit = body.limit if body is not None else settings.max_eval_samples
     with locked_session(store, session_id, save=True) as session:

@@ -1,0 +1,77 @@
+"""What every answer of the API promises, in one place: the OpenAPI document lists every error an
+operation can give, and a 405 names every method the path accepts.
+
+Some errors do not come from a route but from layers every request goes through, so FastAPI
+cannot know about them when it documents the routes: the body-size limit (413), a body that is
+not parseable at all (400), the validation handler's own ``{"detail": [...]}`` shape (422), and
+the session lookup (404 on every path with a session id). ``document_errors`` adds them to the
+generated document so that a client (or a schema-driven fuzzer) can rely on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from app.schemas import ErrorOut
+from app.serialize import FastJSONResponse
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
+
+
+BODY_ERRORS = {
+    "400": _error("the body cannot be parsed at all (malformed JSON or multipart)"),
+    "413": _error("the body is larger than the limit (CNNVIZ_MAX_BODY_BYTES)"),
+}
+VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong "
+                          "(a list of {loc, msg, type} for schema violations)")
+SESSION_ERROR = _error("unknown, deleted or expired session")
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make ``app.openapi()`` list the errors that come from middleware and handlers."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "ErrorOut", ErrorOut.model_json_schema())
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                # Every error body is {"detail": ...}; FastAPI's default 422 entry claims a
+                # list, but a route's own 422 (a bad spec, an index out of range) says it in words.
+                responses["422"] = VALIDATION_ERROR
+                if "requestBody" in operation:
+                    for status, entry in BODY_ERRORS.items():
+                        responses.setdefault(status, entry)
+                if "{session_id}" in path:
+                    responses.setdefault("404", SESSION_ERROR)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_exception_handler(405, _method_not_allowed)
+
+
+async def _method_not_allowed(request: Request, exc: HTTPException) -> FastJSONResponse:
+    """Starlette answers 405 from the first route whose path matches, so ``Allow`` would list
+    only that route's methods (GET on /api/sessions/{id}, not DELETE); list them all."""
+    path = request.scope.get("path", "")
+    allowed: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            allowed |= route.methods
+    headers = {"Allow": ", ".join(sorted(allowed))} if allowed else dict(exc.headers or {})
+    return FastJSONResponse({"detail": f"method {request.method} is not allowed here"},
+                            status_code=405, headers=headers)
