@@ -14,6 +14,13 @@ from app.main import create_app
 from app.settings import Settings
 
 
+# A linear net under MSE: with learning rate 10 each step multiplies the error by roughly
+# lr * sum(x^2), so float32 weights overflow within a few steps. Used to provoke divergence.
+LINEAR_MSE_SPEC = {"input_shape": [1, 28, 28],
+                   "layers": [{"type": "flatten"}, {"type": "dense", "units": 10}],
+                   "loss": "mse"}
+
+
 @pytest.fixture
 def app():
     return create_app(Settings())
