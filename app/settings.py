@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     max_session_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
+    # Network size and work caps (app.limits), tighter than the engine's own sanity limits:
+    # LeNet-5 has 61,706 parameters, 9,278 values per sample, 0.42 M multiply-adds forward.
+    max_spec_layers: int = Field(32, ge=1)
+    max_spec_input_side: int = Field(128, ge=1)
+    max_spec_filters: int = Field(256, ge=1)
+    max_spec_units: int = Field(4096, ge=1)
+    max_spec_parameters: int = Field(1_000_000, ge=1)
+    max_spec_activations: int = Field(250_000, ge=1)
+    max_session_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # One request: working memory of its largest traced batch, and its multiply-adds
+    # (20 G: 200 LeNet-5 steps of 64, under a minute of this engine on one core).
+    max_request_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_request_macs: int = Field(20_000_000_000, ge=1)
+
     static_dir: Path = PROJECT_ROOT / "static"
 
     @field_validator("cors_origins", mode="before")

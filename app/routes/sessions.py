@@ -9,12 +9,14 @@ from fastapi import APIRouter, File, HTTPException, Response, UploadFile
 from engine import SpecError
 
 from app.deps import SettingsDep, StoreDep, locked_session
+from app.limits import check_spec
 from app.presets import PRESETS
 from app.schemas import CreateSessionRequest, ErrorOut, HistoryOut, SessionOut
 from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
 from app.session_codec import decode_session, encode_session
 from app.sessions import Session, new_session_id
+from app.settings import Settings
 from app.training import target_rule
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
@@ -27,7 +29,7 @@ def session_json(session: Session) -> dict[str, Any]:
     return {**session.summary(), "target_rule": target_rule(session).describe()}
 
 
-def _new_session(request: CreateSessionRequest) -> Session:
+def _new_session(request: CreateSessionRequest, settings: Settings) -> Session:
     if request.preset is not None:
         preset = PRESETS.get(request.preset)
         if preset is None:
@@ -43,6 +45,7 @@ def _new_session(request: CreateSessionRequest) -> Session:
             spec["seed"] = request.seed
         positive_class = request.positive_class
     try:
+        check_spec(spec, settings)
         session = Session.create(spec, preset=request.preset, positive_class=positive_class)
     except SpecError as exc:
         raise HTTPException(422, f"invalid spec: {exc}") from exc
@@ -59,8 +62,9 @@ def _new_session(request: CreateSessionRequest) -> Session:
              responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut},
                         429: {"model": ErrorOut}},
              summary="Create a session from a preset or a spec")
-def create_session(body: CreateSessionRequest, store: StoreDep) -> FastJSONResponse:
-    session = _new_session(body)
+def create_session(body: CreateSessionRequest, store: StoreDep,
+                   settings: SettingsDep) -> FastJSONResponse:
+    session = _new_session(body, settings)
     store.add(session)
     return FastJSONResponse(session_json(session), status_code=201)
 
@@ -76,6 +80,7 @@ def import_session(file: Annotated[UploadFile, File()], store: StoreDep,
                                  new_id=new_session_id())
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
+    check_spec(session.spec, settings)
     store.add(session)
     return FastJSONResponse(session_json(session), status_code=201)
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 
 from app import training
 from app.deps import SettingsDep, StoreDep, locked_session
+from app.limits import check_work
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -31,8 +32,10 @@ ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 
 @router.post("/trace", response_model=TraceOut, responses=ERRORS,
              summary="Forward and backward pass of one sample; nothing is updated")
-def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep) -> FastJSONResponse:
+def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
+          settings: SettingsDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=False) as session:
+        check_work(session.spec, settings, batch=1, traced=1)
         sample = training.resolve_sample(session, body.input, body.label)
         answer = training.trace_sample(session, sample)
     return FastJSONResponse(answer)
@@ -43,6 +46,9 @@ def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep) -> Fas
 def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
          settings: SettingsDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=True) as session:
+        # a trace of the first sample, a traced batch, and the batch forward again after the update
+        check_work(session.spec, settings, batch=body.batch_size, traced=body.batch_size + 1,
+                   forward_only=body.batch_size)
         first = None
         if body.input is not None:
             first = training.resolve_sample(session, body.input, body.label)
@@ -55,6 +61,8 @@ def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
 def train(session_id: SessionIdPath, body: TrainRequest, store: StoreDep,
           settings: SettingsDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=True) as session:
+        check_work(session.spec, settings, batch=body.batch_size,
+                   traced=body.steps * body.batch_size)
         answer = training.train(session, body, body.steps, settings.max_history)
     return FastJSONResponse(answer)
 
@@ -65,5 +73,7 @@ def evaluate(session_id: SessionIdPath, store: StoreDep, settings: SettingsDep,
              body: EvaluateRequest | None = None) -> FastJSONResponse:
     limit = body.limit if body is not None else settings.max_eval_samples
     with locked_session(store, session_id, save=True) as session:
+        check_work(session.spec, settings, batch=min(limit, training.EVALUATION_CHUNK),
+                   traced=limit)
         answer = training.evaluate(session, limit, settings.max_history)
     return FastJSONResponse(answer)
