@@ -1,0 +1,155 @@
+// Talks to the FastAPI service: every request goes through `request`, which turns
+// error answers into ApiError (with the server's "detail" made readable) and reports
+// slow requests to the busy indicator.
+
+import { API_BASE, BUSY_DELAY_MS } from "./config.js";
+
+export class ApiError extends Error {
+  constructor(status, detail, path) {
+    super(formatDetail(detail));
+    this.status = status;
+    this.detail = detail;
+    this.path = path;
+  }
+}
+
+// FastAPI answers 422 either with a string or with pydantic's list of {loc, msg}.
+export function formatDetail(detail) {
+  if (detail == null) return "unknown error";
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((item) => {
+        if (typeof item === "string") return item;
+        const where = Array.isArray(item.loc) ? item.loc.filter((p) => p !== "body").join(".") : "";
+        return where ? `${where}: ${item.msg}` : item.msg || JSON.stringify(item);
+      })
+      .join("; ");
+  }
+  if (typeof detail === "object" && detail.msg) return detail.msg;
+  return JSON.stringify(detail);
+}
+
+const busyListeners = new Set();
+let pendingSlow = 0;
+
+// listener(isBusy, label) is called when a request has been running for BUSY_DELAY_MS
+// and again when no slow request is left.
+export function onBusyChange(listener) {
+  busyListeners.add(listener);
+}
+
+function notifyBusy(label) {
+  for (const listener of busyListeners) listener(pendingSlow > 0, label);
+}
+
+async function request(method, path, { json, form, label } = {}) {
+  const options = { method, headers: {} };
+  if (json !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(json);
+  } else if (form !== undefined) {
+    options.body = form;
+  }
+  let wasSlow = false;
+  const timer = setTimeout(() => {
+    wasSlow = true;
+    pendingSlow += 1;
+    notifyBusy(label || `${method} ${path}`);
+  }, BUSY_DELAY_MS);
+  try {
+    let response;
+    try {
+      response = await fetch(API_BASE + path, options);
+    } catch (err) {
+      throw new ApiError(0, `the server did not answer (${err.message})`, path);
+    }
+    if (response.status === 204) return null;
+    const text = await response.text();
+    let body = null;
+    if (text) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = { detail: text };
+      }
+    }
+    if (!response.ok) {
+      throw new ApiError(response.status, body && body.detail !== undefined ? body.detail : response.statusText, path);
+    }
+    return body;
+  } finally {
+    clearTimeout(timer);
+    if (wasSlow) {
+      pendingSlow -= 1;
+      notifyBusy(label);
+    }
+  }
+}
+
+export const api = {
+  presets: () => request("GET", "/presets", { label: "Loading presets" }),
+
+  createSession: ({ preset, spec, seed }) => {
+    const body = spec ? { spec } : { preset };
+    if (seed !== undefined && seed !== null) body.seed = seed;
+    return request("POST", "/sessions", { json: body, label: "Building the network" });
+  },
+
+  deleteSession: (id) => request("DELETE", `/sessions/${encodeURIComponent(id)}`),
+
+  session: (id) => request("GET", `/sessions/${encodeURIComponent(id)}`),
+
+  trace: (id, input) =>
+    request("POST", `/sessions/${encodeURIComponent(id)}/trace`, {
+      json: inputBody(input),
+      label: "Running forward and backward",
+    }),
+
+  step: (id, input, training) =>
+    request("POST", `/sessions/${encodeURIComponent(id)}/step`, {
+      json: { ...trainingBody(training), ...(input ? inputBody(input) : {}) },
+      label: "Training one step",
+    }),
+
+  train: (id, steps, training) =>
+    request("POST", `/sessions/${encodeURIComponent(id)}/train`, {
+      json: { steps, ...trainingBody(training) },
+      label: `Training ${steps} steps`,
+    }),
+
+  evaluate: (id, limit) =>
+    request("POST", `/sessions/${encodeURIComponent(id)}/evaluate`, {
+      json: limit ? { limit } : {},
+      label: "Evaluating on the test split",
+    }),
+
+  history: (id) => request("GET", `/sessions/${encodeURIComponent(id)}/history`),
+
+  mnistPage: (split, offset, limit) =>
+    request("GET", `/mnist?split=${encodeURIComponent(split)}&offset=${offset}&limit=${limit}&pixels=true`, {
+      label: "Loading MNIST digits",
+    }),
+
+  mnistSample: (split, index) => request("GET", `/mnist/${index}?split=${encodeURIComponent(split)}`),
+
+  preprocessImage: (blob, filename) => {
+    const form = new FormData();
+    form.append("file", blob, filename || "image.png");
+    return request("POST", "/images", { form, label: "Preprocessing the image" });
+  },
+};
+
+function trainingBody(training) {
+  return {
+    batch_size: training.batch_size,
+    learning_rate: training.learning_rate,
+    optimizer: training.optimizer,
+  };
+}
+
+// The page keeps its input as {kind: "mnist", split, index, label} or {kind: "pixels", pixels, label}.
+function inputBody(input) {
+  if (input.kind === "mnist") return { input: { dataset: "mnist", split: input.split, index: input.index } };
+  return { input: { pixels: input.pixels }, label: input.label };
+}

@@ -1,0 +1,481 @@
+// The arithmetic behind one number of the trace, laid out for the inspector: the terms
+// (pairs of engine values and their product), their sum, and the engine's own value for
+// comparison. Every operand is read from the trace; the only computation here is the
+// products and the sum being displayed (and g'(z) from the engine's z and a).
+
+import { asChannels, paramsOfLayer } from "./viewmodel.js";
+
+const FLOAT32_RELATIVE = 1e-4;
+
+export function layerInput(trace, index) {
+  return index === 0 ? asChannels(trace.input) : trace.layers[index - 1].a;
+}
+
+function pairOf(value, fallback) {
+  if (value == null) return [fallback, fallback];
+  return Array.isArray(value) ? value : [value, value];
+}
+
+function geometry(layer) {
+  const spec = layer.spec || {};
+  if (layer.type === "conv") {
+    return { kernel: pairOf(spec.kernel), stride: pairOf(spec.stride, 1), padding: pairOf(spec.padding, 0) };
+  }
+  const size = pairOf(spec.size);
+  return { kernel: size, stride: pairOf(spec.stride ?? spec.size), padding: [0, 0] };
+}
+
+// Sum of terms in float64, and whether it matches the engine's (float32) value.
+export function compare(computed, engine, scale) {
+  const tolerance = FLOAT32_RELATIVE * Math.max(Math.abs(engine), scale, 1e-6) + 1e-7;
+  return { computed, engine, match: Math.abs(computed - engine) <= tolerance };
+}
+
+function sumTerms(rows, key = "product") {
+  let total = 0;
+  let scale = 0;
+  for (const row of rows) {
+    total += row[key];
+    scale += Math.abs(row[key]);
+  }
+  return { total, scale };
+}
+
+const idx = (...parts) => `[${parts.join(",")}]`;
+
+// z of a conv output element: the receptive-field patch times the kernel, plus the bias.
+function convForward(trace, index, f, i, j) {
+  const layer = trace.layers[index];
+  const x = layerInput(trace, index);
+  const W = layer.params.W;
+  const b = layer.params.b[f];
+  const { kernel, stride, padding } = geometry(layer);
+  const rows = [];
+  for (let c = 0; c < W[f].length; c++) {
+    for (let r = 0; r < kernel[0]; r++) {
+      for (let s = 0; s < kernel[1]; s++) {
+        const row = i * stride[0] + r - padding[0];
+        const col = j * stride[1] + s - padding[1];
+        const inside = row >= 0 && col >= 0 && row < x[c].length && col < x[c][0].length;
+        const xv = inside ? x[c][row][col] : 0;
+        const wv = W[f][c][r][s];
+        rows.push({
+          a: inside ? `x${idx(c, row, col)}` : `pad${idx(c, row, col)}`,
+          av: xv,
+          b: `W${idx(f, c, r, s)}`,
+          bv: wv,
+          product: xv * wv,
+          padding: !inside,
+        });
+      }
+    }
+  }
+  const { total, scale } = sumTerms(rows);
+  return {
+    heading: `${layer.name}: z${idx(f, i, j)} = Σ x·W + b`,
+    explanation:
+      `The ${kernel[0]}×${kernel[1]} receptive field of output (${i}, ${j}) starts at input row ${i}·${stride[0]}−${padding[0]}, ` +
+      `column ${j}·${stride[1]}−${padding[1]} in each of the ${W[f].length} input channel(s); every input value is ` +
+      `multiplied by the kernel weight at the same place, the products are summed and the bias b[${f}] is added.` +
+      (rows.some((r) => r.padding) ? " Cells outside the input are zero padding." : ""),
+    columns: ["input x", "value", "kernel W", "weight", "product"],
+    rows,
+    patch: { channels: W[f].length, kernel, x, f, i, j, stride, padding, W },
+    bias: { label: `b[${f}]`, value: b },
+    result: { label: `z${idx(f, i, j)}`, ...compare(total + b, layer.z[f][i][j], scale + Math.abs(b)) },
+  };
+}
+
+// z of a dense unit: previous activations times the unit's weight row, plus the bias.
+function denseForward(trace, index, u) {
+  const layer = trace.layers[index];
+  const x = layerInput(trace, index);
+  const W = layer.params.W;
+  const b = layer.params.b[u];
+  const rows = x.map((xv, k) => ({ a: `a_prev[${k}]`, av: xv, b: `W${idx(u, k)}`, bv: W[u][k], product: xv * W[u][k] }));
+  const { total, scale } = sumTerms(rows);
+  return {
+    heading: `${layer.name}: z[${u}] = Σ a_prev·W + b`,
+    explanation: `Unit ${u} multiplies each of the ${x.length} inputs by its weight W[${u}, k], sums the products and adds b[${u}].`,
+    columns: ["input", "value", "weight", "weight value", "product"],
+    rows,
+    bias: { label: `b[${u}]`, value: b },
+    result: { label: `z[${u}]`, ...compare(total + b, layer.z[u], scale + Math.abs(b)) },
+  };
+}
+
+function poolForward(trace, index, c, i, j) {
+  const layer = trace.layers[index];
+  const x = layerInput(trace, index);
+  const { kernel, stride } = geometry(layer);
+  const winner = layer.argmax ? layer.argmax[c][i][j] : null;
+  const planeW = x[c][0].length;
+  const rows = [];
+  for (let r = 0; r < kernel[0]; r++) {
+    for (let s = 0; s < kernel[1]; s++) {
+      const row = i * stride[0] + r;
+      const col = j * stride[1] + s;
+      rows.push({ a: `x${idx(c, row, col)}`, av: x[c][row][col], winner: winner === row * planeW + col, row, col });
+    }
+  }
+  const engine = layer.a[c][i][j];
+  if (layer.type === "maxpool") {
+    const win = rows.find((r) => r.winner);
+    return {
+      heading: `${layer.name}: max over the ${kernel[0]}×${kernel[1]} window`,
+      explanation:
+        `Output (${i}, ${j}) of channel ${c} is the largest value of its window; the engine recorded the winner at ` +
+        `input (${win ? win.row : "?"}, ${win ? win.col : "?"}) (flat index ${winner}). Backward, this output's delta goes to that input only.`,
+      window: { rows, kernel },
+      result: { label: `a${idx(c, i, j)}`, ...compare(win ? win.av : NaN, engine, Math.abs(engine)) },
+    };
+  }
+  const area = kernel[0] * kernel[1];
+  const { total, scale } = sumTerms(rows.map((r) => ({ product: r.av })));
+  return {
+    heading: `${layer.name}: mean of the ${kernel[0]}×${kernel[1]} window`,
+    explanation: `Output (${i}, ${j}) of channel ${c} is the sum of its window divided by ${area}.`,
+    window: { rows, kernel },
+    divisor: area,
+    result: { label: `a${idx(c, i, j)}`, ...compare(total / area, engine, scale / area) },
+  };
+}
+
+function flattenForward(trace, index, k) {
+  const layer = trace.layers[index];
+  const x = layerInput(trace, index);
+  const [C, H, W] = [x.length, x[0].length, x[0][0].length];
+  const c = Math.floor(k / (H * W));
+  const i = Math.floor((k % (H * W)) / W);
+  const j = k % W;
+  return {
+    heading: `${layer.name}: a[${k}] = x[${c},${i},${j}]`,
+    explanation: `Flatten reads the ${C}×${H}×${W} input in channel, row, column order: element ${k} = ${c}·${H * W} + ${i}·${W} + ${j}.`,
+    result: { label: `a[${k}]`, ...compare(x[c][i][j], layer.a[k], Math.abs(layer.a[k])) },
+  };
+}
+
+// Activation derivative from the engine's z and a (what the notes call g'(z)).
+export function activationDerivative(activation, z, a) {
+  switch (activation) {
+    case "relu":
+      return { value: z > 0 ? 1 : 0, formula: `relu'(z) = ${z > 0 ? "1 (z > 0)" : "0 (z ≤ 0)"}` };
+    case "leaky_relu":
+      return { value: z > 0 ? 1 : 0.01, formula: `leaky_relu'(z) = ${z > 0 ? "1 (z > 0)" : "0.01 (z ≤ 0)"}` };
+    case "sigmoid":
+      return { value: a * (1 - a), formula: "σ'(z) = a·(1 − a)" };
+    case "tanh":
+      return { value: 1 - a * a, formula: "tanh'(z) = 1 − a²" };
+    default:
+      return { value: 1, formula: "identity'(z) = 1" };
+  }
+}
+
+// Contributions to dL/d(input of layer m) at one input element, from layer m's delta.
+// `element` is [c, i, j] for map inputs and [k] for vector inputs.
+function backwardTerms(trace, m, element) {
+  const layer = trace.layers[m];
+  const delta = layer.delta;
+  if (layer.type === "dense") {
+    const [k] = element;
+    const W = layer.params.W;
+    return {
+      how: `through ${layer.name}: dL/da_prev[${k}] = Σ_u δ[u]·W[u, ${k}] (the transposed weights carry the deltas back)`,
+      rows: delta.map((d, u) => ({ a: `δ_${layer.name}[${u}]`, av: d, b: `W${idx(u, k)}`, bv: W[u][k], product: d * W[u][k] })),
+    };
+  }
+  if (layer.type === "flatten") {
+    const [c, i, j] = element;
+    const shape = layer.input_shape;
+    const k = c * shape[1] * shape[2] + i * shape[2] + j;
+    return {
+      how: `through ${layer.name}: the element sits at position ${k} of the flattened vector, so its gradient is δ_${layer.name}[${k}]`,
+      rows: [{ a: `δ_${layer.name}[${k}]`, av: delta[k], b: "routing", bv: 1, product: delta[k] }],
+    };
+  }
+  if (layer.type === "maxpool") {
+    const [c, i, j] = element;
+    const planeW = layer.input_shape[layer.input_shape.length - 1];
+    const flat = i * planeW + j;
+    const rows = [];
+    layer.argmax[c].forEach((line, oi) =>
+      line.forEach((winner, oj) => {
+        if (winner === flat) rows.push({ a: `δ_${layer.name}${idx(c, oi, oj)}`, av: delta[c][oi][oj], b: "winner", bv: 1, product: delta[c][oi][oj] });
+      }),
+    );
+    return {
+      how:
+        rows.length > 0
+          ? `through ${layer.name}: this input won its max-pool window, so the window's delta is routed to it unchanged`
+          : `through ${layer.name}: this input did not win any max-pool window, so no gradient reaches it (0)`,
+      rows,
+    };
+  }
+  if (layer.type === "avgpool") {
+    const [c, i, j] = element;
+    const { kernel, stride } = geometry(layer);
+    const area = kernel[0] * kernel[1];
+    const rows = [];
+    delta[c].forEach((line, oi) =>
+      line.forEach((d, oj) => {
+        const inside = i >= oi * stride[0] && i < oi * stride[0] + kernel[0] && j >= oj * stride[1] && j < oj * stride[1] + kernel[1];
+        if (inside) rows.push({ a: `δ_${layer.name}${idx(c, oi, oj)}`, av: d, b: `1/${area}`, bv: 1 / area, product: d / area });
+      }),
+    );
+    return { how: `through ${layer.name}: each window spreads its delta evenly, δ/${area}, over its ${area} inputs`, rows };
+  }
+  // conv: the full convolution of the delta with the 180°-rotated kernel, written as the
+  // sum over every output position whose receptive field covers this input.
+  const [c, i, j] = element;
+  const W = layer.params.W;
+  const { kernel, stride, padding } = geometry(layer);
+  const rows = [];
+  for (let f = 0; f < delta.length; f++) {
+    const Ho = delta[f].length;
+    const Wo = delta[f][0].length;
+    for (let r = 0; r < kernel[0]; r++) {
+      const oiNum = i + padding[0] - r;
+      if (oiNum < 0 || oiNum % stride[0] !== 0 || oiNum / stride[0] >= Ho) continue;
+      const oi = oiNum / stride[0];
+      for (let s = 0; s < kernel[1]; s++) {
+        const ojNum = j + padding[1] - s;
+        if (ojNum < 0 || ojNum % stride[1] !== 0 || ojNum / stride[1] >= Wo) continue;
+        const oj = ojNum / stride[1];
+        const d = delta[f][oi][oj];
+        rows.push({ a: `δ_${layer.name}${idx(f, oi, oj)}`, av: d, b: `W${idx(f, c, r, s)}`, bv: W[f][c][r][s], product: d * W[f][c][r][s] });
+      }
+    }
+  }
+  return {
+    how:
+      `through ${layer.name}: the full convolution of its delta with the 180°-rotated kernel` +
+      (stride[0] > 1 || stride[1] > 1 ? " (delta dilated by the stride)" : "") +
+      ` — every output whose receptive field covers input (${i}, ${j}) sends back δ·W`,
+    rows,
+  };
+}
+
+// Delta of a layer element: where it came from (the next layer's backward terms, or the
+// loss at the output) and the activation derivative.
+function deltaExplanation(trace, index, element, context) {
+  const layer = trace.layers[index];
+  const at = (array) => element.reduce((node, k) => node[k], array);
+  const engineDelta = at(layer.delta);
+  const label = `δ_${layer.name}${idx(...element)}`;
+  const last = index === trace.layers.length - 1;
+  const activation = layer.spec && layer.spec.activation;
+  if (last && layer.grad_a == null) {
+    const [k] = element;
+    const a = at(layer.a);
+    const target = targetValue(trace, k);
+    const n = context.batchSize || 1;
+    return {
+      heading: `${label}: the output delta`,
+      explanation:
+        `${activation === "softmax" ? "Softmax with cross-entropy" : "Sigmoid with binary cross-entropy"}: the activation's ` +
+        `derivative cancels the log's, leaving δ = (a − y) / N, with N = ${n} sample(s) in the batch the loss averages over.`,
+      rows: [
+        { a: `a[${k}]`, av: a, b: "", bv: null, product: a },
+        { a: `−y[${k}]`, av: -target, b: "", bv: null, product: -target },
+      ],
+      columns: ["term", "value", "", "", "contribution"],
+      divisor: n,
+      result: { label, ...compare((a - target) / n, engineDelta, (Math.abs(a) + Math.abs(target)) / n) },
+    };
+  }
+  let gradA;
+  let how;
+  let rows;
+  if (last) {
+    gradA = at(layer.grad_a);
+    how = "at the output: dL/da = (a − y) / N for the mean squared error";
+    rows = [];
+  } else {
+    const terms = backwardTerms(trace, index + 1, element);
+    how = terms.how;
+    rows = terms.rows;
+  }
+  const { total, scale } = sumTerms(rows);
+  const engineGradA = layer.grad_a != null ? at(layer.grad_a) : engineDelta;
+  const section = {
+    heading: `${label}: where it came from`,
+    explanation: `dL/da${idx(...element)} arrives ${how}.`,
+    columns: ["delta", "value", "weight", "weight value", "product"],
+    rows,
+    result: last
+      ? { label: `dL/da${idx(...element)}`, ...compare(gradA, engineGradA, Math.abs(engineGradA)) }
+      : { label: `dL/da${idx(...element)}`, ...compare(total, engineGradA, scale) },
+  };
+  if (layer.type === "conv" || layer.type === "dense") {
+    const z = at(layer.z);
+    const a = at(layer.a);
+    const derivative = activationDerivative(activation, z, a);
+    section.activation = {
+      formula: derivative.formula,
+      z,
+      a,
+      derivative: derivative.value,
+      gradA: engineGradA,
+      delta: compare(engineGradA * derivative.value, engineDelta, Math.abs(engineGradA)),
+      label,
+    };
+  }
+  return section;
+}
+
+// The API's target: a class index (cross-entropy) or the target vector (binary, mse).
+function targetValue(trace, k) {
+  const target = trace.target ?? trace.label;
+  if (Array.isArray(target)) return target[k];
+  return Number(target) === k ? 1 : 0;
+}
+
+function inputGradExplanation(trace, element) {
+  const terms = backwardTerms(trace, 0, element);
+  const { total, scale } = sumTerms(terms.rows);
+  const grad = asChannels(trace.input_grad);
+  const engine = element.reduce((node, k) => node[k], grad);
+  return {
+    heading: `dL/dx${idx(...element)}: the saliency of this input pixel`,
+    explanation: `The input gradient arrives ${terms.how}.`,
+    columns: ["delta", "value", "weight", "weight value", "product"],
+    rows: terms.rows,
+    result: { label: `dL/dx${idx(...element)}`, ...compare(total, engine, scale) },
+  };
+}
+
+function convWeightGrad(trace, index, f, c, r, s) {
+  const layer = trace.layers[index];
+  const x = layerInput(trace, index);
+  const { stride, padding } = geometry(layer);
+  const delta = layer.delta[f];
+  const rows = [];
+  for (let oi = 0; oi < delta.length; oi++) {
+    for (let oj = 0; oj < delta[0].length; oj++) {
+      const row = oi * stride[0] + r - padding[0];
+      const col = oj * stride[1] + s - padding[1];
+      const inside = row >= 0 && col >= 0 && row < x[c].length && col < x[c][0].length;
+      const xv = inside ? x[c][row][col] : 0;
+      rows.push({ a: inside ? `x${idx(c, row, col)}` : `pad${idx(c, row, col)}`, av: xv, b: `δ${idx(f, oi, oj)}`, bv: delta[oi][oj], product: xv * delta[oi][oj] });
+    }
+  }
+  const { total, scale } = sumTerms(rows);
+  return {
+    heading: `${layer.name}: dL/dW${idx(f, c, r, s)} = Σ x·δ`,
+    explanation:
+      `The weight W[${f},${c},${r},${s}] touched input x[${c}, i·${stride[0]}+${r}−${padding[0]}, j·${stride[1]}+${s}−${padding[1]}] ` +
+      `at every output (i, j) of filter ${f}; its gradient is the correlation of the input with the delta: ` +
+      `each such input value times that output's delta, summed.`,
+    columns: ["input x", "value", "delta", "delta value", "product"],
+    rows,
+    result: { label: `dW${idx(f, c, r, s)}`, ...compare(total, layer.grads.W[f][c][r][s], scale) },
+  };
+}
+
+function denseWeightGrad(trace, index, u, k) {
+  const layer = trace.layers[index];
+  const x = layerInput(trace, index);
+  const rows = [{ a: `a_prev[${k}]`, av: x[k], b: `δ[${u}]`, bv: layer.delta[u], product: x[k] * layer.delta[u] }];
+  return {
+    heading: `${layer.name}: dL/dW${idx(u, k)} = a_prev[${k}]·δ[${u}]`,
+    explanation: `W[${u}, ${k}] multiplied input ${k} into unit ${u}, so its gradient is that input times the unit's delta.`,
+    columns: ["input", "value", "delta", "delta value", "product"],
+    rows,
+    result: { label: `dW${idx(u, k)}`, ...compare(rows[0].product, layer.grads.W[u][k], Math.abs(rows[0].product)) },
+  };
+}
+
+function biasGrad(trace, index, f) {
+  const layer = trace.layers[index];
+  const delta = layer.delta[f];
+  const rows = Array.isArray(delta)
+    ? delta.flatMap((line, oi) => line.map((d, oj) => ({ a: `δ${idx(f, oi, oj)}`, av: d, b: "", bv: null, product: d })))
+    : [{ a: `δ[${f}]`, av: delta, b: "", bv: null, product: delta }];
+  const { total, scale } = sumTerms(rows);
+  return {
+    heading: `${layer.name}: dL/db[${f}] = Σ δ`,
+    explanation: `The bias is added to every output of ${layer.type === "conv" ? `filter ${f}` : `unit ${f}`}, so its gradient is the sum of their deltas.`,
+    columns: ["delta", "value", "", "", "term"],
+    rows,
+    result: { label: `db[${f}]`, ...compare(total, layer.grads.b[f], scale) },
+  };
+}
+
+function weightStory(record, index, cell, view) {
+  const layer = record.trace.layers[index];
+  const key = cell.f !== undefined ? [cell.f, cell.c, cell.r, cell.s] : [cell.u, cell.k];
+  const at = (array) => key.reduce((node, k) => node[k], array);
+  const section = {
+    heading: `${layer.name}: W${idx(...key)}`,
+    explanation: "A weight of the network.",
+    values: [{ label: `W${idx(...key)} at trace time`, value: at(layer.params.W) }],
+  };
+  const step = record.step;
+  const before = step && paramsOfLayer(step.params_before, index);
+  const after = step && paramsOfLayer(step.params_after, index);
+  if (before && after) {
+    const batchGrads = paramsOfLayer(step.batch_grads, index);
+    const lr = step.learning_rate;
+    const wBefore = at(before.W);
+    const wAfter = at(after.W);
+    section.values = [{ label: "before the update", value: wBefore }];
+    if (batchGrads) {
+      const g = at(batchGrads.W);
+      section.values.push({ label: `batch gradient dL/dW (mean over ${step.batch_indices ? step.batch_indices.length : "the"} samples)`, value: g });
+      section.values.push({ label: `−lr·gradient (lr = ${lr})`, value: -lr * g });
+    }
+    section.values.push({ label: `actual update (after − before), ${step.optimizer || "sgd"}`, value: wAfter - wBefore });
+    section.values.push({ label: "after the update", value: wAfter });
+    section.explanation =
+      (step.optimizer || "sgd") === "sgd"
+        ? "Plain SGD moves each weight by −lr times its gradient over the mini-batch."
+        : `${step.optimizer} moves each weight by an amount built from running averages of past gradients, so the update differs from −lr·gradient.`;
+  }
+  if (view === "W-change" || view === "W-before" || view === "W-after") section.heading += " — the update";
+  return section;
+}
+
+// The inspector's story for a clicked cell: a list of sections.
+export function explainCell(record, index, view, cell, context = {}) {
+  const trace = record.trace;
+  if (index === -1) {
+    const element = [cell.map, cell.i, cell.j];
+    if (view === "delta") return [inputGradExplanation(trace, element)];
+    const x = asChannels(trace.input);
+    return [{ heading: `x${idx(...element)}`, explanation: "An input pixel, in [0, 1] (MNIST-style: the digit light on dark).", values: [{ label: "value", value: x[cell.map][cell.i][cell.j] }] }];
+  }
+  const layer = trace.layers[index];
+  const element = cell.k !== undefined && cell.u === undefined ? [cell.k] : [cell.map, cell.i, cell.j];
+  switch (view) {
+    case "z":
+    case "a": {
+      const sections = [];
+      if (layer.type === "conv") sections.push(convForward(trace, index, cell.map, cell.i, cell.j));
+      else if (layer.type === "dense") sections.push(denseForward(trace, index, cell.k));
+      else if (layer.type === "maxpool" || layer.type === "avgpool") sections.push(poolForward(trace, index, cell.map, cell.i, cell.j));
+      else if (layer.type === "flatten") sections.push(flattenForward(trace, index, cell.k));
+      if (view === "a" && (layer.type === "conv" || layer.type === "dense")) {
+        const at = (array) => element.reduce((node, k) => node[k], array);
+        const activation = layer.spec && layer.spec.activation;
+        sections.push({
+          heading: `then the activation: a = ${activation}(z)`,
+          explanation: activation === "softmax" ? "Softmax normalises the exponentials of all z of this layer so the outputs sum to 1." : `${activation} is applied to z element by element.`,
+          values: [
+            { label: `z${idx(...element)}`, value: at(layer.z) },
+            { label: `a${idx(...element)} = ${activation}(z)`, value: at(layer.a) },
+          ],
+        });
+      }
+      return sections;
+    }
+    case "delta":
+      return [deltaExplanation(trace, index, element, context)];
+    case "dW":
+      if (layer.type === "conv") return [convWeightGrad(trace, index, cell.f, cell.c, cell.r, cell.s)];
+      return [denseWeightGrad(trace, index, cell.u, cell.k)];
+    case "db":
+      return [biasGrad(trace, index, cell.k)];
+    default:
+      return [weightStory(record, index, cell, view)];
+  }
+}

@@ -1,0 +1,117 @@
+// The charts beside the strip: the prediction bars, the dL/dx saliency over the input,
+// and the loss and accuracy curves that grow while training.
+
+import { COLORS, DIVERGING_SCALE, GREY_SCALE } from "./config.js";
+import { asChannels, argmaxIndex, colourRange } from "./viewmodel.js";
+import { formatNumber } from "./format.js";
+
+const PLOT_CONFIG = { displayModeBar: false, responsive: true, doubleClick: false, scrollZoom: false };
+const FONT = { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: "#1d2433" };
+
+export function drawPrediction(element, trace) {
+  const output = trace.prediction || trace.layers[trace.layers.length - 1].a;
+  const units = output.length;
+  const binary = units === 1;
+  const probabilities = binary ? [1 - output[0], output[0]] : output;
+  const classes = probabilities.map((_, k) => String(k));
+  const label = Number(trace.label);
+  const predicted = argmaxIndex(probabilities);
+  const colors = probabilities.map((_, k) =>
+    k === label ? COLORS.label : k === predicted ? COLORS.wrong : COLORS.neutral,
+  );
+  const data = [
+    {
+      type: "bar",
+      x: classes,
+      y: probabilities,
+      marker: { color: colors },
+      text: probabilities.map((p) => (p >= 0.01 ? p.toFixed(2) : "")),
+      textposition: "outside",
+      cliponaxis: false,
+      hovertemplate: "class %{x}: %{y:.4f}<extra></extra>",
+    },
+  ];
+  const layout = {
+    height: 190,
+    margin: { l: 34, r: 8, t: 8, b: 30 },
+    font: FONT,
+    xaxis: { title: { text: binary ? "class (sigmoid output = P(1))" : "class", standoff: 4 }, type: "category", fixedrange: true },
+    yaxis: { range: [0, 1.12], fixedrange: true, tickformat: ".1f", title: { text: "probability", standoff: 2 } },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+    bargap: 0.25,
+  };
+  return window.Plotly.react(element, data, layout, PLOT_CONFIG).then(() => ({
+    predicted,
+    label,
+    confidence: probabilities[predicted],
+  }));
+}
+
+export function drawSaliency(element, trace) {
+  const input = asChannels(trace.input)[0];
+  const grad = asChannels(trace.input_grad)[0];
+  const range = colourRange(grad.flat(), true);
+  const data = [
+    { type: "heatmap", z: input, colorscale: GREY_SCALE, zmin: 0, zmax: 1, showscale: false, hoverinfo: "skip" },
+    {
+      type: "heatmap",
+      z: grad,
+      zmin: range[0],
+      zmax: range[1],
+      colorscale: DIVERGING_SCALE,
+      opacity: 0.72,
+      hovertemplate: "x[%{y}, %{x}]<br>dL/dx = %{z:.3g}<extra></extra>",
+      colorbar: { thickness: 8, len: 0.9, tickfont: { size: 9 }, tickformat: ".1~e", outlinewidth: 0, title: { text: "dL/dx", side: "top", font: { size: 10 } } },
+    },
+  ];
+  const size = input.length;
+  const layout = {
+    width: 230,
+    height: 190,
+    margin: { l: 4, r: 4, t: 4, b: 4 },
+    font: FONT,
+    xaxis: { visible: false, range: [-0.5, input[0].length - 0.5], fixedrange: true, scaleanchor: "y" },
+    yaxis: { visible: false, range: [size - 0.5, -0.5], fixedrange: true },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+  };
+  return window.Plotly.react(element, data, layout, { ...PLOT_CONFIG, responsive: false });
+}
+
+// history: {steps: [], loss: [], lossAfter: [], accuracy: [], evalSteps: [], evalAccuracy: []}
+export function drawCurves(element, history) {
+  const data = [
+    { type: "scatter", mode: history.steps.length > 60 ? "lines" : "lines+markers", name: "batch loss", x: history.steps, y: history.loss, line: { color: COLORS.loss, width: 1.5 }, marker: { size: 4 }, yaxis: "y" },
+    { type: "scatter", mode: history.steps.length > 60 ? "lines" : "lines+markers", name: "batch accuracy", x: history.steps, y: history.accuracy, line: { color: COLORS.accuracy, width: 1.5 }, marker: { size: 4 }, yaxis: "y2" },
+    {
+      type: "scatter",
+      mode: "markers+lines",
+      name: "test accuracy",
+      x: history.evalSteps,
+      y: history.evalAccuracy,
+      marker: { color: COLORS.evalAccuracy, size: 6 },
+      line: { color: COLORS.evalAccuracy, width: 1, dash: "dot" },
+      yaxis: "y2",
+    },
+  ];
+  const layout = {
+    height: 220,
+    margin: { l: 44, r: 10, t: 6, b: 34 },
+    font: FONT,
+    showlegend: true,
+    legend: { orientation: "h", y: -0.22, x: 0, font: { size: 10 } },
+    xaxis: { title: { text: "training step", standoff: 2 }, rangemode: "tozero", automargin: true, anchor: "y2", tickformat: "d" },
+    yaxis: { title: { text: "loss", standoff: 2 }, domain: [0.55, 1], rangemode: "tozero" },
+    yaxis2: { title: { text: "accuracy", standoff: 2 }, domain: [0, 0.45], range: [0, 1.05], tickformat: ".0%", anchor: "x" },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+    uirevision: "curves",
+  };
+  return window.Plotly.react(element, data, layout, PLOT_CONFIG);
+}
+
+export function predictionSummary(result, loss) {
+  const verdict = result.predicted === result.label ? "correct" : "wrong";
+  return `predicted ${result.predicted} (p = ${result.confidence.toFixed(3)}), label ${result.label}: ${verdict}; loss ${formatNumber(loss)}`;
+}

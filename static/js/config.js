@@ -1,0 +1,117 @@
+// Visual and behavioural constants of the page, kept in one place.
+
+export const API_BASE = "/api";
+
+// A request slower than this shows the busy indicator.
+export const BUSY_DELAY_MS = 200;
+
+// Colour scales. Signed quantities use a diverging scale centred at zero, activations a
+// sequential one; both read well on white and stay distinguishable in greyscale.
+export const DIVERGING_SCALE = [
+  [0.0, "#2b59c3"],
+  [0.25, "#8fb3ef"],
+  [0.5, "#f7f7f7"],
+  [0.75, "#f2a07b"],
+  [1.0, "#b8261f"],
+];
+export const SEQUENTIAL_SCALE = [
+  [0.0, "#0d0a29"],
+  [0.2, "#3b0f70"],
+  [0.45, "#8c2981"],
+  [0.7, "#de4968"],
+  [0.88, "#fe9f6d"],
+  [1.0, "#fcfdbf"],
+];
+export const GREY_SCALE = [
+  [0, "#000000"],
+  [1, "#ffffff"],
+];
+
+// What the strip can show for every layer. "signed" picks the diverging scale.
+export const VIEWS = [
+  { key: "a", label: "activation a", short: "a", signed: false, key_hint: "1" },
+  { key: "z", label: "pre-activation z", short: "z", signed: true, key_hint: "2" },
+  { key: "delta", label: "delta dL/dz", short: "δ", signed: true, key_hint: "3" },
+  { key: "W", label: "weights W", short: "W", signed: true, key_hint: "4" },
+  { key: "dW", label: "weight gradient dL/dW", short: "dW", signed: true, key_hint: "5" },
+  { key: "db", label: "bias gradient dL/db", short: "db", signed: true, key_hint: "6" },
+];
+
+// Views used by the update phases of the animation (never picked by hand).
+export const UPDATE_VIEWS = {
+  "W-before": { label: "weights before the update", signed: true },
+  "W-change": { label: "the update applied (after − before)", signed: true },
+  "W-after": { label: "weights after the update", signed: true },
+};
+
+// Heatmap geometry. A feature map is drawn at about MAP_PX pixels on its long side,
+// cells never smaller than MIN_CELL_PX nor larger than MAX_CELL_PX.
+export const MAP_PX = 56;
+export const INPUT_MAP_PX = 112;
+export const MAP_PX_FEW = 150; // when a layer has at most FEW_MAPS maps
+export const FEW_MAPS = 2;
+export const MIN_CELL_PX = 2;
+export const MAX_CELL_PX = 40;
+export const MAX_FIGURE_HEIGHT_PX = 300;
+export const VECTOR_COLUMN_PX = 22; // width of a dense layer's column heatmap
+export const MATRIX_WIDTH_PX = 150; // width of a dense weight matrix heatmap
+// Colour bars sit under wide heatmaps (horizontal) and beside narrow ones (vertical).
+export const COLORBAR_SIDE_PX = 46;
+export const COLORBAR_BELOW_PX = 30;
+export const HORIZONTAL_COLORBAR_MIN_PX = 80;
+export const COLORBAR_LABEL_ROOM_PX = 12; // lets the end labels of a colour bar overhang
+export const FIGURE_MARGIN = { l: 2, r: 2, t: 2, b: 2 };
+export const GUTTER_CELLS = 1; // NaN cells between tiled maps
+
+// Numbers are printed in cells when a map is this small (the tiny worked example).
+export const CELL_TEXT_MAX_CELLS = 64;
+export const CELL_TEXT_MIN_PX = 26;
+
+// Animation: milliseconds per phase for each speed setting (0 = no animation).
+export const SPEEDS = [
+  { label: "instant", ms: 0 },
+  { label: "fast", ms: 120 },
+  { label: "normal", ms: 350 },
+  { label: "slow", ms: 800 },
+  { label: "very slow", ms: 1600 },
+];
+export const DEFAULT_SPEED_INDEX = 2;
+
+// MNIST browser page size and drawing canvas.
+export const MNIST_PAGE_SIZE = 24;
+export const DRAW_CANVAS_PX = 280;
+export const DRAW_BRUSH_PX = 20;
+
+export const DEFAULTS = {
+  preset: "lenet5",
+  seed: 0,
+  optimizer: "sgd",
+  learning_rate: 0.05,
+  batch_size: 32,
+  train_steps: 50,
+};
+
+export const OPTIMIZERS = [
+  { key: "sgd", label: "SGD" },
+  { key: "momentum", label: "Momentum" },
+  { key: "adam", label: "Adam" },
+];
+
+// Inspector tables list at most this many terms; the sum always uses every term.
+export const INSPECTOR_MAX_ROWS = 400;
+export const INSPECTOR_PREVIEW_TERMS = 4;
+
+// Colours for charts (not scales).
+export const COLORS = {
+  accent: "#3153b5",
+  label: "#1b8a4b",
+  wrong: "#c0392b",
+  neutral: "#8a93a6",
+  loss: "#b8261f",
+  lossAfter: "#f2a07b",
+  accuracy: "#1b8a4b",
+  evalAccuracy: "#3153b5",
+  winner: "#00c2a8",
+  loserVeil: "rgba(235, 238, 245, 0.5)",
+  selected: "#ffd400",
+};

@@ -1,0 +1,232 @@
+// The input panel: MNIST thumbnails, a drawing canvas (pointer events: mouse, pen and
+// touch) and an image upload, each ending in one input {kind, ..., label} for the page.
+
+import { api } from "./api.js";
+import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX } from "./config.js";
+
+export function paintPixels(canvas, pixels) {
+  const height = pixels.length;
+  const width = pixels[0].length;
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(width, height);
+  for (let i = 0; i < height; i++) {
+    for (let j = 0; j < width; j++) {
+      const grey = Math.round(Math.max(0, Math.min(1, pixels[i][j])) * 255);
+      const at = (i * width + j) * 4;
+      image.data[at] = grey;
+      image.data[at + 1] = grey;
+      image.data[at + 2] = grey;
+      image.data[at + 3] = 255;
+    }
+  }
+  context.putImageData(image, 0, 0);
+}
+
+export class InputPanel {
+  constructor({ onInput, onError }) {
+    this.onInput = onInput;
+    this.onError = onError;
+    this.split = "test";
+    this.offset = 0;
+    this.total = null;
+    this.current = null;
+    this.grid = document.getElementById("mnist-grid");
+    this.labelSelect = document.getElementById("label-select");
+    this.caption = document.getElementById("input-caption");
+    this.preview = document.getElementById("input-preview");
+    for (let digit = 0; digit <= 9; digit++) this.labelSelect.append(new Option(String(digit), String(digit)));
+    this.setupTabs();
+    this.setupMnist();
+    this.setupDrawing();
+    this.setupUpload();
+    this.labelSelect.addEventListener("change", () => {
+      if (this.current && this.current.kind === "pixels") {
+        this.current = { ...this.current, label: Number(this.labelSelect.value) };
+        this.describe();
+        this.onInput(this.current);
+      }
+    });
+  }
+
+  setupTabs() {
+    const tabs = [...document.querySelectorAll('.tabs [role="tab"]')];
+    const select = (tab) => {
+      for (const other of tabs) {
+        const selected = other === tab;
+        other.setAttribute("aria-selected", String(selected));
+        other.tabIndex = selected ? 0 : -1;
+        document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
+      }
+      document.getElementById("own-label").hidden = tab.id === "tab-mnist";
+    };
+    tabs.forEach((tab, k) => {
+      tab.addEventListener("click", () => select(tab));
+      tab.addEventListener("keydown", (event) => {
+        if (event.key !== "ArrowRight" && event.key !== "ArrowLeft") return;
+        const next = tabs[(k + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+        select(next);
+        next.focus();
+        event.preventDefault();
+      });
+    });
+  }
+
+  setupMnist() {
+    document.getElementById("mnist-split").addEventListener("change", (event) => {
+      this.split = event.target.value;
+      this.offset = 0;
+      this.loadPage();
+    });
+    document.getElementById("mnist-prev").addEventListener("click", () => {
+      this.offset = Math.max(0, this.offset - MNIST_PAGE_SIZE);
+      this.loadPage();
+    });
+    document.getElementById("mnist-next").addEventListener("click", () => {
+      if (this.total === null || this.offset + MNIST_PAGE_SIZE < this.total) {
+        this.offset += MNIST_PAGE_SIZE;
+        this.loadPage();
+      }
+    });
+  }
+
+  async loadPage() {
+    this.grid.setAttribute("aria-busy", "true");
+    try {
+      const page = await api.mnistPage(this.split, this.offset, MNIST_PAGE_SIZE);
+      this.total = page.total;
+      const buttons = page.items.map((item) => this.thumbnail(item));
+      this.grid.replaceChildren(...buttons);
+      const last = Math.min(this.offset + MNIST_PAGE_SIZE, page.total);
+      document.getElementById("mnist-page").textContent = `${this.offset}–${last - 1} of ${page.total}`;
+      document.getElementById("mnist-prev").disabled = this.offset === 0;
+      document.getElementById("mnist-next").disabled = last >= page.total;
+      return page.items;
+    } catch (error) {
+      this.onError(error);
+      return [];
+    } finally {
+      this.grid.removeAttribute("aria-busy");
+    }
+  }
+
+  thumbnail(item) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "thumb";
+    button.dataset.index = String(item.index);
+    button.setAttribute("aria-label", `MNIST ${this.split} #${item.index}, label ${item.label}`);
+    button.setAttribute("aria-pressed", String(this.isCurrent(item.index)));
+    const canvas = document.createElement("canvas");
+    paintPixels(canvas, item.pixels);
+    const tag = document.createElement("span");
+    tag.textContent = String(item.label);
+    button.append(canvas, tag);
+    button.addEventListener("click", () => this.chooseMnist(item));
+    return button;
+  }
+
+  isCurrent(index) {
+    return Boolean(this.current && this.current.kind === "mnist" && this.current.split === this.split && this.current.index === index);
+  }
+
+  chooseMnist(item) {
+    this.current = { kind: "mnist", split: this.split, index: item.index, label: item.label, pixels: item.pixels };
+    for (const button of this.grid.querySelectorAll(".thumb")) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.index) === item.index));
+    }
+    this.describe();
+    this.onInput(this.current);
+  }
+
+  setupDrawing() {
+    const canvas = document.getElementById("draw-canvas");
+    const context = canvas.getContext("2d");
+    const clear = () => {
+      context.fillStyle = "#000";
+      context.fillRect(0, 0, canvas.width, canvas.height);
+    };
+    clear();
+    let last = null;
+    const point = (event) => {
+      const box = canvas.getBoundingClientRect();
+      return { x: ((event.clientX - box.left) / box.width) * canvas.width, y: ((event.clientY - box.top) / box.height) * canvas.height };
+    };
+    const stroke = (from, to) => {
+      context.strokeStyle = "#fff";
+      context.fillStyle = "#fff";
+      context.lineWidth = DRAW_BRUSH_PX;
+      context.lineCap = "round";
+      context.lineJoin = "round";
+      context.beginPath();
+      context.moveTo(from.x, from.y);
+      context.lineTo(to.x, to.y);
+      context.stroke();
+    };
+    canvas.addEventListener("pointerdown", (event) => {
+      canvas.setPointerCapture(event.pointerId);
+      last = point(event);
+      stroke(last, { x: last.x + 0.01, y: last.y });
+      this.drawn = true;
+      event.preventDefault();
+    });
+    canvas.addEventListener("pointermove", (event) => {
+      if (!last) return;
+      const next = point(event);
+      stroke(last, next);
+      last = next;
+      event.preventDefault();
+    });
+    const end = () => {
+      last = null;
+    };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+    document.getElementById("draw-clear").addEventListener("click", () => {
+      clear();
+      this.drawn = false;
+    });
+    document.getElementById("draw-use").addEventListener("click", async () => {
+      if (!this.drawn) {
+        this.onError(new Error("Draw a digit first: press and drag on the black square."));
+        return;
+      }
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+      await this.preprocess(blob, "drawing.png", "your drawing");
+    });
+  }
+
+  setupUpload() {
+    const file = document.getElementById("upload-file");
+    file.addEventListener("change", async () => {
+      const chosen = file.files && file.files[0];
+      if (chosen) await this.preprocess(chosen, chosen.name, `upload “${chosen.name}”`);
+    });
+  }
+
+  async preprocess(blob, filename, description) {
+    try {
+      const answer = await api.preprocessImage(blob, filename);
+      this.current = { kind: "pixels", pixels: answer.pixels, label: Number(this.labelSelect.value), description };
+      for (const button of this.grid.querySelectorAll(".thumb")) button.setAttribute("aria-pressed", "false");
+      this.describe();
+      this.onInput(this.current);
+    } catch (error) {
+      this.onError(error);
+    }
+  }
+
+  describe() {
+    const input = this.current;
+    if (!input) return;
+    paintPixels(this.preview, input.pixels);
+    if (input.kind === "pixels") this.labelSelect.value = String(input.label);
+    this.caption.textContent =
+      input.kind === "mnist"
+        ? `MNIST ${input.split} #${input.index}, label ${input.label}`
+        : `${input.description} (28×28, preprocessed), label ${input.label}`;
+  }
+}

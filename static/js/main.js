@@ -1,0 +1,600 @@
+// The page controller: holds the session, the current iteration and the timeline, wires
+// the controls, and asks the drawing modules to draw. All numbers come from the API.
+
+import { api, onBusyChange, formatDetail } from "./api.js";
+import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS } from "./config.js";
+import { INPUT_LAYER } from "./viewmodel.js";
+import { buildPhases, layerState, phaseIndex } from "./phases.js";
+import { Strip } from "./strip.js";
+import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./charts.js";
+import { explainCell } from "./arithmetic.js";
+import { renderInspector } from "./inspector.js";
+import { InputPanel } from "./inputs.js";
+import { formatSpec, locateLayer } from "./specedit.js";
+import { formatNumber } from "./format.js";
+
+const $ = (id) => document.getElementById(id);
+
+// Exposed for the browser tests and the render benchmark: counters and timings only.
+const probe = { ready: false, renders: 0, phaseRenders: 0, stepTimings: [], errors: [] };
+window.cnnviz = probe;
+
+class App {
+  constructor() {
+    this.session = null;
+    this.presets = [];
+    this.record = null; // {id, trace, step}
+    this.recordCounter = 0;
+    this.phases = [];
+    this.phase = 0;
+    this.viewMode = "auto";
+    this.perMap = false;
+    this.markWinners = true;
+    this.speedIndex = DEFAULT_SPEED_INDEX;
+    this.playing = false;
+    this.animationToken = 0;
+    this.actionRunning = false;
+    this.history = emptyHistory();
+    this.inspected = null;
+    this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
+    this.inputs = new InputPanel({
+      onInput: (input) => this.exclusive(() => this.traceInput(input)),
+      onError: (error) => this.showError(error),
+    });
+  }
+
+  // --- set-up --------------------------------------------------------------------------------
+
+  async start() {
+    this.wireControls();
+    onBusyChange((busy, label) => {
+      $("busy").hidden = !busy;
+      if (busy && label) $("busy-label").textContent = `${label}…`;
+      document.body.setAttribute("aria-busy", String(busy));
+    });
+    try {
+      this.presets = await api.presets();
+      for (const preset of this.presets) $("preset").append(new Option(preset.name, preset.name));
+      $("preset").value = this.presets.some((p) => p.name === DEFAULTS.preset) ? DEFAULTS.preset : this.presets[0].name;
+      this.describePreset();
+      await this.buildSession({ preset: $("preset").value, seed: DEFAULTS.seed });
+      const items = await this.inputs.loadPage();
+      if (items.length > 0) this.inputs.chooseMnist(items[0]);
+      await this.idle();
+    } catch (error) {
+      this.showError(error);
+    }
+    probe.ready = true;
+  }
+
+  wireControls() {
+    for (const optimizer of OPTIMIZERS) $("optimizer").append(new Option(optimizer.label, optimizer.key));
+    $("optimizer").value = DEFAULTS.optimizer;
+    $("learning-rate").value = String(DEFAULTS.learning_rate);
+    $("batch-size").value = String(DEFAULTS.batch_size);
+    $("train-steps").value = String(DEFAULTS.train_steps);
+
+    $("preset").addEventListener("change", () => {
+      this.describePreset();
+      this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() }));
+    });
+    $("build-preset").addEventListener("click", () => this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() })));
+    $("apply-spec").addEventListener("click", () => this.exclusive(() => this.applySpec()));
+    $("format-spec").addEventListener("click", () => {
+      try {
+        $("spec-editor").value = formatSpec(JSON.parse($("spec-editor").value));
+        this.clearSpecError();
+      } catch (error) {
+        this.showSpecError(`Not valid JSON: ${error.message}`);
+      }
+    });
+    $("spec-editor").addEventListener("input", () => this.clearSpecError());
+
+    $("btn-forward").addEventListener("click", () => this.exclusive(() => this.forward()));
+    $("btn-backward").addEventListener("click", () => this.exclusive(() => this.backward()));
+    $("btn-update").addEventListener("click", () => this.exclusive(() => this.update()));
+    $("btn-step").addEventListener("click", () => this.exclusive(() => this.stepOnce()));
+    $("btn-play").addEventListener("click", () => this.play());
+    $("btn-pause").addEventListener("click", () => this.pause());
+    $("btn-reset").addEventListener("click", () => {
+      this.pause();
+      this.exclusive(() => this.reset());
+    });
+    $("train").addEventListener("click", () => this.exclusive(() => this.trainSteps()));
+    $("evaluate").addEventListener("click", () => this.exclusive(() => this.evaluate()));
+    $("error-dismiss").addEventListener("click", () => ($("error-banner").hidden = true));
+    $("inspector-close").addEventListener("click", () => this.closeInspector());
+
+    const speed = $("speed");
+    speed.max = String(SPEEDS.length - 1);
+    speed.value = String(this.speedIndex);
+    const showSpeed = () => {
+      this.speedIndex = Number(speed.value);
+      $("speed-label").textContent = SPEEDS[this.speedIndex].label;
+      speed.setAttribute("aria-valuetext", SPEEDS[this.speedIndex].label);
+    };
+    speed.addEventListener("input", showSpeed);
+    showSpeed();
+
+    $("timeline").addEventListener("input", (event) => {
+      this.animationToken += 1;
+      this.showPhase(Number(event.target.value));
+    });
+
+    const options = $("view-options");
+    const choices = [{ key: "auto", short: "follow", label: "follow the animation", key_hint: "0" }, ...VIEWS];
+    for (const choice of choices) {
+      const label = document.createElement("label");
+      label.title = `${choice.label} (key ${choice.key_hint})`;
+      const radio = document.createElement("input");
+      radio.type = "radio";
+      radio.name = "view";
+      radio.value = choice.key;
+      radio.checked = choice.key === this.viewMode;
+      radio.addEventListener("change", () => this.setView(choice.key));
+      label.append(radio, document.createTextNode(choice.short));
+      options.append(label);
+    }
+    $("range-mode").addEventListener("change", (event) => {
+      this.perMap = event.target.value === "map";
+      this.redraw();
+    });
+    $("mark-winners").addEventListener("change", (event) => {
+      this.markWinners = event.target.checked;
+      this.redraw();
+    });
+
+    document.addEventListener("keydown", (event) => this.onKey(event));
+    let resizeTimer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => this.redraw(), 150);
+    });
+  }
+
+  describePreset() {
+    const preset = this.presets.find((p) => p.name === $("preset").value);
+    $("preset-description").textContent = preset ? preset.description : "";
+  }
+
+  seed() {
+    const value = Number($("seed").value);
+    return Number.isInteger(value) && value >= 0 ? value : DEFAULTS.seed;
+  }
+
+  training() {
+    return {
+      optimizer: $("optimizer").value,
+      learning_rate: Number($("learning-rate").value),
+      batch_size: Number($("batch-size").value),
+    };
+  }
+
+  // Runs one action at a time; a click while another runs is ignored (Pause excepted).
+  async exclusive(action) {
+    if (this.actionRunning) return;
+    this.actionRunning = true;
+    this.updateButtons();
+    try {
+      await action();
+    } catch (error) {
+      this.showError(error);
+    } finally {
+      this.actionRunning = false;
+      this.updateButtons();
+    }
+  }
+
+  async idle() {
+    while (this.actionRunning) await sleep(20);
+  }
+
+  updateButtons() {
+    const busy = this.actionRunning && !this.playing;
+    for (const id of ["btn-forward", "btn-backward", "btn-update", "btn-step", "btn-reset", "train", "evaluate", "apply-spec", "build-preset"]) {
+      $(id).disabled = busy || this.playing || !this.session;
+    }
+    $("btn-reset").disabled = !this.session || busy;
+    $("btn-play").disabled = this.playing || busy || !this.session;
+    $("btn-pause").disabled = !this.playing;
+  }
+
+  // --- the network ---------------------------------------------------------------------------
+
+  async buildSession(request, { keepSpecText = false } = {}) {
+    const previous = this.session;
+    const session = await api.createSession(request);
+    this.session = session;
+    if (previous) api.deleteSession(previous.id).catch(() => {});
+    if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
+    this.clearSpecError();
+    if (session.spec && session.spec.seed !== undefined) $("seed").value = String(session.spec.seed);
+    this.describeSession();
+    this.history = emptyHistory();
+    $("eval-result").textContent = "";
+    await this.drawHistory();
+    this.closeInspector();
+    this.record = null;
+    if (this.inputs.current) await this.traceInput(this.inputs.current);
+  }
+
+  describeSession() {
+    const s = this.session;
+    const name = s.preset || "custom network";
+    const rule = s.target_rule ? ` · ${s.target_rule}` : "";
+    $("session-status").textContent = `${name}, seed ${s.spec.seed ?? "—"} · step ${s.step}${rule}`;
+  }
+
+  async applySpec() {
+    let spec;
+    try {
+      spec = JSON.parse($("spec-editor").value);
+    } catch (error) {
+      this.showSpecError(`Not valid JSON: ${error.message}`);
+      return;
+    }
+    try {
+      await this.buildSession({ spec }, { keepSpecText: true });
+      $("preset").value = "";
+      $("preset-description").textContent = "Custom network from the JSON editor.";
+    } catch (error) {
+      if (error.status === 422 || error.status === 400) this.showSpecError(formatDetail(error.detail));
+      else throw error;
+    }
+  }
+
+  showSpecError(message) {
+    const box = $("spec-error");
+    box.textContent = message;
+    box.hidden = false;
+    $("spec-details").open = true;
+    const editor = $("spec-editor");
+    editor.setAttribute("aria-invalid", "true");
+    const range = locateLayer(editor.value, message);
+    if (range) {
+      editor.focus();
+      editor.setSelectionRange(range.start, range.end);
+    }
+  }
+
+  clearSpecError() {
+    $("spec-error").hidden = true;
+    $("spec-editor").removeAttribute("aria-invalid");
+  }
+
+  async reset() {
+    const request = this.session && this.session.preset
+      ? { preset: this.session.preset, seed: this.seed() }
+      : { spec: JSON.parse($("spec-editor").value) };
+    await this.buildSession(request, { keepSpecText: !this.session.preset });
+    $("phase-label").textContent = "Reset: fresh weights. Press Step to train.";
+  }
+
+  // --- iterations ----------------------------------------------------------------------------
+
+  setRecord(trace, step) {
+    this.recordCounter += 1;
+    this.record = { id: this.recordCounter, trace, step };
+    this.phases = buildPhases(trace, Boolean(step));
+    const timeline = $("timeline");
+    timeline.max = String(this.phases.length - 1);
+    timeline.disabled = false;
+    this.strip.build(trace);
+    this.closeInspector();
+    const chartsDrawn = Promise.all([
+      drawPrediction($("prediction-plot"), trace).then((result) => {
+        $("prediction-summary").textContent = predictionSummary(result, trace.loss);
+      }),
+      drawSaliency($("saliency-plot"), trace),
+    ]);
+    return chartsDrawn;
+  }
+
+  async traceInput(input) {
+    if (!this.session) return;
+    this.animationToken += 1;
+    const trace = await api.trace(this.session.id, input);
+    await this.setRecord(trace, null);
+    await this.showPhase(phaseIndex(this.phases, "loss"));
+  }
+
+  async forward() {
+    const trace = await api.trace(this.session.id, this.inputs.current);
+    await this.setRecord(trace, null);
+    await this.animate(0, phaseIndex(this.phases, "loss"));
+  }
+
+  async backward() {
+    if (!this.record) {
+      const trace = await api.trace(this.session.id, this.inputs.current);
+      await this.setRecord(trace, null);
+    }
+    const start = Math.max(this.phase, phaseIndex(this.phases, "loss"));
+    const end = phaseIndex(this.phases, "gradients");
+    await this.animate(start >= end ? phaseIndex(this.phases, "loss") : start, end);
+  }
+
+  async update() {
+    await this.runStep();
+    await this.animate(phaseIndex(this.phases, "update-before"), this.phases.length - 1);
+  }
+
+  async stepOnce() {
+    await this.runStep();
+    await this.animate(0, this.phases.length - 1);
+  }
+
+  // One training iteration on the server; the timings feed the render benchmark.
+  async runStep() {
+    const clicked = performance.now();
+    const answer = await api.step(this.session.id, this.inputs.current, this.training());
+    const answered = performance.now();
+    this.session.step = answer.step;
+    this.describeSession();
+    this.history.steps.push(answer.step);
+    this.history.loss.push(answer.loss);
+    this.history.accuracy.push(answer.batch_accuracy);
+    await this.setRecord(answer.trace, answer);
+    this.pendingTiming = { clicked, answered };
+    this.drawHistory();
+    return answer;
+  }
+
+  async play() {
+    if (this.playing || !this.session) return;
+    await this.idle();
+    this.playing = true;
+    this.updateButtons();
+    this.actionRunning = true;
+    try {
+      while (this.playing) {
+        await this.runStep();
+        if (!this.playing) break;
+        const animated = SPEEDS[this.speedIndex].ms > 0;
+        await this.animate(animated ? 0 : this.phases.length - 1, this.phases.length - 1);
+        await sleep(animated ? SPEEDS[this.speedIndex].ms : 0);
+      }
+    } catch (error) {
+      this.showError(error);
+    } finally {
+      this.playing = false;
+      this.actionRunning = false;
+      this.updateButtons();
+    }
+  }
+
+  pause() {
+    if (!this.playing) {
+      this.animationToken += 1;
+      return;
+    }
+    this.playing = false;
+    this.animationToken += 1;
+    this.updateButtons();
+  }
+
+  async trainSteps() {
+    const steps = Math.max(1, Math.round(Number($("train-steps").value) || DEFAULTS.train_steps));
+    const answer = await api.train(this.session.id, steps, this.training());
+    const h = answer.history;
+    this.history.steps.push(...h.steps);
+    this.history.loss.push(...h.loss);
+    this.history.accuracy.push(...h.accuracy);
+    this.session.step = answer.step;
+    this.describeSession();
+    await this.drawHistory();
+    $("eval-result").textContent = `Trained ${answer.steps_run} steps: last batch loss ${formatNumber(answer.loss)}, batch accuracy ${(answer.accuracy * 100).toFixed(1)}%.`;
+    if (this.inputs.current) await this.traceInput(this.inputs.current);
+  }
+
+  async evaluate() {
+    const answer = await api.evaluate(this.session.id);
+    this.history.evalSteps.push(answer.step);
+    this.history.evalAccuracy.push(answer.accuracy);
+    await this.drawHistory();
+    $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits (mean loss ${formatNumber(answer.loss)}).`;
+  }
+
+  drawHistory() {
+    const h = this.history;
+    $("curves-summary").textContent = h.steps.length
+      ? `${h.steps.length} steps; last batch loss ${formatNumber(h.loss[h.loss.length - 1])}, batch accuracy ${(h.accuracy[h.accuracy.length - 1] * 100).toFixed(0)}%`
+      : "No training yet: press Step, Play or Train steps.";
+    return drawCurves($("curves-plot"), h);
+  }
+
+  // --- the timeline --------------------------------------------------------------------------
+
+  // Plays phases from..to, one every SPEEDS[speed] ms; a newer animation or a scrub cancels it.
+  async animate(from, to) {
+    const token = ++this.animationToken;
+    const delay = SPEEDS[this.speedIndex].ms;
+    if (delay === 0) {
+      await this.showPhase(to);
+      return;
+    }
+    for (let k = from; k <= to; k++) {
+      if (token !== this.animationToken) return;
+      await this.showPhase(k);
+      if (k < to) await sleep(delay);
+    }
+  }
+
+  async showPhase(k) {
+    if (!this.record || this.phases.length === 0) return;
+    const phaseNumber = Math.max(0, Math.min(this.phases.length - 1, k));
+    this.phase = phaseNumber;
+    const phase = this.phases[phaseNumber];
+    const started = performance.now();
+    await this.strip.render(this.record, (index) => this.viewFor(index, phase), {
+      perMap: this.perMap,
+      markWinners: this.markWinners,
+    });
+    this.strip.setStates((index) => (this.viewMode === "auto" || !isUpdate(phase) ? layerState(phase, index) : "done"));
+    $("timeline").value = String(phaseNumber);
+    $("timeline").setAttribute("aria-valuetext", phase.label);
+    $("phase-counter").textContent = `${phaseNumber + 1} / ${this.phases.length}`;
+    $("phase-label").textContent = this.phaseText(phase);
+    probe.phaseRenders += 1;
+    probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
+    if (this.pendingTiming) {
+      const finished = performance.now();
+      probe.stepTimings.push({
+        total: finished - this.pendingTiming.clicked,
+        api: this.pendingTiming.answered - this.pendingTiming.clicked,
+        render: finished - this.pendingTiming.answered,
+      });
+      this.pendingTiming = null;
+    }
+    probe.renders += 1;
+  }
+
+  phaseText(phase) {
+    const trace = this.record.trace;
+    if (phase.kind === "loss") {
+      return `${phase.label}: L = ${formatNumber(trace.loss)} (label ${trace.label}, predicted ${trace.predicted_class ?? "?"})`;
+    }
+    if (phase.kind === "update-change" && this.record.step) {
+      const s = this.record.step;
+      const rule = s.optimizer === "sgd" ? `−${s.learning_rate}·dL/dW over the batch of ${s.batch_size}` : `${s.optimizer}, lr ${s.learning_rate}`;
+      return `Update: the change applied, ${rule}; batch loss ${formatNumber(s.loss)} → ${formatNumber(s.loss_after)}`;
+    }
+    return phase.label;
+  }
+
+  viewFor(index, phase) {
+    if (this.viewMode !== "auto") return this.viewMode;
+    if (index === INPUT_LAYER && phase.view !== "a" && phase.view !== "delta") return "a";
+    return phase.view;
+  }
+
+  setView(view) {
+    this.viewMode = view;
+    for (const radio of document.querySelectorAll('input[name="view"]')) radio.checked = radio.value === view;
+    this.redraw();
+  }
+
+  redraw() {
+    this.strip.invalidate();
+    if (this.record) this.showPhase(this.phase);
+  }
+
+  // --- the inspector -------------------------------------------------------------------------
+
+  inspect(index, view, cell) {
+    if (!this.record) return;
+    let sections;
+    try {
+      sections = explainCell(this.record, index, view, cell);
+    } catch (error) {
+      this.showError(new Error(`Cannot explain this cell: ${error.message}`));
+      return;
+    }
+    const name = index === INPUT_LAYER ? "input" : this.record.trace.layers[index].name;
+    const where = cell.f !== undefined ? `[${cell.f},${cell.c},${cell.r},${cell.s}]` : cell.u !== undefined ? `[${cell.u},${cell.k}]` : cell.k !== undefined ? `[${cell.k}]` : `[${cell.map},${cell.i},${cell.j}]`;
+    renderInspector($("inspector"), `${name} · ${view} ${where}`, sections);
+    $("inspector").hidden = false;
+    this.inspected = { index, view, cell };
+    this.strip.mark(this.marksFor(index, view, cell, sections));
+    $("inspector").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  marksFor(index, view, cell, sections) {
+    const marks = [{ index, views: [view], cells: [{ map: cell.map ?? 0, i: cell.i ?? cell.u ?? cell.k ?? 0, j: cell.j ?? cell.k ?? 0 }] }];
+    if (cell.k !== undefined && cell.u === undefined) marks[0].cells = [{ map: 0, i: cell.k, j: 0 }];
+    const patch = sections[0] && sections[0].patch;
+    if (patch) {
+      const cells = [];
+      for (let c = 0; c < patch.channels; c++) {
+        cells.push({ map: c, i: patch.i * patch.stride[0] - patch.padding[0], j: patch.j * patch.stride[1] - patch.padding[1], h: patch.kernel[0], w: patch.kernel[1] });
+      }
+      marks.push({ index: index - 1, views: ["a", "z"], cells, color: COLORS.winner });
+    }
+    const window = sections[0] && sections[0].window;
+    if (window) {
+      const first = window.rows[0];
+      marks.push({ index: index - 1, views: ["a", "z", "delta"], cells: [{ map: cell.map, i: first.row, j: first.col, h: window.kernel[0], w: window.kernel[1] }], color: COLORS.winner });
+    }
+    return marks;
+  }
+
+  closeInspector() {
+    if (!this.inspected && $("inspector").hidden) return;
+    $("inspector").hidden = true;
+    this.inspected = null;
+    this.strip.mark([]);
+  }
+
+  // --- keyboard and errors -------------------------------------------------------------------
+
+  onKey(event) {
+    const target = event.target;
+    const typing = target && (target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && !["range", "radio", "checkbox", "button"].includes(target.type)) || target.tagName === "SELECT");
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    const press = (id) => {
+      if (!$(id).disabled) $(id).click();
+    };
+    const handled = {
+      s: () => press("btn-step"),
+      f: () => press("btn-forward"),
+      b: () => press("btn-backward"),
+      u: () => press("btn-update"),
+      r: () => press("btn-reset"),
+      p: () => (this.playing ? this.pause() : this.play()),
+      " ": () => (this.playing ? this.pause() : this.play()),
+      ArrowRight: () => this.scrub(1),
+      ArrowLeft: () => this.scrub(-1),
+      Home: () => this.scrub(-Infinity),
+      End: () => this.scrub(Infinity),
+      Escape: () => this.closeInspector(),
+      "?": () => ($("shortcuts").open = !$("shortcuts").open),
+    };
+    const views = ["auto", ...VIEWS.map((v) => v.key)];
+    let action = handled[key.length === 1 ? key.toLowerCase() : key];
+    if (/^[0-6]$/.test(key)) action = () => this.setView(views[Number(key)]);
+    if (target && target.type === "range" && key.startsWith("Arrow")) return;
+    if (target && target.tagName === "BUTTON" && key === " ") return;
+    if (!action) return;
+    event.preventDefault();
+    action();
+  }
+
+  scrub(delta) {
+    if (!this.record) return;
+    this.animationToken += 1;
+    const target = delta === Infinity ? this.phases.length - 1 : delta === -Infinity ? 0 : this.phase + delta;
+    this.showPhase(target);
+  }
+
+  showError(error) {
+    const message = error && error.message ? error.message : String(error);
+    const prefix = error && error.status ? `Error ${error.status}: ` : "";
+    $("error-text").textContent = `${prefix}${message}`;
+    $("error-banner").hidden = false;
+    probe.errors.push(message);
+  }
+}
+
+function isUpdate(phase) {
+  return phase.kind.startsWith("update");
+}
+
+function emptyHistory() {
+  return { steps: [], loss: [], accuracy: [], evalSteps: [], evalAccuracy: [] };
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function whenPlotlyLoaded() {
+  if (window.Plotly) return Promise.resolve();
+  return new Promise((resolve) => window.addEventListener("load", resolve, { once: true }));
+}
+
+whenPlotlyLoaded().then(() => {
+  const app = new App();
+  probe.app = app;
+  app.start();
+});

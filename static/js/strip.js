@@ -1,0 +1,308 @@
+// Draws the network as a strip of layer cards, one Plotly figure per layer (the maps
+// tiled into one heatmap), and keeps per-frame work small: a card is re-plotted only
+// when what it shows changes; animation states are attribute toggles styled in CSS.
+
+import { COLORBAR_SIDE_PX, COLORBAR_BELOW_PX, COLORBAR_LABEL_ROOM_PX, FIGURE_MARGIN, COLORS } from "./config.js";
+import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, viewLabel } from "./viewmodel.js";
+import { formatNumber } from "./format.js";
+
+const PLOT_CONFIG = { displayModeBar: false, responsive: false, doubleClick: false, scrollZoom: false };
+
+export class Strip {
+  constructor(container, { onCellClick }) {
+    this.container = container;
+    this.onCellClick = onCellClick;
+    this.cards = new Map(); // layer index -> {element, plot, readout, model, drawnKey}
+    this.signature = null;
+    this.selection = null;
+  }
+
+  // (Re)creates the cards when the architecture changes.
+  build(trace) {
+    const signature = JSON.stringify(trace.layers.map((l) => [l.name, l.type, l.output_shape]));
+    if (signature === this.signature) return;
+    this.signature = signature;
+    for (const card of this.cards.values()) window.Plotly.purge(card.plot);
+    this.cards.clear();
+    this.container.replaceChildren();
+    const indices = [INPUT_LAYER, ...trace.layers.map((_, k) => k)];
+    indices.forEach((index, position) => {
+      if (position > 0) {
+        const arrow = document.createElement("div");
+        arrow.className = "flow-arrow";
+        arrow.dataset.after = String(indices[position - 1]);
+        arrow.setAttribute("aria-hidden", "true");
+        arrow.innerHTML = "<span></span>";
+        this.container.append(arrow);
+      }
+      this.container.append(this.createCard(trace, index));
+    });
+  }
+
+  createCard(trace, index) {
+    const layer = index === INPUT_LAYER ? null : trace.layers[index];
+    const element = document.createElement("article");
+    element.className = "layer-card";
+    element.dataset.layer = String(index);
+    element.dataset.type = layer ? layer.type : "input";
+    element.dataset.state = "done";
+    const title = layer ? layer.name : "input x";
+    const shape = (layer ? layer.output_shape : null) || null;
+    const description = layer
+      ? describeLayer(layer)
+      : `${asShapeText(trace.input)} pixels in [0, 1]`;
+    element.innerHTML = `
+      <header class="layer-head">
+        <h3 class="layer-name">${title}</h3>
+        <span class="layer-view" data-role="view"></span>
+      </header>
+      <p class="layer-desc">${description}</p>
+      <div class="layer-plot" data-role="plot" data-layer-name="${title}"></div>
+      <p class="layer-note" data-role="note" hidden></p>
+      <p class="layer-readout" data-role="readout">&nbsp;</p>`;
+    element.setAttribute("aria-label", `${title}${shape ? ", output " + shape.join("×") : ""}`);
+    const plot = element.querySelector('[data-role="plot"]');
+    const card = {
+      index,
+      element,
+      plot,
+      viewTag: element.querySelector('[data-role="view"]'),
+      note: element.querySelector('[data-role="note"]'),
+      readout: element.querySelector('[data-role="readout"]'),
+      model: null,
+      drawnKey: null,
+      listening: false,
+    };
+    this.cards.set(index, card);
+    return element;
+  }
+
+  availableWidth() {
+    const width = this.container.clientWidth || 900;
+    return Math.max(120, width - 24 - 2 * COLORBAR_LABEL_ROOM_PX - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
+  }
+
+  // Draws every card for `viewOf(index)`; resolves when Plotly has drawn them all.
+  render(record, viewOf, options) {
+    const maxWidth = this.availableWidth();
+    const draws = [];
+    for (const card of this.cards.values()) {
+      const view = viewOf(card.index);
+      const key = `${record.id}|${view}|${options.perMap}|${options.markWinners}|${maxWidth}`;
+      if (card.drawnKey === key) continue;
+      const model = buildCardModel(record, card.index, view, { ...options, maxWidth });
+      card.model = model;
+      card.drawnKey = key;
+      card.viewTag.textContent = (model.colorbarTitle || "") + (model.perMap ? " · per map" : "");
+      card.viewTag.title = viewLabel(view);
+      card.element.dataset.view = view;
+      if (model.kind === "none") {
+        card.note.textContent = model.note;
+        card.note.hidden = false;
+        card.plot.hidden = true;
+        card.element.dataset.empty = "true";
+        continue;
+      }
+      card.note.hidden = true;
+      card.plot.hidden = false;
+      card.element.dataset.empty = "false";
+      draws.push(this.draw(card, model));
+    }
+    return Promise.all(draws);
+  }
+
+  draw(card, model) {
+    const widthCells = model.kind === "vector" ? 1 : model.z[0].length;
+    const heightCells = model.z.length;
+    const heatmap = {
+      type: "heatmap",
+      z: model.z,
+      zmin: model.range[0],
+      zmax: model.range[1],
+      colorscale: model.colorscale,
+      hoverinfo: "none",
+      showscale: true,
+      colorbar: colourBar(model),
+    };
+    if (model.showText) {
+      heatmap.texttemplate = "%{z:.2f}";
+      heatmap.textfont = { size: 11 };
+    }
+    const traces = [heatmap];
+    if (model.winners) {
+      traces.push({
+        type: "heatmap",
+        z: model.winners.mask,
+        zmin: 0,
+        zmax: 1,
+        colorscale: [[0, COLORS.loserVeil], [1, COLORS.loserVeil]],
+        showscale: false,
+        hoverinfo: "skip",
+      });
+    }
+    const below = model.colorbarBelow;
+    const layout = {
+      width: Math.round(model.plotWidth + (below ? 2 * COLORBAR_LABEL_ROOM_PX : COLORBAR_SIDE_PX) + FIGURE_MARGIN.l + FIGURE_MARGIN.r),
+      height: Math.round(model.plotHeight + (below ? COLORBAR_BELOW_PX : COLORBAR_LABEL_ROOM_PX) + FIGURE_MARGIN.t + FIGURE_MARGIN.b),
+      margin: {
+        l: FIGURE_MARGIN.l + (below ? COLORBAR_LABEL_ROOM_PX : 0),
+        r: FIGURE_MARGIN.r + (below ? COLORBAR_LABEL_ROOM_PX : COLORBAR_SIDE_PX),
+        t: FIGURE_MARGIN.t + (below ? 0 : COLORBAR_LABEL_ROOM_PX / 2),
+        b: FIGURE_MARGIN.b + (below ? COLORBAR_BELOW_PX : COLORBAR_LABEL_ROOM_PX / 2),
+        pad: 0,
+      },
+      xaxis: { visible: false, range: [-0.5, widthCells - 0.5], fixedrange: true },
+      yaxis: { visible: false, range: [heightCells - 0.5, -0.5], fixedrange: true },
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)",
+      dragmode: false,
+      hovermode: "closest",
+      showlegend: false,
+      shapes: this.selectionShapes(card, model),
+    };
+    card.plot.style.width = `${layout.width}px`;
+    card.plot.style.height = `${layout.height}px`;
+    return window.Plotly.react(card.plot, traces, layout, PLOT_CONFIG).then(() => {
+      if (!card.listening) this.listen(card);
+    });
+  }
+
+  listen(card) {
+    card.listening = true;
+    card.plot.on("plotly_hover", (event) => {
+      const point = event.points && event.points[0];
+      if (!point || !card.model) return;
+      const cell = cellAt(card.model, point.x, point.y);
+      card.readout.textContent = cell ? describeCell(card.model, cell) : "\u00a0";
+    });
+    card.plot.on("plotly_unhover", () => {
+      card.readout.textContent = "\u00a0";
+    });
+    card.plot.on("plotly_click", (event) => {
+      const point = event.points && event.points[0];
+      if (!point || !card.model) return;
+      const cell = cellAt(card.model, point.x, point.y);
+      if (cell) this.onCellClick(card.index, card.model.view, cell);
+    });
+  }
+
+  setStates(stateOf) {
+    for (const card of this.cards.values()) {
+      const state = stateOf(card.index);
+      if (card.element.dataset.state !== state) card.element.dataset.state = state;
+    }
+    const arrows = this.container.querySelectorAll(".flow-arrow");
+    for (const arrow of arrows) {
+      const before = this.cards.get(Number(arrow.dataset.after));
+      const nextIndex = Number(arrow.dataset.after) + 1;
+      const after = this.cards.get(nextIndex);
+      let flow = "idle";
+      if (after && after.element.dataset.state === "active" && before.element.dataset.state === "done") flow = "forward";
+      else if (before && before.element.dataset.state === "active" && after && after.element.dataset.state === "done") flow = "backward";
+      if (arrow.dataset.flow !== flow) arrow.dataset.flow = flow;
+    }
+  }
+
+  // Marks cells on cards: `marks` is a list of {index, cells: [{map, i, j}], color}, e.g. the
+  // clicked cell and its receptive field on the layer before.
+  mark(marks) {
+    this.selection = marks;
+    for (const card of this.cards.values()) {
+      if (!card.model || card.model.kind === "none") continue;
+      window.Plotly.relayout(card.plot, { shapes: this.selectionShapes(card, card.model) });
+    }
+  }
+
+  selectionShapes(card, model) {
+    if (!this.selection || model.kind === "none") return [];
+    const shapes = [];
+    for (const mark of this.selection) {
+      if (mark.index !== card.index || (mark.views && !mark.views.includes(model.view))) continue;
+      for (const cell of mark.cells) {
+        const p = cellPosition(model, cell.map ?? 0, cell.i, cell.j);
+        const h = cell.h || 1;
+        const w = cell.w || 1;
+        shapes.push({
+          type: "rect",
+          x0: p.x - 0.5,
+          x1: p.x - 0.5 + w,
+          y0: p.y - 0.5,
+          y1: p.y - 0.5 + h,
+          line: { color: mark.color || COLORS.selected, width: 2 },
+          fillcolor: "rgba(0,0,0,0)",
+        });
+      }
+    }
+    return shapes;
+  }
+
+  plotOf(index) {
+    const card = this.cards.get(index);
+    return card ? card.plot : null;
+  }
+
+  modelOf(index) {
+    const card = this.cards.get(index);
+    return card ? card.model : null;
+  }
+
+  invalidate() {
+    for (const card of this.cards.values()) card.drawnKey = null;
+  }
+}
+
+function asShapeText(input) {
+  const shape = [];
+  let node = input;
+  while (Array.isArray(node)) {
+    shape.push(node.length);
+    node = node[0];
+  }
+  return shape.join("×");
+}
+
+function colourBar(model) {
+  const bar = {
+    thickness: 7,
+    outlinewidth: 0,
+    tickfont: { size: 9 },
+    tickformat: ".2~g",
+    ticks: "outside",
+    ticklen: 2,
+    ticklabeloverflow: "allow",
+  };
+  if (model.colorbarBelow) {
+    Object.assign(bar, { orientation: "h", x: 0, xanchor: "left", y: 0, yanchor: "top", ypad: 4, xpad: 0, len: 1, nticks: model.plotWidth < 140 ? 3 : 5 });
+  } else {
+    Object.assign(bar, { x: 1, xanchor: "left", xpad: 3, ypad: 0, len: 1, nticks: model.plotHeight < 100 ? 3 : 5 });
+  }
+  // Explicit ticks at both ends (and zero) so even a narrow bar says its range.
+  bar.tickmode = "array";
+  if (model.perMap) {
+    bar.tickvals = model.signed ? [0, 0.5, 1] : [0, 1];
+    bar.ticktext = model.signed ? ["−max", "0", "+max"] : ["min", "max"];
+  } else {
+    // Plotly drops a tick that sits exactly on the bar's end, so the end ticks are nudged in.
+    const [lo, hi] = model.range;
+    const inset = (hi - lo) * 0.002;
+    const values = lo < 0 && hi > 0 ? [lo, 0, hi] : [lo, (lo + hi) / 2, hi];
+    bar.tickvals = [values[0] + inset, values[1], values[2] - inset];
+    bar.ticktext = values.map(formatTick);
+  }
+  return bar;
+}
+
+function formatTick(value) {
+  if (value === 0) return "0";
+  const magnitude = Math.abs(value);
+  if (magnitude >= 0.01 && magnitude < 1000) return String(Number(value.toPrecision(2)));
+  return value.toExponential(0);
+}
+
+export function describeCell(model, cell) {
+  const value = formatNumber(cell.value);
+  if (cell.f !== undefined) return `W[${cell.f},${cell.c},${cell.r},${cell.s}] = ${value}`;
+  if (cell.u !== undefined) return `[${cell.u}, ${cell.k}] = ${value}`;
+  if (cell.k !== undefined) return `[${cell.k}] = ${value}`;
+  return `map ${cell.map} (${cell.i}, ${cell.j}) = ${value}`;
+}

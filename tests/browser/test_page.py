@@ -1,0 +1,344 @@
+"""The page in a real headless Chromium against the real server: loading, choosing inputs,
+stepping, scrubbing, the inspector's arithmetic, drawing, uploading, spec errors, phone width."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.browser
+
+# Per card: what it shows and how many finite numbers its heatmap holds.
+CARDS_JS = """() => [...document.querySelectorAll('.layer-card')].map(card => {
+  const plot = card.querySelector('.layer-plot');
+  const trace = plot && !plot.hidden && plot.data ? plot.data[0] : null;
+  let finite = 0, cells = 0, maxAbs = 0;
+  if (trace) for (const row of trace.z) for (const v of row) {
+    if (v === null) continue;
+    cells += 1;
+    if (Number.isFinite(v)) { finite += 1; maxAbs = Math.max(maxAbs, Math.abs(v)); }
+  }
+  return {layer: Number(card.dataset.layer), type: card.dataset.type, view: card.dataset.view,
+          state: card.dataset.state, empty: card.dataset.empty === 'true', cells, finite, maxAbs};
+})"""
+
+# Page coordinates of heatmap cell (column x, row y) of a layer card's plot.
+CELL_POINT_JS = """([layer, x, y]) => {
+  const plot = document.querySelector(`.layer-card[data-layer="${layer}"] .layer-plot`);
+  const full = plot._fullLayout;
+  const box = plot.getBoundingClientRect();
+  return {x: box.left + full._size.l + full.xaxis.l2p(x), y: box.top + full._size.t + full.yaxis.l2p(y),
+          value: plot.data[0].z[y][x]};
+}"""
+
+
+def set_speed(page, label: str) -> None:
+    index = {"instant": 0, "fast": 1, "normal": 2, "slow": 3, "very slow": 4}[label]
+    page.eval_on_selector("#speed", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(index))
+
+
+def set_view(page, view: str) -> None:
+    """Switches what the strip shows and waits until every card has been redrawn."""
+    before = page.evaluate("window.cnnviz.renders")
+    page.locator(f'#view-options input[value="{view}"]').check(force=True)
+    page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
+    page.wait_for_function("v => [...document.querySelectorAll('.layer-card')].every(c => c.dataset.view === v || c.dataset.layer === '-1')", arg=view)
+
+
+def step_and_wait(page) -> None:
+    before = page.evaluate("window.cnnviz.stepTimings.length")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
+    page.wait_for_function("() => { const t = document.getElementById('timeline'); return t.value === t.max; }")
+
+
+def cards(page) -> list[dict]:
+    return page.evaluate(CARDS_JS)
+
+
+def click_cell(page, layer: int, x: int, y: int) -> float:
+    """Clicks heatmap cell (x, y) of a card; returns the value the heatmap shows there."""
+    page.evaluate("() => { const t = document.querySelector('[data-role=inspector-title]'); if (t) t.textContent = ''; }")
+    point = page.evaluate(CELL_POINT_JS, [layer, x, y])
+    page.mouse.click(point["x"], point["y"])
+    name = page.evaluate("i => document.querySelector(`.layer-card[data-layer=\"${i}\"] .layer-name`).textContent", layer)
+    page.wait_for_function("n => document.querySelector('[data-role=inspector-title]').textContent.startsWith(n)", arg=name)
+    page.wait_for_selector("#inspector:not([hidden]) [data-role=inspector-result]")
+    return point["value"]
+
+
+def assert_result_matches(page, selector: str = "[data-role=inspector-result]") -> tuple[float, float]:
+    result = page.locator(selector).first
+    computed = float(result.get_attribute("data-computed"))
+    engine = float(result.get_attribute("data-engine"))
+    assert math.isclose(computed, engine, rel_tol=1e-4, abs_tol=1e-6), (computed, engine)
+    assert "matches" in result.inner_text()
+    shown_computed = result.locator("strong").nth(0).inner_text().replace("·10^", "e")
+    shown_engine = result.locator("strong").nth(1).inner_text().replace("·10^", "e")
+    assert math.isclose(float(shown_computed), float(shown_engine), rel_tol=1e-4, abs_tol=1e-6)
+    return computed, engine
+
+
+def test_page_loads_without_console_errors_and_draws_every_layer(open_page, screenshot):
+    page, problems = open_page()
+    for name in ("Forward", "Backward", "Update", "Step", "Play", "Pause", "Reset"):
+        button = page.get_by_role("button", name=name, exact=True)
+        assert button.evaluate("el => el.tagName") == "BUTTON"
+        assert button.inner_text().strip() == name
+    assert page.locator('input[type="file"]').count() == 1
+    assert page.evaluate("typeof window.Plotly") == "object"
+    shown = cards(page)
+    assert [c["layer"] for c in shown] == list(range(-1, 8))  # input + LeNet-5's 8 layers
+    for card in shown:
+        assert card["cells"] > 0 and card["finite"] == card["cells"], card
+    screenshot(page, "01-loaded-1280")
+    assert problems.messages == []
+
+
+def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_page, screenshot):
+    page, problems = open_page()
+    page.locator("#mnist-grid .thumb").nth(7).click()
+    page.wait_for_function("() => document.getElementById('input-caption').textContent.includes('#7')")
+    set_speed(page, "instant")
+    step_and_wait(page)
+    assert "step 1" in page.inner_text("#session-status")
+    for view in ("a", "z", "delta"):
+        set_view(page, view)
+        for card in cards(page):
+            assert card["cells"] > 0 and card["finite"] == card["cells"], (view, card)
+    set_view(page, "delta")
+    assert any(c["maxAbs"] > 0 for c in cards(page) if c["layer"] >= 0)
+    screenshot(page, "02-after-step-delta")
+    for view in ("W", "dW", "db"):
+        set_view(page, view)
+        for card in cards(page):
+            if card["type"] in ("conv", "dense"):
+                assert card["cells"] > 0 and card["finite"] == card["cells"], (view, card)
+            else:
+                assert card["empty"], (view, card)
+    screenshot(page, "03-after-step-dW")
+    assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == 1
+    assert problems.messages == []
+
+
+def test_timeline_scrubs_forward_and_backward_through_the_phases(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    step_and_wait(page)
+    timeline = page.locator("#timeline")
+    phases = int(timeline.get_attribute("max")) + 1
+    assert phases == 1 + 8 + 1 + 8 + 1 + 1 + 3  # input, forward, loss, backward, dL/dx, grads, update
+    timeline.focus()
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")  # forward through conv1 then maxpool1
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.includes('maxpool1')")
+    states = {c["layer"]: c["state"] for c in cards(page)}
+    assert states[0] == "done" and states[1] == "active" and states[2] == "pending"
+    assert {c["view"] for c in cards(page)} == {"a"}
+    screenshot(page, "04-timeline-forward-maxpool1")
+    # Backward phase of conv2: later layers done, conv2 active, earlier ones pending, deltas shown.
+    backward_conv2 = 1 + 8 + 1 + (8 - 1 - 2)
+    timeline.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(backward_conv2))
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.includes('δ of conv2')")
+    states = {c["layer"]: c["state"] for c in cards(page)}
+    assert states[2] == "active" and states[3] == "done" and states[1] == "pending"
+    assert all(c["view"] == "delta" for c in cards(page) if c["layer"] >= 0)
+    screenshot(page, "05-timeline-backward-conv2")
+    page.keyboard.press("End")
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.includes('weights after')")
+    assert problems.messages == []
+
+
+def test_clicking_conv_pixels_shows_arithmetic_that_matches_the_engine(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "z")
+    value = click_cell(page, 0, 12, 9)  # conv1 map 0, row 9, column 12
+    computed, engine = assert_result_matches(page)
+    assert math.isclose(engine, value, rel_tol=1e-6, abs_tol=1e-7)  # the clicked heatmap's value
+    assert "Σ x·W + b" in page.inner_text("#inspector")
+    assert page.locator("#inspector .patch-grid table").count() == 2  # receptive field and kernel
+    assert "25 terms" in page.inner_text("#inspector")
+    screenshot(page, "06-inspector-conv1-z")
+
+    set_view(page, "delta")
+    click_cell(page, 2, 3, 3)  # conv2's delta: routed back from maxpool2's winners, times relu'
+    assert_result_matches(page)
+    assert_result_matches(page, "[data-role=inspector-delta]")
+    click_cell(page, 0, 5, 5)  # conv1's delta: from maxpool1's winner routing
+    assert_result_matches(page)
+    click_cell(page, 3, 1, 1)  # maxpool2's delta: conv... flatten and dense weights carry it back
+    assert_result_matches(page)
+    screenshot(page, "07-inspector-delta")
+
+    set_view(page, "dW")
+    click_cell(page, 0, 2, 2)  # conv1 dW[0,0,2,2] = Σ input · delta
+    assert_result_matches(page)
+    set_view(page, "a")
+    click_cell(page, 1, 3, 4)  # maxpool1: the window and its winner
+    assert_result_matches(page)
+    assert page.locator("#inspector td.winner").count() == 1
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#inspector", state="hidden")
+    assert problems.messages == []
+
+
+def test_drawing_on_the_canvas_is_preprocessed_and_traced(open_page, screenshot):
+    page, problems = open_page()
+    page.get_by_role("tab", name="Draw").click()
+    canvas = page.locator("#draw-canvas")
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    for k in range(1, 13):
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
+    page.mouse.up()
+    page.locator("#label-select").select_option("1")
+    before = page.evaluate("window.cnnviz.renders")
+    page.get_by_role("button", name="Use drawing").click()
+    page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('drawing')", arg=before)
+    caption = page.inner_text("#input-caption")
+    assert "label 1" in caption
+    input_card = cards(page)[0]
+    assert input_card["cells"] == 28 * 28 and 0.5 < input_card["maxAbs"] <= 1
+    # A vertical stroke: MNIST-style centring puts mass in the middle columns, none at the edges.
+    column_mass = page.evaluate("""() => { const z = document.querySelector('.layer-card[data-layer="-1"] .layer-plot').data[0].z;
+      return z[0].map((_, j) => z.reduce((s, row) => s + row[j], 0)); }""")
+    assert sum(column_mass[10:18]) > 0.9 * sum(column_mass)
+    assert all(c["finite"] == c["cells"] > 0 for c in cards(page))
+    screenshot(page, "08-drawn-digit")
+    assert problems.messages == []
+
+
+def test_uploaded_png_is_shown_preprocessed_and_traced(open_page, screenshot, tmp_path):
+    image = Image.new("RGB", (120, 160), "white")
+    pen = ImageDraw.Draw(image)
+    pen.line([(20, 20), (100, 20), (55, 150)], fill="black", width=14)  # a dark 7 on white paper
+    path = tmp_path / "seven.png"
+    image.save(path)
+    page, problems = open_page()
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("#label-select").select_option("7")
+    before = page.evaluate("window.cnnviz.renders")
+    page.set_input_files("#upload-file", str(path))
+    page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('seven.png')", arg=before)
+    assert "label 7" in page.inner_text("#input-caption")
+    pixels = page.evaluate("document.querySelector('.layer-card[data-layer=\"-1\"] .layer-plot').data[0].z")
+    assert len(pixels) == 28 and len(pixels[0]) == 28
+    border = [pixels[i][j] for i in range(28) for j in range(28) if min(i, j, 27 - i, 27 - j) < 2]
+    assert max(border) < 0.05  # inverted to light-on-dark, with MNIST's empty margin
+    assert max(max(row) for row in pixels) > 0.8
+    assert page.evaluate("document.getElementById('prediction-plot').data[0].y.length") == 10
+    screenshot(page, "09-uploaded-png")
+    assert problems.messages == []
+
+
+def test_invalid_architecture_shows_the_engine_error_inline_and_keeps_the_network(open_page, screenshot):
+    page, problems = open_page()
+    status_before = page.inner_text("#session-status")
+    page.locator("#spec-details > summary").click()
+    bad = ('{"input_shape": [1, 28, 28], "layers": [\n'
+           '  {"type": "conv", "filters": 2, "kernel": 5},\n'
+           '  {"type": "maxpool", "size": 2},\n'
+           '  {"type": "conv", "filters": 2, "kernel": 30},\n'
+           '  {"type": "flatten"},\n'
+           '  {"type": "dense", "units": 10, "activation": "softmax"}],\n'
+           ' "loss": "cross_entropy"}')
+    page.fill("#spec-editor", bad)
+    page.get_by_role("button", name="Apply JSON").click()
+    error = page.locator("#spec-error")
+    error.wait_for(state="visible")
+    assert "layer 2" in error.inner_text() and "kernel" in error.inner_text()
+    assert page.get_attribute("#spec-editor", "aria-invalid") == "true"
+    selected = page.evaluate("(() => { const t = document.getElementById('spec-editor'); return t.value.slice(t.selectionStart, t.selectionEnd); })()")
+    assert '"kernel": 30' in selected  # the offending layer is selected in the editor
+    assert page.inner_text("#session-status") == status_before
+    screenshot(page, "10-invalid-spec")
+    page.fill("#spec-editor", "{not json")
+    page.get_by_role("button", name="Apply JSON").click()
+    page.wait_for_function("() => document.getElementById('spec-error').textContent.includes('Not valid JSON')")
+    # 422s are expected answers here and are shown inline; the browser logs the failed fetch.
+    assert all("422" in m for m in problems.messages), problems.messages
+
+
+def test_api_errors_show_a_clear_message(open_page, screenshot):
+    page, problems = open_page()
+    page.fill("#batch-size", "100000")
+    page.get_by_role("button", name="Step", exact=True).click()
+    banner = page.locator("#error-banner")
+    banner.wait_for(state="visible")
+    assert "422" in banner.inner_text() and "batch_size" in banner.inner_text()
+    screenshot(page, "11-api-error")
+    page.get_by_role("button", name="Dismiss").click()
+    banner.wait_for(state="hidden")
+    assert all("422" in m for m in problems.messages), problems.messages
+
+
+def test_phone_width_has_no_horizontal_scroll(open_page, screenshot):
+    page, problems = open_page(390, 844)
+    set_speed(page, "instant")
+    step_and_wait(page)
+    for view in ("a", "W"):
+        set_view(page, view)
+        width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert width[0] <= width[1], (view, width)
+    widest = page.evaluate("Math.max(...[...document.querySelectorAll('.layer-card')].map(c => c.getBoundingClientRect().right))")
+    assert widest <= 390
+    screenshot(page, "12-phone-390")
+    assert problems.messages == []
+
+
+def test_keyboard_shortcuts_step_switch_views_and_scrub(open_page):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    before = page.evaluate("window.cnnviz.stepTimings.length")
+    page.keyboard.press("s")
+    page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
+    page.keyboard.press("3")
+    page.wait_for_function("() => [...document.querySelectorAll('.layer-card')].filter(c => c.dataset.layer !== '-1').every(c => c.dataset.view === 'delta')")
+    page.keyboard.press("0")
+    page.keyboard.press("Home")
+    page.wait_for_function("() => document.getElementById('timeline').value === '0'")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.getElementById('timeline').value === '1'")
+    assert problems.messages == []
+
+
+def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    page.get_by_role("button", name="Play", exact=True).click()
+    page.wait_for_function("() => document.getElementById('curves-plot').data[0].y.length >= 3", timeout=60_000)
+    page.get_by_role("button", name="Pause", exact=True).click()
+    page.wait_for_function("() => !document.getElementById('btn-play').disabled")
+    steps = page.evaluate("document.getElementById('curves-plot').data[0].y.length")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == steps
+    accuracy = page.evaluate("document.getElementById('curves-plot').data[1].y")
+    assert all(0 <= a <= 1 for a in accuracy)
+    screenshot(page, "13-after-play")
+    assert problems.messages == []
+
+
+def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screenshot):
+    page, problems = open_page()
+    page.select_option("#preset", "tiny")
+    page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('tiny')")
+    page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 5")
+    set_view(page, "z")
+    texts = page.evaluate("document.querySelector('.layer-card[data-layer=\"0\"] .layer-plot').data[0].texttemplate")
+    assert texts  # 2 maps of 4x4: values printed in the cells
+    click_cell(page, 0, 1, 2)
+    assert_result_matches(page)
+    assert "9 terms" in page.inner_text("#inspector")
+    screenshot(page, "14-tiny-inspector")
+    set_view(page, "delta")
+    click_cell(page, 3, 0, 0)  # the sigmoid output: delta = (a - y) / N
+    assert_result_matches(page)
+    assert problems.messages == []
