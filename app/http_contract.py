@@ -10,15 +10,17 @@ generated document so that a client (or a schema-driven fuzzer) can rely on it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import Match, Mount
 
 from app.schemas import ErrorOut
 from app.serialize import FastJSONResponse
+from app.store import SessionNotFound
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 
@@ -34,6 +36,8 @@ BODY_ERRORS = {
 VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong "
                           "(a list of {loc, msg, type} for schema violations)")
 SESSION_ERROR = _error("unknown, deleted or expired session")
+SESSION_PATH = re.compile(r"/api/sessions/([^/]+)(?:/[a-z]+)?")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def document_errors(app: FastAPI) -> None:
@@ -61,17 +65,30 @@ def document_errors(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _method_not_allowed)
+
+
+async def _not_found(request: Request, exc: HTTPException) -> FastJSONResponse:
+    """A session path whose id does not fit the id pattern matches no route (see
+    ``app.security.SessionIdConvertor``); say so in the words of an unknown session rather
+    than the router's bare "Not Found". Every other 404 keeps its own detail."""
+    detail = exc.detail
+    malformed = SESSION_PATH.fullmatch(request.url.path)
+    if detail == "Not Found" and malformed:
+        detail = str(SessionNotFound(malformed.group(1)))
+    return FastJSONResponse({"detail": detail}, status_code=404, headers=exc.headers)
 
 
 async def _method_not_allowed(request: Request, exc: HTTPException) -> FastJSONResponse:
     """Starlette answers 405 from the first route whose path matches, so ``Allow`` would list
-    only that route's methods (GET on /api/sessions/{id}, not DELETE); list them all."""
-    path = request.scope.get("path", "")
-    allowed: set[str] = set()
-    for route in request.app.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            allowed |= route.methods
-    headers = {"Allow": ", ".join(sorted(allowed))} if allowed else dict(exc.headers or {})
+    only that route's methods (GET on /api/sessions/{id}, not DELETE); list them all. Mounted
+    apps (the static files) match any method, so their own Allow header is kept."""
+    allowed = [
+        method for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL
+               for route in request.app.routes if not isinstance(route, Mount))
+    ]
+    headers = {"Allow": ", ".join(allowed)} if allowed else dict(exc.headers or {})
     return FastJSONResponse({"detail": f"method {request.method} is not allowed here"},
                             status_code=405, headers=headers)

@@ -15,15 +15,14 @@ import re
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Path
+from fastapi import FastAPI, Path
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.store import SessionNotFound
-
 # What secrets.token_urlsafe(16) makes (app.sessions.new_session_id): 128 random bits, 22
-# URL-safe characters. Anything else is refused before any store is asked about it.
+# URL-safe characters. Anything else is refused by the router, before any store is asked.
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 PAGE_POLICY = "; ".join([
@@ -102,14 +101,21 @@ def install_security(app: FastAPI, *, cors_origins: Sequence[str]) -> None:
     app.add_middleware(SecurityHeadersMiddleware)
 
 
-def valid_session_id(
-    session_id: Annotated[str, Path(description="a session id as returned on creation "
-                                                "(22 characters: A-Z a-z 0-9 _ -)")],
-) -> str:
-    """The path's session id, or 404 at once if it cannot be one."""
-    if not SESSION_ID.fullmatch(session_id):
-        raise SessionNotFound(session_id)
-    return session_id
+class SessionIdConvertor(Convertor[str]):
+    """Route paths write ``{session_id:session_id}``: a path whose id segment does not fit the
+    pattern matches no session route at all (404 before any lookup), and cannot be mistaken
+    for another route either (``/api/sessions/import`` is never a session id)."""
+
+    regex = SESSION_ID.pattern
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
-SessionIdPath = Annotated[str, Depends(valid_session_id)]
+register_url_convertor("session_id", SessionIdConvertor())
+
+SessionIdPath = Annotated[str, Path(pattern=f"^{SESSION_ID.pattern}$",
+                                    description="a session id as returned on creation")]

@@ -85,26 +85,26 @@ def import_session(file: Annotated[UploadFile, File()], store: StoreDep,
     return FastJSONResponse(session_json(session), status_code=201)
 
 
-@router.get("/{session_id}", response_model=SessionOut, responses=NOT_FOUND)
+@router.get("/{session_id:session_id}", response_model=SessionOut, responses=NOT_FOUND)
 def get_session(session_id: SessionIdPath, store: StoreDep) -> FastJSONResponse:
     with locked_session(store, session_id, save=False) as session:
         return FastJSONResponse(session_json(session))
 
 
-@router.delete("/{session_id}", status_code=204, responses=NOT_FOUND)
+@router.delete("/{session_id:session_id}", status_code=204, responses=NOT_FOUND)
 def delete_session(session_id: SessionIdPath, store: StoreDep) -> Response:
     store.delete(session_id)
     return Response(status_code=204)
 
 
-@router.get("/{session_id}/history", response_model=HistoryOut, responses=NOT_FOUND,
+@router.get("/{session_id:session_id}/history", response_model=HistoryOut, responses=NOT_FOUND,
             summary="Loss and accuracy per step (after step 'since'), and held-out evaluations")
 def history(session_id: SessionIdPath, store: StoreDep, since: int = -1) -> FastJSONResponse:
     with locked_session(store, session_id, save=False) as session:
         return FastJSONResponse({"step": session.step, **session.history.since(since)})
 
 
-@router.get("/{session_id}/export", responses={**NOT_FOUND, 200: {
+@router.get("/{session_id:session_id}/export", responses={**NOT_FOUND, 200: {
     "content": {"application/octet-stream": {}},
     "description": "the session as an .npz file (see app/session_codec.py)"}},
     response_class=Response, summary="Download the session (weights, optimizer state, step, "

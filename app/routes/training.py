@@ -25,7 +25,7 @@ from app.schemas import (
 from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
 
-router = APIRouter(prefix="/api/sessions/{session_id}", tags=["training"])
+router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"])
 
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 
