@@ -9,5 +9,5 @@ when ``app`` is imported before NumPy, as it is under ``cnnviz`` and ``uvicorn a
 
 import os
 
-for _variable in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+# NumPy's wheels bundle OpenBLAS; other libraries' thread pools (MKL, OpenMP) are left alone.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -21,7 +21,6 @@ import os
 # The same BLAS threading as the server (see app/__init__.py), so the engine-alone reference is
 # timed under the conditions the API runs in.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import socket  # noqa: E402
