@@ -162,7 +162,19 @@ export class Strip {
     };
     card.plot.style.width = `${layout.width}px`;
     card.plot.style.height = `${layout.height}px`;
-    return window.Plotly.react(card.plot, traces, layout, PLOT_CONFIG).then(() => {
+    // Plotly.react keeps the margin a previous colour bar pushed out, which squashes the
+    // heatmap when the bar changes sides; a changed geometry therefore gets a fresh plot.
+    const geometry = `${layout.width}x${layout.height}|${below}`;
+    let drawn;
+    if (card.geometry === geometry) {
+      drawn = window.Plotly.react(card.plot, traces, layout, PLOT_CONFIG);
+    } else {
+      window.Plotly.purge(card.plot);
+      card.listening = false;
+      drawn = window.Plotly.newPlot(card.plot, traces, layout, PLOT_CONFIG);
+    }
+    card.geometry = geometry;
+    return drawn.then(() => {
       if (!card.listening) this.listen(card);
     });
   }

@@ -21,8 +21,12 @@ CARDS_JS = """() => [...document.querySelectorAll('.layer-card')].map(card => {
     cells += 1;
     if (Number.isFinite(v)) { finite += 1; maxAbs = Math.max(maxAbs, Math.abs(v)); }
   }
+  const model = window.cnnviz.app.strip.modelOf(Number(card.dataset.layer));
+  const size = trace ? plot._fullLayout._size : null;
   return {layer: Number(card.dataset.layer), type: card.dataset.type, view: card.dataset.view,
-          state: card.dataset.state, empty: card.dataset.empty === 'true', cells, finite, maxAbs};
+          state: card.dataset.state, empty: card.dataset.empty === 'true', cells, finite, maxAbs,
+          plotSize: size ? [size.w, size.h] : null,
+          designedSize: trace ? [model.plotWidth, model.plotHeight] : null};
 })"""
 
 # Page coordinates of heatmap cell (column x, row y) of a layer card's plot.
@@ -43,7 +47,7 @@ def set_speed(page, label: str) -> None:
 def set_view(page, view: str) -> None:
     """Switches what the strip shows and waits until every card has been redrawn."""
     before = page.evaluate("window.cnnviz.renders")
-    page.locator(f'#view-options input[value="{view}"]').check(force=True)
+    page.locator(f'#view-options label:has(input[value="{view}"])').click()
     page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
     page.wait_for_function("v => [...document.querySelectorAll('.layer-card')].every(c => c.dataset.view === v || c.dataset.layer === '-1')", arg=view)
 
@@ -59,9 +63,30 @@ def cards(page) -> list[dict]:
     return page.evaluate(CARDS_JS)
 
 
+def assert_heatmaps_keep_their_cell_size(shown: list[dict]) -> None:
+    """Plotly drew each heatmap at the size the view model designed (no squashed maps)."""
+    for card in shown:
+        if card["plotSize"] is not None:
+            assert abs(card["plotSize"][0] - card["designedSize"][0]) <= 1.5, card
+            assert abs(card["plotSize"][1] - card["designedSize"][1]) <= 1.5, card
+
+
+def settle_scroll(page) -> None:
+    """Waits until a smooth scroll (the inspector scrolls itself into view) has stopped."""
+    last = None
+    for _ in range(40):
+        position = page.evaluate("() => window.scrollY")
+        if position == last:
+            return
+        last = position
+        page.wait_for_timeout(80)
+
+
 def click_cell(page, layer: int, x: int, y: int) -> float:
     """Clicks heatmap cell (x, y) of a card; returns the value the heatmap shows there."""
     page.evaluate("() => { const t = document.querySelector('[data-role=inspector-title]'); if (t) t.textContent = ''; }")
+    page.locator(f'.layer-card[data-layer="{layer}"] .layer-plot').scroll_into_view_if_needed()
+    settle_scroll(page)
     point = page.evaluate(CELL_POINT_JS, [layer, x, y])
     page.mouse.click(point["x"], point["y"])
     name = page.evaluate("i => document.querySelector(`.layer-card[data-layer=\"${i}\"] .layer-name`).textContent", layer)
@@ -107,14 +132,19 @@ def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_pag
     assert "step 1" in page.inner_text("#session-status")
     for view in ("a", "z", "delta"):
         set_view(page, view)
-        for card in cards(page):
+        shown = cards(page)
+        assert_heatmaps_keep_their_cell_size(shown)
+        for card in shown:
             assert card["cells"] > 0 and card["finite"] == card["cells"], (view, card)
-    set_view(page, "delta")
     assert any(c["maxAbs"] > 0 for c in cards(page) if c["layer"] >= 0)
     screenshot(page, "02-after-step-delta")
-    for view in ("W", "dW", "db"):
+    for view in ("W", "dW", "db", "a"):
         set_view(page, view)
-        for card in cards(page):
+        shown = cards(page)
+        assert_heatmaps_keep_their_cell_size(shown)
+        for card in shown:
+            if view == "a":
+                continue
             if card["type"] in ("conv", "dense"):
                 assert card["cells"] > 0 and card["finite"] == card["cells"], (view, card)
             else:
@@ -230,9 +260,9 @@ def test_uploaded_png_is_shown_preprocessed_and_traced(open_page, screenshot, tm
     assert "label 7" in page.inner_text("#input-caption")
     pixels = page.evaluate("document.querySelector('.layer-card[data-layer=\"-1\"] .layer-plot').data[0].z")
     assert len(pixels) == 28 and len(pixels[0]) == 28
-    border = [pixels[i][j] for i in range(28) for j in range(28) if min(i, j, 27 - i, 27 - j) < 2]
-    assert max(border) < 0.05  # inverted to light-on-dark, with MNIST's empty margin
-    assert max(max(row) for row in pixels) > 0.8
+    values = [v for row in pixels for v in row]
+    assert max(pixels[0] + pixels[1]) < 0.05  # MNIST's empty margin above the digit
+    assert sum(values) / len(values) < 0.3 < max(values)  # inverted: a light digit on dark
     assert page.evaluate("document.getElementById('prediction-plot').data[0].y.length") == 10
     screenshot(page, "09-uploaded-png")
     assert problems.messages == []
