@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Response, UploadFile
@@ -22,6 +23,7 @@ from app.training import target_rule
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 DEFAULT_POSITIVE_CLASS = 0
+UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_-]")
 NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown, deleted or expired session"}}
 
 
@@ -112,6 +114,8 @@ def history(session_id: SessionIdPath, store: StoreDep, since: int = -1) -> Fast
 def export_session(session_id: SessionIdPath, store: StoreDep) -> Response:
     with locked_session(store, session_id, save=False) as session:
         data = encode_session(session)
-        name = f"cnnviz-{session.preset or 'custom'}-step{session.step}.npz"
+        # An imported file can carry any preset text; only safe characters reach the header.
+        label = UNSAFE_IN_FILE_NAME.sub("", session.preset or "") or "custom"
+        name = f"cnnviz-{label}-step{session.step}.npz"
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
