@@ -327,6 +327,7 @@ class App {
   // One training iteration on the server; the timings feed the render benchmark.
   async runStep() {
     const clicked = performance.now();
+    performance.mark("cnnviz:step-start");
     const answer = await api.step(this.session.id, this.inputs.current, this.training());
     const answered = performance.now();
     this.session.step = answer.step;
@@ -438,6 +439,7 @@ class App {
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
     if (this.pendingTiming) {
+      performance.mark("cnnviz:step-rendered");
       const finished = performance.now();
       probe.stepTimings.push({
         total: finished - this.pendingTiming.clicked,
