@@ -4,6 +4,7 @@ change or raises ``Refused`` with the session exactly as it was."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -127,6 +128,16 @@ def _diverged(where: str, options: TrainingOptions) -> Refused:
         "Try a smaller learning rate.")
 
 
+def _divergence_is_checked(function):
+    """A diverging update overflows inside NumPy; the caller checks every result for
+    finiteness and refuses the update, so the overflow warnings would only be noise."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return function(*args, **kwargs)
+    return wrapper
+
+
 def _draw_batch(session: Session, rule: TargetRule, count: int, cursor: int) -> np.ndarray:
     pool = training_pool(rule)
     return pool[(cursor + np.arange(count)) % len(pool)]
@@ -142,6 +153,7 @@ def _apply_update(session: Session, optimizer: Optimizer, trace, options: Traini
         raise _diverged(f"the update made {broken} non-finite", options)
 
 
+@_divergence_is_checked
 def step(session: Session, options: TrainingOptions, first: Sample | None,
          max_history: int) -> dict[str, Any]:
     """One training iteration; ``first`` (if given) is the batch's first sample."""
@@ -197,6 +209,7 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     }
 
 
+@_divergence_is_checked
 def train(session: Session, options: TrainingOptions, steps: int,
           max_history: int) -> dict[str, Any]:
     """``steps`` iterations; all or nothing (a divergence anywhere restores the start)."""

@@ -82,6 +82,14 @@ def test_step_with_given_pixels_puts_them_first_in_the_batch(client):
     assert nxt["batch_indices"] == [3, 4]
 
 
+def test_step_of_batch_one_with_given_pixels_trains_on_them_alone(client):
+    session_id = create(client)
+    answer = _step(client, session_id, batch_size=1, input={"pixels": mnist_digit(9)},
+                   label=2).json()
+    assert answer["batch_indices"] == [None] and answer["loss"] == answer["trace"]["loss"]
+    assert _step(client, session_id, batch_size=1).json()["batch_indices"] == [0]
+
+
 def test_step_with_a_dataset_sample_puts_it_first(client):
     session_id = create(client)
     answer = _step(client, session_id, batch_size=2,
