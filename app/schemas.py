@@ -119,6 +119,15 @@ class StepRequest(TrainingOptions, _InputWithLabel):
 class TrainRequest(TrainingOptions):
     steps: int = Field(50, ge=1, le=_settings.max_train_steps)
 
+    @model_validator(mode="after")
+    def _bounded_work(self) -> "TrainRequest":
+        samples = self.steps * self.batch_size
+        if samples > _settings.max_train_samples:
+            raise ValueError(f"steps x batch_size = {samples} samples is more than one request "
+                             f"may train on ({_settings.max_train_samples}, "
+                             "CNNVIZ_MAX_TRAIN_SAMPLES); split it into several requests")
+        return self
+
 
 class EvaluateRequest(StrictModel):
     limit: int = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(256, ge=1)
     max_learning_rate: float = Field(10.0, gt=0)
     max_train_steps: int = Field(500, ge=1)
+    # steps x batch_size of one train request: bounds how long a request holds its session.
+    max_train_samples: int = Field(32768, ge=1)
     max_eval_samples: int = Field(1000, ge=1)
     max_mnist_page: int = Field(500, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -42,6 +42,7 @@ def test_history_since_returns_only_newer_steps(client):
     {"steps": 0}, {"steps": 501}, {"steps": "10"}, {"steps": 3, "batch_size": 0},
     {"steps": 3, "learning_rate": 100}, {"steps": 3, "optimizer": "lbfgs"},
     {"steps": 3, "input": {"dataset": "mnist", "index": 0}},
+    {"steps": 500, "batch_size": 256},
 ])
 def test_bad_train_request_is_422_and_changes_nothing(client, app, body):
     session_id = create(client, preset="tiny")
