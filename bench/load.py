@@ -1,0 +1,404 @@
+"""A classroom's worth of load against the real server, on loopback only.
+
+Starts the app with uvicorn on a free 127.0.0.1 port (a fresh data folder), then runs N simulated
+students at once. Each opens a session and, until the time or the request budget runs out, picks
+an action the way a student clicking around the page would: trace an MNIST digit, take a training
+step (batch 32), or upload a picture of a digit, with a short think time between clicks. At the
+end it prints throughput, p50/p99 latency per kind of request, the errors, and the server's
+resident memory (sampled from /proc/<pid>/status) at start, after warm-up, at its peak and at the
+end, so a leak shows as a climb after warm-up. One request of each kind warms the server up
+before the clock starts (the first trace loads the MNIST sample).
+
+    python bench/load.py                       # 20 students, 60 s
+    python bench/load.py --students 5 --duration 10 --json
+
+Targets for a classroom: zero errors, p99 under 250 ms, memory flat after warm-up. Timings depend
+on the machine and on what else runs on it; the figures are printed, not asserted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+KINDS = ("create", "trace", "step", "upload")
+DEFAULT_MIX = {"trace": 4, "step": 4, "upload": 2}
+MNIST_TRAIN_SIZE = 9000
+
+
+@dataclass
+class LoadReport:
+    students: int
+    duration: float
+    requests: int
+    latencies: dict[str, list[float]]
+    errors: list[str]
+    rss_samples: list[tuple[float, int]]
+    warmup_seconds: float
+    server_exit_code: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.duration if self.duration > 0 else 0.0
+
+    def percentile(self, kind: str, q: float) -> float | None:
+        values = self.latencies.get(kind) or []
+        return float(np.percentile(values, q)) if values else None
+
+    def rss(self) -> dict[str, int | None]:
+        """Resident memory in KiB: at start, after warm-up, peak, end."""
+        if not self.rss_samples:
+            return {"start": None, "after_warmup": None, "peak": None, "end": None}
+        t0 = self.rss_samples[0][0]
+        after = [kib for t, kib in self.rss_samples if t - t0 >= self.warmup_seconds]
+        return {
+            "start": self.rss_samples[0][1],
+            "after_warmup": after[0] if after else None,
+            "peak": max(kib for _, kib in self.rss_samples),
+            "end": self.rss_samples[-1][1],
+        }
+
+    def as_dict(self) -> dict:
+        return {
+            "students": self.students,
+            "duration_s": round(self.duration, 2),
+            "requests": self.requests,
+            "throughput_rps": round(self.throughput, 2),
+            "latency_ms": {
+                kind: {
+                    "count": len(self.latencies.get(kind) or []),
+                    "p50": _ms(self.percentile(kind, 50)),
+                    "p99": _ms(self.percentile(kind, 99)),
+                    "max": _ms(max(self.latencies[kind]) if self.latencies.get(kind) else None),
+                }
+                for kind in KINDS
+            },
+            "errors": len(self.errors),
+            "error_samples": self.errors[:10],
+            "rss_kib": self.rss(),
+            "server_exit_code": self.server_exit_code,
+            "notes": self.notes,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def read_rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Server:
+    """The app under uvicorn in a child process, on 127.0.0.1 only."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.data_dir = data_dir
+        self.extra_env = env or {}
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = {**os.environ, "CNNVIZ_DATA_DIR": str(self.data_dir), **self.extra_env}
+        env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST,
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            cwd=PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the server did not answer within {timeout} s:\n{self.output()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        # SIGINT is uvicorn's graceful shutdown: lifespan handlers run, stores close.
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def __enter__(self) -> "Server":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def digit_pictures(count: int, rng: random.Random) -> list[bytes]:
+    """PNGs of shipped MNIST digits as a student would upload them: dark ink on white, 140 px."""
+    with np.load(PROJECT_ROOT / "engine" / "data" / "mnist-10k.npz") as data:
+        images = data["images"]
+    pictures = []
+    for _ in range(count):
+        digit = 255 - images[rng.randrange(len(images))]
+        picture = Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        pictures.append(buffer.getvalue())
+    return pictures
+
+
+class Student(threading.Thread):
+    def __init__(self, number: int, run: "LoadRun") -> None:
+        super().__init__(name=f"student-{number}", daemon=True)
+        self.run_state = run
+        self.rng = random.Random(number)
+
+    def run(self) -> None:
+        state = self.run_state
+        with httpx.Client(base_url=state.url, timeout=state.request_timeout) as client:
+            created = state.request(client, "create", "POST", "/api/sessions",
+                                    json={"preset": state.preset, "seed": self.rng.randrange(1000)})
+            if created is None:
+                return
+            path = f"/api/sessions/{created.json()['id']}"
+            kinds = list(state.mix)
+            weights = [state.mix[k] for k in kinds]
+            while state.keep_going():
+                kind = self.rng.choices(kinds, weights)[0]
+                if kind == "trace":
+                    index = self.rng.randrange(MNIST_TRAIN_SIZE)
+                    state.request(client, "trace", "POST", f"{path}/trace",
+                                  json={"input": {"dataset": "mnist", "index": index}})
+                elif kind == "step":
+                    state.request(client, "step", "POST", f"{path}/step",
+                                  json={"batch_size": 32, "learning_rate": 0.05, "optimizer": "sgd"})
+                else:
+                    picture = self.rng.choice(state.pictures)
+                    state.request(client, "upload", "POST", "/api/images",
+                                  files={"file": ("digit.png", picture, "image/png")})
+                if state.think > 0:
+                    time.sleep(self.rng.uniform(0, 2 * state.think))
+            try:
+                client.delete(path)
+            except httpx.HTTPError:
+                pass
+
+
+class LoadRun:
+    def __init__(self, url: str, *, students: int, duration: float, max_requests: int,
+                 preset: str, think: float, mix: dict[str, int], request_timeout: float) -> None:
+        self.url = url
+        self.students = students
+        self.duration = duration
+        self.max_requests = max_requests
+        self.preset = preset
+        self.think = think
+        self.mix = mix
+        self.request_timeout = request_timeout
+        self.pictures = digit_pictures(16, random.Random(0))
+        self.latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        self.errors: list[str] = []
+        self.count = 0
+        self.mutex = threading.Lock()
+        self.deadline = 0.0
+
+    def keep_going(self) -> bool:
+        with self.mutex:
+            return time.monotonic() < self.deadline and self.count < self.max_requests
+
+    def request(self, client: httpx.Client, kind: str, method: str, path: str, **kwargs):
+        started = time.perf_counter()
+        try:
+            response = client.request(method, path, **kwargs)
+            response.read()
+        except httpx.HTTPError as error:
+            self._record(kind, time.perf_counter() - started, f"{kind} {path}: {error!r}")
+            return None
+        elapsed = time.perf_counter() - started
+        if response.status_code >= 400:
+            self._record(kind, elapsed, f"{kind} {path}: {response.status_code} {response.text[:200]}")
+            return None
+        self._record(kind, elapsed, None)
+        return response
+
+    def _record(self, kind: str, elapsed: float, error: str | None) -> None:
+        with self.mutex:
+            self.count += 1
+            self.latencies[kind].append(elapsed)
+            if error is not None:
+                self.errors.append(error)
+
+    def warm_up(self) -> None:
+        """One of each request, not counted: the first ones load the MNIST sample and fill
+        caches, which a classroom server does once, not per student."""
+        with httpx.Client(base_url=self.url, timeout=self.request_timeout) as client:
+            created = client.post("/api/sessions", json={"preset": self.preset})
+            created.raise_for_status()
+            path = f"/api/sessions/{created.json()['id']}"
+            client.post(f"{path}/trace", json={"input": {"dataset": "mnist", "index": 0}}).raise_for_status()
+            client.post(f"{path}/step", json={"batch_size": 32}).raise_for_status()
+            client.post("/api/images", files={"file": ("d.png", self.pictures[0], "image/png")}).raise_for_status()
+            client.delete(path)
+
+    def execute(self) -> float:
+        self.deadline = time.monotonic() + self.duration
+        started = time.monotonic()
+        threads = [Student(n, self) for n in range(self.students)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(self.duration + 4 * self.request_timeout)
+        return time.monotonic() - started
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            kib = read_rss_kib(self.pid)
+            if kib is not None:
+                self.samples.append((time.monotonic(), kib))
+            self.stopped.wait(self.interval)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self.stopped.set()
+        self.join()
+        return self.samples
+
+
+def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 50_000,
+             preset: str = "lenet5", think: float = 0.5, mix: dict[str, int] | None = None,
+             request_timeout: float = 30.0, warmup_fraction: float = 0.2,
+             server_env: dict[str, str] | None = None) -> LoadReport:
+    """Start a server, run the load against it, stop it, and report."""
+    with tempfile.TemporaryDirectory(prefix="cnnviz-load-") as data_dir:
+        server = Server(Path(data_dir), server_env)
+        server.start()
+        sampler = RssSampler(server.process.pid)
+        sampler.start()
+        try:
+            load = LoadRun(server.url, students=students, duration=duration,
+                           max_requests=max_requests, preset=preset, think=think,
+                           mix=mix or DEFAULT_MIX, request_timeout=request_timeout)
+            load.warm_up()
+            elapsed = load.execute()
+        finally:
+            samples = sampler.stop()
+            exit_code = server.stop()
+        report = LoadReport(
+            students=students, duration=elapsed, requests=load.count,
+            latencies=load.latencies, errors=load.errors, rss_samples=samples,
+            warmup_seconds=duration * warmup_fraction, server_exit_code=exit_code,
+        )
+        log = server.output().strip()
+        if log:
+            report.notes.append(f"server log (last 2000 chars): {log[-2000:]}")
+        return report
+
+
+def format_report(report: LoadReport) -> str:
+    data = report.as_dict()
+    lines = [
+        f"students {data['students']}, {data['duration_s']} s, {data['requests']} requests, "
+        f"{data['throughput_rps']} requests/s, errors {data['errors']}",
+        f"{'kind':<8}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}",
+    ]
+    for kind, row in data["latency_ms"].items():
+        lines.append(f"{kind:<8}{row['count']:>8}{_cell(row['p50'])}{_cell(row['p99'])}{_cell(row['max'])}")
+    rss = data["rss_kib"]
+    lines.append(
+        "server RSS MiB: start {} / after warm-up {} / peak {} / end {}".format(
+            *(f"{rss[k] / 1024:.1f}" if rss[k] else "?" for k in ("start", "after_warmup", "peak", "end"))
+        )
+    )
+    lines.extend(f"error: {e}" for e in data["error_samples"])
+    lines.extend(data["notes"])
+    return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>10.1f}" if value is not None else f"{'-':>10}"
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    mix = {}
+    for part in text.split(","):
+        kind, _, weight = part.partition("=")
+        if kind not in DEFAULT_MIX or not weight.isdigit():
+            raise argparse.ArgumentTypeError(f"mix entries are kind=weight with kind in {sorted(DEFAULT_MIX)}")
+        mix[kind] = int(weight)
+    if not any(mix.values()):
+        raise argparse.ArgumentTypeError("at least one weight must be positive")
+    return mix
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="stop after this many requests")
+    parser.add_argument("--preset", default="lenet5")
+    parser.add_argument("--think", type=float, default=0.5,
+                        help="mean seconds a student waits between clicks (0: hammer)")
+    parser.add_argument("--mix", type=parse_mix, default=DEFAULT_MIX,
+                        help="relative weights, e.g. trace=4,step=4,upload=2")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = run_load(students=args.students, duration=args.duration,
+                      max_requests=args.max_requests, preset=args.preset, think=args.think,
+                      mix=args.mix)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
+    return 0 if not report.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
