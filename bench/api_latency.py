@@ -4,7 +4,7 @@ Measures, for LeNet-5:
 - trace: POST /api/sessions/{id}/trace of one MNIST sample (a different index each time);
 - step:  POST /api/sessions/{id}/step with batch 32 (SGD);
 and, in this process during the same run, the engine's own ``Network.trace`` of one sample and of
-a batch of 32. It prints p50 and p99 of each and the ratio of the API's trace to the engine's
+a batch of 32, and the app's work for each request without HTTP (route logic + orjson). It prints p50 and p99 of each and the ratio of the API's trace to the engine's
 trace alone, so the HTTP + JSON overhead can be read independently of how busy the machine is.
 Timings include reading the whole response body, not parsing it.
 
@@ -97,6 +97,27 @@ def engine_alone(count: int, budget_s: float) -> tuple[np.ndarray, np.ndarray]:
     return one, batch
 
 
+def app_in_process(count: int, budget_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """What the server does per request minus HTTP: the route's work and the orjson rendering."""
+    from app import training
+    from app.schemas import DatasetInput, StepRequest
+    from app.serialize import dumps
+    from app.sessions import Session
+
+    session = Session.create(PRESETS["lenet5"].spec_with_seed(0), preset="lenet5")
+    options = StepRequest(batch_size=32, learning_rate=0.01, optimizer="sgd")
+
+    def trace(i):
+        sample = training.resolve_sample(session, DatasetInput(dataset="mnist", index=i), None)
+        dumps(training.trace_sample(session, sample))
+
+    trace(0)
+    traced = timed(trace, count, budget_s)
+    stepped = timed(lambda i: dumps(training.step(session, options, None, 10**6)),
+                    max(count // 3, 5), budget_s)
+    return traced, stepped
+
+
 def bench_store(store: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-") as data_dir:
         process, base = start_server(store, data_dir)
@@ -146,6 +167,9 @@ def main() -> None:
     engine_one, engine_batch = engine_alone(args.traces, args.budget)
     print(summary("engine trace, 1 sample (in process)", engine_one))
     print(summary("engine trace, batch 32 (in process)", engine_batch))
+    app_trace, app_step = app_in_process(args.traces, args.budget)
+    print(summary("app trace + JSON, no HTTP", app_trace))
+    print(summary("app step + JSON, no HTTP", app_step))
     stores = ["memory", "sqlite"] if args.store == "both" else [args.store]
     for store in stores:
         results = bench_store(store, args)

@@ -74,6 +74,23 @@ def test_served_health_page_and_trace(server):
         assert bad.status_code == 422
 
 
+def test_served_chunked_body_over_the_limit_is_413(server):
+    limit = 8 * 1024 * 1024  # the default CNNVIZ_MAX_BODY_BYTES
+
+    def chunks():
+        yield (b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+               b"Content-Type: image/png\r\n\r\n")
+        for _ in range(limit // 65536 + 2):
+            yield b"\0" * 65536
+
+    with httpx.Client(base_url=server, timeout=120) as client:
+        response = client.post("/api/images", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=x"})
+        assert response.status_code == 413 and "larger than the limit" in response.json()["detail"]
+        declared = client.post("/api/images", content=b"\0" * (limit + 1))
+        assert declared.status_code == 413
+
+
 def _weights(client: httpx.Client, session_id: str) -> dict[str, np.ndarray]:
     data = client.get(f"/api/sessions/{session_id}/export").content
     with np.load(io.BytesIO(data)) as archive:
