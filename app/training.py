@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import Network, Optimizer, make_optimizer, optimizer_from_state
+from engine import Network, Optimizer, Trace, make_optimizer, optimizer_from_state
 from engine.losses import loss_value
 
 from app.datasets import (
@@ -73,7 +73,7 @@ def _network_input(session: Session, images: np.ndarray) -> np.ndarray:
     return fit_to_input(images, session.network.input_shape)
 
 
-def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray):
+def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray) -> Trace:
     try:
         return session.network.trace(x, y)
     except ValueError as exc:  # the engine's input and target checks
@@ -143,8 +143,8 @@ def _draw_batch(session: Session, rule: TargetRule, count: int, cursor: int) -> 
     return pool[(cursor + np.arange(count)) % len(pool)]
 
 
-def _apply_update(session: Session, optimizer: Optimizer, trace, options: TrainingOptions,
-                  before: dict[str, np.ndarray]) -> None:
+def _apply_update(session: Session, optimizer: Optimizer, trace: Trace,
+                  options: TrainingOptions, before: dict[str, np.ndarray]) -> None:
     """Step ``optimizer``; on non-finite weights put ``before`` back and refuse."""
     optimizer.step(session.network.params, trace)
     broken = _non_finite_parameter(session)
