@@ -126,6 +126,14 @@ export const api = {
 
   history: (id) => request("GET", `/sessions/${encodeURIComponent(id)}/history`),
 
+  exportUrl: (id) => `${API_BASE}/sessions/${encodeURIComponent(id)}/export`,
+
+  importSession: (file) => {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    return request("POST", "/sessions/import", { form, label: "Importing the session" });
+  },
+
   mnistPage: (split, offset, limit) =>
     request("GET", `/mnist?split=${encodeURIComponent(split)}&offset=${offset}&limit=${limit}&pixels=true`, {
       label: "Loading MNIST digits",

@@ -14,7 +14,8 @@ export function drawPrediction(element, trace) {
   const binary = units === 1;
   const probabilities = binary ? [1 - output[0], output[0]] : output;
   const classes = probabilities.map((_, k) => String(k));
-  const label = Number(trace.label);
+  const target = Array.isArray(trace.target) ? trace.target : null;
+  const label = binary ? (target ? (target[0] >= 0.5 ? 1 : 0) : Number(trace.target)) : Number(trace.label);
   const predicted = argmaxIndex(probabilities);
   const colors = probabilities.map((_, k) =>
     k === label ? COLORS.label : k === predicted ? COLORS.wrong : COLORS.neutral,
@@ -31,8 +32,13 @@ export function drawPrediction(element, trace) {
       hovertemplate: "class %{x}: %{y:.4f}<extra></extra>",
     },
   ];
+  const annotations = [{ x: String(label), y: probabilities[label], text: "label", showarrow: false, yshift: 22, font: { size: 10, color: COLORS.label } }];
+  if (predicted !== label) {
+    annotations.push({ x: String(predicted), y: probabilities[predicted], text: "predicted", showarrow: false, yshift: 22, font: { size: 10, color: COLORS.wrong } });
+  }
   const layout = {
     height: 190,
+    annotations,
     margin: { l: 34, r: 8, t: 8, b: 30 },
     font: FONT,
     xaxis: { title: { text: binary ? "class (sigmoid output = P(1))" : "class", standoff: 4 }, type: "category", fixedrange: true },
@@ -44,6 +50,8 @@ export function drawPrediction(element, trace) {
   return window.Plotly.react(element, data, layout, PLOT_CONFIG).then(() => ({
     predicted,
     label,
+    binary,
+    probability: output[0],
     confidence: probabilities[predicted],
   }));
 }
@@ -62,7 +70,7 @@ export function drawSaliency(element, trace) {
       colorscale: DIVERGING_SCALE,
       opacity: 0.72,
       hovertemplate: "x[%{y}, %{x}]<br>dL/dx = %{z:.3g}<extra></extra>",
-      colorbar: { thickness: 8, len: 0.9, tickfont: { size: 9 }, tickformat: ".1~e", outlinewidth: 0, title: { text: "dL/dx", side: "top", font: { size: 10 } } },
+      colorbar: { thickness: 8, len: 0.9, tickfont: { size: 9 }, tickformat: ".2~g", outlinewidth: 0, title: { text: "dL/dx", side: "top", font: { size: 10 } } },
     },
   ];
   const size = input.length;
@@ -101,7 +109,7 @@ export function drawCurves(element, history) {
     font: FONT,
     showlegend: true,
     legend: { orientation: "h", y: -0.22, x: 0, font: { size: 10 } },
-    xaxis: { title: { text: "training step", standoff: 2 }, rangemode: "tozero", automargin: true, anchor: "y2", tickformat: "d" },
+    xaxis: { title: { text: "training step", standoff: 2 }, rangemode: "tozero", automargin: true, anchor: "y2", tickformat: "d", dtick: lastStep(history) <= 8 ? 1 : undefined },
     yaxis: { title: { text: "loss", standoff: 2 }, domain: [0.55, 1], rangemode: "tozero" },
     yaxis2: { title: { text: "accuracy", standoff: 2 }, domain: [0, 0.45], range: [0, 1.05], tickformat: ".0%", anchor: "x" },
     paper_bgcolor: "rgba(0,0,0,0)",
@@ -111,7 +119,15 @@ export function drawCurves(element, history) {
   return window.Plotly.react(element, data, layout, PLOT_CONFIG);
 }
 
-export function predictionSummary(result, loss) {
+function lastStep(history) {
+  return Math.max(0, ...history.steps, ...history.evalSteps);
+}
+
+export function predictionSummary(result, trace) {
   const verdict = result.predicted === result.label ? "correct" : "wrong";
-  return `predicted ${result.predicted} (p = ${result.confidence.toFixed(3)}), label ${result.label}: ${verdict}; loss ${formatNumber(loss)}`;
+  const loss = formatNumber(trace.loss);
+  if (result.binary) {
+    return `P(target 1) = ${result.probability.toFixed(3)}: predicts ${result.predicted}; target ${result.label} (the digit is ${trace.label}): ${verdict}; loss ${loss}`;
+  }
+  return `predicted ${result.predicted} (p = ${result.confidence.toFixed(3)}), label ${result.label}: ${verdict}; loss ${loss}`;
 }

@@ -103,6 +103,14 @@ class App {
     $("train").addEventListener("click", () => this.exclusive(() => this.trainSteps()));
     $("evaluate").addEventListener("click", () => this.exclusive(() => this.evaluate()));
     $("error-dismiss").addEventListener("click", () => ($("error-banner").hidden = true));
+    $("import-session").addEventListener("change", (event) => {
+      const file = event.target.files && event.target.files[0];
+      event.target.value = "";
+      if (file) this.exclusive(() => this.importSession(file));
+    });
+    $("export-session").addEventListener("click", () => {
+      $("export-session").download = `cnnviz-${this.session.preset || "custom"}-step${this.session.step}.npz`;
+    });
     $("inspector-close").addEventListener("click", () => this.closeInspector());
 
     const speed = $("speed");
@@ -201,10 +209,31 @@ class App {
 
   // --- the network ---------------------------------------------------------------------------
 
-  async buildSession(request, { keepSpecText = false } = {}) {
+  async buildSession(request, options) {
+    await this.adoptSession(await api.createSession(request), options);
+  }
+
+  async importSession(file) {
+    const session = await api.importSession(file);
+    $("preset").value = this.presets.some((p) => p.name === session.preset) ? session.preset : "";
+    await this.adoptSession(session);
+    const past = await api.history(session.id);
+    this.history = {
+      steps: past.steps,
+      loss: past.loss,
+      accuracy: past.accuracy,
+      evalSteps: past.evaluations.map((e) => e.step),
+      evalAccuracy: past.evaluations.map((e) => e.accuracy),
+    };
+    await this.drawHistory();
+    $("eval-result").textContent = `Imported ${file.name}: ${session.preset || "custom network"} at step ${session.step}.`;
+  }
+
+  async adoptSession(session, { keepSpecText = false } = {}) {
     const previous = this.session;
-    const session = await api.createSession(request);
     this.session = session;
+    $("export-session").href = api.exportUrl(session.id);
+    $("export-session").download = `cnnviz-${session.preset || "custom"}-step${session.step}.npz`;
     if (previous) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
     this.clearSpecError();
@@ -283,7 +312,7 @@ class App {
     this.closeInspector();
     const chartsDrawn = Promise.all([
       drawPrediction($("prediction-plot"), trace).then((result) => {
-        $("prediction-summary").textContent = predictionSummary(result, trace.loss);
+        $("prediction-summary").textContent = predictionSummary(result, trace);
       }),
       drawSaliency($("saliency-plot"), trace),
     ]);
@@ -454,7 +483,9 @@ class App {
   phaseText(phase) {
     const trace = this.record.trace;
     if (phase.kind === "loss") {
-      return `${phase.label}: L = ${formatNumber(trace.loss)} (label ${trace.label}, predicted ${trace.predicted_class ?? "?"})`;
+      const binary = Array.isArray(trace.target) && trace.target.length === 1;
+      const truth = binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
+      return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}, predicted ${trace.predicted_class ?? "?"})`;
     }
     if (phase.kind === "update-change" && this.record.step) {
       const s = this.record.step;

@@ -42,19 +42,20 @@ function forwardVerb(layer) {
 }
 
 function backwardVerb(layers, index) {
-  if (index === layers.length - 1) return "= dL/dz at the output";
+  if (index === layers.length - 1) return "= dL/dz at the output, straight from the loss";
   const next = layers[index + 1];
+  const times = layers[index].type === "conv" || layers[index].type === "dense" ? ", times g'(z)" : "";
   switch (next.type) {
     case "conv":
-      return `from ${next.name}'s δ by full convolution with the 180°-rotated kernel, times g'(z)`;
+      return `from ${next.name}'s δ: full convolution with the 180°-rotated kernel${times}`;
     case "dense":
-      return `from ${next.name}'s δ through Wᵀ, times g'(z)`;
+      return `from ${next.name}'s δ through Wᵀ${times}`;
     case "maxpool":
-      return `: ${next.name} routes its δ to the window winners`;
+      return `from ${next.name}'s δ, routed to each window's winner${times}`;
     case "avgpool":
-      return `: ${next.name} spreads its δ evenly over each window`;
+      return `from ${next.name}'s δ, spread evenly over each window${times}`;
     case "flatten":
-      return `: ${next.name}'s δ reshaped back into maps`;
+      return `from ${next.name}'s δ, reshaped back into maps${times}`;
     default:
       return "";
   }

@@ -113,7 +113,7 @@ def test_page_loads_without_console_errors_and_draws_every_layer(open_page, scre
         button = page.get_by_role("button", name=name, exact=True)
         assert button.evaluate("el => el.tagName") == "BUTTON"
         assert button.inner_text().strip() == name
-    assert page.locator('input[type="file"]').count() == 1
+    assert page.get_attribute("#upload-file", "type") == "file"
     assert page.evaluate("typeof window.Plotly") == "object"
     shown = cards(page)
     assert [c["layer"] for c in shown] == list(range(-1, 8))  # input + LeNet-5's 8 layers
@@ -222,6 +222,7 @@ def test_drawing_on_the_canvas_is_preprocessed_and_traced(open_page, screenshot)
     page, problems = open_page()
     page.get_by_role("tab", name="Draw").click()
     canvas = page.locator("#draw-canvas")
+    canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
     page.mouse.down()
