@@ -11,7 +11,9 @@ delta = dL/dz, and dx, dw, db the gradients. `stride` and `padding` are pairs (h
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
+
+from .scratch import Take, fresh
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -24,12 +26,6 @@ def _pad(x: np.ndarray, padding) -> np.ndarray:
     if ph == 0 and pw == 0:
         return x
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def _windows(x: np.ndarray, window, stride) -> np.ndarray:
-    """View (N, C, Ho, Wo, HH, WW) of every window of x (N, C, H, W); no copy."""
-    view = sliding_window_view(x, tuple(window), axis=(2, 3))
-    return view[:, :, :: stride[0], :: stride[1]]
 
 
 # --- convolution (cross-correlation) -------------------------------------------------------------
@@ -90,28 +86,72 @@ def conv_backward_naive(delta, x, w, stride=(1, 1), padding=(0, 0)):
     return dx, dw, db
 
 
-def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False):
+def _padded_chwn(x: np.ndarray, padding, take: Take) -> np.ndarray:
+    """x (N, C, H, W) zero-padded and laid out (C, H + 2*ph, W + 2*pw, N).
+
+    With the batch innermost, every window row is one contiguous run of Wo*N values, so im2col and
+    its transpose work on long runs instead of rows a few pixels wide.
+    """
+    N, C, H, W = x.shape
+    ph, pw = padding
+    x_pad = take("x_pad", (C, H + 2 * ph, W + 2 * pw, N), x.dtype)
+    _zero_border(x_pad, ph, pw)
+    x_pad[:, ph: ph + H, pw: pw + W, :] = x.transpose(1, 2, 3, 0)
+    return x_pad
+
+
+def _zero_border(a: np.ndarray, ph: int, pw: int) -> None:
+    """Zero the ph rows and pw columns around axes 1 and 2 of a (C, Hp, Wp, N) buffer."""
+    if ph:
+        a[:, :ph] = 0
+        a[:, -ph:] = 0
+    if pw:
+        a[:, :, :pw] = 0
+        a[:, :, -pw:] = 0
+
+
+def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take) -> np.ndarray:
+    """(C*HH*WW, Ho*Wo*N) matrix whose column (i, j, n) is the window under output (n, i, j).
+
+    x_pad is (C, Hp, Wp, N); one copy from a strided view; rows in (c, r, s) order, matching
+    w.reshape(F, -1).
+    """
+    C, _, _, N = x_pad.shape
+    (HH, WW), (sh, sw), (Ho, Wo) = window, stride, out_size
+    s_c, s_h, s_w, s_n = x_pad.strides
+    view = as_strided(x_pad, shape=(C, HH, WW, Ho, Wo, N),
+                      strides=(s_c, s_h, s_w, s_h * sh, s_w * sw, s_n), writeable=False)
+    cols = take("cols", (C * HH * WW, Ho * Wo * N), x_pad.dtype)
+    np.copyto(cols.reshape(view.shape), view)
+    return cols
+
+
+def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh):
     """Fast conv: im2col of the padded input, then one matrix product.
 
-    # nchw -> (n ho wo, c hh ww) @ (c hh ww, f) -> nfhw
-    With return_cols the im2col matrix is returned too, for conv_backward to reuse.
+    # (f, c hh ww) @ (c hh ww, ho wo n) -> (f, ho, wo, n) -> nfhw
+    With return_cols the im2col matrix is returned too, for conv_backward to reuse. `scratch`
+    supplies the temporaries (see scratch.py); the returned z is always a new array.
     """
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
-    windows = _windows(_pad(x, padding), (HH, WW), stride)  # (N, C, Ho, Wo, HH, WW)
-    Ho, Wo = windows.shape[2], windows.shape[3]
-    cols = np.ascontiguousarray(windows.transpose(0, 2, 3, 1, 4, 5)).reshape(N * Ho * Wo, C * HH * WW)
-    z = cols @ w.reshape(F, -1).T
-    z += b
-    z = np.ascontiguousarray(z.reshape(N, Ho, Wo, F).transpose(0, 3, 1, 2))
+    Ho = conv_output_size(H, HH, stride[0], padding[0])
+    Wo = conv_output_size(W, WW, stride[1], padding[1])
+    cols = _im2col(_padded_chwn(x, padding, scratch), (HH, WW), stride, (Ho, Wo), scratch)
+    z_mat = scratch("z_mat", (F, Ho * Wo * N), np.result_type(x, w))
+    np.matmul(w.reshape(F, -1), cols, out=z_mat)
+    z_mat += b[:, None]
+    z = np.empty((N, F, Ho, Wo), dtype=z_mat.dtype)
+    np.copyto(z, z_mat.reshape(F, Ho, Wo, N).transpose(3, 0, 1, 2))
     return (z, cols) if return_cols else z
 
 
-def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True):
+def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
     """Fast conv backward: dw from the im2col matrix, dx by scattering the column gradients back.
 
-    Mathematically the same as the naive form (the scatter over kernel offsets IS the full
-    convolution with the rotated kernel, written as a transpose of im2col).
+    Mathematically the same as the naive form: adding each kernel offset's column gradients at
+    that offset, strided, IS the full convolution of the (stride-dilated) delta with the rotated
+    kernel, written as the transpose of im2col. The only Python loop runs over the HH*WW offsets.
     """
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
@@ -119,21 +159,25 @@ def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx
     sh, sw = stride
     ph, pw = padding
     if cols is None:
-        _, cols = conv_forward(x, w, np.zeros(F, dtype=w.dtype), stride, padding, return_cols=True)
-    delta_mat = delta.transpose(0, 2, 3, 1).reshape(N * Ho * Wo, F)  # (n ho wo, f)
-    dw = (delta_mat.T @ cols).reshape(w.shape)
-    db = delta.sum(axis=(0, 2, 3))
+        cols = _im2col(_padded_chwn(x, padding, scratch), (HH, WW), stride, (Ho, Wo), scratch)
+    delta_mat = scratch("delta_mat", (F, Ho * Wo * N), delta.dtype)  # (f, ho wo n)
+    np.copyto(delta_mat.reshape(F, Ho, Wo, N), delta.transpose(1, 2, 3, 0))
+    dw = (delta_mat @ cols.T).reshape(w.shape)
+    db = delta_mat.sum(axis=1)
     if not need_dx:
         return None, dw, db
 
-    dcols = (delta_mat @ w.reshape(F, -1)).reshape(N, Ho, Wo, C, HH, WW)
-    dx_pad = np.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=delta.dtype)
+    dcols = scratch("dcols", (C * HH * WW, Ho * Wo * N), delta.dtype)
+    np.matmul(w.reshape(F, -1).T, delta_mat, out=dcols)
+    dcols = dcols.reshape(C, HH, WW, Ho, Wo, N)
+    dx_pad = scratch("dx_pad", (C, H + 2 * ph, W + 2 * pw, N), delta.dtype)
+    dx_pad.fill(0)
     for r in range(HH):
         for s in range(WW):
-            dx_pad[:, :, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += \
-                dcols[:, :, :, :, r, s].transpose(0, 3, 1, 2)
-    dx = dx_pad[:, :, ph: ph + H, pw: pw + W]
-    return np.ascontiguousarray(dx), dw, db
+            dx_pad[:, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += dcols[:, r, s]
+    dx = np.empty((N, C, H, W), dtype=delta.dtype)
+    np.copyto(dx, dx_pad[:, ph: ph + H, pw: pw + W].transpose(3, 0, 1, 2))
+    return dx, dw, db
 
 
 # --- max pooling ---------------------------------------------------------------------------------
@@ -171,29 +215,55 @@ def maxpool_backward_naive(dout, argmax, x_shape):
     return dx.reshape(x_shape)
 
 
+def _offset_views(x, size, stride, out_size):
+    """For each window offset (r, s), in row-major order: the strided view of x (N, C, H, W) that
+    holds, at [n, c, i, j], the input x[n, c, i*sh + r, j*sw + s] of output (i, j)'s window."""
+    (kh, kw), (sh, sw), (Ho, Wo) = size, stride, out_size
+    for r in range(kh):
+        for s in range(kw):
+            yield r, s, x[:, :, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw]
+
+
+def _pool_output_size(x_shape, size, stride):
+    return (conv_output_size(x_shape[2], size[0], stride[0], 0),
+            conv_output_size(x_shape[3], size[1], stride[1], 0))
+
+
 def maxpool_forward(x, size, stride):
-    """Fast max-pool over a strided window view; np.argmax keeps the first maximum in row-major
-    window order, which is the tie rule of the notes."""
+    """Fast max-pool: a running maximum over the kh*kw window offsets, each a whole-map operation.
+
+    A later offset replaces the winner only when strictly greater, so ties go to the first input in
+    row-major window order, the rule of the notes. argmax is row * W + col in the input plane.
+    """
     N, C, H, W = x.shape
-    kh, kw = size
-    sh, sw = stride
-    windows = _windows(x, size, stride)
-    Ho, Wo = windows.shape[2], windows.shape[3]
-    flat = windows.reshape(N, C, Ho, Wo, kh * kw)
-    local = flat.argmax(axis=-1)
-    out = np.take_along_axis(flat, local[..., None], axis=-1)[..., 0]
-    rows = np.arange(Ho)[:, None] * sh + local // kw
-    cols = np.arange(Wo)[None, :] * sw + local % kw
-    return np.ascontiguousarray(out), rows * W + cols
+    (kh, kw), (sh, sw) = size, stride
+    Ho, Wo = _pool_output_size(x.shape, size, stride)
+    views = _offset_views(x, size, stride, (Ho, Wo))
+    _, _, first = next(views)
+    out = first.copy()
+    # Offsets come in increasing number, so "replace the winner where strictly greater" is a running
+    # maximum of number * (candidate > out): branch-free, and far faster than a masked copy.
+    winner = np.zeros(out.shape, dtype=np.int16)  # offset number; the spec caps windows at 64x64
+    better = np.empty(out.shape, dtype=bool)
+    claim = np.empty(out.shape, dtype=np.int16)
+    for number, (_, _, candidate) in enumerate(views, start=1):
+        np.greater(candidate, out, out=better)
+        np.multiply(better, np.int16(number), out=claim)
+        np.maximum(winner, claim, out=winner)
+        np.maximum(out, candidate, out=out)
+    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s
+    corner = (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw
+    return out, offset_in_plane[winner] + corner
 
 
 def maxpool_backward(dout, argmax, x_shape):
-    """Scatter-add of dout onto the winners: one bincount over flat (n, c, position) indices."""
+    """Each output's delta goes to its winning input only: one unbuffered scatter-add over flat
+    (n, c, row * W + col) indices, so inputs that win several overlapping windows add them up."""
     N, C, H, W = x_shape
-    plane = H * W
-    offsets = (np.arange(N * C, dtype=np.int64) * plane).reshape(N, C, 1, 1)
-    dx = np.bincount((argmax + offsets).ravel(), weights=dout.ravel(), minlength=N * C * plane)
-    return dx.astype(dout.dtype, copy=False).reshape(x_shape)
+    planes = (np.arange(N * C, dtype=np.int64) * (H * W)).reshape(N, C, 1, 1)
+    dx = np.zeros(N * C * H * W, dtype=dout.dtype)
+    np.add.at(dx, (argmax + planes).reshape(-1), dout.reshape(-1))
+    return dx.reshape(x_shape)
 
 
 # --- average pooling -----------------------------------------------------------------------------
@@ -222,16 +292,20 @@ def avgpool_backward_naive(dout, x_shape, size, stride):
 
 
 def avgpool_forward(x, size, stride):
-    return np.ascontiguousarray(_windows(x, size, stride).mean(axis=(4, 5), dtype=x.dtype))
+    """Fast avg-pool: the kh*kw offset views summed, then divided by the window area."""
+    out_size = _pool_output_size(x.shape, size, stride)
+    views = _offset_views(x, size, stride, out_size)
+    out = next(views)[2].copy()
+    for _, _, view in views:
+        out += view
+    out /= size[0] * size[1]
+    return out
 
 
 def avgpool_backward(dout, x_shape, size, stride):
-    kh, kw = size
-    sh, sw = stride
-    Ho, Wo = dout.shape[2], dout.shape[3]
-    share = dout / (kh * kw)
+    """Each output's delta spread as delta / (kh * kw) over its window, offset by offset."""
+    share = dout / (size[0] * size[1])
     dx = np.zeros(x_shape, dtype=dout.dtype)
-    for r in range(kh):
-        for s in range(kw):
-            dx[:, :, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += share
+    for _, _, view in _offset_views(dx, size, stride, dout.shape[2:]):
+        view += share
     return dx

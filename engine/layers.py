@@ -11,17 +11,20 @@ import numpy as np
 
 from . import kernels
 from .activations import activate, derivative
+from .scratch import SCRATCH, fresh
 
 
 class Layer:
     type = ""
     has_params = False
 
-    def __init__(self, spec: dict, input_shape: tuple, output_shape: tuple):
+    def __init__(self, spec: dict, input_shape: tuple, output_shape: tuple, slot=None):
         self.spec = spec
         self.input_shape = input_shape
         self.output_shape = output_shape
         self.activation = spec.get("activation")
+        # temporaries come from per-thread scratch memory keyed by the layer's position (slot)
+        self.scratch = SCRATCH.taker(slot) if slot is not None else fresh
 
     def init_params(self, rng: np.random.Generator, dtype) -> dict:
         return {}
@@ -53,13 +56,13 @@ class Conv(Layer):
 
     def forward(self, x, params, keep=True):
         z, cols = kernels.conv_forward(x, params["W"], params["b"], self.spec["stride"],
-                                       self.spec["padding"], return_cols=True)
+                                       self.spec["padding"], return_cols=True, scratch=self.scratch)
         return z, activate(self.activation, z), None, ((x, cols) if keep else None)
 
     def backward(self, delta, cache, params):
         x, cols = cache
         dx, dw, db = kernels.conv_backward(delta, x, params["W"], self.spec["stride"],
-                                           self.spec["padding"], cols=cols)
+                                           self.spec["padding"], cols=cols, scratch=self.scratch)
         return dx, {"W": dw, "b": db}
 
 

@@ -61,11 +61,11 @@ class Network:
         self.layers: list[Layer] = []
         self.names: list[str] = []
         counts: dict[str, int] = {}
-        for layer_spec, (in_shape, out_shape) in zip(self.spec["layers"], self.layer_shapes):
+        for index, (layer_spec, (in_shape, out_shape)) in enumerate(zip(self.spec["layers"], self.layer_shapes)):
             kind = layer_spec["type"]
             counts[kind] = counts.get(kind, 0) + 1
             self.names.append(f"{kind}{counts[kind]}")
-            self.layers.append(LAYER_CLASSES[kind](layer_spec, in_shape, out_shape))
+            self.layers.append(LAYER_CLASSES[kind](layer_spec, in_shape, out_shape, slot=index))
         self._activations_per_sample = sum(int(np.prod(s[1])) for s in self.layer_shapes)
         rng = np.random.default_rng(self.spec["seed"])
         self.params: list[dict] = [layer.init_params(rng, self.dtype) for layer in self.layers]
