@@ -373,3 +373,24 @@ def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screensho
     click_cell(page, 3, 0, 0)  # the sigmoid output: delta = (a - y) / N
     assert_result_matches(page)
     assert problems.messages == []
+
+
+def test_forward_and_backward_change_nothing_until_update_trains(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "fast")
+    page.get_by_role("button", name="Forward", exact=True).click()
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.startsWith('The loss')")
+    assert "step 0" in page.inner_text("#session-status")
+    assert all(c["state"] == "done" for c in cards(page))
+    page.get_by_role("button", name="Backward", exact=True).click()
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.startsWith('Gradients')")
+    assert "step 0" in page.inner_text("#session-status")
+    assert {c["view"] for c in cards(page) if c["layer"] >= 0} == {"dW"}
+    page.get_by_role("button", name="Update", exact=True).click()
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.includes('weights after')")
+    assert "step 1" in page.inner_text("#session-status")
+    conv1 = page.evaluate("() => { const s = window.cnnviz.app.record.step; return [s.params_before[0].W[0][0][0][0], s.params_after[0].W[0][0][0][0], s.batch_grads[0].W[0][0][0][0], s.learning_rate]; }")
+    before, after, grad, rate = conv1
+    assert math.isclose(after, before - rate * grad, rel_tol=1e-4, abs_tol=1e-7)  # plain SGD
+    screenshot(page, "15-update-after")
+    assert problems.messages == []
