@@ -13,7 +13,8 @@ before the clock starts (the first trace loads the MNIST sample).
     python bench/load.py --students 5 --duration 10 --json
 
 Targets for a classroom: zero errors, p99 under 250 ms, memory flat after warm-up. Timings depend
-on the machine and on what else runs on it; the figures are printed, not asserted here.
+on the machine and on what else runs on it, so each kind of request is also timed alone on the
+same server before the load starts, and the report gives p99 under load as a ratio of that.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class LoadReport:
     rss_samples: list[tuple[float, int]]
     warmup_seconds: float
     server_exit_code: int | None = None
+    alone: dict[str, float] = field(default_factory=dict)  # median seconds, one request at a time
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -89,6 +91,8 @@ class LoadReport:
                     "p50": _ms(self.percentile(kind, 50)),
                     "p99": _ms(self.percentile(kind, 99)),
                     "max": _ms(max(self.latencies[kind]) if self.latencies.get(kind) else None),
+                    "alone": _ms(self.alone.get(kind)),
+                    "p99_over_alone": _ratio(self.percentile(kind, 99), self.alone.get(kind)),
                 }
                 for kind in KINDS
             },
@@ -102,6 +106,10 @@ class LoadReport:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _ratio(loaded: float | None, alone: float | None) -> float | None:
+    return None if not loaded or not alone else round(loaded / alone, 1)
 
 
 def free_port() -> int:
@@ -271,17 +279,30 @@ class LoadRun:
             if error is not None:
                 self.errors.append(error)
 
-    def warm_up(self) -> None:
-        """One of each request, not counted: the first ones load the MNIST sample and fill
-        caches, which a classroom server does once, not per student."""
+    def warm_up(self, repeats: int = 5) -> dict[str, float]:
+        """Warm the server up, then time each kind of request alone (median of ``repeats``):
+        the reference the loaded latencies are compared with, measured in the same run on the
+        same machine. Nothing here is counted in the load figures."""
+        alone: dict[str, list[float]] = {kind: [] for kind in KINDS}
         with httpx.Client(base_url=self.url, timeout=self.request_timeout) as client:
-            created = client.post("/api/sessions", json={"preset": self.preset})
-            created.raise_for_status()
-            path = f"/api/sessions/{created.json()['id']}"
-            client.post(f"{path}/trace", json={"input": {"dataset": "mnist", "index": 0}}).raise_for_status()
-            client.post(f"{path}/step", json={"batch_size": 32}).raise_for_status()
-            client.post("/api/images", files={"file": ("d.png", self.pictures[0], "image/png")}).raise_for_status()
-            client.delete(path)
+            def timed(kind: str, method: str, path: str, **kwargs) -> httpx.Response:
+                started = time.perf_counter()
+                response = client.request(method, path, **kwargs)
+                response.raise_for_status()
+                alone[kind].append(time.perf_counter() - started)
+                return response
+
+            # the first round loads the MNIST sample and fills caches: not part of the reference
+            for round_ in range(repeats + 1):
+                created = timed("create", "POST", "/api/sessions", json={"preset": self.preset})
+                path = f"/api/sessions/{created.json()['id']}"
+                timed("trace", "POST", f"{path}/trace",
+                      json={"input": {"dataset": "mnist", "index": round_}})
+                timed("step", "POST", f"{path}/step", json={"batch_size": 32})
+                timed("upload", "POST", "/api/images",
+                      files={"file": ("d.png", self.pictures[round_ % len(self.pictures)], "image/png")})
+                client.delete(path)
+        return {kind: float(np.median(values[1:])) for kind, values in alone.items()}
 
     def execute(self) -> float:
         self.deadline = time.monotonic() + self.duration
@@ -329,7 +350,7 @@ def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 
             load = LoadRun(server.url, students=students, duration=duration,
                            max_requests=max_requests, preset=preset, think=think,
                            mix=mix or DEFAULT_MIX, request_timeout=request_timeout)
-            load.warm_up()
+            alone = load.warm_up()
             elapsed = load.execute()
         finally:
             samples = sampler.stop()
@@ -338,6 +359,7 @@ def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 
             students=students, duration=elapsed, requests=load.count,
             latencies=load.latencies, errors=load.errors, rss_samples=samples,
             warmup_seconds=duration * warmup_fraction, server_exit_code=exit_code,
+            alone=alone,
         )
         log = server.output().strip()
         if log:
@@ -350,10 +372,12 @@ def format_report(report: LoadReport) -> str:
     lines = [
         f"students {data['students']}, {data['duration_s']} s, {data['requests']} requests, "
         f"{data['throughput_rps']} requests/s, errors {data['errors']}",
-        f"{'kind':<8}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}",
+        f"{'kind':<8}{'count':>8}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'alone ms':>10}"
+        f"{'p99/alone':>11}",
     ]
     for kind, row in data["latency_ms"].items():
-        lines.append(f"{kind:<8}{row['count']:>8}{_cell(row['p50'])}{_cell(row['p99'])}{_cell(row['max'])}")
+        lines.append(f"{kind:<8}{row['count']:>8}{_cell(row['p50'])}{_cell(row['p99'])}"
+                     f"{_cell(row['max'])}{_cell(row['alone'])}{_cell(row['p99_over_alone'], 11)}")
     rss = data["rss_kib"]
     lines.append(
         "server RSS MiB: start {} / after warm-up {} / peak {} / end {}".format(
@@ -365,8 +389,8 @@ def format_report(report: LoadReport) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: float | None) -> str:
-    return f"{value:>10.1f}" if value is not None else f"{'-':>10}"
+def _cell(value: float | None, width: int = 10) -> str:
+    return f"{value:>{width}.1f}" if value is not None else f"{'-':>{width}}"
 
 
 def parse_mix(text: str) -> dict[str, int]:
