@@ -110,7 +110,7 @@ def _zero_border(a: np.ndarray, ph: int, pw: int) -> None:
         a[:, :, -pw:] = 0
 
 
-def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take) -> np.ndarray:
+def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str = "cols") -> np.ndarray:
     """(C*HH*WW, Ho*Wo*N) matrix whose column (i, j, n) is the window under output (n, i, j).
 
     x_pad is (C, Hp, Wp, N); one copy from a strided view; rows in (c, r, s) order, matching
@@ -121,7 +121,7 @@ def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take) -> np.ndarr
     s_c, s_h, s_w, s_n = x_pad.strides
     view = as_strided(x_pad, shape=(C, HH, WW, Ho, Wo, N),
                       strides=(s_c, s_h, s_w, s_h * sh, s_w * sw, s_n), writeable=False)
-    cols = take("cols", (C * HH * WW, Ho * Wo * N), x_pad.dtype)
+    cols = take(name, (C * HH * WW, Ho * Wo * N), x_pad.dtype)
     np.copyto(cols.reshape(view.shape), view)
     return cols
 
@@ -147,12 +147,9 @@ def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scra
 
 
 def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
-    """Fast conv backward: dw from the im2col matrix, dx by scattering the column gradients back.
-
-    Mathematically the same as the naive form: adding each kernel offset's column gradients at
-    that offset, strided, IS the full convolution of the (stride-dilated) delta with the rotated
-    kernel, written as the transpose of im2col. The only Python loop runs over the HH*WW offsets.
-    """
+    """Fast conv backward: dw = delta @ im2col(x).T, db = sum(delta), and dx either as the full
+    convolution of the dilated delta with the rotated kernel (small maps) or by col2im (large
+    ones); the two are the same sum, and both equal the naive form."""
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
     _, _, Ho, Wo = delta.shape
@@ -167,17 +164,54 @@ def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx
     if not need_dx:
         return None, dw, db
 
-    dcols = scratch("dcols", (C * HH * WW, Ho * Wo * N), delta.dtype)
+    if ph < HH and pw < WW and F * HH * WW * N * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
+        return _dx_by_full_convolution(delta, x.shape, w, stride, padding, scratch), dw, db
+    return _dx_by_col2im(delta_mat, x.shape, w, (Ho, Wo), stride, padding, scratch), dw, db
+
+
+# Below this many elements in its im2col matrix, dx is one full convolution (one copy, one matrix
+# product: least Python overhead); above it, the col2im scatter (a matrix C/F times smaller, and
+# HH*WW strided adds) moves less memory.
+FULL_CONVOLUTION_MAX_ELEMENTS = 2**19
+
+
+def _dx_by_full_convolution(delta, x_shape, w, stride, padding, scratch: Take):
+    """dx = full convolution of the stride-dilated delta with the 180°-rotated kernel, the notes'
+    formula: delta is placed every stride rows/columns into a zero map padded by HH-1-ph and
+    WW-1-pw, and correlated with w[:, :, ::-1, ::-1] summed over filters."""
+    N, C, H, W = x_shape
+    F, _, HH, WW = w.shape
+    _, _, Ho, Wo = delta.shape
+    (sh, sw), (ph, pw) = stride, padding
+    top, left = HH - 1 - ph, WW - 1 - pw
+    spread = scratch("spread", (F, H + HH - 1, W + WW - 1, N), delta.dtype)
+    spread.fill(0)
+    spread[:, top: top + sh * (Ho - 1) + 1: sh, left: left + sw * (Wo - 1) + 1: sw] = delta.transpose(1, 2, 3, 0)
+    cols = _im2col(spread, (HH, WW), (1, 1), (H, W), scratch, name="spread_cols")  # (f hh ww, h w n)
+    rotated = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, F * HH * WW)
+    dx_mat = rotated @ cols  # (c, h w n)
+    dx = np.empty((N, C, H, W), dtype=delta.dtype)
+    np.copyto(dx, dx_mat.reshape(C, H, W, N).transpose(3, 0, 1, 2))
+    return dx
+
+
+def _dx_by_col2im(delta_mat, x_shape, w, out_size, stride, padding, scratch: Take):
+    """dx by scattering the column gradients w.T @ delta back onto the padded input, one strided
+    add per kernel offset: the transpose of im2col, the same sum as the full convolution."""
+    N, C, H, W = x_shape
+    F, _, HH, WW = w.shape
+    (Ho, Wo), (sh, sw), (ph, pw) = out_size, stride, padding
+    dcols = scratch("dcols", (C * HH * WW, Ho * Wo * N), delta_mat.dtype)
     np.matmul(w.reshape(F, -1).T, delta_mat, out=dcols)
     dcols = dcols.reshape(C, HH, WW, Ho, Wo, N)
-    dx_pad = scratch("dx_pad", (C, H + 2 * ph, W + 2 * pw, N), delta.dtype)
+    dx_pad = scratch("dx_pad", (C, H + 2 * ph, W + 2 * pw, N), delta_mat.dtype)
     dx_pad.fill(0)
     for r in range(HH):
         for s in range(WW):
             dx_pad[:, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += dcols[:, r, s]
-    dx = np.empty((N, C, H, W), dtype=delta.dtype)
+    dx = np.empty((N, C, H, W), dtype=delta_mat.dtype)
     np.copyto(dx, dx_pad[:, ph: ph + H, pw: pw + W].transpose(3, 0, 1, 2))
-    return dx, dw, db
+    return dx
 
 
 # --- max pooling ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ already mapped. Arrays that a trace returns or keeps are never scratch.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Callable
 
@@ -37,7 +38,7 @@ class Scratch:
         """An uninitialised array of `shape` and `dtype`, valid until the same (slot, name) is taken
         again on this thread."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         buffers = self._buffers()
         buffer = buffers.get((slot, name))
         if buffer is None or buffer.nbytes < nbytes:

@@ -205,6 +205,46 @@ def test_conv_naive_fast_and_torch_agree(shape):
         np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dx_method", ["full_convolution", "col2im"])
+@pytest.mark.parametrize("shape", CONV_SHAPES + [(9, 3, 12, 10, 4, 3, 3, (1, 1), (1, 1)),
+                                   (16, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2))])
+def test_conv_backward_dx_methods_both_equal_the_naive_form(shape, dx_method, monkeypatch):
+    """The fast backward picks dx by size; force each method over every shape."""
+    limit = 2**62 if dx_method == "full_convolution" else 0
+    monkeypatch.setattr(kernels, "FULL_CONVOLUTION_MAX_ELEMENTS", limit)
+    n, c, h, w_, f, hh, ww, stride, padding = shape
+    rng = np.random.default_rng(n * h)
+    x = rng.normal(size=(n, c, h, w_))
+    w = rng.normal(size=(f, c, hh, ww))
+    delta = rng.normal(size=kernels.conv_forward(x, w, np.zeros(f), stride, padding).shape)
+    z_naive = kernels.conv_forward_naive(x[:2], w, np.zeros(f), stride, padding)
+    np.testing.assert_allclose(kernels.conv_forward(x[:2], w, np.zeros(f), stride, padding), z_naive, rtol=1e-10,
+                               atol=1e-12)
+    for got, want in zip(kernels.conv_backward(delta, x, w, stride, padding),
+                         kernels.conv_backward_naive(delta, x, w, stride, padding)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+
+
+def test_conv_backward_reusing_forward_cols_and_scratch_gives_fresh_results():
+    """Scratch buffers are reused between calls; results handed out must not change afterwards."""
+    from engine.scratch import Scratch
+
+    take = Scratch().taker(0)
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.normal(size=(2, 4, 2, 9, 9))
+    w = rng.normal(size=(3, 2, 3, 3))
+    b = rng.normal(size=3)
+    z1, cols1 = kernels.conv_forward(x1, w, b, (1, 1), (1, 1), return_cols=True, scratch=take)
+    expected_z1 = kernels.conv_forward_naive(x1, w, b, (1, 1), (1, 1))
+    back1 = kernels.conv_backward(z1, x1, w, (1, 1), (1, 1), cols=cols1, scratch=take)
+    expected_back1 = kernels.conv_backward_naive(z1, x1, w, (1, 1), (1, 1))
+    kernels.conv_forward(x2, w, b, (1, 1), (1, 1), scratch=take)
+    kernels.conv_backward(z1, x2, w, (1, 1), (1, 1), scratch=take)
+    np.testing.assert_allclose(z1, expected_z1, rtol=1e-10)
+    for got, want in zip(back1, expected_back1):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+
+
 POOL_SHAPES = [
     # (N, C, H, W, size, stride)
     (1, 1, 4, 4, (2, 2), (2, 2)),
