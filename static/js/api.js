@@ -90,9 +90,10 @@ async function request(method, path, { json, form, label } = {}) {
 export const api = {
   presets: () => request("GET", "/presets", { label: "Loading presets" }),
 
-  createSession: ({ preset, spec, seed }) => {
+  createSession: ({ preset, spec, seed, positive_class: positiveClass }) => {
     const body = spec ? { spec } : { preset };
     if (seed !== undefined && seed !== null) body.seed = seed;
+    if (positiveClass !== undefined && positiveClass !== null) body.positive_class = positiveClass;
     return request("POST", "/sessions", { json: body, label: "Building the network" });
   },
 

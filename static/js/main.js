@@ -34,6 +34,7 @@ class App {
     this.playing = false;
     this.animationToken = 0;
     this.actionRunning = false;
+    this.queue = Promise.resolve();
     this.history = emptyHistory();
     this.inspected = null;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
@@ -80,6 +81,8 @@ class App {
     });
     $("build-preset").addEventListener("click", () => this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() })));
     $("apply-spec").addEventListener("click", () => this.exclusive(() => this.applySpec()));
+    for (let digit = 0; digit <= 9; digit++) $("positive-class").append(new Option(String(digit), String(digit)));
+    $("positive-class").addEventListener("change", () => this.exclusive(() => this.buildSession(this.rebuildRequest(), { keepSpecText: true })));
     $("format-spec").addEventListener("click", () => {
       try {
         $("spec-editor").value = formatSpec(JSON.parse($("spec-editor").value));
@@ -178,23 +181,27 @@ class App {
     };
   }
 
-  // Runs one action at a time; a click while another runs is ignored (Pause excepted).
-  async exclusive(action) {
-    if (this.actionRunning) return;
-    this.actionRunning = true;
-    this.updateButtons();
-    try {
-      await action();
-    } catch (error) {
-      this.showError(error);
-    } finally {
-      this.actionRunning = false;
+  // Runs actions one after another: one that arrives while another runs (a file chosen
+  // during a reset, say) waits for its turn instead of interleaving requests.
+  exclusive(action) {
+    const run = this.queue.then(async () => {
+      this.actionRunning = true;
       this.updateButtons();
-    }
+      try {
+        await action();
+      } catch (error) {
+        this.showError(error);
+      } finally {
+        this.actionRunning = false;
+        this.updateButtons();
+      }
+    });
+    this.queue = run;
+    return run;
   }
 
-  async idle() {
-    while (this.actionRunning) await sleep(20);
+  idle() {
+    return this.queue;
   }
 
   updateButtons() {
@@ -233,6 +240,9 @@ class App {
     const previous = this.session;
     this.session = session;
     $("export-session").href = api.exportUrl(session.id);
+    const binary = session.positive_class !== null && session.positive_class !== undefined;
+    $("positive-row").hidden = !binary;
+    if (binary) $("positive-class").value = String(session.positive_class);
     $("export-session").download = `cnnviz-${session.preset || "custom"}-step${session.step}.npz`;
     if (previous) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
@@ -291,11 +301,17 @@ class App {
     $("spec-editor").removeAttribute("aria-invalid");
   }
 
+  // The request that builds the current network again with fresh weights (and the chosen
+  // positive digit, for a network with one output).
+  rebuildRequest() {
+    const s = this.session;
+    const request = s.preset ? { preset: s.preset, seed: this.seed() } : { spec: s.spec };
+    if (s.positive_class !== null && s.positive_class !== undefined) request.positive_class = Number($("positive-class").value);
+    return request;
+  }
+
   async reset() {
-    const request = this.session && this.session.preset
-      ? { preset: this.session.preset, seed: this.seed() }
-      : { spec: JSON.parse($("spec-editor").value) };
-    await this.buildSession(request, { keepSpecText: !this.session.preset });
+    await this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session.preset });
     $("phase-label").textContent = "Reset: fresh weights. Press Step to train.";
   }
 
@@ -370,27 +386,23 @@ class App {
     return answer;
   }
 
-  async play() {
-    if (this.playing || !this.session) return;
-    await this.idle();
+  play() {
+    if (this.playing || !this.session) return this.queue;
     this.playing = true;
     this.updateButtons();
-    this.actionRunning = true;
-    try {
-      while (this.playing) {
-        await this.runStep();
-        if (!this.playing) break;
-        const animated = SPEEDS[this.speedIndex].ms > 0;
-        await this.animate(animated ? 0 : this.phases.length - 1, this.phases.length - 1);
-        await sleep(animated ? SPEEDS[this.speedIndex].ms : 0);
+    return this.exclusive(async () => {
+      try {
+        while (this.playing) {
+          await this.runStep();
+          if (!this.playing) break;
+          const delay = SPEEDS[this.speedIndex].ms;
+          await this.animate(delay > 0 ? 0 : this.phases.length - 1, this.phases.length - 1);
+          await sleep(delay);
+        }
+      } finally {
+        this.playing = false;
       }
-    } catch (error) {
-      this.showError(error);
-    } finally {
-      this.playing = false;
-      this.actionRunning = false;
-      this.updateButtons();
-    }
+    });
   }
 
   pause() {

@@ -372,6 +372,31 @@ def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screensho
     set_view(page, "delta")
     click_cell(page, 3, 0, 0)  # the sigmoid output: delta = (a - y) / N
     assert_result_matches(page)
+    # One output unit: the target is 1 for the chosen digit. The sample shown is a 2.
+    assert "target 0 for digit 2" in page.inner_text("#phase-label")
+    page.select_option("#positive-class", "2")
+    page.wait_for_function("() => document.getElementById('phase-label').textContent.includes('target 1 for digit 2')")
+    assert "digit is 2" in page.inner_text("#session-status")
+    assert problems.messages == []
+
+
+def test_exported_session_imports_with_its_weights_and_history(open_page, tmp_path):
+    page, problems = open_page()
+    page.fill("#train-steps", "3")
+    page.get_by_role("button", name="Train steps").click()
+    page.wait_for_function("() => document.getElementById('session-status').textContent.includes('step 3')")
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+    loss_before = page.evaluate("() => window.cnnviz.app.record.trace.loss")
+    with page.expect_download() as download:
+        page.get_by_text("Export session").click()
+    saved = tmp_path / "session.npz"
+    download.value.save_as(saved)
+    page.get_by_role("button", name="Reset").click()
+    page.wait_for_function("() => document.getElementById('session-status').textContent.includes('step 0')")
+    page.set_input_files("#import-session", str(saved))
+    page.wait_for_function("() => document.getElementById('session-status').textContent.includes('step 3')")
+    page.wait_for_function("() => document.getElementById('curves-plot').data[0].y.length === 3")
+    page.wait_for_function("l => Math.abs(window.cnnviz.app.record.trace.loss - l) < 1e-6", arg=loss_before)
     assert problems.messages == []
 
 
