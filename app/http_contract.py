@@ -3,8 +3,9 @@ operation can give, and a 405 names every method the path accepts.
 
 Some errors do not come from a route but from layers every request goes through, so FastAPI
 cannot know about them when it documents the routes: the body-size limit (413), a body that is
-not parseable at all (400), the validation handler's own ``{"detail": [...]}`` shape (422), and
-the session lookup (404 on every path with a session id). ``document_errors`` adds them to the
+not parseable at all (400), the validation handler's own ``{"detail": [...]}`` shape (422), the
+session lookup (404 on every path with a session id), and the computation slots of the training
+routes (429, see ``app.limits``). ``document_errors`` adds them to the
 generated document so that a client (or a schema-driven fuzzer) can rely on it.
 """
 
@@ -36,6 +37,8 @@ BODY_ERRORS = {
 VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong "
                           "(a list of {loc, msg, type} for schema violations)")
 SESSION_ERROR = _error("unknown, deleted or expired session")
+BUSY_ERROR = _error("every computation slot stayed taken too long (CNNVIZ_MAX_CONCURRENT_"
+                    "COMPUTATIONS); try again shortly")
 SESSION_PATH = re.compile(r"/api/sessions/([^/]+)(?:/[a-z]+)?")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -61,6 +64,8 @@ def document_errors(app: FastAPI) -> None:
                         responses.setdefault(status, entry)
                 if "{session_id}" in path:
                     responses.setdefault("404", SESSION_ERROR)
+                if "training" in operation.get("tags", ()):
+                    responses.setdefault("429", BUSY_ERROR)
         app.openapi_schema = schema
         return schema
 

@@ -10,13 +10,21 @@ with a 422 whose detail names the cap and its ``CNNVIZ_`` setting.
 Work is counted in multiply-adds of the forward pass (conv: output size × C × HH × WW; dense:
 units × inputs; pooling: output size × window), and a traced sample (forward and backward) as
 three forward passes: the backward pass computes two products per forward one (dx and dW).
+
+The engine's requests also take one of a fixed number of computation slots, so the working memory
+in flight is bounded by slots × ``max_request_bytes`` however many requests arrive at once, and a
+burst queues instead of thrashing the CPU; a request that waits too long for a slot gets a 429.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from math import prod
 from typing import Any
+
+from fastapi import FastAPI, Request
 
 from engine import normalize_spec
 
@@ -126,3 +134,29 @@ def check_work(spec: Any, settings: Settings, *, batch: int, traced: int,
            f"of a network costing {cost.forward_macs:,} multiply-adds each way) in multiply-adds")
     _check(cost.trace_bytes(batch), "max_request_bytes", settings,
            f"the working memory of tracing a batch of {batch:,} (bytes)")
+
+
+_slots_guard = threading.Lock()
+
+
+def _slots(app: FastAPI, size: int) -> threading.BoundedSemaphore:
+    with _slots_guard:
+        slots = getattr(app.state, "computation_slots", None)
+        if slots is None:
+            slots = app.state.computation_slots = threading.BoundedSemaphore(size)
+        return slots
+
+
+def computation_slot(request: Request) -> Iterator[None]:
+    """A route dependency: hold one computation slot for the request (429 if none frees up)."""
+    settings: Settings = request.app.state.settings
+    slots = _slots(request.app, settings.max_concurrent_computations)
+    if not slots.acquire(timeout=settings.computation_wait_seconds):
+        raise Refused(
+            f"the server is busy: its {settings.max_concurrent_computations} computation slots "
+            f"(CNNVIZ_MAX_CONCURRENT_COMPUTATIONS) stayed taken for "
+            f"{settings.computation_wait_seconds:g} s; try again shortly", status_code=429)
+    try:
+        yield
+    finally:
+        slots.release()

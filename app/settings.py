@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # (20 G: 200 LeNet-5 steps of 64, under a minute of this engine on one core).
     max_request_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     max_request_macs: int = Field(20_000_000_000, ge=1)
+    # Engine requests computing at once (the rest wait, up to computation_wait_seconds, then 429).
+    max_concurrent_computations: int = Field(4, ge=1)
+    computation_wait_seconds: float = Field(60.0, gt=0)
 
     static_dir: Path = PROJECT_ROOT / "static"
 

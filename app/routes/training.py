@@ -6,11 +6,11 @@ The answer is rendered after the lock is released (its arrays are copies)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from app import training
 from app.deps import SettingsDep, StoreDep, locked_session
-from app.limits import check_work
+from app.limits import check_work, computation_slot
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -25,7 +25,8 @@ from app.schemas import (
 from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
 
-router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"])
+router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"],
+                   dependencies=[Depends(computation_slot)])
 
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 

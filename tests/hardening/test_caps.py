@@ -2,6 +2,7 @@
 session it targeted is left as it was."""
 
 import io
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -174,3 +175,33 @@ def test_upload_over_the_pixel_cap_is_refused_with_413(make_client):
     Image.new("L", (101, 100), 255).save(buffer, "PNG")
     response = client.post("/api/images", files={"file": ("wide.png", buffer.getvalue())})
     assert response.status_code == 413 and "101×100" in response.json()["detail"]
+
+
+@pytest.mark.slow
+def test_requests_beyond_the_computation_slots_wait_then_get_429(real_server, tmp_path):
+    import threading
+
+    import httpx
+
+    server = real_server(tmp_path, max_concurrent_computations=1, computation_wait_seconds=0.5)
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        busy = client.post("/api/sessions", json={"preset": "lenet5"}).json()["id"]
+        other = client.post("/api/sessions", json={"preset": "tiny"}).json()["id"]
+        long_answer = {}
+
+        def train():
+            long_answer["response"] = client.post(
+                f"/api/sessions/{busy}/train", json={"steps": 200, "batch_size": 64})
+
+        worker = threading.Thread(target=train)
+        worker.start()
+        time.sleep(0.5)  # the training (a few seconds of work) holds the only slot by now
+        refused = client.post(f"/api/sessions/{other}/trace",
+                              json={"input": {"dataset": "mnist", "index": 0}})
+        worker.join(120)
+        assert long_answer["response"].status_code == 200
+        assert refused.status_code == 429, refused.text
+        assert "CNNVIZ_MAX_CONCURRENT_COMPUTATIONS" in refused.json()["detail"]
+        # the slot is free again once the training is done
+        assert client.post(f"/api/sessions/{other}/trace",
+                           json={"input": {"dataset": "mnist", "index": 0}}).status_code == 200
