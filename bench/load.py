@@ -79,6 +79,17 @@ class LoadReport:
             "end": self.rss_samples[-1][1],
         }
 
+    def rss_timeline(self, points: int = 10) -> list[int]:
+        """Resident memory in KiB at each tenth of the run (the last sample at or before it)."""
+        if not self.rss_samples:
+            return []
+        t0, t_end = self.rss_samples[0][0], self.rss_samples[-1][0]
+        timeline = []
+        for point in range(1, points + 1):
+            moment = t0 + (t_end - t0) * point / points
+            timeline.append([kib for t, kib in self.rss_samples if t <= moment][-1])
+        return timeline
+
     def as_dict(self) -> dict:
         return {
             "students": self.students,
@@ -99,6 +110,7 @@ class LoadReport:
             "errors": len(self.errors),
             "error_samples": self.errors[:10],
             "rss_kib": self.rss(),
+            "rss_kib_each_tenth": self.rss_timeline(),
             "server_exit_code": self.server_exit_code,
             "notes": self.notes,
         }
@@ -384,6 +396,8 @@ def format_report(report: LoadReport) -> str:
             *(f"{rss[k] / 1024:.1f}" if rss[k] else "?" for k in ("start", "after_warmup", "peak", "end"))
         )
     )
+    lines.append("server RSS MiB at each tenth of the run: " + " ".join(
+        f"{kib / 1024:.0f}" for kib in data["rss_kib_each_tenth"]))
     lines.extend(f"error: {e}" for e in data["error_samples"])
     lines.extend(data["notes"])
     return "\n".join(lines)
