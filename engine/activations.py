@@ -49,19 +49,26 @@ def activate(name: str, z: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def derivative(name: str, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """g'(z) element-wise, using the already computed a = g(z) where that is cheaper.
+def backprop(name: str, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """delta = grad_a * g'(z), computed into one new array (the trace keeps both).
 
-    At z = 0, relu' is taken as 0 and leaky_relu' as the slope (the convention of PyTorch).
+    g'(z) from the already computed a = g(z) where that is cheaper: sigmoid' = a(1 - a),
+    tanh' = 1 - a^2. At z = 0, relu' is taken as 0 and leaky_relu' as the slope (PyTorch's
+    convention).
     """
     if name == "relu":
-        return (z > 0).astype(z.dtype)
-    if name == "leaky_relu":
-        return np.where(z > 0, z.dtype.type(1), z.dtype.type(LEAKY_SLOPE))
-    if name == "sigmoid":
-        return a * (1 - a)
-    if name == "tanh":
-        return 1 - a * a
+        return np.multiply(grad_a, z > 0)
     if name == "identity":
-        return np.ones_like(z)
-    raise ValueError(f"activation {name!r} has no element-wise derivative")
+        return grad_a.copy()
+    if name == "leaky_relu":
+        return np.where(z > 0, grad_a, grad_a * z.dtype.type(LEAKY_SLOPE))
+    if name == "sigmoid":
+        delta = np.subtract(1, a)
+        delta *= a
+    elif name == "tanh":
+        delta = np.multiply(a, a)
+        np.subtract(1, delta, out=delta)
+    else:
+        raise ValueError(f"activation {name!r} has no element-wise derivative")
+    delta *= grad_a
+    return delta

@@ -263,7 +263,7 @@ def _pool_output_size(x_shape, size, stride):
             conv_output_size(x_shape[3], size[1], stride[1], 0))
 
 
-def maxpool_forward(x, size, stride):
+def maxpool_forward(x, size, stride, scratch: Take = fresh):
     """Fast max-pool: a running maximum over the kh*kw window offsets, each a whole-map operation.
 
     A later offset replaces the winner only when strictly greater, so ties go to the first input in
@@ -277,26 +277,29 @@ def maxpool_forward(x, size, stride):
     out = first.copy()
     # Offsets come in increasing number, so "replace the winner where strictly greater" is a running
     # maximum of number * (candidate > out): branch-free, and far faster than a masked copy.
-    winner = np.zeros(out.shape, dtype=np.int16)  # offset number; the spec caps windows at 64x64
-    better = np.empty(out.shape, dtype=bool)
-    claim = np.empty(out.shape, dtype=np.int16)
+    winner = scratch("winner", out.shape, np.int16)  # offset number; the spec caps windows at 64x64
+    winner.fill(0)
+    better = scratch("better", out.shape, bool)
+    claim = scratch("claim", out.shape, np.int16)
     for number, (_, _, candidate) in enumerate(views, start=1):
         np.greater(candidate, out, out=better)
         np.multiply(better, np.int16(number), out=claim)
         np.maximum(winner, claim, out=winner)
         np.maximum(out, candidate, out=out)
     offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s
-    corner = (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw
-    return out, offset_in_plane[winner] + corner
+    argmax = offset_in_plane[winner]
+    argmax += (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw  # the window's corner
+    return out, argmax
 
 
-def maxpool_backward(dout, argmax, x_shape):
+def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh):
     """Each output's delta goes to its winning input only: one unbuffered scatter-add over flat
     (n, c, row * W + col) indices, so inputs that win several overlapping windows add them up."""
     N, C, H, W = x_shape
-    planes = (np.arange(N * C, dtype=np.int64) * (H * W)).reshape(N, C, 1, 1)
+    index = scratch("index", argmax.shape, np.int64)
+    np.add(argmax, (np.arange(N * C, dtype=np.int64) * (H * W)).reshape(N, C, 1, 1), out=index)
     dx = np.zeros(N * C * H * W, dtype=dout.dtype)
-    np.add.at(dx, (argmax + planes).reshape(-1), dout.reshape(-1))
+    np.add.at(dx, index.reshape(-1), dout.reshape(-1))
     return dx.reshape(x_shape)
 
 

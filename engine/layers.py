@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .activations import activate, derivative
+from .activations import activate, backprop
 from .scratch import SCRATCH, fresh
 
 
@@ -33,7 +33,7 @@ class Layer:
         """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same."""
         if self.activation is None:
             return grad_a
-        return grad_a * derivative(self.activation, z, a)
+        return backprop(self.activation, grad_a, z, a)
 
 
 def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
@@ -70,12 +70,12 @@ class MaxPool(Layer):
     type = "maxpool"
 
     def forward(self, x, params, keep=True):
-        out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"])
+        out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch)
         return out, out, argmax, (x.shape, argmax)
 
     def backward(self, delta, cache, params):
         x_shape, argmax = cache
-        return kernels.maxpool_backward(delta, argmax, x_shape), {}
+        return kernels.maxpool_backward(delta, argmax, x_shape, self.scratch), {}
 
 
 class AvgPool(Layer):

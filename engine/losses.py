@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import derivative, log_softmax, softplus
+from .activations import backprop, log_softmax, softplus
 
 
 def loss_value(loss: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> float:
@@ -41,5 +41,5 @@ def output_delta(loss: str, activation: str, z: np.ndarray, a: np.ndarray, y: np
         return (a - y) / a.dtype.type(n), None
     if loss == "mse":
         grad_a = (a - y) / a.dtype.type(n)
-        return grad_a * derivative(activation, z, a), grad_a
+        return backprop(activation, grad_a, z, a), grad_a
     raise ValueError(f"unknown loss {loss!r}")
