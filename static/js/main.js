@@ -326,33 +326,41 @@ class App {
     timeline.disabled = false;
     this.strip.build(trace);
     this.closeInspector();
-    const chartsDrawn = Promise.all([
-      drawPrediction($("prediction-plot"), trace).then((result) => {
-        $("prediction-summary").textContent = predictionSummary(result, trace);
-      }),
-      drawSaliency($("saliency-plot"), trace),
-    ]);
-    return chartsDrawn;
+  }
+
+  // The charts of a new record, drawn once, after its strip. While animating, one chart per
+  // frame, so a new answer never holds up the animation for all of them at once.
+  async drawCharts(record, spread) {
+    const pause = () => (spread ? nextFrame() : null);
+    await pause();
+    const result = await drawPrediction($("prediction-plot"), record.trace);
+    $("prediction-summary").textContent = predictionSummary(result, record.trace);
+    await pause();
+    await drawSaliency($("saliency-plot"), record.trace);
+    if (record.step) {
+      await pause();
+      await this.drawHistory();
+    }
   }
 
   async traceInput(input) {
     if (!this.session) return;
     this.animationToken += 1;
     const trace = await api.trace(this.session.id, input);
-    await this.setRecord(trace, null);
+    this.setRecord(trace, null);
     await this.showPhase(phaseIndex(this.phases, "loss"));
   }
 
   async forward() {
     const trace = await api.trace(this.session.id, this.inputs.current);
-    await this.setRecord(trace, null);
+    this.setRecord(trace, null);
     await this.animate(0, phaseIndex(this.phases, "loss"));
   }
 
   async backward() {
     if (!this.record) {
       const trace = await api.trace(this.session.id, this.inputs.current);
-      await this.setRecord(trace, null);
+      this.setRecord(trace, null);
     }
     const start = Math.max(this.phase, phaseIndex(this.phases, "loss"));
     const end = phaseIndex(this.phases, "gradients");
@@ -380,9 +388,8 @@ class App {
     this.history.steps.push(answer.step);
     this.history.loss.push(answer.loss);
     this.history.accuracy.push(answer.batch_accuracy);
-    await this.setRecord(answer.trace, answer);
+    this.setRecord(answer.trace, answer);
     this.pendingTiming = { clicked, answered };
-    this.drawHistory();
     return answer;
   }
 
@@ -457,26 +464,35 @@ class App {
     }
     for (let k = from; k <= to; k++) {
       if (token !== this.animationToken) return;
-      await this.showPhase(k);
-      if (k < to) await sleep(delay);
+      const started = performance.now();
+      await this.showPhase(k, { spread: true });
+      if (k < to) await sleep(Math.max(0, delay - (performance.now() - started)));
     }
   }
 
-  async showPhase(k) {
+  async showPhase(k, { spread = false } = {}) {
     if (!this.record || this.phases.length === 0) return;
     const phaseNumber = Math.max(0, Math.min(this.phases.length - 1, k));
     this.phase = phaseNumber;
     const phase = this.phases[phaseNumber];
     const started = performance.now();
-    await this.strip.render(this.record, (index) => this.viewFor(index, phase), {
-      perMap: this.perMap,
-      markWinners: this.markWinners,
-    });
     this.strip.setStates((index) => (this.viewMode === "auto" || !isUpdate(phase) ? layerState(phase, index) : "done"));
     $("timeline").value = String(phaseNumber);
     $("timeline").setAttribute("aria-valuetext", phase.label);
     $("phase-counter").textContent = `${phaseNumber + 1} / ${this.phases.length}`;
     $("phase-label").textContent = this.phaseText(phase);
+    const complete = await this.strip.render(
+      this.record,
+      (index) => this.viewFor(index, phase),
+      { perMap: this.perMap, markWinners: this.markWinners },
+      { spread, backward: phase.kind === "backward" || phase.kind === "input-grad" },
+    );
+    if (!complete) return;
+    if (this.chartsDrawnFor !== this.record.id) {
+      this.chartsDrawnFor = this.record.id;
+      const charts = this.drawCharts(this.record, spread).catch((error) => this.showError(error));
+      if (!spread) await charts;
+    }
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
     if (this.pendingTiming) {
@@ -627,6 +643,10 @@ function isUpdate(phase) {
 
 function emptyHistory() {
   return { steps: [], loss: [], accuracy: [], evalSteps: [], evalAccuracy: [] };
+}
+
+function nextFrame() {
+  return new Promise((resolve) => requestAnimationFrame(() => resolve()));
 }
 
 function sleep(ms) {

@@ -15,6 +15,7 @@ export class Strip {
     this.cards = new Map(); // layer index -> {element, plot, readout, model, drawnKey}
     this.signature = null;
     this.selection = null;
+    this.renderToken = 0;
   }
 
   // (Re)creates the cards when the architecture changes.
@@ -82,11 +83,17 @@ export class Strip {
     return Math.max(120, width - 24 - 2 * COLORBAR_LABEL_ROOM_PX - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
   }
 
-  // Draws every card for `viewOf(index)`; resolves when Plotly has drawn them all.
-  render(record, viewOf, options) {
+  // Draws every card for `viewOf(index)`; resolves when Plotly has drawn them all. With
+  // `spread`, one card per animation frame (in the direction the data flows), so a view
+  // change during the animation never blocks a frame for the whole strip; a newer render
+  // takes over from an unfinished one.
+  async render(record, viewOf, options, { spread = false, backward = false } = {}) {
+    const token = ++this.renderToken;
     const maxWidth = this.availableWidth();
-    const draws = [];
-    for (const card of this.cards.values()) {
+    const cards = [...this.cards.values()];
+    if (backward) cards.reverse();
+    for (const card of cards) {
+      if (token !== this.renderToken) return false;
       const view = viewOf(card.index);
       const key = `${record.id}|${view}|${options.perMap}|${options.markWinners}|${maxWidth}`;
       if (card.drawnKey === key) continue;
@@ -106,9 +113,10 @@ export class Strip {
       card.note.hidden = true;
       card.plot.hidden = false;
       card.element.dataset.empty = "false";
-      draws.push(this.draw(card, model));
+      await this.draw(card, model);
+      if (spread) await nextFrame();
     }
-    return Promise.all(draws);
+    return token === this.renderToken;
   }
 
   draw(card, model) {
@@ -261,6 +269,10 @@ export class Strip {
   invalidate() {
     for (const card of this.cards.values()) card.drawnKey = null;
   }
+}
+
+function nextFrame() {
+  return new Promise((resolve) => requestAnimationFrame(() => resolve()));
 }
 
 function asShapeText(input) {
