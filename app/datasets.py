@@ -23,7 +23,6 @@ import numpy as np
 from engine import Network, test_split, train_split
 
 MNIST_SIDE = 28
-SPLITS = ("train", "test")
 
 
 def split_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
