@@ -13,6 +13,7 @@ import numpy as np
 
 from .layers import LAYER_CLASSES, Layer
 from .losses import loss_value, output_delta
+from .scratch import SCRATCH
 from .spec import normalize_spec
 
 # A trace keeps several arrays per layer per sample; refuse a batch whose trace alone would need
@@ -133,6 +134,7 @@ class Network:
         a = self.check_input(x)
         for layer, params in zip(self.layers, self.params):
             _, a, _, _ = layer.forward(a, params, keep=False)
+        SCRATCH.trim()
         return a
 
     predict = forward
@@ -167,6 +169,7 @@ class Network:
             record.delta, record.grad_a = delta, grad_a
             upstream, record.grads = layer.backward(delta, caches[index], self.params[index])
             caches[index] = None  # free the im2col matrix as soon as it is used
+        SCRATCH.trim()
 
         return Trace(loss=loss, input_grad=upstream, layers=records, x=x, y=y)
 

@@ -18,6 +18,9 @@ import numpy as np
 
 Take = Callable[[str, tuple, np.dtype], np.ndarray]
 
+# A thread keeps at most this much scratch between passes: LeNet-5 at batch 256 needs about 85 MB.
+RETAIN_BYTES = 128 * 2**20
+
 
 def fresh(name: str, shape: tuple, dtype) -> np.ndarray:
     """The allocation used when a kernel is called without scratch: a new array every time."""
@@ -56,6 +59,12 @@ class Scratch:
     def clear(self) -> None:
         """Release this thread's buffers."""
         self._buffers().clear()
+
+    def trim(self, max_bytes: int = RETAIN_BYTES) -> None:
+        """Release this thread's buffers if together they hold more than max_bytes, so that one
+        huge batch does not pin its temporaries to a server thread for good."""
+        if self.nbytes() > max_bytes:
+            self.clear()
 
 
 SCRATCH = Scratch()

@@ -336,3 +336,46 @@ def test_conv_output_size_formula():
     assert kernels.conv_output_size(14, 5, 1, 0) == 10
     assert kernels.conv_output_size(7, 3, 2, 1) == 4
     assert kernels.conv_output_size(9, 3, 3, 0) == 3
+
+
+# --- scratch memory -------------------------------------------------------------------------------
+
+def test_scratch_reuses_a_buffer_per_slot_and_name_and_trims_when_too_big():
+    from engine.scratch import Scratch
+
+    scratch = Scratch()
+    first = scratch.take(0, "cols", (4, 5), np.float32)
+    again = scratch.take(0, "cols", (2, 3), np.float32)
+    other_slot = scratch.take(1, "cols", (4, 5), np.float32)
+    assert np.shares_memory(first, again) and not np.shares_memory(first, other_slot)
+    assert again.shape == (2, 3) and again.dtype == np.float32
+    assert scratch.nbytes() == 2 * 4 * 5 * 4
+    scratch.trim(max_bytes=1000)
+    assert scratch.nbytes() == 160
+    scratch.trim(max_bytes=100)
+    assert scratch.nbytes() == 0
+
+
+def test_traces_on_two_threads_at_once_equal_the_same_traces_one_after_the_other():
+    """Scratch is per thread: concurrent traces of one network must not see each other's temporaries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine import Network
+
+    spec = {"input_shape": [1, 16, 16], "dtype": "float64", "layers": [
+        {"type": "conv", "filters": 4, "kernel": 5, "padding": 2, "activation": "relu"},
+        {"type": "maxpool", "size": 2}, {"type": "conv", "filters": 6, "kernel": 3, "activation": "tanh"},
+        {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}]}
+    net = Network.from_spec(spec)
+    rng = np.random.default_rng(0)
+    # sizes on both sides of FULL_CONVOLUTION_MAX_ELEMENTS, so both dx methods run concurrently
+    batches = [(rng.uniform(size=(n, 1, 16, 16)), rng.integers(0, 10, size=n)) for n in (1, 30, 7, 20) * 2]
+    sequential = [net.trace(x, y) for x, y in batches]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        concurrent = list(pool.map(lambda batch: net.trace(*batch), batches))
+    for one, other in zip(sequential, concurrent):
+        assert one.loss == other.loss
+        np.testing.assert_array_equal(one.input_grad, other.input_grad)
+        for a, b in zip(one.layers, other.layers):
+            np.testing.assert_array_equal(a.z, b.z)
+            np.testing.assert_array_equal(a.delta, b.delta)
