@@ -283,13 +283,20 @@ function deltaExplanation(trace, index, element, context) {
       result: { label, ...compare((a - target) / n, engineDelta, (Math.abs(a) + Math.abs(target)) / n) },
     };
   }
-  let gradA;
   let how;
   let rows;
+  let divisor = null;
   if (last) {
-    gradA = at(layer.grad_a);
-    how = "at the output: dL/da = (a − y) / N for the mean squared error";
-    rows = [];
+    // Mean squared error: dL/da = (a − y) / N, then through the activation below.
+    const [k] = element;
+    const a = at(layer.a);
+    const target = targetValue(trace, k);
+    divisor = context.batchSize || 1;
+    how = `at the output, from the mean squared error: dL/da = (a − y) / N with N = ${divisor}`;
+    rows = [
+      { a: `a[${k}]`, av: a, b: "", bv: null, product: a / divisor },
+      { a: `−y[${k}]`, av: -target, b: "", bv: null, product: -target / divisor },
+    ];
   } else {
     const terms = backwardTerms(trace, index + 1, element);
     how = terms.how;
@@ -302,10 +309,12 @@ function deltaExplanation(trace, index, element, context) {
     explanation: `dL/da${idx(...element)} arrives ${how}.`,
     columns: ["delta", "value", "weight", "weight value", "product"],
     rows,
-    result: last
-      ? { label: `dL/da${idx(...element)}`, ...compare(gradA, engineGradA, Math.abs(engineGradA)) }
-      : { label: `dL/da${idx(...element)}`, ...compare(total, engineGradA, scale) },
+    result: { label: `dL/da${idx(...element)}`, ...compare(total, engineGradA, scale) },
   };
+  if (divisor) {
+    section.columns = ["term", "value", "", "", "term / N"];
+    section.divisor = divisor;
+  }
   if (layer.type === "conv" || layer.type === "dense") {
     const z = at(layer.z);
     const a = at(layer.a);

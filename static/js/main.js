@@ -551,7 +551,7 @@ class App {
       this.showError(new Error(`Cannot explain this cell: ${error.message}`));
       return;
     }
-    const name = index === INPUT_LAYER ? "input" : this.record.trace.layers[index].name;
+    const name = index === INPUT_LAYER ? "input x" : this.record.trace.layers[index].name;
     const where = cell.f !== undefined ? `[${cell.f},${cell.c},${cell.r},${cell.s}]` : cell.u !== undefined ? `[${cell.u},${cell.k}]` : cell.k !== undefined ? `[${cell.k}]` : `[${cell.map},${cell.i},${cell.j}]`;
     renderInspector($("inspector"), `${name} · ${view} ${where}`, sections);
     $("inspector").hidden = false;

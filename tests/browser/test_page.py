@@ -422,3 +422,66 @@ def test_forward_and_backward_change_nothing_until_update_trains(open_page, scre
     assert math.isclose(after, before - rate * grad, rel_tol=1e-4, abs_tol=1e-7)  # plain SGD
     screenshot(page, "15-update-after")
     assert problems.messages == []
+
+
+STRIDED_SPEC = """{"input_shape": [1, 28, 28], "layers": [
+  {"type": "conv", "filters": 3, "kernel": 4, "stride": 2, "padding": 1, "activation": "tanh"},
+  {"type": "conv", "filters": 4, "kernel": [3, 2], "stride": [1, 2], "padding": [1, 0], "activation": "leaky_relu"},
+  {"type": "avgpool", "size": [2, 1]},
+  {"type": "flatten"},
+  {"type": "dense", "units": 12, "activation": "sigmoid"},
+  {"type": "dense", "units": 10, "activation": "softmax"}],
+ "loss": "cross_entropy", "seed": 5}"""
+
+
+def test_inspector_sums_match_the_engine_everywhere_on_a_strided_network(open_page):
+    """Strides, asymmetric kernels and padding, conv after conv (full convolution with the
+    rotated kernel, dilated by the stride), average pooling, tanh/leaky/sigmoid derivatives:
+    the inspector's sum equals the engine's value for z, delta and dW in every layer."""
+    page, problems = open_page()
+    page.locator("#spec-details > summary").click()
+    page.fill("#spec-editor", STRIDED_SPEC)
+    page.get_by_role("button", name="Apply JSON").click()
+    page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('custom')")
+    page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 7")
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+    checked = 0
+    for view in ("z", "delta", "dW"):
+        set_view(page, view)
+        for card in cards(page):
+            if card["cells"] == 0 or (card["layer"] < 0 and view != "delta"):
+                continue
+            # The first cell, the middle of the first map and the last cell of the last map
+            # (only the middle where cells are too thin to aim at an edge one).
+            corners = page.evaluate("""i => { const m = window.cnnviz.app.strip.modelOf(i);
+              const middle = [Math.floor(m.mapW / 2), Math.floor(m.mapH / 2)];
+              if (m.cellH < 3 || m.cellW < 3) return [middle];
+              const lastX = m.z[0].length - 1 - (m.cols - 1 - (m.count - 1) % m.cols) * (m.mapW + 1);
+              return [[0, 0], middle, [lastX, m.z.length - 1]]; }""", card["layer"])
+            for x, y in {tuple(corner) for corner in corners}:
+                page.evaluate("() => document.getElementById('inspector').hidden = true")
+                click_cell(page, card["layer"], x, y)
+                assert_result_matches(page)
+                if page.locator("[data-role=inspector-delta]").count():
+                    assert_result_matches(page, "[data-role=inspector-delta]")
+                checked += 1
+    assert checked >= 30
+    assert all("422" in m for m in problems.messages), problems.messages
+
+
+def test_mean_squared_error_output_delta_is_explained_from_a_minus_y(open_page):
+    page, problems = open_page()
+    page.select_option("#preset", "lenet1989")
+    page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('lenet1989')")
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+    set_view(page, "delta")
+    output = page.evaluate("() => window.cnnviz.app.record.trace.layers.length - 1")
+    click_cell(page, output, 0, 2)
+    assert "mean squared error" in page.inner_text("#inspector")
+    assert_result_matches(page)  # dL/da = (a - y) / N
+    assert_result_matches(page, "[data-role=inspector-delta]")  # delta = dL/da * sigmoid'(z)
+    click_cell(page, 0, 3, 3)  # conv1's delta: spread back evenly by the average pool
+    assert "spreads its delta evenly" in page.inner_text("#inspector")
+    assert_result_matches(page)
+    assert_result_matches(page, "[data-role=inspector-delta]")
+    assert problems.messages == []
