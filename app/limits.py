@@ -18,13 +18,15 @@ burst queues instead of thrashing the CPU; a request that waits too long for a s
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from math import prod
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from fastapi import FastAPI, Request
+import anyio
+from fastapi import Request
 
 from engine import normalize_spec
 
@@ -136,22 +138,22 @@ def check_work(spec: Any, settings: Settings, *, batch: int, traced: int,
            f"the working memory of tracing a batch of {batch:,} (bytes)")
 
 
-_slots_guard = threading.Lock()
-
-
-def _slots(app: FastAPI, size: int) -> threading.BoundedSemaphore:
-    with _slots_guard:
-        slots = getattr(app.state, "computation_slots", None)
-        if slots is None:
-            slots = app.state.computation_slots = threading.BoundedSemaphore(size)
-        return slots
-
-
-def computation_slot(request: Request) -> Iterator[None]:
-    """A route dependency: hold one computation slot for the request (429 if none frees up)."""
+async def computation_slot(request: Request) -> AsyncIterator[None]:
+    """A route dependency: hold one computation slot for the request (429 if none frees up).
+    Waiting happens on the event loop, so queued requests do not tie up worker threads."""
     settings: Settings = request.app.state.settings
-    slots = _slots(request.app, settings.max_concurrent_computations)
-    if not slots.acquire(timeout=settings.computation_wait_seconds):
+    # One semaphore per event loop serving the app (a server has one; test clients may start
+    # several in turn), created inside that loop on first use.
+    by_loop = getattr(request.app.state, "computation_slots", None)
+    if by_loop is None:
+        by_loop = request.app.state.computation_slots = WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    slots = by_loop.get(loop)
+    if slots is None:
+        slots = by_loop[loop] = anyio.Semaphore(settings.max_concurrent_computations)
+    with anyio.move_on_after(settings.computation_wait_seconds) as waiting:
+        await slots.acquire()
+    if waiting.cancelled_caught:
         raise Refused(
             f"the server is busy: its {settings.max_concurrent_computations} computation slots "
             f"(CNNVIZ_MAX_CONCURRENT_COMPUTATIONS) stayed taken for "

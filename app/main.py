@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -62,6 +63,9 @@ async def _on_unexpected(request: Request, exc: Exception) -> FastJSONResponse:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Sync routes run on anyio's worker threads (40 by default). The engine keeps scratch memory
+    # per thread, so the thread count bounds the server's memory: keep it to the setting.
+    to_thread.current_default_thread_limiter().total_tokens = app.state.settings.worker_threads
     yield
     app.state.store.close()
 

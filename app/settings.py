@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     # Engine requests computing at once (the rest wait, up to computation_wait_seconds, then 429).
     max_concurrent_computations: int = Field(4, ge=1)
     computation_wait_seconds: float = Field(60.0, gt=0)
+    # Threads serving sync routes; each may hold up to 128 MB of the engine's scratch memory.
+    worker_threads: int = Field(8, ge=2)
 
     static_dir: Path = PROJECT_ROOT / "static"
 

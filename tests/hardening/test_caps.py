@@ -205,3 +205,33 @@ def test_requests_beyond_the_computation_slots_wait_then_get_429(real_server, tm
         # the slot is free again once the training is done
         assert client.post(f"/api/sessions/{other}/trace",
                            json={"input": {"dataset": "mnist", "index": 0}}).status_code == 200
+
+
+def thread_count(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+@pytest.mark.slow
+def test_worker_threads_stay_bounded_under_a_burst(real_server, tmp_path):
+    """The engine keeps scratch memory per thread, so a bounded thread count bounds memory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    server = real_server(tmp_path, worker_threads=3)
+    idle = thread_count(server.process.pid)
+    with httpx.Client(base_url=server.url, timeout=120,
+                      limits=httpx.Limits(max_connections=40)) as client:
+        session_ids = [client.post("/api/sessions", json={"preset": "lenet5"}).json()["id"]
+                       for _ in range(6)]
+
+        def work(n):
+            session_id = session_ids[n % len(session_ids)]
+            return client.post(f"/api/sessions/{session_id}/step", json={"batch_size": 8}).status_code
+
+        with ThreadPoolExecutor(30) as pool:
+            statuses = list(pool.map(work, range(60)))
+    assert statuses == [200] * 60
+    # the event loop's thread and uvicorn's own, plus at most 3 workers
+    assert thread_count(server.process.pid) <= idle + 3
