@@ -141,8 +141,14 @@ class Network:
 
     def trace(self, x: Any, y: Any) -> Trace:
         """Forward and backward on (x, y), keeping every intermediate; updates nothing."""
+        given_x, given_y = x, y
         x = self.check_input(x)
         y = self.check_target(y, x.shape[0])
+        # The trace keeps x and y: it must not change when the caller later writes into theirs.
+        if isinstance(given_x, np.ndarray) and np.may_share_memory(x, given_x):
+            x = x.copy()
+        if isinstance(given_y, np.ndarray) and np.may_share_memory(y, given_y):
+            y = y.copy()
 
         records: list[LayerTrace] = []
         caches = []

@@ -245,3 +245,15 @@ def test_forward_equals_the_traced_output_and_is_deterministic():
     np.testing.assert_array_equal(out, net.forward(x))
     np.testing.assert_allclose(out, net.trace(x, np.array([0, 1, 2])).output, rtol=1e-6)
     assert out.shape == (3, 10)
+
+
+def test_a_trace_keeps_its_own_copy_of_the_input_and_targets():
+    spec = make_spec([1, 3, 3], [{"type": "flatten"}, {"type": "dense", "units": 2, "activation": "sigmoid"}],
+                     loss="mse", dtype="float64")
+    net = Network.from_spec(spec)
+    x = np.ones((1, 1, 3, 3))
+    y = np.zeros((1, 2))
+    trace = net.trace(x, y)
+    x[...] = 7.0
+    y[...] = 7.0
+    assert (trace.layers[0].input == 1.0).all() and (trace.x == 1.0).all() and (trace.y == 0.0).all()

@@ -4,6 +4,8 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import Network, SpecError
 from engine_testkit import mentions_layer
@@ -200,3 +202,27 @@ def test_normalized_spec_expands_defaults_and_pairs():
     assert net.dtype == np.float32
     assert Network.from_spec(net.spec).spec == net.spec
     assert net.layer_shapes == [((1, 6, 6), (2, 4, 4)), ((2, 4, 4), (2, 2, 2)), ((2, 2, 2), (8,)), ((8,), (3,))]
+
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True), st.text(max_size=6),
+                 st.lists(st.integers(-2, 9), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_spec_with_any_junk_value_builds_or_raises_spec_error_only(data):
+    spec = base_spec()
+    where = data.draw(st.sampled_from(["top", "layer"]))
+    if where == "top":
+        key = data.draw(st.sampled_from(sorted(spec) + ["extra"]))
+        spec[key] = data.draw(JUNK)
+    else:
+        layer = spec["layers"][data.draw(st.integers(0, len(spec["layers"]) - 1))]
+        key = data.draw(st.sampled_from(sorted(layer) + ["kernel", "stride", "padding", "size", "units", "extra"]))
+        layer[key] = data.draw(JUNK)
+    try:
+        net = Network.from_spec(spec)
+    except SpecError as error:
+        assert str(error)
+    else:
+        assert len(net.params) == len(spec["layers"])
