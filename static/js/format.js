@@ -23,3 +23,12 @@ export function formatFactor(value) {
   const text = formatNumber(value);
   return value < 0 ? `(${text})` : text;
 }
+
+// Three significant digits, for the small grids of the inspector.
+export function formatShort(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  if (value === 0) return "0";
+  const magnitude = Math.abs(value);
+  if (magnitude >= 1e-3 && magnitude < 1e4) return String(Number(value.toPrecision(3)));
+  return value.toExponential(1);
+}

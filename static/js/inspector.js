@@ -3,7 +3,7 @@
 // and the sum next to the engine's value.
 
 import { INSPECTOR_MAX_ROWS, INSPECTOR_PREVIEW_TERMS } from "./config.js";
-import { formatNumber, formatPrecise, formatFactor } from "./format.js";
+import { formatNumber, formatPrecise, formatFactor, formatShort } from "./format.js";
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -68,8 +68,8 @@ function renderPatch(patch) {
         const row = patch.i * patch.stride[0] + r - patch.padding[0];
         const col = patch.j * patch.stride[1] + s - patch.padding[1];
         const inside = row >= 0 && col >= 0 && row < patch.x[c].length && col < patch.x[c][0].length;
-        xRow.append(el("td", { className: inside ? "" : "pad", text: inside ? formatNumber(patch.x[c][row][col]) : "0" }));
-        wRow.append(el("td", { text: formatNumber(patch.W[patch.f][c][r][s]) }));
+        xRow.append(el("td", { className: inside ? "" : "pad", text: inside ? formatShort(patch.x[c][row][col]) : "0" }));
+        wRow.append(el("td", { text: formatShort(patch.W[patch.f][c][r][s]) }));
       }
       xTable.append(xRow);
       wTable.append(wRow);
@@ -89,7 +89,7 @@ function renderWindow(window) {
     const row = el("tr");
     for (let s = 0; s < window.kernel[1]; s++) {
       const cell = window.rows[r * window.kernel[1] + s];
-      row.append(el("td", { className: cell.winner ? "winner" : "", text: formatNumber(cell.av), title: `${cell.a}${cell.winner ? " (winner)" : ""}` }));
+      row.append(el("td", { className: cell.winner ? "winner" : "", text: formatShort(cell.av), title: `${cell.a}${cell.winner ? " (winner)" : ""}` }));
     }
     table.append(row);
   }

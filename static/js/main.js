@@ -555,9 +555,12 @@ class App {
     const where = cell.f !== undefined ? `[${cell.f},${cell.c},${cell.r},${cell.s}]` : cell.u !== undefined ? `[${cell.u},${cell.k}]` : cell.k !== undefined ? `[${cell.k}]` : `[${cell.map},${cell.i},${cell.j}]`;
     renderInspector($("inspector"), `${name} · ${view} ${where}`, sections);
     $("inspector").hidden = false;
+    document.body.classList.add("inspecting");
     this.inspected = { index, view, cell };
     this.strip.mark(this.marksFor(index, view, cell, sections));
-    $("inspector").scrollIntoView({ block: "nearest", behavior: "smooth" });
+    if (getComputedStyle($("inspector")).position !== "fixed") {
+      $("inspector").scrollIntoView({ block: "nearest", behavior: "smooth" });
+    }
   }
 
   marksFor(index, view, cell, sections) {
@@ -582,6 +585,7 @@ class App {
   closeInspector() {
     if (!this.inspected && $("inspector").hidden) return;
     $("inspector").hidden = true;
+    document.body.classList.remove("inspecting");
     this.inspected = null;
     this.strip.mark([]);
   }
