@@ -64,6 +64,7 @@ export class Strip {
     element.setAttribute("aria-label", `${title}${shape ? ", output " + shape.join("×") : ""}`);
     const plot = element.querySelector('[data-role="plot"]');
     const card = {
+      cursor: null,
       index,
       element,
       plot,
@@ -75,6 +76,7 @@ export class Strip {
       listening: false,
     };
     this.cards.set(index, card);
+    this.enableKeyboard(card);
     return element;
   }
 
@@ -187,6 +189,57 @@ export class Strip {
     });
   }
 
+  // Keyboard access to every cell: the plot takes focus, arrow keys move a cursor (jumping
+  // over gutters), Enter or Space explains the cell under it.
+  enableKeyboard(card) {
+    const plot = card.plot;
+    plot.tabIndex = 0;
+    plot.setAttribute("role", "application");
+    plot.setAttribute("aria-roledescription", "heatmap");
+    plot.setAttribute("aria-label", `${plot.dataset.layerName}: arrow keys move between cells, Enter explains the cell`);
+    plot.addEventListener("focus", () => {
+      if (!card.model || card.model.kind === "none") return;
+      if (!card.cursor || !cellAt(card.model, card.cursor.x, card.cursor.y)) card.cursor = { x: 0, y: 0 };
+      this.showCursor(card);
+    });
+    plot.addEventListener("blur", () => this.refreshShapes(card));
+    plot.addEventListener("keydown", (event) => {
+      const model = card.model;
+      if (!model || model.kind === "none" || !card.cursor) return;
+      const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+      if (moves[event.key]) {
+        const [dx, dy] = moves[event.key];
+        const width = model.kind === "vector" ? 1 : model.z[0].length;
+        let { x, y } = card.cursor;
+        do {
+          x += dx;
+          y += dy;
+        } while (x >= 0 && y >= 0 && x < width && y < model.z.length && !cellAt(model, x, y));
+        if (x >= 0 && y >= 0 && x < width && y < model.z.length) card.cursor = { x, y };
+        this.showCursor(card);
+      } else if (event.key === "Enter" || event.key === " ") {
+        const cell = cellAt(model, card.cursor.x, card.cursor.y);
+        if (cell) this.onCellClick(card.index, model.view, cell);
+      } else {
+        return;
+      }
+      event.preventDefault();
+      event.stopPropagation();
+    });
+  }
+
+  showCursor(card) {
+    const cell = cellAt(card.model, card.cursor.x, card.cursor.y);
+    card.readout.textContent = cell ? describeCell(card.model, cell) : "\u00a0";
+    this.refreshShapes(card);
+  }
+
+  refreshShapes(card) {
+    if (card.model && card.model.kind !== "none") {
+      window.Plotly.relayout(card.plot, { shapes: this.selectionShapes(card, card.model) });
+    }
+  }
+
   listen(card) {
     card.listening = true;
     card.plot.on("plotly_hover", (event) => {
@@ -227,16 +280,17 @@ export class Strip {
   // clicked cell and its receptive field on the layer before.
   mark(marks) {
     this.selection = marks;
-    for (const card of this.cards.values()) {
-      if (!card.model || card.model.kind === "none") continue;
-      window.Plotly.relayout(card.plot, { shapes: this.selectionShapes(card, card.model) });
-    }
+    for (const card of this.cards.values()) this.refreshShapes(card);
   }
 
   selectionShapes(card, model) {
-    if (!this.selection || model.kind === "none") return [];
+    if (model.kind === "none") return [];
     const shapes = [];
-    for (const mark of this.selection) {
+    if (card.cursor && document.activeElement === card.plot) {
+      const { x, y } = card.cursor;
+      shapes.push({ type: "rect", x0: x - 0.5, x1: x + 0.5, y0: y - 0.5, y1: y + 0.5, line: { color: COLORS.accent, width: 2, dash: "dot" } });
+    }
+    for (const mark of this.selection || []) {
       if (mark.index !== card.index || (mark.views && !mark.views.includes(model.view))) continue;
       for (const cell of mark.cells) {
         const p = cellPosition(model, cell.map ?? 0, cell.i, cell.j);

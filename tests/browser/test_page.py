@@ -333,6 +333,18 @@ def test_keyboard_shortcuts_step_switch_views_and_scrub(open_page):
     page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
     page.keyboard.press("3")
     page.wait_for_function("() => [...document.querySelectorAll('.layer-card')].filter(c => c.dataset.layer !== '-1').every(c => c.dataset.view === 'delta')")
+    # Cells are reachable without a mouse: focus a heatmap, move with the arrows, Enter explains.
+    page.keyboard.press("2")
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === 'z'")
+    page.focus('.layer-card[data-layer="0"] .layer-plot')
+    for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowDown", "ArrowDown"):
+        page.keyboard.press(key)
+    assert page.inner_text('.layer-card[data-layer="0"] .layer-readout').startswith("map 0 (2, 3) =")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('[data-role=inspector-title]').textContent === 'conv1 · z [0,2,3]'")
+    assert_result_matches(page)
+    page.keyboard.press("Escape")
+    page.evaluate("() => document.activeElement.blur()")  # arrows scrub again once the map lets go
     page.keyboard.press("0")
     page.keyboard.press("Home")
     page.wait_for_function("() => document.getElementById('timeline').value === '0'")
