@@ -13,6 +13,8 @@ accepted). Several rules cannot be written in JSON Schema and are enforced by th
 momentum/beta hyperparameters must match the optimizer, an upload must hold a picture.
 """
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from app.security import SESSION_ID
 from app.settings import Settings
 
 DATA_DIR = Path(tempfile.mkdtemp(prefix="cnnviz-fuzz-"))
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
 app = create_app(Settings(data_dir=DATA_DIR, session_store="sqlite"))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 # Unknown query parameters are ignored, as HTTP APIs commonly do; they are not a violation.

@@ -3,8 +3,6 @@ produce a 500; every refusal is a 4xx with a JSON detail, and every acceptance a
 
 import io
 import math
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +19,8 @@ PROPERTY = settings(max_examples=60, deadline=None, database=None,
 
 
 @pytest.fixture(scope="module")
-def client():
-    data_dir = Path(tempfile.mkdtemp(prefix="cnnviz-properties-"))
+def client(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("cnnviz-properties")
     with TestClient(create_app(Settings(data_dir=data_dir))) as test_client:
         yield test_client
 
