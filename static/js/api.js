@@ -99,8 +99,6 @@ export const api = {
 
   deleteSession: (id) => request("DELETE", `/sessions/${encodeURIComponent(id)}`),
 
-  session: (id) => request("GET", `/sessions/${encodeURIComponent(id)}`),
-
   trace: (id, input) =>
     request("POST", `/sessions/${encodeURIComponent(id)}/trace`, {
       json: inputBody(input),
@@ -139,8 +137,6 @@ export const api = {
     request("GET", `/mnist?split=${encodeURIComponent(split)}&offset=${offset}&limit=${limit}&pixels=true`, {
       label: "Loading MNIST digits",
     }),
-
-  mnistSample: (split, index) => request("GET", `/mnist/${index}?split=${encodeURIComponent(split)}`),
 
   preprocessImage: (blob, filename) => {
     const form = new FormData();

@@ -79,7 +79,6 @@ export const DEFAULT_SPEED_INDEX = 2;
 
 // MNIST browser page size and drawing canvas.
 export const MNIST_PAGE_SIZE = 24;
-export const DRAW_CANVAS_PX = 280;
 export const DRAW_BRUSH_PX = 20;
 
 export const DEFAULTS = {

@@ -310,11 +310,6 @@ export class Strip {
     return shapes;
   }
 
-  plotOf(index) {
-    const card = this.cards.get(index);
-    return card ? card.plot : null;
-  }
-
   modelOf(index) {
     const card = this.cards.get(index);
     return card ? card.model : null;

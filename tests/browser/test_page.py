@@ -150,6 +150,17 @@ def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_pag
             else:
                 assert card["empty"], (view, card)
     screenshot(page, "03-after-step-dW")
+    # Per-map colour ranges: each map scaled on its own, the colour bar says so.
+    set_view(page, "z")
+    before = page.evaluate("window.cnnviz.renders")
+    page.select_option("#range-mode", "map")
+    page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
+    conv1 = page.evaluate("""() => { const t = document.querySelector('.layer-card[data-layer="0"] .layer-plot').data[0];
+      const values = t.z.flat().filter(v => v !== null);
+      return {ticks: t.colorbar.ticktext, low: Math.min(...values), high: Math.max(...values)}; }""")
+    assert conv1["ticks"] == ["−max", "0", "+max"]
+    assert 0 <= conv1["low"] and conv1["high"] <= 1
+    assert "per map" in page.inner_text('.layer-card[data-layer="0"] .layer-view')
     assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == 1
     assert problems.messages == []
 
