@@ -277,13 +277,14 @@ def maxpool_forward(x, size, stride, scratch: Take = fresh):
     out = first.copy()
     # Offsets come in increasing number, so "replace the winner where strictly greater" is a running
     # maximum of number * (candidate > out): branch-free, and far faster than a masked copy.
-    winner = scratch("winner", out.shape, np.int16)  # offset number; the spec caps windows at 64x64
+    number_type = np.int16 if kh * kw < 2**15 else np.int32  # the spec caps windows at 64x64
+    winner = scratch("winner", out.shape, number_type)  # offset number of the current winner
     winner.fill(0)
     better = scratch("better", out.shape, bool)
-    claim = scratch("claim", out.shape, np.int16)
+    claim = scratch("claim", out.shape, number_type)
     for number, (_, _, candidate) in enumerate(views, start=1):
         np.greater(candidate, out, out=better)
-        np.multiply(better, np.int16(number), out=claim)
+        np.multiply(better, number_type(number), out=claim)
         np.maximum(winner, claim, out=winner)
         np.maximum(out, candidate, out=out)
     offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s

@@ -125,3 +125,25 @@ def test_random_valid_spec_trace_does_not_change_params_or_input(spec, seed):
     for record, before in zip(first.layers, params_before):
         for key in before:
             np.testing.assert_array_equal(record.params[key], before[key])
+
+
+@PROPERTY_SETTINGS
+@given(spec=valid_specs(), batch=st.integers(1, 3), seed=st.integers(0, 1000))
+def test_random_valid_spec_in_float32_agrees_with_float64(spec, batch, seed):
+    x, y = example(spec, batch, seed)
+    wide = Network.from_spec(spec)
+    narrow = Network.from_spec(dict(spec, dtype="float32"))
+    t64, t32 = wide.trace(x, y), narrow.trace(x, y)
+    assert abs(t32.loss - t64.loss) <= 1e-4 * max(1.0, abs(t64.loss))
+
+    def assert_close(ours, reference, what):
+        assert ours.dtype == np.float32, what
+        scale = max(1e-3, float(np.abs(reference).max()))
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=2e-3 * scale, err_msg=what)
+
+    assert_close(t32.input_grad, t64.input_grad, "input_grad")
+    for r32, r64 in zip(t32.layers, t64.layers):
+        assert_close(r32.a, r64.a, f"{r32.name} a")
+        assert_close(r32.delta, r64.delta, f"{r32.name} delta")
+        for key in r64.grads:
+            assert_close(r32.grads[key], r64.grads[key], f"{r32.name} d{key}")
