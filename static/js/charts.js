@@ -34,7 +34,8 @@ export function drawPrediction(element, trace) {
   ];
   const annotations = [{ x: String(label), y: probabilities[label], text: "label", showarrow: false, yshift: 22, font: { size: 10, color: COLORS.label } }];
   if (predicted !== label) {
-    annotations.push({ x: String(predicted), y: probabilities[predicted], text: "predicted", showarrow: false, yshift: 22, font: { size: 10, color: COLORS.wrong } });
+    const crowded = Math.abs(predicted - label) === 1;
+    annotations.push({ x: String(predicted), y: probabilities[predicted], text: "predicted", showarrow: false, yshift: crowded && probabilities[predicted] <= probabilities[label] + 0.1 ? 34 : 22, font: { size: 10, color: COLORS.wrong } });
   }
   const layout = {
     height: 190,
@@ -87,8 +88,11 @@ export function drawSaliency(element, trace) {
   return window.Plotly.react(element, data, layout, { ...PLOT_CONFIG, responsive: false });
 }
 
-// history: {steps: [], loss: [], lossAfter: [], accuracy: [], evalSteps: [], evalAccuracy: []}
-export function drawCurves(element, history) {
+// history: {steps: [], loss: [], accuracy: [], evalSteps: [], evalAccuracy: []}. The page
+// appends to these arrays in place, and Plotly.react only redraws arrays it has not seen, so
+// the traces get copies.
+export function drawCurves(element, growing) {
+  const history = Object.fromEntries(Object.entries(growing).map(([key, values]) => [key, [...values]]));
   const data = [
     { type: "scatter", mode: history.steps.length > 60 ? "lines" : "lines+markers", name: "batch loss", x: history.steps, y: history.loss, line: { color: COLORS.loss, width: 1.5 }, marker: { size: 4 }, yaxis: "y" },
     { type: "scatter", mode: history.steps.length > 60 ? "lines" : "lines+markers", name: "batch accuracy", x: history.steps, y: history.accuracy, line: { color: COLORS.accuracy, width: 1.5 }, marker: { size: 4 }, yaxis: "y2" },

@@ -401,7 +401,10 @@ class App {
       try {
         while (this.playing) {
           await this.runStep();
-          if (!this.playing) break;
+          if (!this.playing) {
+            await this.showPhase(this.phases.length - 1); // paused mid-step: still show its result
+            break;
+          }
           const delay = SPEEDS[this.speedIndex].ms;
           await this.animate(delay > 0 ? 0 : this.phases.length - 1, this.phases.length - 1);
           await sleep(delay);

@@ -367,13 +367,15 @@ def test_keyboard_shortcuts_step_switch_views_and_scrub(open_page):
 def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot):
     page, problems = open_page()
     set_speed(page, "instant")
+    drawn_points = "() => document.querySelector('#curves-plot .scatterlayer .trace')?.querySelectorAll('.points path').length ?? 0"
     page.get_by_role("button", name="Play", exact=True).click()
-    page.wait_for_function("() => document.getElementById('curves-plot').data[0].y.length >= 3", timeout=60_000)
+    page.wait_for_function(f"() => ({drawn_points})() >= 3", timeout=60_000)
     page.get_by_role("button", name="Pause", exact=True).click()
     page.wait_for_function("() => !document.getElementById('btn-play').disabled")
-    steps = page.evaluate("document.getElementById('curves-plot').data[0].y.length")
-    page.wait_for_timeout(1500)
+    steps = page.evaluate(drawn_points)
     assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == steps
+    page.wait_for_timeout(1500)
+    assert page.evaluate(drawn_points) == steps
     accuracy = page.evaluate("document.getElementById('curves-plot').data[1].y")
     assert all(0 <= a <= 1 for a in accuracy)
     screenshot(page, "13-after-play")
