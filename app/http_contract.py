@@ -58,7 +58,8 @@ def document_errors(app: FastAPI) -> None:
                 responses = operation.setdefault("responses", {})
                 # Every error body is {"detail": ...}; FastAPI's default 422 entry claims a
                 # list, but a route's own 422 (a bad spec, an index out of range) says it in words.
-                responses["422"] = VALIDATION_ERROR
+                if operation.get("parameters") or "requestBody" in operation:
+                    responses["422"] = VALIDATION_ERROR
                 if "requestBody" in operation:
                     for status, entry in BODY_ERRORS.items():
                         responses.setdefault(status, entry)
