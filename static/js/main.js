@@ -450,7 +450,7 @@ class App {
   drawHistory() {
     const h = this.history;
     $("curves-summary").textContent = h.steps.length
-      ? `${h.steps.length} steps; last batch loss ${formatNumber(h.loss[h.loss.length - 1])}, batch accuracy ${(h.accuracy[h.accuracy.length - 1] * 100).toFixed(0)}%`
+      ? `${h.steps.length} step${h.steps.length === 1 ? "" : "s"}; last batch loss ${formatNumber(h.loss[h.loss.length - 1])}, batch accuracy ${(h.accuracy[h.accuracy.length - 1] * 100).toFixed(0)}%`
       : "No training yet: press Step, Play or Train steps.";
     return drawCurves($("curves-plot"), h);
   }
@@ -484,6 +484,9 @@ class App {
     $("timeline").setAttribute("aria-valuetext", phase.label);
     $("phase-counter").textContent = `${phaseNumber + 1} / ${this.phases.length}`;
     $("phase-label").textContent = this.phaseText(phase);
+    // The prediction exists once the forward pass is done, dL/dx once the backward pass is.
+    setPending($("prediction-panel"), phaseNumber < phaseIndex(this.phases, "loss"));
+    setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad"));
     const complete = await this.strip.render(
       this.record,
       (index) => this.viewFor(index, phase),
@@ -642,6 +645,10 @@ class App {
     $("error-banner").hidden = false;
     probe.errors.push(message);
   }
+}
+
+function setPending(panel, pending) {
+  if ((panel.dataset.pending === "true") !== pending) panel.dataset.pending = String(pending);
 }
 
 function isUpdate(phase) {

@@ -308,7 +308,7 @@ def test_invalid_architecture_shows_the_engine_error_inline_and_keeps_the_networ
     assert all("422" in m for m in problems.messages), problems.messages
 
 
-def test_api_errors_show_a_clear_message(open_page, screenshot):
+def test_api_errors_show_a_clear_message(open_page, screenshot, tmp_path):
     page, problems = open_page()
     page.fill("#batch-size", "100000")
     page.get_by_role("button", name="Step", exact=True).click()
@@ -318,7 +318,14 @@ def test_api_errors_show_a_clear_message(open_page, screenshot):
     screenshot(page, "11-api-error")
     page.get_by_role("button", name="Dismiss").click()
     banner.wait_for(state="hidden")
-    assert all("422" in m for m in problems.messages), problems.messages
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are not pixels")
+    page.get_by_role("tab", name="Upload").click()
+    page.set_input_files("#upload-file", str(not_an_image))
+    banner.wait_for(state="visible")
+    assert "Error 4" in banner.inner_text()
+    assert "MNIST test #0" in page.inner_text("#input-caption")  # the input in use is kept
+    assert all("422" in m or "415" in m for m in problems.messages), problems.messages
 
 
 def test_phone_width_has_no_horizontal_scroll(open_page, screenshot):
