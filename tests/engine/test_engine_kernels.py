@@ -1,12 +1,15 @@
 """The kernels: the notes' worked examples with explicit numbers, naive forms equal to fast forms,
 and both equal to PyTorch."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import kernels
+from engine import Network, kernels
+from engine.scratch import Scratch
 
 # --- worked example 1: a 3x3 input X and a 2x2 filter F, stride 1, no padding -------------------
 
@@ -58,8 +61,6 @@ def test_conv_worked_example_3x3_input_2x2_filter(forward, backward):
 
 
 def test_conv_worked_example_through_the_network_trace():
-    from engine import Network
-
     spec = {"input_shape": [1, 3, 3], "dtype": "float64", "loss": "mse",
             "layers": [{"type": "conv", "filters": 1, "kernel": 2, "activation": "identity"},
                        {"type": "flatten"}]}
@@ -103,8 +104,6 @@ def test_maxpool_worked_example_values_winners_and_routing(forward, backward):
 
 
 def test_maxpool_worked_example_through_the_network_trace():
-    from engine import Network
-
     spec = {"input_shape": [1, 4, 4], "dtype": "float64", "loss": "mse",
             "layers": [{"type": "maxpool", "size": 2, "stride": 2}, {"type": "flatten"}]}
     trace = Network.from_spec(spec).trace(as_nchw(POOL_INPUT), (POOL_OUTPUT - [[1.0, 2.0], [3.0, 4.0]]).reshape(1, 4))
@@ -227,8 +226,6 @@ def test_conv_backward_dx_methods_both_equal_the_naive_form(shape, dx_method, mo
 
 def test_conv_backward_reusing_forward_cols_and_scratch_gives_fresh_results():
     """Scratch buffers are reused between calls; results handed out must not change afterwards."""
-    from engine.scratch import Scratch
-
     take = Scratch().taker(0)
     rng = np.random.default_rng(3)
     x1, x2 = rng.normal(size=(2, 4, 2, 9, 9))
@@ -341,8 +338,6 @@ def test_conv_output_size_formula():
 # --- scratch memory -------------------------------------------------------------------------------
 
 def test_scratch_reuses_a_buffer_per_slot_and_name_and_trims_when_too_big():
-    from engine.scratch import Scratch
-
     scratch = Scratch()
     first = scratch.take(0, "cols", (4, 5), np.float32)
     again = scratch.take(0, "cols", (2, 3), np.float32)
@@ -358,10 +353,6 @@ def test_scratch_reuses_a_buffer_per_slot_and_name_and_trims_when_too_big():
 
 def test_traces_on_two_threads_at_once_equal_the_same_traces_one_after_the_other():
     """Scratch is per thread: concurrent traces of one network must not see each other's temporaries."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from engine import Network
-
     spec = {"input_shape": [1, 16, 16], "dtype": "float64", "layers": [
         {"type": "conv", "filters": 4, "kernel": 5, "padding": 2, "activation": "relu"},
         {"type": "maxpool", "size": 2}, {"type": "conv", "filters": 6, "kernel": 3, "activation": "tanh"},
