@@ -32,6 +32,7 @@ class App {
     this.markWinners = true;
     this.speedIndex = DEFAULT_SPEED_INDEX;
     this.playing = false;
+    this.animating = false;
     this.animationToken = 0;
     this.actionRunning = false;
     this.queue = Promise.resolve();
@@ -128,7 +129,7 @@ class App {
     showSpeed();
 
     $("timeline").addEventListener("input", (event) => {
-      this.animationToken += 1;
+      this.stopAnimation();
       this.showPhase(Number(event.target.value));
     });
 
@@ -211,7 +212,7 @@ class App {
     }
     $("btn-reset").disabled = !this.session || busy;
     $("btn-play").disabled = this.playing || busy || !this.session;
-    $("btn-pause").disabled = !this.playing;
+    $("btn-pause").disabled = !this.playing && !this.animating;
   }
 
   // --- the network ---------------------------------------------------------------------------
@@ -317,6 +318,29 @@ class App {
 
   // --- iterations ----------------------------------------------------------------------------
 
+  // Names the stretches of the timeline (forward, loss, backward, gradients, update) under
+  // the slider, each as wide as its phases.
+  labelTimeline() {
+    const partOf = { input: "forward", forward: "forward", loss: "loss", backward: "backward", "input-grad": "backward", gradients: "gradients" };
+    const parts = [];
+    for (const phase of this.phases) {
+      const part = partOf[phase.kind] || "update";
+      if (parts.length && parts[parts.length - 1].part === part) parts[parts.length - 1].count += 1;
+      else parts.push({ part, count: 1 });
+    }
+    const names = { forward: "forward", loss: "loss", backward: "backward", gradients: "grads", update: "update" };
+    $("timeline-parts").replaceChildren(
+      ...parts.map(({ part, count }) => {
+        const span = document.createElement("span");
+        span.dataset.part = part;
+        span.style.flex = String(count);
+        span.textContent = names[part];
+        span.title = names[part];
+        return span;
+      }),
+    );
+  }
+
   setRecord(trace, step) {
     this.recordCounter += 1;
     this.record = { id: this.recordCounter, trace, step };
@@ -324,6 +348,7 @@ class App {
     const timeline = $("timeline");
     timeline.max = String(this.phases.length - 1);
     timeline.disabled = false;
+    this.labelTimeline();
     this.strip.build(trace);
     this.closeInspector();
   }
@@ -345,7 +370,7 @@ class App {
 
   async traceInput(input) {
     if (!this.session) return;
-    this.animationToken += 1;
+    this.stopAnimation();
     const trace = await api.trace(this.session.id, input);
     this.setRecord(trace, null);
     await this.showPhase(phaseIndex(this.phases, "loss"));
@@ -417,11 +442,16 @@ class App {
 
   pause() {
     if (!this.playing) {
-      this.animationToken += 1;
+      this.stopAnimation();
       return;
     }
     this.playing = false;
-    this.animationToken += 1;
+    this.stopAnimation();
+  }
+
+  stopAnimation() {
+    this.animationToken++;
+    this.animating = false;
     this.updateButtons();
   }
 
@@ -465,11 +495,20 @@ class App {
       await this.showPhase(to);
       return;
     }
-    for (let k = from; k <= to; k++) {
-      if (token !== this.animationToken) return;
-      const started = performance.now();
-      await this.showPhase(k, { spread: true });
-      if (k < to) await sleep(Math.max(0, delay - (performance.now() - started)));
+    this.animating = true;
+    this.updateButtons();
+    try {
+      for (let k = from; k <= to; k++) {
+        if (token !== this.animationToken) return;
+        const started = performance.now();
+        await this.showPhase(k, { spread: true });
+        if (k < to) await sleep(Math.max(0, delay - (performance.now() - started)));
+      }
+    } finally {
+      if (token === this.animationToken) {
+        this.animating = false;
+        this.updateButtons();
+      }
     }
   }
 
@@ -633,7 +672,7 @@ class App {
 
   scrub(delta) {
     if (!this.record) return;
-    this.animationToken += 1;
+    this.stopAnimation();
     const target = delta === Infinity ? this.phases.length - 1 : delta === -Infinity ? 0 : this.phase + delta;
     this.showPhase(target);
   }

@@ -165,6 +165,20 @@ def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_pag
     assert problems.messages == []
 
 
+def test_pause_stops_a_step_animation_where_it_is(open_page):
+    page, problems = open_page()
+    set_speed(page, "very slow")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("() => Number(document.getElementById('timeline').value) >= 2 && !document.getElementById('btn-pause').disabled")
+    page.get_by_role("button", name="Pause", exact=True).click()
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+    stopped = page.evaluate("() => document.getElementById('timeline').value")
+    page.wait_for_timeout(2000)
+    assert page.evaluate("() => document.getElementById('timeline').value") == stopped
+    assert int(stopped) < 10 and page.is_disabled("#btn-pause")
+    assert problems.messages == []
+
+
 def test_timeline_scrubs_forward_and_backward_through_the_phases(open_page, screenshot):
     page, problems = open_page()
     set_speed(page, "instant")
@@ -448,6 +462,7 @@ def test_forward_and_backward_change_nothing_until_update_trains(open_page, scre
     page.get_by_role("button", name="Update", exact=True).click()
     page.wait_for_function("() => !window.cnnviz.app.actionRunning")
     assert "weights after" in page.inner_text("#phase-label")
+    assert page.is_disabled("#btn-pause")  # nothing left to pause
     assert "step 1" in page.inner_text("#session-status")
     conv1 = page.evaluate("() => { const s = window.cnnviz.app.record.step; return [s.params_before[0].W[0][0][0][0], s.params_after[0].W[0][0][0][0], s.batch_grads[0].W[0][0][0][0], s.learning_rate]; }")
     before, after, grad, rate = conv1
