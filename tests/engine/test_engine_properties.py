@@ -106,13 +106,19 @@ def test_random_valid_spec_shapes_are_consistent(spec, batch, seed):
 
 @PROPERTY_SETTINGS
 @given(spec=valid_specs(), seed=st.integers(0, 1000))
-def test_random_valid_spec_trace_does_not_change_params_or_input(spec, seed):
+def test_random_valid_spec_trace_does_not_change_params_input_or_earlier_traces(spec, seed):
     net = Network.from_spec(spec)
     x, y = example(spec, 2, seed)
     x_before, y_before = x.copy(), y.copy()
     params_before = [{k: v.copy() for k, v in p.items()} for p in net.params]
     live = [{k: v for k, v in p.items()} for p in net.params]
     first = net.trace(x, y)
+    first_arrays = [[np.array(v, copy=True) for v in (r.z, r.a, r.delta, *r.grads.values())] for r in first.layers]
+    net.trace(*example(spec, 2, seed + 1))  # other values through the same scratch buffers
+    # nothing the first trace handed out was scratch memory that the other trace reused
+    for record, arrays in zip(first.layers, first_arrays):
+        for kept, copied in zip((record.z, record.a, record.delta, *record.grads.values()), arrays):
+            np.testing.assert_array_equal(kept, copied, err_msg=record.name)
     second = net.trace(x, y)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(y, y_before)
