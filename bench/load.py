@@ -163,7 +163,8 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"the server exited with {self.process.returncode}:\n{self.output()}")
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=1.0).status_code == 200:
                     return
@@ -234,7 +235,8 @@ class Student(threading.Thread):
                                   json={"input": {"dataset": "mnist", "index": index}})
                 elif kind == "step":
                     state.request(client, "step", "POST", f"{path}/step",
-                                  json={"batch_size": 32, "learning_rate": 0.05, "optimizer": "sgd"})
+                                  json={"batch_size": 32, "learning_rate": 0.05,
+                                        "optimizer": "sgd"})
                 else:
                     picture = self.rng.choice(state.pictures)
                     state.request(client, "upload", "POST", "/api/images",
@@ -279,7 +281,8 @@ class LoadRun:
             return None
         elapsed = time.perf_counter() - started
         if response.status_code >= 400:
-            self._record(kind, elapsed, f"{kind} {path}: {response.status_code} {response.text[:200]}")
+            self._record(kind, elapsed,
+                         f"{kind} {path}: {response.status_code} {response.text[:200]}")
             return None
         self._record(kind, elapsed, None)
         return response
@@ -312,7 +315,8 @@ class LoadRun:
                       json={"input": {"dataset": "mnist", "index": round_}})
                 timed("step", "POST", f"{path}/step", json={"batch_size": 32})
                 timed("upload", "POST", "/api/images",
-                      files={"file": ("d.png", self.pictures[round_ % len(self.pictures)], "image/png")})
+                      files={"file": ("d.png", self.pictures[round_ % len(self.pictures)],
+                                      "image/png")})
                 client.delete(path)
         return {kind: float(np.median(values[1:])) for kind, values in alone.items()}
 
@@ -393,7 +397,8 @@ def format_report(report: LoadReport) -> str:
     rss = data["rss_kib"]
     lines.append(
         "server RSS MiB: start {} / after warm-up {} / peak {} / end {}".format(
-            *(f"{rss[k] / 1024:.1f}" if rss[k] else "?" for k in ("start", "after_warmup", "peak", "end"))
+            *(f"{rss[k] / 1024:.1f}" if rss[k] else "?"
+              for k in ("start", "after_warmup", "peak", "end"))
         )
     )
     lines.append("server RSS MiB at each tenth of the run: " + " ".join(
@@ -412,7 +417,8 @@ def parse_mix(text: str) -> dict[str, int]:
     for part in text.split(","):
         kind, _, weight = part.partition("=")
         if kind not in DEFAULT_MIX or not weight.isdigit():
-            raise argparse.ArgumentTypeError(f"mix entries are kind=weight with kind in {sorted(DEFAULT_MIX)}")
+            raise argparse.ArgumentTypeError(
+                f"mix entries are kind=weight with kind in {sorted(DEFAULT_MIX)}")
         mix[kind] = int(weight)
     if not any(mix.values()):
         raise argparse.ArgumentTypeError("at least one weight must be positive")
@@ -423,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=20)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
-    parser.add_argument("--max-requests", type=int, default=50_000, help="stop after this many requests")
+    parser.add_argument("--max-requests", type=int, default=50_000,
+                        help="stop after this many requests")
     parser.add_argument("--preset", default="lenet5")
     parser.add_argument("--think", type=float, default=0.5,
                         help="mean seconds a student waits between clicks (0: hammer)")
