@@ -68,6 +68,11 @@ class Network:
             self.names.append(f"{kind}{counts[kind]}")
             self.layers.append(LAYER_CLASSES[kind](layer_spec, in_shape, out_shape, slot=index))
         self._activations_per_sample = sum(int(np.prod(s[1])) for s in self.layer_shapes)
+        # the largest im2col matrix (and its gradient) a conv layer builds per sample
+        self._window_values_per_sample = max(
+            (in_shape[0] * layer_spec["kernel"][0] * layer_spec["kernel"][1] * out_shape[1] * out_shape[2]
+             for layer_spec, (in_shape, out_shape) in zip(self.spec["layers"], self.layer_shapes)
+             if layer_spec["type"] == "conv"), default=0)
         rng = np.random.default_rng(self.spec["seed"])
         self.params: list[dict] = [layer.init_params(rng, self.dtype) for layer in self.layers]
 
@@ -94,7 +99,8 @@ class Network:
             raise ValueError(f"input must have shape {expected}, got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ValueError(f"input must have shape {expected} with N >= 1, got an empty batch")
-        trace_bytes = 4 * x.shape[0] * self._activations_per_sample * self.dtype.itemsize
+        per_sample = 4 * self._activations_per_sample + 2 * self._window_values_per_sample
+        trace_bytes = x.shape[0] * per_sample * self.dtype.itemsize
         if trace_bytes > MAX_TRACE_BYTES:
             raise ValueError(f"a batch of {x.shape[0]} would need about {trace_bytes / 2**30:.1f} GiB "
                              f"to trace, more than the limit of {MAX_TRACE_BYTES / 2**30:.0f} GiB")

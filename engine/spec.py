@@ -26,6 +26,8 @@ MAX_UNITS = 16384
 MAX_WINDOW_SIDE = 64
 MAX_PARAMETERS = 10_000_000
 MAX_ACTIVATIONS_PER_SAMPLE = 8_000_000  # summed over every layer's output
+# A conv layer works on its im2col matrix: every window's C*HH*WW values at every output position.
+MAX_WINDOW_VALUES_PER_SAMPLE = 64_000_000
 MAX_SEED = 2**32 - 1
 
 _TOP_KEYS = {"input_shape", "layers", "loss", "dtype", "seed"}
@@ -154,6 +156,12 @@ def normalize_spec(spec: Any) -> tuple[dict, list[tuple[tuple[int, ...], tuple[i
             out = (filters,
                    conv_output_size(height, kernel[0], stride[0], padding[0]),
                    conv_output_size(width, kernel[1], stride[1], padding[1]))
+            window_values = channels * kernel[0] * kernel[1] * out[1] * out[2]
+            if window_values > MAX_WINDOW_VALUES_PER_SAMPLE:
+                raise SpecError(f"{where}: its windows hold {window_values:,} values per sample "
+                                f"({channels}*{kernel[0]}*{kernel[1]} at {out[1]}*{out[2]} positions), more "
+                                f"than the limit of {MAX_WINDOW_VALUES_PER_SAMPLE:,}; use a smaller kernel, "
+                                f"fewer channels or a larger stride")
             parameters += filters * channels * kernel[0] * kernel[1] + filters
             normalized = {"type": kind, "filters": filters, "kernel": kernel, "stride": stride,
                           "padding": padding, "activation": activation}

@@ -63,6 +63,17 @@ def test_non_finite_input_raises_value_error(net, bad, method):
             net.trace(x, np.array([0, 1]))
 
 
+def test_a_batch_whose_conv_windows_would_exhaust_memory_is_refused_before_any_work():
+    spec = make_spec([1, 512, 512], [{"type": "conv", "filters": 1, "kernel": 5, "activation": "relu"},
+                                     {"type": "flatten"}, {"type": "dense", "units": 2, "activation": "softmax"}],
+                     dtype="float32")
+    net = Network.from_spec(spec)
+    x = np.zeros((100, 1, 512, 512), np.float32)  # 100 samples * 25 * 508 * 508 window values, twice
+    with pytest.raises(ValueError, match="GiB"):
+        net.forward(x)
+    assert net.forward(x[:1]).shape == (1, 2)
+
+
 @pytest.mark.parametrize("x", [[[["a"]]], "digits", None, {"x": 1}])
 def test_non_numeric_input_raises_value_error(net, x):
     with pytest.raises(ValueError):

@@ -94,6 +94,9 @@ LAYER_CASES = {
     "absurd feature-map total": (
         replace_layers(*[{"type": "conv", "filters": 1024, "kernel": 1}] * 20, {"type": "flatten"}, SOFTMAX_OUT,
                        input_shape=(1, 128, 128)), 0, ["limit"]),
+    "absurd im2col matrix": (
+        replace_layers({"type": "conv", "filters": 1, "kernel": 64}, {"type": "flatten"}, SOFTMAX_OUT,
+                       input_shape=(64, 128, 128)), 0, ["windows", "limit"]),
     "non-int filters": (with_layer(0, filters=2.5), 0, ["filters", "integer"]),
     "string filters": (with_layer(0, filters="6"), 0, ["filters", "integer"]),
     "bool filters": (with_layer(0, filters=True), 0, ["filters", "integer"]),
