@@ -4,6 +4,10 @@ Each op comes twice: a `*_naive` form written with loops that read like the form
 and the fast vectorised form the network uses (strided window views and matrix products; the only
 Python loops run over kernel offsets, never over pixels). Tests hold the two equal.
 
+The fast conv works internally with the batch innermost, (C, H, W, N), so that the rows it copies
+and adds are long runs instead of a few pixels; it takes and returns NCHW like everything else.
+Its temporaries can come from reusable scratch memory (scratch.py); what it returns is always new.
+
 Names: x (N, C, H, W) input, w (F, C, HH, WW) weights, b (F,) bias, z (N, F, Ho, Wo) output,
 delta = dL/dz, and dx, dw, db the gradients. `stride` and `padding` are pairs (h, w).
 """
