@@ -55,11 +55,9 @@ export const MAX_CELL_PX = 40;
 export const MAX_FIGURE_HEIGHT_PX = 300;
 export const VECTOR_COLUMN_PX = 22; // width of a dense layer's column heatmap
 export const MATRIX_WIDTH_PX = 150; // width of a dense weight matrix heatmap
-// Colour bars sit under wide heatmaps (horizontal) and beside narrow ones (vertical).
-export const COLORBAR_SIDE_PX = 46;
-export const COLORBAR_BELOW_PX = 30;
-export const HORIZONTAL_COLORBAR_MIN_PX = 80;
-export const COLORBAR_LABEL_ROOM_PX = 12; // lets the end labels of a colour bar overhang
+// Every heatmap has its colour bar under it, drawn in HTML (a Plotly colour bar costs about
+// as much as the heatmap itself); at least this wide so its three labels fit.
+export const COLORBAR_MIN_PX = 72;
 export const FIGURE_MARGIN = { l: 2, r: 2, t: 2, b: 2 };
 export const GUTTER_CELLS = 1; // NaN cells between tiled maps
 

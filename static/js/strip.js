@@ -2,7 +2,7 @@
 // tiled into one heatmap), and keeps per-frame work small: a card is re-plotted only
 // when what it shows changes; animation states are attribute toggles styled in CSS.
 
-import { COLORBAR_SIDE_PX, COLORBAR_BELOW_PX, COLORBAR_LABEL_ROOM_PX, FIGURE_MARGIN, COLORS } from "./config.js";
+import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS } from "./config.js";
 import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, viewLabel } from "./viewmodel.js";
 import { formatNumber } from "./format.js";
 
@@ -59,6 +59,7 @@ export class Strip {
       </header>
       <p class="layer-desc">${description}</p>
       <div class="layer-plot" data-role="plot" data-layer-name="${title}"></div>
+      <div class="colorbar" data-role="colorbar" role="img" hidden></div>
       <p class="layer-note" data-role="note" hidden></p>
       <p class="layer-readout" data-role="readout">&nbsp;</p>`;
     element.setAttribute("aria-label", `${title}${shape ? ", output " + shape.join("×") : ""}`);
@@ -70,6 +71,7 @@ export class Strip {
       plot,
       viewTag: element.querySelector('[data-role="view"]'),
       note: element.querySelector('[data-role="note"]'),
+      colorbar: element.querySelector('[data-role="colorbar"]'),
       readout: element.querySelector('[data-role="readout"]'),
       model: null,
       drawnKey: null,
@@ -82,7 +84,7 @@ export class Strip {
 
   availableWidth() {
     const width = this.container.clientWidth || 900;
-    return Math.max(120, width - 24 - 2 * COLORBAR_LABEL_ROOM_PX - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
+    return Math.max(120, width - 24 - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
   }
 
   // Draws every card for `viewOf(index)`; resolves when Plotly has drawn them all. With
@@ -109,6 +111,7 @@ export class Strip {
         card.note.textContent = model.note;
         card.note.hidden = false;
         card.plot.hidden = true;
+        card.colorbar.hidden = true;
         card.element.dataset.empty = "true";
         continue;
       }
@@ -131,8 +134,7 @@ export class Strip {
       zmax: model.range[1],
       colorscale: model.colorscale,
       hoverinfo: "none",
-      showscale: true,
-      colorbar: colourBar(model),
+      showscale: false,
     };
     if (model.showText) {
       heatmap.texttemplate = "%{z:.2f}";
@@ -150,17 +152,10 @@ export class Strip {
         hoverinfo: "skip",
       });
     }
-    const below = model.colorbarBelow;
     const layout = {
-      width: Math.round(model.plotWidth + (below ? 2 * COLORBAR_LABEL_ROOM_PX : COLORBAR_SIDE_PX) + FIGURE_MARGIN.l + FIGURE_MARGIN.r),
-      height: Math.round(model.plotHeight + (below ? COLORBAR_BELOW_PX : COLORBAR_LABEL_ROOM_PX) + FIGURE_MARGIN.t + FIGURE_MARGIN.b),
-      margin: {
-        l: FIGURE_MARGIN.l + (below ? COLORBAR_LABEL_ROOM_PX : 0),
-        r: FIGURE_MARGIN.r + (below ? COLORBAR_LABEL_ROOM_PX : COLORBAR_SIDE_PX),
-        t: FIGURE_MARGIN.t + (below ? 0 : COLORBAR_LABEL_ROOM_PX / 2),
-        b: FIGURE_MARGIN.b + (below ? COLORBAR_BELOW_PX : COLORBAR_LABEL_ROOM_PX / 2),
-        pad: 0,
-      },
+      width: Math.round(model.plotWidth + FIGURE_MARGIN.l + FIGURE_MARGIN.r),
+      height: Math.round(model.plotHeight + FIGURE_MARGIN.t + FIGURE_MARGIN.b),
+      margin: { ...FIGURE_MARGIN, pad: 0 },
       xaxis: { visible: false, range: [-0.5, widthCells - 0.5], fixedrange: true },
       yaxis: { visible: false, range: [heightCells - 0.5, -0.5], fixedrange: true },
       paper_bgcolor: "rgba(0,0,0,0)",
@@ -172,9 +167,9 @@ export class Strip {
     };
     card.plot.style.width = `${layout.width}px`;
     card.plot.style.height = `${layout.height}px`;
-    // Plotly.react keeps the margin a previous colour bar pushed out, which squashes the
-    // heatmap when the bar changes sides; a changed geometry therefore gets a fresh plot.
-    const geometry = `${layout.width}x${layout.height}|${below}`;
+    drawColourBar(card.colorbar, model, Math.max(layout.width, COLORBAR_MIN_PX));
+    // A changed size gets a fresh plot: Plotly.react keeps some of the old figure's layout.
+    const geometry = `${layout.width}x${layout.height}`;
     let drawn;
     if (card.geometry === geometry) {
       drawn = window.Plotly.react(card.plot, traces, layout, PLOT_CONFIG);
@@ -334,35 +329,35 @@ function asShapeText(input) {
   return shape.join("×");
 }
 
-function colourBar(model) {
-  const bar = {
-    thickness: 7,
-    outlinewidth: 0,
-    tickfont: { size: 9 },
-    tickformat: ".2~g",
-    ticks: "outside",
-    ticklen: 2,
-    ticklabeloverflow: "allow",
-  };
-  if (model.colorbarBelow) {
-    Object.assign(bar, { orientation: "h", x: 0, xanchor: "left", y: 0, yanchor: "top", ypad: 4, xpad: 0, len: 1, nticks: model.plotWidth < 140 ? 3 : 5 });
-  } else {
-    Object.assign(bar, { x: 1, xanchor: "left", xpad: 3, ypad: 0, len: 1, nticks: model.plotHeight < 100 ? 3 : 5 });
-  }
-  // Explicit ticks at both ends (and zero) so even a narrow bar says its range.
-  bar.tickmode = "array";
+// The legend of a card's colour scale: the scale as a CSS gradient, labelled at both ends
+// (and at zero for a signed range); per-map ranges are labelled −max/+max (min/max).
+function drawColourBar(bar, model, width) {
+  const [lo, hi] = model.range;
+  const stops = model.colorscale.map(([at, colour]) => `${colour} ${(at * 100).toFixed(1)}%`).join(", ");
+  let ticks;
   if (model.perMap) {
-    bar.tickvals = model.signed ? [0, 0.5, 1] : [0, 1];
-    bar.ticktext = model.signed ? ["−max", "0", "+max"] : ["min", "max"];
+    ticks = model.signed ? [[0, "−max"], [0.5, "0"], [1, "+max"]] : [[0, "min"], [1, "max"]];
   } else {
-    // Plotly drops a tick that sits exactly on the bar's end, so the end ticks are nudged in.
-    const [lo, hi] = model.range;
-    const inset = (hi - lo) * 0.002;
-    const values = lo < 0 && hi > 0 ? [lo, 0, hi] : [lo, (lo + hi) / 2, hi];
-    bar.tickvals = [values[0] + inset, values[1], values[2] - inset];
-    bar.ticktext = values.map(formatTick);
+    const middle = lo < 0 && hi > 0 ? 0 : (lo + hi) / 2;
+    ticks = [lo, middle, hi].map((v) => [(v - lo) / (hi - lo), formatTick(v)]);
   }
-  return bar;
+  bar.style.width = `${width}px`;
+  bar.hidden = false;
+  bar.setAttribute("aria-label", `colour scale of ${model.colorbarTitle}: ${ticks.map((t) => t[1]).join(", ")}`);
+  bar.replaceChildren();
+  const ramp = document.createElement("div");
+  ramp.className = "colorbar-ramp";
+  ramp.style.background = `linear-gradient(to right, ${stops})`;
+  const labels = document.createElement("div");
+  labels.className = "colorbar-ticks";
+  for (const [at, text] of ticks) {
+    const label = document.createElement("span");
+    label.textContent = text;
+    label.style.left = `${(at * 100).toFixed(2)}%`;
+    label.dataset.edge = at <= 0 ? "start" : at >= 1 ? "end" : "middle";
+    labels.append(label);
+  }
+  bar.append(ramp, labels);
 }
 
 function formatTick(value) {

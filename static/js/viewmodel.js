@@ -21,7 +21,6 @@ import {
   GUTTER_CELLS,
   CELL_TEXT_MAX_CELLS,
   CELL_TEXT_MIN_PX,
-  HORIZONTAL_COLORBAR_MIN_PX,
 } from "./config.js";
 
 export const INPUT_LAYER = -1;
@@ -293,7 +292,6 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
       plotHeight: heightCells * cellPx,
       showText: mapH * mapW * count <= CELL_TEXT_MAX_CELLS && cellPx >= CELL_TEXT_MIN_PX,
     };
-    model.colorbarBelow = model.plotWidth >= HORIZONTAL_COLORBAR_MIN_PX;
     model.winners = markWinners && !isKernels ? poolWinners(record.trace, index, view, model) : null;
     return model;
   }

@@ -119,6 +119,9 @@ def test_page_loads_without_console_errors_and_draws_every_layer(open_page, scre
     assert [c["layer"] for c in shown] == list(range(-1, 8))  # input + LeNet-5's 8 layers
     for card in shown:
         assert card["cells"] > 0 and card["finite"] == card["cells"], card
+    # Every colour scale has its legend, labelled at both ends.
+    legends = page.evaluate("() => [...document.querySelectorAll('.layer-card')].map(c => [...c.querySelectorAll('.colorbar:not([hidden]) .colorbar-ticks span')].map(s => s.textContent))")
+    assert all(len(labels) == 3 for labels in legends), legends
     screenshot(page, "01-loaded-1280")
     assert problems.messages == []
 
@@ -155,9 +158,10 @@ def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_pag
     before = page.evaluate("window.cnnviz.renders")
     page.select_option("#range-mode", "map")
     page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
-    conv1 = page.evaluate("""() => { const t = document.querySelector('.layer-card[data-layer="0"] .layer-plot').data[0];
-      const values = t.z.flat().filter(v => v !== null);
-      return {ticks: t.colorbar.ticktext, low: Math.min(...values), high: Math.max(...values)}; }""")
+    conv1 = page.evaluate("""() => { const card = document.querySelector('.layer-card[data-layer="0"]');
+      const values = card.querySelector('.layer-plot').data[0].z.flat().filter(v => v !== null);
+      return {ticks: [...card.querySelectorAll('.colorbar-ticks span')].map(s => s.textContent),
+              low: Math.min(...values), high: Math.max(...values)}; }""")
     assert conv1["ticks"] == ["−max", "0", "+max"]
     assert 0 <= conv1["low"] and conv1["high"] <= 1
     assert "per map" in page.inner_text('.layer-card[data-layer="0"] .layer-view')
