@@ -191,7 +191,8 @@ class App {
       try {
         await action();
       } catch (error) {
-        this.showError(error);
+        if (this.sessionLost(error)) await this.recoverSession(error);
+        else this.showError(error);
       } finally {
         this.actionRunning = false;
         this.updateButtons();
@@ -203,6 +204,22 @@ class App {
 
   idle() {
     return this.queue;
+  }
+
+  // Sessions expire when idle and vanish when the server restarts without its store.
+  sessionLost(error) {
+    return Boolean(error && error.status === 404 && this.session && error.path && error.path.includes(this.session.id));
+  }
+
+  async recoverSession(error) {
+    const request = this.rebuildRequest();
+    this.session = null;
+    try {
+      await this.buildSession(request, { keepSpecText: true });
+      this.showError(new Error(`The server no longer had this session (${error.message}); a fresh network with the same architecture was built. Press the button again.`));
+    } catch (again) {
+      this.showError(again);
+    }
   }
 
   updateButtons() {

@@ -536,3 +536,17 @@ def test_mean_squared_error_output_delta_is_explained_from_a_minus_y(open_page):
     assert_result_matches(page)
     assert_result_matches(page, "[data-role=inspector-delta]")
     assert problems.messages == []
+
+
+def test_a_session_the_server_forgot_is_rebuilt_with_a_clear_message(open_page):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    page.evaluate("async () => { await fetch(`/api/sessions/${window.cnnviz.app.session.id}`, {method: 'DELETE'}); }")
+    page.get_by_role("button", name="Step", exact=True).click()
+    banner = page.locator("#error-banner")
+    banner.wait_for(state="visible")
+    assert "no longer had this session" in banner.inner_text()
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+    step_and_wait(page)
+    assert "step 1" in page.inner_text("#session-status")
+    assert all("404" in m for m in problems.messages), problems.messages
