@@ -488,7 +488,7 @@ STRIDED_SPEC = """{"input_shape": [1, 28, 28], "layers": [
 def test_inspector_sums_match_the_engine_everywhere_on_a_strided_network(open_page):
     """Strides, asymmetric kernels and padding, conv after conv (full convolution with the
     rotated kernel, dilated by the stride), average pooling, tanh/leaky/sigmoid derivatives:
-    the inspector's sum equals the engine's value for z, delta and dW in every layer."""
+    the inspector's sum equals the engine's value for z, delta, dW and db in every layer."""
     page, problems = open_page()
     page.locator("#spec-details > summary").click()
     page.fill("#spec-editor", STRIDED_SPEC)
@@ -497,7 +497,7 @@ def test_inspector_sums_match_the_engine_everywhere_on_a_strided_network(open_pa
     page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 7")
     page.wait_for_function("() => !window.cnnviz.app.actionRunning")
     checked = 0
-    for view in ("z", "delta", "dW"):
+    for view in ("z", "delta", "dW", "db"):
         set_view(page, view)
         for card in cards(page):
             if card["cells"] == 0 or (card["layer"] < 0 and view != "delta"):
