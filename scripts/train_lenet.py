@@ -14,11 +14,16 @@ Exits non-zero if the final test accuracy is below --target (default 0.97).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread, as the server runs (app/__init__.py): the engine's products are small, and on a
+# busy 2-core machine OpenBLAS's spinning workers made training several times slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
