@@ -157,6 +157,15 @@ class App {
     });
 
     document.addEventListener("keydown", (event) => this.onKey(event));
+    // The charts fill their panels; a panel changes width without a window resize when the
+    // inspector docks or the grid reflows.
+    const resizing = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const plot = entry.target;
+        if (plot.data) window.Plotly.Plots.resize(plot);
+      }
+    });
+    for (const id of ["prediction-plot", "curves-plot"]) resizing.observe($(id));
     let resizeTimer = null;
     window.addEventListener("resize", () => {
       clearTimeout(resizeTimer);
