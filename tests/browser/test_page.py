@@ -122,6 +122,8 @@ def test_page_loads_without_console_errors_and_draws_every_layer(open_page, scre
     # Every colour scale has its legend, labelled at both ends.
     legends = page.evaluate("() => [...document.querySelectorAll('.layer-card')].map(c => [...c.querySelectorAll('.colorbar:not([hidden]) .colorbar-ticks span')].map(s => s.textContent))")
     assert all(len(labels) == 3 for labels in legends), legends
+    width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert width[0] <= width[1]
     screenshot(page, "01-loaded-1280")
     assert problems.messages == []
 
