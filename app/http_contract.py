@@ -40,6 +40,8 @@ SESSION_ERROR = _error("unknown, deleted or expired session")
 BUSY_ERROR = _error("every computation slot stayed taken too long (CNNVIZ_MAX_CONCURRENT_"
                     "COMPUTATIONS); try again shortly")
 SESSION_PATH = re.compile(r"/api/sessions/([^/]+)(?:/[a-z]+)?")
+CONFLICT_ERROR = _error("another server process saved the session while this request ran; "
+                        "nothing was saved")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -67,6 +69,7 @@ def document_errors(app: FastAPI) -> None:
                     responses.setdefault("404", SESSION_ERROR)
                 if "training" in operation.get("tags", ()):
                     responses.setdefault("429", BUSY_ERROR)
+                    responses.setdefault("409", CONFLICT_ERROR)
         app.openapi_schema = schema
         return schema
 

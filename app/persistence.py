@@ -12,6 +12,11 @@ unloaded, which loses nothing because they are on disk. The session count cap co
 stored session, and sessions idle past the idle limit are deleted from disk as well, so neither
 memory nor disk grows without bound.
 
+Several server processes (``cnnviz --workers N``) may share the database. Each row carries a
+version that every save increments only if it still holds the version its copy was loaded at: a
+request sees another process's newer save (the copy is reloaded when idle), and an update made
+to an outdated copy is refused with 409 rather than overwriting someone else's step.
+
 The database path is built from the data folder alone; session ids only ever reach SQLite as
 bound parameters, never a file name.
 """
@@ -24,12 +29,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 from app.session_codec import decode_session, encode_session
 from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
 from app.store import InMemorySessionStore, SessionNotFound, SessionStore, StoreFull
+from app.training import Refused
 
 DATABASE_NAME = "sessions.sqlite3"
 # A session used within this many seconds is not unloaded to make room: the request that just
@@ -38,13 +45,23 @@ UNLOAD_GRACE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
+
+class SessionConflict(Refused):
+    """The session was saved by another server process after this copy was loaded."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} was changed by another server process while this request "
+            "ran; nothing was saved. Reload it and try again", status_code=409)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     data BLOB NOT NULL,
     step INTEGER NOT NULL,
     last_used REAL NOT NULL,
-    saved_at REAL NOT NULL
+    saved_at REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
 )
 """
 
@@ -67,6 +84,9 @@ class SQLiteSessionStore(SessionStore):
         self.max_file_bytes = max_file_bytes
         self._clock = clock
         self._loaded: dict[str, Session] = {}
+        # The row version each live copy was loaded or last saved at, per copy (not per id):
+        # a copy replaced by a reload keeps its old version and cannot overwrite the new one.
+        self._versions: WeakKeyDictionary[Session, int] = WeakKeyDictionary()
         self._mutex = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection: sqlite3.Connection | None = None
@@ -91,22 +111,32 @@ class SQLiteSessionStore(SessionStore):
             self._make_room_locked(session.memory_bytes())
             with self._db:
                 self._db.execute(
-                    "INSERT INTO sessions (id, data, step, last_used, saved_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO sessions (id, data, step, last_used, saved_at, version) "
+                    "VALUES (?, ?, ?, ?, ?, 0)",
                     (session.id, data, session.step, session.last_used, self._clock()),
                 )
             self._loaded[session.id] = session
+            self._versions[session] = 0
 
     def get(self, session_id: str) -> Session:
         if not SESSION_ID.fullmatch(session_id):
             raise SessionNotFound(session_id)
         with self._mutex:
             session = self._loaded.get(session_id)
+            if session is not None:
+                if self._idle_past_limit(session.last_used) and not session.lock.locked():
+                    self._delete_locked(session_id)
+                    raise SessionNotFound(session_id)
+                row = self._db.execute(
+                    "SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
+                if row is None:  # deleted by another process
+                    self._loaded.pop(session_id, None)
+                    raise SessionNotFound(session_id)
+                if row[0] != self._versions.get(session) and not session.lock.locked():
+                    del self._loaded[session_id]  # another process saved since: read its copy
+                    session = None
             if session is None:
                 session = self._load_locked(session_id)
-            elif self._idle_past_limit(session.last_used) and not session.lock.locked():
-                self._delete_locked(session_id)
-                raise SessionNotFound(session_id)
             session.last_used = self._clock()
             return session
 
@@ -121,16 +151,25 @@ class SQLiteSessionStore(SessionStore):
         session.last_used = self._clock()
         data = encode_session(session)
         with self._mutex:
+            version = self._versions.get(session, 0)
             with self._db:
                 updated = self._db.execute(
-                    "UPDATE sessions SET data = ?, step = ?, last_used = ?, saved_at = ? "
-                    "WHERE id = ?",
-                    (data, session.step, session.last_used, self._clock(), session.id),
+                    "UPDATE sessions SET data = ?, step = ?, last_used = ?, saved_at = ?, "
+                    "version = version + 1 WHERE id = ? AND version = ?",
+                    (data, session.step, session.last_used, self._clock(), session.id, version),
                 ).rowcount
-            # Deleted meanwhile: the UPDATE touched nothing and the session stays gone. Unloaded
-            # meanwhile (only possible past the grace period): this object is the newest copy.
-            if updated and session.id not in self._loaded:
-                self._loaded[session.id] = session
+            if updated:
+                self._versions[session] = version + 1
+                # Unloaded meanwhile (only possible past the grace period): this is the newest.
+                self._loaded.setdefault(session.id, session)
+                return
+            exists = self._db.execute(
+                "SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone()
+            if exists is None:
+                return  # deleted meanwhile: it stays deleted
+            if self._loaded.get(session.id) is session:
+                del self._loaded[session.id]  # outdated: the next request reads the saved one
+        raise SessionConflict(session.id)
 
     def ids(self) -> list[str]:
         with self._mutex:
@@ -162,6 +201,10 @@ class SQLiteSessionStore(SessionStore):
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute(_SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+            if "version" not in columns:  # a database written before rows had versions
+                connection.execute(
+                    "ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
             self._connection = connection
         return self._connection
 
@@ -183,11 +226,11 @@ class SQLiteSessionStore(SessionStore):
 
     def _load_locked(self, session_id: str) -> Session:
         row = self._db.execute(
-            "SELECT data, last_used FROM sessions WHERE id = ?", (session_id,)
+            "SELECT data, last_used, version FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
         if row is None:
             raise SessionNotFound(session_id)
-        data, last_used = row
+        data, last_used, version = row
         if self._idle_past_limit(last_used):
             self._delete_locked(session_id)
             raise SessionNotFound(session_id)
@@ -199,6 +242,7 @@ class SQLiteSessionStore(SessionStore):
             raise SessionNotFound(session_id) from None
         self._make_room_locked(session.memory_bytes())
         self._loaded[session_id] = session
+        self._versions[session] = version
         return session
 
     def _make_room_locked(self, needed: int) -> None:

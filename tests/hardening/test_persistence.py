@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.persistence import DATABASE_NAME, SQLiteSessionStore
+from app.persistence import DATABASE_NAME, SessionConflict, SQLiteSessionStore
 from app.session_codec import decode_session
 from app.sessions import Session
 from app.store import SessionNotFound, StoreFull
@@ -287,3 +287,74 @@ def test_closed_store_reopens_when_used_again(tmp_path):
     store.close()
     assert store.loaded_ids() == []
     assert_same_session(store.get(session.id), session)
+
+
+def test_a_save_by_another_process_is_seen_by_the_next_request(tmp_path):
+    first, second = make_store(tmp_path), make_store(tmp_path)  # two server processes
+    session = trained_session(steps=1)
+    first.add(session)
+    assert second.get(session.id).step == 1
+    with session.lock:
+        session.step = 5
+        session.network.params[0]["W"][...] = 0.5
+        first.save(session)
+    seen = second.get(session.id)
+    assert seen.step == 5 and np.all(seen.network.params[0]["W"] == 0.5)
+
+
+def test_an_update_to_an_outdated_copy_is_refused_with_409_and_not_written(tmp_path):
+    first, second = make_store(tmp_path), make_store(tmp_path)
+    session = trained_session(steps=0)
+    first.add(session)
+    stale = second.get(session.id)
+    with session.lock:
+        session.step = 1
+        first.save(session)
+    with stale.lock:
+        stale.step = 7
+        with pytest.raises(SessionConflict) as caught:
+            second.save(stale)
+    assert caught.value.status_code == 409
+    assert make_store(tmp_path).get(session.id).step == 1
+    assert second.get(session.id).step == 1  # the outdated copy was dropped
+
+
+def test_two_server_workers_on_one_database_never_lose_a_step(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.hardening.conftest import load_bench_module
+
+    port = load_bench_module().free_port()
+    env = {**os.environ, "CNNVIZ_DATA_DIR": str(tmp_path)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "2", "--log-level", "warning"],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        session_id = httpx.post(f"{base}/api/sessions", json={"preset": "tiny"}).json()["id"]
+
+        def step(_):
+            # a new connection each time, so the requests spread over both workers
+            return httpx.post(f"{base}/api/sessions/{session_id}/step", json={"batch_size": 4},
+                              timeout=60).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(step, range(40)))
+        print(f"\n200: {statuses.count(200)}, 409: {statuses.count(409)}")
+        assert set(statuses) <= {200, 409}, statuses
+        steps = [httpx.get(f"{base}/api/sessions/{session_id}").json()["step"] for _ in range(6)]
+        assert steps == [statuses.count(200)] * 6, (steps, statuses.count(200))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
