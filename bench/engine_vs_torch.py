@@ -2,9 +2,10 @@
 same network in PyTorch CPU, timed in the same run.
 
 For each thread count (both libraries get the same: `torch.set_num_threads(n)` and numpy's BLAS
-limited to n through threadpoolctl) and each batch size it prints the median time of the engine's `net.trace(x, y)` and of PyTorch's
-forward + backward with `retain_grad()` on every layer's z and a and on the input (so PyTorch also
-keeps every intermediate and dL/dx), and the ratio ours / PyTorch. The two are timed alternately,
+limited to n through threadpoolctl) and each batch size it prints the median time of the engine's
+`net.trace(x, y)` and of PyTorch's forward + backward with `retain_grad()` on every layer's z and a
+and on the input (so PyTorch also keeps every intermediate and dL/dx), and the ratio
+ours / PyTorch. The server runs the engine with one BLAS thread (app/__init__.py). The two are timed alternately,
 repeat by repeat, so that load from other processes hits both alike. Then it prints the peak of
 numpy's allocations during one batch-256 trace, measured with tracemalloc (numpy reports its array
 buffers to tracemalloc; the interpreter's own baseline is not included).
