@@ -54,6 +54,7 @@ export function drawPrediction(element, trace) {
     binary,
     probability: output[0],
     confidence: probabilities[predicted],
+    labelProbability: probabilities[label],
   }));
 }
 
@@ -131,7 +132,11 @@ export function predictionSummary(result, trace) {
   const verdict = result.predicted === result.label ? "correct" : "wrong";
   const loss = formatNumber(trace.loss);
   if (result.binary) {
-    return `P(target 1) = ${result.probability.toFixed(3)}: predicts ${result.predicted}; target ${result.label} (the digit is ${trace.label}): ${verdict}; loss ${loss}`;
+    const p = result.probability;
+    const likelihood = result.label === 1 ? `log ${formatNumber(p)}` : `log(1 − ${formatNumber(p)})`;
+    return `P(target 1) = ${p.toFixed(3)}: predicts ${result.predicted}; target ${result.label} (the digit is ${trace.label}): ${verdict}; loss −${likelihood} = ${loss}`;
   }
-  return `predicted ${result.predicted} (p = ${result.confidence.toFixed(3)}), label ${result.label}: ${verdict}; loss ${loss}`;
+  const crossEntropy = !Array.isArray(trace.target);
+  const why = crossEntropy ? ` = −log p(label) = −log ${formatNumber(result.labelProbability)}` : "";
+  return `predicted ${result.predicted} (p = ${result.confidence.toFixed(3)}), label ${result.label}: ${verdict}; loss${why} = ${loss}`;
 }
