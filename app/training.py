@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from engine import Network, Optimizer, Trace, make_optimizer, optimizer_from_state
-from engine.losses import loss_value
 
 from app.datasets import (
     TargetRule,
@@ -78,17 +77,6 @@ def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray) -> Trace:
         return session.network.trace(x, y)
     except ValueError as exc:  # the engine's input and target checks
         raise Refused(str(exc)) from exc
-
-
-def _loss_without_backward(network: Network, x: np.ndarray, y: np.ndarray) -> float:
-    """The batch loss from a forward pass only (a trace would also run the backward pass, about
-    two thirds of the cost). The engine has no forward-only loss, so this walks its layers the
-    way ``Network.forward`` does and hands the output to the engine's own loss function."""
-    a = network.check_input(x)
-    y = network.check_target(y, a.shape[0])
-    for layer, params in zip(network.layers, network.params):
-        z, a, _, _ = layer.forward(a, params, keep=False)
-    return loss_value(network.loss, z, a, y)
 
 
 def trace_sample(session: Session, sample: Sample) -> dict[str, Any]:
@@ -182,7 +170,7 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     optimizer = _candidate_optimizer(session.optimizer, options)
     before = session.network.state_dict()
     _apply_update(session, optimizer, batch_trace, options, before)
-    loss_after = _loss_without_backward(session.network, x, y)
+    loss_after = session.network.batch_loss(x, y)
     if not math.isfinite(loss_after):
         session.network.load_state_dict(before)
         raise _diverged("the loss after the update is not finite", options)

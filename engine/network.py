@@ -145,6 +145,15 @@ class Network:
 
     predict = forward
 
+    def batch_loss(self, x: Any, y: Any) -> float:
+        """The batch loss of (x, y) from a forward pass only (no backward, nothing kept)."""
+        a = self.check_input(x)
+        y = self.check_target(y, a.shape[0])
+        for layer, params in zip(self.layers, self.params):
+            z, a, _, _ = layer.forward(a, params, keep=False)
+        SCRATCH.trim()
+        return loss_value(self.loss, z, a, y)
+
     def trace(self, x: Any, y: Any) -> Trace:
         """Forward and backward on (x, y), keeping every intermediate; updates nothing."""
         given_x, given_y = x, y

@@ -268,3 +268,17 @@ def test_a_trace_keeps_its_own_copy_of_the_input_and_targets():
     x[...] = 7.0
     y[...] = 7.0
     assert (trace.layers[0].input == 1.0).all() and (trace.x == 1.0).all() and (trace.y == 0.0).all()
+
+
+@pytest.mark.parametrize("loss, activation", [("cross_entropy", "softmax"),
+                                              ("binary_cross_entropy", "sigmoid"), ("mse", "tanh")])
+def test_forward_only_batch_loss_equals_the_trace_loss_and_checks_its_inputs(loss, activation):
+    net = Network.from_spec({"input_shape": [2, 5, 5], "loss": loss, "dtype": "float64", "layers": [
+        {"type": "conv", "filters": 3, "kernel": 3, "activation": "relu"}, {"type": "flatten"},
+        {"type": "dense", "units": 4, "activation": activation}]})
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 2, 5, 5))
+    y = rng.integers(0, 4, size=5) if loss == "cross_entropy" else rng.random((5, 4))
+    assert net.batch_loss(x, y) == pytest.approx(net.trace(x, y).loss, rel=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        net.batch_loss(x[:, :1], y)
