@@ -199,37 +199,3 @@ def listening_addresses(port):
                     else:
                         found.add(address)
     return found
-
-
-@pytest.mark.browser
-def test_page_runs_under_its_content_security_policy(real_server, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    server = real_server(tmp_path)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.add_init_script("""
-                window.__cspViolations = [];
-                document.addEventListener('securitypolicyviolation', e =>
-                    window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));
-            """)
-            console_errors = []
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-            page.goto(server.url + "/", wait_until="networkidle")
-            page.wait_for_function("() => window.Plotly !== undefined", timeout=30_000)
-            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0",
-                                   timeout=30_000)
-            step = page.get_by_role("button", name="Step", exact=True)
-            if step.count():
-                step.first.click()
-                page.wait_for_timeout(1500)
-            violations = page.evaluate("window.__cspViolations")
-        finally:
-            browser.close()
-    assert violations == [], violations
-    assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
