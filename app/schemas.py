@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.optim import MIN_ADAM_EPS
+
 from app.datasets import MNIST_SIDE
 from app.settings import get_settings
 
@@ -94,7 +96,7 @@ class TrainingOptions(StrictModel):
     momentum: float | None = Field(None, ge=0, lt=1, description="momentum optimizer only")
     beta1: float | None = Field(None, ge=0, lt=1, description="adam only")
     beta2: float | None = Field(None, ge=0, lt=1, description="adam only")
-    eps: float | None = Field(None, gt=0, le=1, description="adam only")
+    eps: float | None = Field(None, ge=MIN_ADAM_EPS, le=1, description="adam only")
 
     @model_validator(mode="after")
     def _hyperparameters_fit_optimizer(self) -> "TrainingOptions":

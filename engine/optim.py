@@ -88,14 +88,21 @@ class Momentum(Optimizer):
         param -= self.learning_rate * velocity
 
 
+MIN_ADAM_EPS = 1e-30
+
+
 class Adam(Optimizer):
     name = "adam"
     hyper_names = ("beta1", "beta2", "eps")
 
     def __init__(self, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__(learning_rate)
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0):
-            raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1 and eps > 0, got {beta1}, {beta2}, {eps}")
+        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+            raise ValueError(f"Adam needs 0 <= beta1, beta2 < 1, got {beta1}, {beta2}")
+        # A smaller eps rounds to 0 in float32, and a parameter whose gradient has always been 0
+        # would then step by 0/0 = NaN.
+        if not MIN_ADAM_EPS <= eps <= 1:
+            raise ValueError(f"Adam needs {MIN_ADAM_EPS:g} <= eps <= 1, got {eps}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
     def _update(self, key, param, grad):

@@ -92,6 +92,7 @@ def test_optimizer_state_round_trip_continues_identically():
 @pytest.mark.parametrize("name, learning_rate, hyper", [
     ("rmsprop", 0.1, {}), ("sgd", 0.0, {}), ("sgd", -1.0, {}), ("sgd", float("nan"), {}),
     ("momentum", 0.1, {"momentum": 1.0}), ("adam", 0.1, {"beta1": 1.5}),
+    ("adam", 0.1, {"eps": 5e-324}), ("adam", 0.1, {"eps": 0.0}),
 ])
 def test_bad_optimizer_settings_raise_value_error(name, learning_rate, hyper):
     with pytest.raises(ValueError):
@@ -128,3 +129,14 @@ def test_mnist_arrays_cannot_be_changed_by_a_caller():
     images, _ = load_mnist()
     with pytest.raises(ValueError):
         images[0, 0, 0, 0] = 0.5
+
+
+def test_adam_with_the_smallest_allowed_eps_keeps_zero_gradient_parameters_finite():
+    net = Network.from_spec(dict(SPEC, dtype="float32"))
+    optimizer = make_optimizer("adam", 0.01, eps=1e-30)
+    trace = net.trace(*batch(0))
+    for record in trace.layers:
+        for grad in record.grads.values():
+            grad[...] = 0
+    optimizer.step(net.params, trace)
+    assert all(np.isfinite(value).all() for params in net.params for value in params.values())
