@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=settings.port,
                         help="TCP port (default: %(default)s; CNNVIZ_PORT)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes (default: %(default)s). Sessions live in each "
-                             "worker's memory, so with more than one worker a session is only "
-                             "known to the worker that created it")
+                        help="worker processes (default: %(default)s). With the default SQLite "
+                             "store the workers share sessions through the database (a step "
+                             "racing another on the same session gets 409); with "
+                             "CNNVIZ_SESSION_STORE=memory each worker knows only its own sessions")
     parser.add_argument("--reload", action="store_true",
                         help="restart on code changes (development; off by default)")
     parser.add_argument("--log-level", default="info",

@@ -53,11 +53,12 @@ def server(tmp_path_factory):
             process.wait()
 
 
-def test_cnnviz_help_mentions_per_worker_sessions():
+def test_cnnviz_help_says_how_workers_share_sessions():
     result = subprocess.run([shutil.which("cnnviz"), "--help"], capture_output=True, text=True,
                             check=True)
     assert "--workers" in result.stdout and "--reload" in result.stdout
-    assert "worker" in result.stdout and "127.0.0.1" in result.stdout
+    help_text = " ".join(result.stdout.split())
+    assert "share sessions through the database" in help_text and "127.0.0.1" in help_text
 
 
 def test_served_health_page_and_trace(server):
