@@ -7,6 +7,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from engine import architectures
+
 TINY_POSITIVE_CLASS = 0
 
 
@@ -47,11 +49,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "lenet5",
         "LeNet-5 (ReLU, max-pool): conv 6@5x5 pad 2, maxpool 2, conv 16@5x5, maxpool 2, "
         "dense 120, 84, 10 softmax; cross-entropy on the digit.",
-        {"input_shape": [1, 28, 28],
-         "layers": [_conv(6, 5, "relu", padding=2), _pool("maxpool"), _conv(16, 5, "relu"),
-                    _pool("maxpool"), FLATTEN, _dense(120, "relu"), _dense(84, "relu"),
-                    _dense(10, "softmax")],
-         "loss": "cross_entropy", "dtype": "float32"},
+        architectures.lenet5(),
     ),
     Preset(
         "tiny",
@@ -59,9 +57,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "(the digit area-averaged down to 6x6), conv 2@3x3 relu, maxpool 2, flatten, dense 1 "
         "sigmoid, binary cross-entropy. The target is 1 when the digit is the session's positive "
         f"class (default {TINY_POSITIVE_CLASS}), else 0.",
-        {"input_shape": [1, 6, 6],
-         "layers": [_conv(2, 3, "relu"), _pool("maxpool"), FLATTEN, _dense(1, "sigmoid")],
-         "loss": "binary_cross_entropy", "dtype": "float32"},
+        architectures.tiny(),
         positive_class=TINY_POSITIVE_CLASS,
     ),
     Preset(

@@ -35,24 +35,10 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import Network  # noqa: E402
+from engine.architectures import lenet5  # noqa: E402
 from engine.scratch import SCRATCH  # noqa: E402
 
-LENET5 = {
-    "input_shape": [1, 28, 28],
-    "layers": [
-        {"type": "conv", "filters": 6, "kernel": 5, "stride": 1, "padding": 2, "activation": "relu"},
-        {"type": "maxpool", "size": 2, "stride": 2},
-        {"type": "conv", "filters": 16, "kernel": 5, "stride": 1, "padding": 0, "activation": "relu"},
-        {"type": "maxpool", "size": 2, "stride": 2},
-        {"type": "flatten"},
-        {"type": "dense", "units": 120, "activation": "relu"},
-        {"type": "dense", "units": 84, "activation": "relu"},
-        {"type": "dense", "units": 10, "activation": "softmax"},
-    ],
-    "loss": "cross_entropy",
-    "dtype": "float32",
-    "seed": 0,
-}
+LENET5 = lenet5(dtype="float32")
 
 TARGETS = {1: 1.0, 64: 1.5}
 PEAK_TARGET_MB = 300.0
