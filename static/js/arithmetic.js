@@ -444,6 +444,24 @@ function weightStory(record, index, cell, view) {
   return section;
 }
 
+// a[k] of a softmax layer from every z of the layer: exp(z_j − max z), their sum, and the
+// quotient next to the engine's a[k]. Subtracting max z changes no quotient; it keeps exp finite.
+function softmaxStory(layer, k) {
+  const z = layer.z;
+  const maxZ = Math.max(...z);
+  const rows = z.map((value, j) => ({ j, z: value, shifted: value - maxZ, exp: Math.exp(value - maxZ) }));
+  let sum = 0;
+  for (const row of rows) sum += row.exp;
+  const computed = rows[k].exp / sum;
+  return {
+    heading: `then the activation: a = softmax(z)`,
+    explanation:
+      `Softmax turns all ${z.length} z of ${layer.name} into probabilities: a[k] = exp(z[k] − max z) / Σ_j exp(z[j] − max z). ` +
+      "Subtracting max z changes no quotient (it cancels), but keeps exp from overflowing.",
+    softmax: { k, rows, maxZ, sum, label: `a[${k}]`, ...compare(computed, layer.a[k], 0) },
+  };
+}
+
 // The inspector's story for a clicked cell: a list of sections.
 export function explainCell(record, index, view, cell, context = {}) {
   const trace = record.trace;
@@ -466,6 +484,10 @@ export function explainCell(record, index, view, cell, context = {}) {
       if (view === "a" && (layer.type === "conv" || layer.type === "dense")) {
         const at = (array) => element.reduce((node, k) => node[k], array);
         const activation = layer.spec && layer.spec.activation;
+        if (activation === "softmax") {
+          sections.push(softmaxStory(layer, cell.k));
+          return sections;
+        }
         sections.push({
           heading: `then the activation: a = ${activation}(z)`,
           explanation: activation === "softmax" ? "Softmax normalises the exponentials of all z of this layer so the outputs sum to 1." : `${activation} is applied to z element by element.`,

@@ -54,10 +54,17 @@ export const MIN_CELL_PX = 2;
 export const MAX_CELL_PX = 40;
 export const MAX_FIGURE_HEIGHT_PX = 300;
 export const VECTOR_COLUMN_PX = 22; // width of a dense layer's column heatmap
+// A vector never gets rows thinner than this (a unit must stay clickable): a longer one wraps
+// into side-by-side columns this wide.
+export const MIN_VECTOR_ROW_PX = 8;
+export const VECTOR_WRAPPED_COLUMN_PX = 14;
 export const MATRIX_WIDTH_PX = 150; // width of a dense weight matrix heatmap
 // Every heatmap has its colour bar under it, drawn in HTML (a Plotly colour bar costs about
 // as much as the heatmap itself); at least this wide so its three labels fit.
 export const COLORBAR_MIN_PX = 72;
+// Maps are sized for a strip at least this wide; a narrower one (beside the docked
+// inspector) scrolls sideways rather than shrinking them.
+export const STRIP_MIN_WIDTH_PX = 560;
 export const FIGURE_MARGIN = { l: 2, r: 2, t: 2, b: 2 };
 export const GUTTER_CELLS = 1; // NaN cells between tiled maps
 

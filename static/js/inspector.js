@@ -34,6 +34,7 @@ function renderSection(section) {
   if (section.rows) node.append(renderTerms(section));
   if (section.result) node.append(renderResult(section));
   if (section.activation) node.append(renderActivation(section.activation));
+  if (section.softmax) node.append(renderSoftmax(section.softmax));
   if (section.values) node.append(renderValues(section.values));
   return node;
 }
@@ -163,10 +164,49 @@ function renderActivation(act) {
   return node;
 }
 
+function renderSoftmax(softmax) {
+  const { k, rows, maxZ, sum, label, computed, engine, match } = softmax;
+  const wrap = el("div", { className: "inspector-softmax" });
+  const table = el("table", { className: "terms-table softmax-table", "data-role": "softmax-table" });
+  const head = el("tr");
+  for (const name of ["j", "z[j]", "z[j] − max z", "exp(z[j] − max z)"]) head.append(el("th", { scope: "col", text: name }));
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  for (const row of rows) {
+    const tr = el("tr", { className: row.j === k ? "chosen" : "", "data-exp": String(row.exp) });
+    tr.append(el("td", { text: String(row.j) }));
+    tr.append(el("td", { className: "num", text: formatNumber(row.z) }));
+    tr.append(el("td", { className: "num", text: formatNumber(row.shifted) }));
+    tr.append(el("td", { className: "num", text: formatNumber(row.exp) }));
+    body.append(tr);
+  }
+  table.append(body);
+  wrap.append(el("div", { className: "table-scroll" }, table));
+  const total = el("p", { className: "inspector-formula", "data-role": "softmax-sum", "data-sum": String(sum) });
+  total.textContent = `max z = ${formatPrecise(maxZ)}; Σ exp(z[j] − max z) = ${rows.map((r) => formatFactor(r.exp)).join(" + ")} = ${formatPrecise(sum)}`;
+  wrap.append(total);
+  const line = el("p", {
+    className: `inspector-result ${match ? "match" : "mismatch"}`,
+    "data-role": "inspector-softmax",
+    "data-computed": String(computed),
+    "data-engine": String(engine),
+    "data-match": String(match),
+  });
+  line.append(
+    el("span", { text: `${label} = ${formatPrecise(rows[k].exp)} / ${formatPrecise(sum)} = ` }),
+    el("strong", { text: formatPrecise(computed) }),
+    el("span", { text: ` · engine's ${label} = ` }),
+    el("strong", { text: formatPrecise(engine) }),
+    el("span", { className: "verdict", text: match ? " ✓ matches" : " ✗ differs" }),
+  );
+  wrap.append(line);
+  return wrap;
+}
+
 function renderValues(values) {
   const list = el("dl", { className: "inspector-values" });
   for (const item of values) {
-    list.append(el("dt", { text: item.label }), el("dd", { text: formatPrecise(item.value) }));
+    list.append(el("dt", { text: item.label }), el("dd", { "data-value": String(item.value), text: formatPrecise(item.value) }));
   }
   return list;
 }

@@ -629,6 +629,7 @@ class App {
     document.body.classList.add("inspecting");
     this.inspected = { index, view, cell };
     this.strip.mark(this.marksFor(index, view, cell, sections));
+    this.strip.reveal(index);
     if (getComputedStyle($("inspector")).position !== "fixed") {
       $("inspector").scrollIntoView({ block: "nearest", behavior: "smooth" });
     }

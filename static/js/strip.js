@@ -2,7 +2,7 @@
 // tiled into one heatmap), and keeps per-frame work small: a card is re-plotted only
 // when what it shows changes; animation states are attribute toggles styled in CSS.
 
-import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS } from "./config.js";
+import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS, STRIP_MIN_WIDTH_PX } from "./config.js";
 import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, viewLabel } from "./viewmodel.js";
 import { formatNumber } from "./format.js";
 
@@ -82,8 +82,10 @@ export class Strip {
     return element;
   }
 
+  // The strip's width for sizing maps; never below STRIP_MIN_WIDTH_PX, so a strip narrowed by
+  // the docked inspector (where it scrolls sideways) keeps its maps' tiling and cell size.
   availableWidth() {
-    const width = this.container.clientWidth || 900;
+    const width = Math.max(this.container.clientWidth || 900, STRIP_MIN_WIDTH_PX);
     return Math.max(120, width - 24 - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
   }
 
@@ -125,7 +127,7 @@ export class Strip {
   }
 
   draw(card, model) {
-    const widthCells = model.kind === "vector" ? 1 : model.z[0].length;
+    const widthCells = model.z[0].length;
     const heightCells = model.z.length;
     const heatmap = {
       type: "heatmap",
@@ -204,7 +206,7 @@ export class Strip {
       const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
       if (moves[event.key]) {
         const [dx, dy] = moves[event.key];
-        const width = model.kind === "vector" ? 1 : model.z[0].length;
+        const width = model.z[0].length;
         let { x, y } = card.cursor;
         do {
           x += dx;
@@ -303,6 +305,27 @@ export class Strip {
       }
     }
     return shapes;
+  }
+
+  // Scrolls the strip sideways (when it scrolls: the inspector is docked) so that card
+  // `index` and, when it fits, the card before it (where a receptive field is marked) are in view.
+  reveal(index) {
+    const strip = this.container;
+    const card = this.cards.get(index);
+    if (!card || strip.scrollWidth <= strip.clientWidth) return;
+    const previous = this.cards.get(index - 1);
+    const box = strip.getBoundingClientRect();
+    const cardBox = card.element.getBoundingClientRect();
+    const right = cardBox.right - box.left + strip.scrollLeft;
+    let left = cardBox.left - box.left + strip.scrollLeft;
+    if (previous) {
+      const previousLeft = previous.element.getBoundingClientRect().left - box.left + strip.scrollLeft;
+      if (right - previousLeft <= strip.clientWidth) left = previousLeft;
+    }
+    const visibleFrom = strip.scrollLeft;
+    const visibleTo = visibleFrom + strip.clientWidth;
+    if (left >= visibleFrom && right <= visibleTo) return;
+    strip.scrollTo({ left: Math.max(0, left - 4) });
   }
 
   modelOf(index) {

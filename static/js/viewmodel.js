@@ -17,6 +17,8 @@ import {
   MAX_CELL_PX,
   MAX_FIGURE_HEIGHT_PX,
   VECTOR_COLUMN_PX,
+  VECTOR_WRAPPED_COLUMN_PX,
+  MIN_VECTOR_ROW_PX,
   MATRIX_WIDTH_PX,
   GUTTER_CELLS,
   CELL_TEXT_MAX_CELLS,
@@ -297,10 +299,18 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
   }
 
   if (array.kind === "vector") {
+    // A long vector wraps into several columns (read down, then right) so that every unit
+    // keeps a row tall enough to aim at and click, within the usual figure height.
     const values = array.data;
     const k = values.length;
-    const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / k), 1, 28);
-    const z = values.map((v) => [v]);
+    const maxRows = Math.floor(MAX_FIGURE_HEIGHT_PX / MIN_VECTOR_ROW_PX);
+    const columns = Math.ceil(k / maxRows);
+    const rows = Math.ceil(k / columns);
+    const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), MIN_VECTOR_ROW_PX, 28);
+    const cellW = columns > 1 ? VECTOR_WRAPPED_COLUMN_PX : cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX;
+    const z = Array.from({ length: rows }, (_, y) =>
+      Array.from({ length: columns }, (_, x) => (x * rows + y < k ? values[x * rows + y] : null)),
+    );
     const range = colourRange(values, signed);
     return {
       ...base,
@@ -309,15 +319,15 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
       range,
       perMap: false,
       count: 1,
-      mapH: k,
-      mapW: 1,
+      mapH: rows,
+      mapW: columns,
       cols: 1,
       rows: 1,
-      cellW: cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX,
+      cellW,
       cellH,
-      plotWidth: cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX,
-      plotHeight: k * cellH,
-      showText: cellH >= 20,
+      plotWidth: columns * cellW,
+      plotHeight: rows * cellH,
+      showText: cellH >= 20 && columns === 1,
     };
   }
 
@@ -360,8 +370,11 @@ function shortViewName(view) {
 export function cellAt(model, x, y) {
   if (!model || model.kind === "none") return null;
   if (model.kind === "vector") {
-    const k = Math.round(y);
-    if (k < 0 || k >= model.raw.length) return null;
+    const column = Math.round(x);
+    const row = Math.round(y);
+    if (column < 0 || column >= model.mapW || row < 0 || row >= model.mapH) return null;
+    const k = column * model.mapH + row;
+    if (k >= model.raw.length) return null;
     return { k, value: model.raw[k] };
   }
   if (model.kind === "matrix") {
@@ -390,7 +403,7 @@ export function cellAt(model, x, y) {
 
 // Inverse of cellAt for maps and kernels: the tiled (x, y) of element (map m, i, j).
 export function cellPosition(model, m, i, j) {
-  if (model.kind === "vector") return { x: 0, y: i };
+  if (model.kind === "vector") return { x: Math.floor(i / model.mapH), y: i % model.mapH };
   if (model.kind === "matrix") return { x: j, y: i };
   const x = (m % model.cols) * (model.mapW + GUTTER_CELLS) + j;
   const y = Math.floor(m / model.cols) * (model.mapH + GUTTER_CELLS) + i;

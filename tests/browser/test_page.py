@@ -82,8 +82,9 @@ def settle_scroll(page) -> None:
         page.wait_for_timeout(80)
 
 
-def click_cell(page, layer: int, x: int, y: int) -> float:
-    """Clicks heatmap cell (x, y) of a card; returns the value the heatmap shows there."""
+def click_cell(page, layer: int, x: int, y: int, with_result: bool = True) -> float:
+    """Clicks heatmap cell (x, y) of a card; returns the value the heatmap shows there.
+    with_result: wait for a sum compared with the engine (a weight's story has none)."""
     page.evaluate("() => { const t = document.querySelector('[data-role=inspector-title]'); if (t) t.textContent = ''; }")
     page.locator(f'.layer-card[data-layer="{layer}"] .layer-plot').scroll_into_view_if_needed()
     settle_scroll(page)
@@ -91,7 +92,7 @@ def click_cell(page, layer: int, x: int, y: int) -> float:
     page.mouse.click(point["x"], point["y"])
     name = page.evaluate("i => document.querySelector(`.layer-card[data-layer=\"${i}\"] .layer-name`).textContent", layer)
     page.wait_for_function("n => document.querySelector('[data-role=inspector-title]').textContent.startsWith(n)", arg=name)
-    page.wait_for_selector("#inspector:not([hidden]) [data-role=inspector-result]")
+    page.wait_for_selector("#inspector:not([hidden]) [data-role=inspector-result]" if with_result else "#inspector:not([hidden])")
     return point["value"]
 
 
@@ -509,6 +510,8 @@ def test_inspector_sums_match_the_engine_everywhere_on_a_strided_network(open_pa
             corners = page.evaluate("""i => { const m = window.cnnviz.app.strip.modelOf(i);
               const middle = [Math.floor(m.mapW / 2), Math.floor(m.mapH / 2)];
               if (m.cellH < 3 || m.cellW < 3) return [middle];
+              if (m.kind === 'vector') { const last = m.raw.length - 1;
+                return [[0, 0], middle, [Math.floor(last / m.mapH), last % m.mapH]]; }
               const lastX = m.z[0].length - 1 - (m.cols - 1 - (m.count - 1) % m.cols) * (m.mapW + 1);
               return [[0, 0], middle, [lastX, m.z.length - 1]]; }""", card["layer"])
             for x, y in {tuple(corner) for corner in corners}:
@@ -552,3 +555,176 @@ def test_a_session_the_server_forgot_is_rebuilt_with_a_clear_message(open_page):
     step_and_wait(page)
     assert "step 1" in page.inner_text("#session-status")
     assert all("404" in m for m in problems.messages), problems.messages
+
+
+STRIP_GEOMETRY_JS = """() => {
+  const strip = document.getElementById('strip').getBoundingClientRect();
+  const inspector = document.getElementById('inspector');
+  return {strip: [strip.left, strip.right], viewport: [window.innerWidth, window.innerHeight],
+          inspectorLeft: inspector.hidden ? null : inspector.getBoundingClientRect().left,
+          docked: getComputedStyle(inspector).position === 'fixed',
+          cards: [...document.querySelectorAll('.layer-card')].map(card => {
+            const box = card.querySelector('.layer-plot').getBoundingClientRect();
+            return {layer: Number(card.dataset.layer), top: card.getBoundingClientRect().top,
+                    plotTop: box.top, plot: [box.width, box.height]}; })};
+}"""
+
+# Page box of the outline drawn around the clicked cell (the first selection shape of a card).
+SELECTION_BOX_JS = """layer => {
+  const plot = document.querySelector(`.layer-card[data-layer="${layer}"] .layer-plot`);
+  const full = plot._fullLayout;
+  const shape = (full.shapes || []).find(s => s.line && s.line.color === '#ffd400');
+  if (!shape) return null;
+  const box = plot.getBoundingClientRect();
+  return {left: box.left + full._size.l + full.xaxis.l2p(shape.x0), right: box.left + full._size.l + full.xaxis.l2p(shape.x1),
+          top: box.top + full._size.t + full.yaxis.l2p(shape.y0), bottom: box.top + full._size.t + full.yaxis.l2p(shape.y1)};
+}"""
+
+
+def wait_for_strip_scroll(page) -> None:
+    last = None
+    for _ in range(40):
+        position = page.evaluate("() => document.getElementById('strip').scrollLeft")
+        if position == last:
+            return
+        last = position
+        page.wait_for_timeout(80)
+
+
+def assert_selection_visible(page, layer: int) -> None:
+    """The clicked cell's outline is on screen: inside the strip's box, left of the docked
+    inspector, within the viewport."""
+    wait_for_strip_scroll(page)
+    box = page.evaluate(SELECTION_BOX_JS, layer)
+    geometry = page.evaluate(STRIP_GEOMETRY_JS)
+    assert box is not None, layer
+    assert geometry["strip"][0] - 1 <= box["left"] and box["right"] <= geometry["strip"][1] + 1, (box, geometry["strip"])
+    assert box["right"] <= geometry["inspectorLeft"], (box, geometry["inspectorLeft"])
+    assert 0 <= box["top"] and box["bottom"] <= geometry["viewport"][1], box
+
+
+def test_docked_inspector_keeps_the_strip_in_one_row_at_full_map_size(open_page, screenshot):
+    """At 1280×800 the docked inspector leaves every layer in one row at the strip's height
+    (the strip scrolls sideways), every map drawn at the size it had before, and the clicked
+    cell's outline in view, also for a card that was scrolled out of sight."""
+    page, problems = open_page(1280, 800)
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "a")
+    designed = {c["layer"]: c["designedSize"] for c in cards(page)}
+    click_cell(page, 0, 12, 9)  # conv1
+    geometry = page.evaluate(STRIP_GEOMETRY_JS)
+    assert geometry["docked"]
+    assert geometry["strip"][1] <= geometry["inspectorLeft"]
+    tops = [card["top"] for card in geometry["cards"]]
+    assert max(tops) - min(tops) <= 1, tops  # one row: nothing wrapped below
+    for card in geometry["cards"]:
+        assert 0 <= card["plotTop"] <= geometry["viewport"][1] - 200, card  # the maps start well on screen
+        assert card["plot"][0] >= 20 and card["plot"][1] >= 50, card
+    shown = cards(page)
+    assert_heatmaps_keep_their_cell_size(shown)
+    assert {c["layer"]: c["designedSize"] for c in shown} == designed  # same tiling and cell size as undocked
+    conv1 = page.evaluate("() => window.cnnviz.app.strip.modelOf(0)")
+    assert conv1["cols"] >= 2 and conv1["cellW"] >= 2
+    assert_selection_visible(page, 0)
+    screenshot(page, "16-docked-inspector-conv1")
+
+    last = page.evaluate("() => window.cnnviz.app.record.trace.layers.length - 1")
+    page.evaluate("() => { document.getElementById('strip').scrollLeft = 0; }")
+    wait_for_strip_scroll(page)
+    page.evaluate("i => window.cnnviz.app.inspect(i, 'a', window.cnnviz.app.strip.modelOf(i) && {k: 3, value: 0})", last)
+    assert_selection_visible(page, last)  # the strip scrolled the clicked card into view
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#inspector", state="hidden")
+    tops = [card["top"] for card in page.evaluate(STRIP_GEOMETRY_JS)["cards"]]
+    assert max(tops) - min(tops) > 1  # closed: the strip wraps again to use the width
+    assert problems.messages == []
+
+
+def test_dense_and_flatten_units_have_rows_tall_enough_to_click(open_page, screenshot):
+    page, problems = open_page(1280, 800)
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "a")
+    vectors = [c for c in cards(page) if c["type"] in ("flatten", "dense")]
+    assert len(vectors) == 4
+    for card in vectors:
+        model = page.evaluate("i => window.cnnviz.app.strip.modelOf(i)", card["layer"])
+        assert model["cellH"] >= 8, (card["layer"], model["cellH"])
+        assert model["plotHeight"] <= 300  # long vectors wrap into columns, not downwards
+        assert card["plotSize"][1] >= 8 * model["mapH"] - 1.5
+    flatten = next(c["layer"] for c in vectors if c["type"] == "flatten")
+    model = page.evaluate("i => window.cnnviz.app.strip.modelOf(i)", flatten)
+    assert model["raw"].__len__() == 400 and model["mapW"] > 1
+    unit = 237
+    x, y = unit // model["mapH"], unit % model["mapH"]
+    value = click_cell(page, flatten, x, y)
+    assert f"[{unit}]" in page.inner_text("[data-role=inspector-title]")
+    engine = page.evaluate("([i, k]) => window.cnnviz.app.record.trace.layers[i].a[k]", [flatten, unit])
+    assert math.isclose(value, engine, rel_tol=1e-6, abs_tol=1e-7)
+    assert_result_matches(page)
+    dense = vectors[1]["layer"]  # dense1, 120 units
+    click_cell(page, dense, 1, 5)
+    dense_model = page.evaluate("i => window.cnnviz.app.strip.modelOf(i)", dense)
+    assert f"[{dense_model['mapH'] + 5}]" in page.inner_text("[data-role=inspector-title]")
+    assert_result_matches(page)
+    screenshot(page, "17-dense-units-clickable")
+    assert problems.messages == []
+
+
+def test_softmax_inspector_shows_the_exponentials_their_sum_and_the_quotient(open_page, screenshot):
+    page, problems = open_page(1280, 800)
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "a")
+    output = page.evaluate("() => window.cnnviz.app.record.trace.layers.length - 1")
+    k = 4
+    click_cell(page, output, 0, k)
+    z, a = page.evaluate("i => [window.cnnviz.app.record.trace.layers[i].z, window.cnnviz.app.record.trace.layers[i].a]", output)
+    top = max(z)
+    exps = [math.exp(v - top) for v in z]
+    total = sum(exps)
+    shown_exps = [float(v) for v in page.eval_on_selector_all("[data-role=softmax-table] tbody tr", "rows => rows.map(r => r.dataset.exp)")]
+    assert len(shown_exps) == len(z)
+    for shown, expected in zip(shown_exps, exps):
+        assert math.isclose(shown, expected, rel_tol=1e-9)
+    shown_sum = float(page.get_attribute("[data-role=softmax-sum]", "data-sum"))
+    assert math.isclose(shown_sum, total, rel_tol=1e-9)
+    assert "Σ exp" in page.inner_text("[data-role=softmax-sum]")
+    computed, engine = assert_result_matches(page, "[data-role=inspector-softmax]")
+    assert math.isclose(computed, exps[k] / total, rel_tol=1e-9)
+    assert math.isclose(engine, a[k], rel_tol=1e-9)
+    assert math.isclose(sum(a), 1.0, rel_tol=1e-5)
+    screenshot(page, "18-softmax-inspector")
+    assert problems.messages == []
+
+
+def test_adam_update_view_shows_the_actual_change_of_a_weight(open_page, screenshot):
+    """With Adam the inspector's update story (before, −lr·gradient, actual update, after)
+    has after − before equal to the engine's params_after − params_before, and it differs
+    from −lr·gradient."""
+    page, problems = open_page(1280, 800)
+    set_speed(page, "instant")
+    page.select_option("#optimizer", "adam")
+    step_and_wait(page)
+    assert page.evaluate("() => window.cnnviz.app.record.step.optimizer") == "adam"
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === 'W-after'")
+    f, c, r, s = 2, 0, 1, 3
+    click_cell(page, 0, s, f * 6 + r, with_result=False)  # conv1's kernels: one 5×5 tile per filter, gutters of one cell
+    assert f"[{f},{c},{r},{s}]" in page.inner_text("[data-role=inspector-title]")
+    values = dict(zip(page.eval_on_selector_all("#inspector .inspector-values dt", "ds => ds.map(d => d.textContent)"),
+                      (float(v) for v in page.eval_on_selector_all("#inspector .inspector-values dd", "ds => ds.map(d => d.dataset.value)"))))
+    before = values["before the update"]
+    after = values["after the update"]
+    actual = next(v for label, v in values.items() if label.startswith("actual update"))
+    naive = next(v for label, v in values.items() if label.startswith("−lr·gradient"))
+    engine_before, engine_after = page.evaluate("""([f, c, r, s]) => { const step = window.cnnviz.app.record.step;
+      return [step.params_before[0].W[f][c][r][s], step.params_after[0].W[f][c][r][s]]; }""", [f, c, r, s])
+    assert before == engine_before and after == engine_after
+    assert math.isclose(after - before, engine_after - engine_before, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(actual, engine_after - engine_before, rel_tol=1e-9, abs_tol=1e-12)
+    assert actual != 0
+    assert not math.isclose(actual, naive, rel_tol=1e-3)  # Adam's step is not −lr·gradient
+    assert "adam" in page.inner_text("#inspector")
+    screenshot(page, "19-adam-update-inspector")
+    assert problems.messages == []
