@@ -25,8 +25,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -40,36 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from app.presets import PRESETS  # noqa: E402
 from engine import Network, train_split  # noqa: E402
+from serving import HOST, Server  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 TRACE_TARGET_MS = 15.0
 STEP_TARGET_MS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(store: str, data_dir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "CNNVIZ_SESSION_STORE": store, "CNNVIZ_DATA_DIR": data_dir}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("the server exited during start-up")
-        try:
-            if httpx.get(f"{base}/api/health", timeout=2).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.terminate()
-    raise SystemExit("the server did not start within 60 s")
 
 
 def timed(action, count: int, budget_s: float) -> np.ndarray:
@@ -122,15 +94,14 @@ def app_in_process(count: int, budget_s: float) -> tuple[np.ndarray, np.ndarray]
 
 def bench_store(store: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-") as data_dir:
-        process, base = start_server(store, data_dir)
-        try:
+        with Server(Path(data_dir), {"CNNVIZ_SESSION_STORE": store}) as server:
+            base = server.url
             session_id = httpx.post(f"{base}/api/sessions",
                                     json={"preset": "lenet5"}).json()["id"]
             # http.client on one kept-alive connection: a thin client, like a browser's native
             # one, so the numbers are the server's (httpx's pure-Python parsing alone added ~10 ms
             # to a 1.5 MB answer here).
-            connection = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]),
-                                                    timeout=60)
+            connection = http.client.HTTPConnection(HOST, server.port, timeout=60)
             sizes = {}
 
             def post(kind: str, path: str, body: dict) -> None:
@@ -161,12 +132,6 @@ def bench_store(store: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
             results["trace_bytes"] = np.array([sizes["trace"]])
             results["step_bytes"] = np.array([sizes["step"]])
             return results
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def main() -> None:

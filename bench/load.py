@@ -22,11 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,8 +34,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by the tests
+from serving import PROJECT_ROOT, Server, free_port  # noqa: E402,F401 (free_port: for the tests)
+
 KINDS = ("create", "trace", "step", "upload")
 DEFAULT_MIX = {"trace": 4, "step": 4, "upload": 2}
 MNIST_TRAIN_SIZE = 9000
@@ -124,12 +121,6 @@ def _ratio(loaded: float | None, alone: float | None) -> float | None:
     return None if not loaded or not alone else round(loaded / alone, 1)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def read_rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -139,62 +130,6 @@ def read_rss_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
-
-
-class Server:
-    """The app under uvicorn in a child process, on 127.0.0.1 only."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.data_dir = data_dir
-        self.extra_env = env or {}
-        self.process: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile()
-
-    def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "CNNVIZ_DATA_DIR": str(self.data_dir), **self.extra_env}
-        env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST,
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
-            cwd=PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the server did not answer within {timeout} s:\n{self.output()}")
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        # SIGINT is uvicorn's graceful shutdown: lifespan handlers run, stores close.
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")
-
-    def __enter__(self) -> "Server":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
 
 def digit_pictures(count: int, rng: random.Random) -> list[bytes]:

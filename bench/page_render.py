@@ -24,12 +24,13 @@ import tempfile
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+from serving import Server  # bench/ is on sys.path as the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def browser_fixtures():
-    """The test suite's server launcher and Chromium settings (tests/browser/conftest.py)."""
+    """The test suite's Chromium settings (tests/browser/conftest.py)."""
     spec = importlib.util.spec_from_file_location("browser_conftest", ROOT / "tests" / "browser" / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -77,8 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     fixtures = browser_fixtures()
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-") as data_dir:
-        process, base = fixtures.start_server(Path(data_dir))
-        try:
+        with Server(Path(data_dir)) as server:
+            base = server.url
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=fixtures.CHROMIUM, args=fixtures.CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -87,8 +88,6 @@ def main() -> None:
                 page.wait_for_function("() => window.cnnviz && window.cnnviz.ready")
                 run(page, args)
                 browser.close()
-        finally:
-            fixtures.stop_server(process)
 
 
 def run(page, args) -> None:
