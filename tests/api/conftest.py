@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from threadpoolctl import threadpool_limits
 
 from app.main import create_app
 from app.settings import Settings
@@ -20,15 +19,6 @@ from app.settings import Settings
 LINEAR_MSE_SPEC = {"input_shape": [1, 28, 28],
                    "layers": [{"type": "flatten"}, {"type": "dense", "units": 10}],
                    "loss": "mse"}
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_blas_thread():
-    """The server runs with one BLAS thread per request thread (app/__init__.py); so do these
-    tests, whatever imported NumPy first. On the shared 2-core machine this is also what keeps
-    the training test from crawling."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 @pytest.fixture
