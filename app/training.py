@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import Network, Optimizer, Trace, make_optimizer, optimizer_from_state
+from engine import Optimizer, Trace, make_optimizer, optimizer_from_state
 
 from app.datasets import (
     TargetRule,

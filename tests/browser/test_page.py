@@ -3,7 +3,6 @@ stepping, scrubbing, the inspector's arithmetic, drawing, uploading, spec errors
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
