@@ -120,18 +120,18 @@ class TargetRule:
         return int(target) if np.ndim(target) == 0 else target.tolist()
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=64)
+def usable_indices(split: str, rule: TargetRule) -> np.ndarray:
+    """Indices of the split's samples whose digit the rule can use, in file order (read-only)."""
+    _, labels = split_arrays(split)
+    pool = np.flatnonzero(rule.usable(labels))
+    pool.flags.writeable = False
+    return pool
+
+
 def training_pool(rule: TargetRule) -> np.ndarray:
-    """Indices of the training split whose digit the rule can use, in file order."""
-    _, labels = split_arrays("train")
-    pool = np.flatnonzero(rule.usable(labels))
-    pool.flags.writeable = False
-    return pool
+    return usable_indices("train", rule)
 
 
-@lru_cache(maxsize=32)
 def evaluation_pool(rule: TargetRule) -> np.ndarray:
-    _, labels = split_arrays("test")
-    pool = np.flatnonzero(rule.usable(labels))
-    pool.flags.writeable = False
-    return pool
+    return usable_indices("test", rule)
