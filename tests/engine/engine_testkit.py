@@ -18,6 +18,19 @@ from engine import Network
 
 LEAKY_SLOPE = 0.01
 
+# DESIGN.md's LeNet-5, written out here rather than taken from engine/architectures.py, so that a
+# wrong spec there fails the tests.
+LENET5_LAYERS = [
+    {"type": "conv", "filters": 6, "kernel": 5, "stride": 1, "padding": 2, "activation": "relu"},
+    {"type": "maxpool", "size": 2, "stride": 2},
+    {"type": "conv", "filters": 16, "kernel": 5, "stride": 1, "padding": 0, "activation": "relu"},
+    {"type": "maxpool", "size": 2, "stride": 2},
+    {"type": "flatten"},
+    {"type": "dense", "units": 120, "activation": "relu"},
+    {"type": "dense", "units": 84, "activation": "relu"},
+    {"type": "dense", "units": 10, "activation": "softmax"},
+]
+
 
 def as_pair(value) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):

@@ -4,23 +4,10 @@ import numpy as np
 import pytest
 
 from engine import Network, SpecError
-from engine_testkit import make_spec
+from engine_testkit import LENET5_LAYERS, make_spec
 
-LENET5 = {
-    "input_shape": [1, 28, 28],
-    "layers": [
-        {"type": "conv", "filters": 6, "kernel": 5, "stride": 1, "padding": 2, "activation": "relu"},
-        {"type": "maxpool", "size": 2, "stride": 2},
-        {"type": "conv", "filters": 16, "kernel": 5, "stride": 1, "padding": 0, "activation": "relu"},
-        {"type": "maxpool", "size": 2, "stride": 2},
-        {"type": "flatten"},
-        {"type": "dense", "units": 120, "activation": "relu"},
-        {"type": "dense", "units": 84, "activation": "relu"},
-        {"type": "dense", "units": 10, "activation": "softmax"},
-    ],
-    "loss": "cross_entropy",
-    "seed": 0,
-}
+# no "dtype" key: test_float32_is_the_default_dtype relies on its absence
+LENET5 = {"input_shape": [1, 28, 28], "layers": LENET5_LAYERS, "loss": "cross_entropy", "seed": 0}
 
 SMALL = make_spec([2, 6, 6], [{"type": "conv", "filters": 3, "kernel": 3, "activation": "relu"},
                               {"type": "maxpool", "size": 2}, {"type": "flatten"},

@@ -5,6 +5,7 @@ import pytest
 
 from engine import Network
 from engine_testkit import (
+    LENET5_LAYERS,
     assert_grads_match_finite_differences,
     assert_trace_matches_torch,
     make_spec,
@@ -138,17 +139,7 @@ def test_stacked_convs_with_padding_and_stride_match_torch_and_finite_difference
 
 
 def test_lenet5_trace_matches_torch_at_float64():
-    layers = [
-        {"type": "conv", "filters": 6, "kernel": 5, "stride": 1, "padding": 2, "activation": "relu"},
-        {"type": "maxpool", "size": 2, "stride": 2},
-        {"type": "conv", "filters": 16, "kernel": 5, "stride": 1, "padding": 0, "activation": "relu"},
-        {"type": "maxpool", "size": 2, "stride": 2},
-        {"type": "flatten"},
-        {"type": "dense", "units": 120, "activation": "relu"},
-        {"type": "dense", "units": 84, "activation": "relu"},
-        {"type": "dense", "units": 10, "activation": "softmax"},
-    ]
-    spec = make_spec([1, 28, 28], layers, seed=0)
+    spec = make_spec([1, 28, 28], LENET5_LAYERS, seed=0)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(5, 1, 28, 28))
     assert_trace_matches_torch(spec, x, rng.integers(0, 10, size=5))
