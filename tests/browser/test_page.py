@@ -70,15 +70,20 @@ def assert_heatmaps_keep_their_cell_size(shown: list[dict]) -> None:
             assert abs(card["plotSize"][1] - card["designedSize"][1]) <= 1.5, card
 
 
-def settle_scroll(page) -> None:
-    """Waits until a smooth scroll (the inspector scrolls itself into view) has stopped."""
+def wait_until_still(page, position_js: str) -> None:
+    """Waits until a smooth scroll, read by `position_js`, has stopped."""
     last = None
     for _ in range(40):
-        position = page.evaluate("() => window.scrollY")
+        position = page.evaluate(position_js)
         if position == last:
             return
         last = position
         page.wait_for_timeout(80)
+
+
+def settle_scroll(page) -> None:
+    """The page's own scroll (the inspector scrolls itself into view)."""
+    wait_until_still(page, "() => window.scrollY")
 
 
 def click_cell(page, layer: int, x: int, y: int, with_result: bool = True) -> float:
@@ -581,13 +586,7 @@ SELECTION_BOX_JS = """layer => {
 
 
 def wait_for_strip_scroll(page) -> None:
-    last = None
-    for _ in range(40):
-        position = page.evaluate("() => document.getElementById('strip').scrollLeft")
-        if position == last:
-            return
-        last = position
-        page.wait_for_timeout(80)
+    wait_until_still(page, "() => document.getElementById('strip').scrollLeft")
 
 
 def assert_selection_visible(page, layer: int) -> None:
