@@ -103,11 +103,12 @@ def split_tensors(content: Any, path: str = "",
     if isinstance(content, dict):
         kept = {}
         for key, value in content.items():
-            name = f"{path}{key}"
             if isinstance(value, np.ndarray):
-                tensors[name] = _tensor(value)
+                tensors[f"{path}{key}"] = _tensor(value)
+            elif isinstance(value, (dict, list)):
+                kept[key] = split_tensors(value, f"{path}{key}.", tensors)[0]
             else:
-                kept[key] = split_tensors(value, f"{name}.", tensors)[0]
+                kept[key] = value
         return kept, tensors
     if isinstance(content, list) and any(isinstance(item, (dict, list)) for item in content):
         return [split_tensors(item, f"{path}{i}.", tensors)[0]
