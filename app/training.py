@@ -57,8 +57,12 @@ def resolve_sample(session: Session, chosen: SampleInput, label: int | None) -> 
             raise Refused(f"index {chosen.index} is out of range: the MNIST {chosen.split} split "
                           f"has {size} samples (0..{size - 1})")
         images, labels = split_arrays(chosen.split)
-        sample = Sample(images[chosen.index], int(labels[chosen.index]),
-                        {"dataset": "mnist", "split": chosen.split, "index": chosen.index})
+        source = {"dataset": "mnist", "split": chosen.split, "index": chosen.index}
+        digit = int(labels[chosen.index])
+        if label is not None and label != digit:  # a what-if: the sample traced as another digit
+            source["dataset_label"] = digit
+            digit = label
+        sample = Sample(images[chosen.index], digit, source)
     else:
         assert isinstance(chosen, PixelsInput) and label is not None
         sample = Sample(chosen.pixels[None], label, {"pixels": True})
@@ -72,18 +76,50 @@ def _network_input(session: Session, images: np.ndarray) -> np.ndarray:
     return fit_to_input(images, session.network.input_shape)
 
 
-def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray) -> Trace:
+def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray,
+                  edits: list[dict[str, Any]] | None = None) -> Trace:
     try:
-        return session.network.trace(x, y)
-    except ValueError as exc:  # the engine's input and target checks
+        return session.network.trace(x, y, edits=edits)
+    except ValueError as exc:  # the engine's input, target and edit checks
         raise Refused(str(exc)) from exc
 
 
-def trace_sample(session: Session, sample: Sample) -> dict[str, Any]:
-    rule = target_rule(session)
-    trace = _engine_trace(session, _network_input(session, sample.image[None]),
-                          rule.targets(np.array([sample.digit])))
-    return trace_json(trace, session.network, rule, label=sample.digit, source=sample.source)
+def _sample_arrays(session: Session, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one sample as the network takes them."""
+    return (_network_input(session, sample.image[None]),
+            target_rule(session).targets(np.array([sample.digit])))
+
+
+def _applied_edits(session: Session, edits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The edits with each value as the network holds it (rounded to its dtype, and written in
+    JSON as the trace's arrays of that dtype are)."""
+    dtype = session.network.dtype
+    return [dict(edit, value=dtype.type(edit["value"])) for edit in edits]
+
+
+def trace_sample(session: Session, sample: Sample,
+                 edits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The trace of one sample; with ``edits`` as if those weights had those values (the
+    session's weights are not touched: the engine edits copies)."""
+    trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
+    answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
+                        source=sample.source)
+    if edits is not None:
+        answer["edits"] = _applied_edits(session, edits)
+    return answer
+
+
+def gradcheck(session: Session, sample: Sample, of: dict[str, Any], epsilon: float,
+              edits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The engine's gradient check of one weight, bias or input value for one sample (computed
+    on copies: the session is not touched), with the sample's label and source."""
+    x, y = _sample_arrays(session, sample)
+    try:
+        answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
+    except ValueError as exc:  # a bad target, edit or epsilon, named by the engine
+        raise Refused(str(exc)) from exc
+    answer.update(label=sample.digit, source=sample.source)
+    return answer
 
 
 def _candidate_optimizer(current: Optimizer | None, options: TrainingOptions) -> Optimizer:
