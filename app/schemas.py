@@ -71,6 +71,14 @@ class PixelsInput(StrictModel):
 SampleInput = DatasetInput | PixelsInput
 
 
+class ExampleInput(StrictModel):
+    example: str = Field(max_length=64, description="an example of the session's preset (GET "
+                                                    "/api/presets lists them), with its own target")
+
+
+TracedInput = SampleInput | ExampleInput
+
+
 class _InputWithLabel(StrictModel):
     input: SampleInput | None = None
     label: Digit | None = Field(None, description="required with pixels; with a dataset sample it "
@@ -82,6 +90,8 @@ class _InputWithLabel(StrictModel):
             raise ValueError("pixels need a 'label' (the digit they show)")
         if self.input is None and self.label is not None:
             raise ValueError("'label' goes with an 'input'")
+        if isinstance(self.input, ExampleInput) and self.label is not None:
+            raise ValueError("an example brings its own target; 'label' does not apply to it")
         return self
 
 
@@ -103,7 +113,7 @@ Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
 
 
 class _WhatIf(_InputWithLabel):
-    input: SampleInput
+    input: TracedInput
     edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
                                                   "last edit of a cell wins")
 
@@ -187,11 +197,20 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ExampleOut(BaseModel):
+    name: str
+    description: str
+    input: list[Any]
+    target: list[float]
+
+
 class PresetOut(BaseModel):
     name: str
     description: str
     spec: dict[str, Any]
     positive_class: int | None
+    initial_params: list[dict[str, list[Any]]] | None
+    examples: list[ExampleOut]
 
 
 class SessionOut(BaseModel):
@@ -226,10 +245,11 @@ class LayerOut(BaseModel):
 
 class TraceOut(BaseModel):
     loss: float
-    label: int
+    label: int | None = Field(description="null for a preset's example (it has a target, "
+                                          "not a digit)")
     target: int | list[float]
     prediction: list[float]
-    predicted_class: int
+    predicted_class: int | None
     source: dict[str, Any]
     input: list[Any]
     input_grad: list[Any]
@@ -264,7 +284,7 @@ class GradcheckOut(BaseModel):
     dtype: str
     kink: KinkOut | None
     kinks: list[KinkOut]
-    label: int
+    label: int | None
     source: dict[str, Any]
 
 

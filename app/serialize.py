@@ -53,11 +53,13 @@ def trace_json(
     network: Network,
     rule: TargetRule,
     *,
-    label: int,
+    label: int | None,
     source: dict[str, Any],
+    target: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The DESIGN.md trace of sample 0 of ``trace``, plus ``target``, ``predicted_class``,
-    ``source`` and per layer ``spec`` and ``grad_a``."""
+    ``source`` and per layer ``spec`` and ``grad_a``. A sample without a digit (a preset's
+    example: ``label`` None) gives its own ``target`` and no predicted class."""
     prediction = trace.output[0]
     layers = []
     for record, (input_shape, output_shape) in zip(trace.layers, network.layer_shapes):
@@ -81,9 +83,10 @@ def trace_json(
     return {
         "loss": trace.loss,
         "label": label,
-        "target": rule.target_json(label),
+        "target": rule.target_json(label) if label is not None else target,
         "prediction": prediction,
-        "predicted_class": int(rule.predicted_class(trace.output)[0]),
+        "predicted_class": (int(rule.predicted_class(trace.output)[0]) if label is not None
+                            else None),
         "source": source,
         "input": trace.x[0],
         "input_grad": trace.input_grad[0],

@@ -22,7 +22,8 @@ from app.datasets import (
     split_size,
     training_pool,
 )
-from app.schemas import DatasetInput, PixelsInput, SampleInput, TrainingOptions
+from app.presets import PRESETS
+from app.schemas import DatasetInput, ExampleInput, PixelsInput, SampleInput, TrainingOptions
 from app.serialize import params_json, trace_json
 from app.sessions import Session
 
@@ -40,17 +41,42 @@ class Refused(Exception):
 
 @dataclass
 class Sample:
-    image: np.ndarray  # (1, 28, 28) float32 in [0, 1]
-    digit: int
+    """A digit (``image`` and ``digit``), or a preset's example: ``x`` and ``target`` already as
+    the network takes them, no digit."""
+
+    image: np.ndarray | None  # (1, 28, 28) float32 in [0, 1]
+    digit: int | None
     source: dict[str, Any]
+    x: np.ndarray | None = None  # (C, H, W)
+    target: np.ndarray | None = None  # (K,)
 
 
 def target_rule(session: Session) -> TargetRule:
     return TargetRule.for_network(session.network, session.positive_class)
 
 
-def resolve_sample(session: Session, chosen: SampleInput, label: int | None) -> Sample:
+def _example_sample(session: Session, name: str) -> Sample:
+    preset = PRESETS.get(session.preset or "")
+    example = preset.example(name) if preset is not None else None
+    if example is None:
+        offered = ", ".join(repr(e.name) for e in preset.examples) if preset is not None else ""
+        raise Refused(f"this session's network has no example {name!r}; "
+                      + (f"its preset offers {offered}" if offered else
+                         "examples come with presets that carry one (see the list of presets)"))
+    x = np.asarray(example.input, dtype=session.network.dtype)
+    if x.shape != session.network.input_shape:  # an imported session may name any preset
+        raise Refused(f"example {name!r} is a {'x'.join(map(str, x.shape))} input, but this "
+                      f"session's network takes "
+                      f"{'x'.join(map(str, session.network.input_shape))}")
+    return Sample(None, None, {"example": name, "preset": preset.name}, x=x,
+                  target=np.asarray(example.target, dtype=np.float64))
+
+
+def resolve_sample(session: Session, chosen: SampleInput | ExampleInput,
+                   label: int | None) -> Sample:
     rule = target_rule(session)
+    if isinstance(chosen, ExampleInput):
+        return _example_sample(session, chosen.example)
     if isinstance(chosen, DatasetInput):
         size = split_size(chosen.split)
         if chosen.index >= size:
@@ -85,7 +111,9 @@ def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray,
 
 
 def _sample_arrays(session: Session, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of one sample as the network takes them."""
+    """(x, y) of one sample as the network takes them, with the batch axis."""
+    if sample.x is not None:
+        return sample.x[None], sample.target[None]
     return (_network_input(session, sample.image[None]),
             target_rule(session).targets(np.array([sample.digit])))
 
@@ -103,7 +131,7 @@ def trace_sample(session: Session, sample: Sample,
     session's weights are not touched: the engine edits copies)."""
     trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
     answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
-                        source=sample.source)
+                        source=sample.source, target=sample.target)
     if edits is not None:
         answer["edits"] = _applied_edits(session, edits)
     return answer
