@@ -9,8 +9,9 @@ Two PyTorch references, both with the engine's weights:
 
 For each batch it prints, per thread count (both libraries get the same: `torch.set_num_threads(n)`
 and numpy's BLAS limited to n through threadpoolctl), the median time of ours and of each reference
-and the ratios, the page faults (minor faults, getrusage) per trace of ours, and ours on the most
-threads / ours on one thread. Every repeat runs ours, then plain, then same-work, at every thread
+and the ratios, the page faults (minor faults, getrusage) per trace of ours, at one thread also
+ours / plain in CPU time of the calling thread (steadier than wall time when other processes load
+the machine; targets are judged on wall time), and ours on the most threads / ours on one thread. Every repeat runs ours, then plain, then same-work, at every thread
 count in turn, so that load from other processes hits all of them alike. Then: the peak of numpy's
 allocations during one batch-256 trace (tracemalloc; numpy reports its array buffers to it, the
 interpreter's baseline is not included), and a per-layer profile of ours at batch 64 on one thread
@@ -152,15 +153,17 @@ def measure(batch: int, thread_counts, repeats: int, warmup: int = 3) -> dict:
             use_threads(threads)
             record = samples[threads]
             faults = minor_faults()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             trace = net.trace(x, y)
             record["ours"].append(time.perf_counter() - start)
+            record["ours cpu"].append(time.thread_time() - cpu)
             record["faults"].append(minor_faults() - faults)
             del trace
             for name, reference in (("plain", plain), ("same", same)):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 reference.trace(xt, yt)
                 record[name].append(time.perf_counter() - start)
+                record[name + " cpu"].append(time.thread_time() - cpu)
     return {t: {k: statistics.median(v) for k, v in record.items()} for t, record in samples.items()}
 
 
@@ -220,6 +223,14 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
     return rows, statistics.median(totals) * 1e3
 
 
+def cpu_ratio(result: dict, threads: int) -> str:
+    """ours / plain in this thread's CPU time: with one thread all of both libraries' work runs on
+    the calling thread, so this ratio leaves out the time either waited for a busy core."""
+    if threads != 1:
+        return "-"
+    return f"{result['ours cpu'] / result['plain cpu']:.2f}"
+
+
 def verdict(value: float, target: float | None) -> str:
     if target is None:
         return ""
@@ -243,7 +254,7 @@ def main(argv=None) -> int:
           "same = every intermediate and dL/dx kept, as ours")
     met = True
     print(f"{'batch':>5}  {'threads':>7}  {'ours ms':>8}  {'plain ms':>8}  {'ours/plain':>10}  "
-          f"{'same ms':>8}  {'ours/same':>9}  {'faults':>7}  target (ours/plain)")
+          f"{'same ms':>8}  {'ours/same':>9}  {'faults':>7}  {'cpu o/p':>7}  target (ours/plain)")
     scaling = []
     for batch in args.batches:
         repeats = args.repeats or max(10, min(200, 2000 // batch))
@@ -255,7 +266,7 @@ def main(argv=None) -> int:
             met &= target is None or ratio <= target
             print(f"{batch:>5}  {threads:>7}  {r['ours'] * 1e3:>8.3f}  {r['plain'] * 1e3:>8.3f}  {ratio:>10.2f}  "
                   f"{r['same'] * 1e3:>8.3f}  {r['ours'] / r['same']:>9.2f}  {r['faults']:>7.0f}  "
-                  f"{verdict(ratio, target)}")
+                  f"{cpu_ratio(r, threads):>7}  {verdict(ratio, target)}")
         if len(thread_counts) > 1:
             most = thread_counts[-1]
             ours = result[most]["ours"] / result[1]["ours"] if 1 in result else float("nan")
