@@ -72,22 +72,77 @@ class PixelsInput(StrictModel):
 SampleInput = DatasetInput | PixelsInput
 
 
+class ExampleInput(StrictModel):
+    example: str = Field(max_length=64, description="an example of the session's preset (GET "
+                                                    "/api/presets lists them), with its own target")
+
+
+TracedInput = SampleInput | ExampleInput
+
+
 class _InputWithLabel(StrictModel):
     input: SampleInput | None = None
-    label: Digit | None = Field(None, description="required with pixels, refused with a dataset "
-                                                  "sample (whose label is known)")
+    label: Digit | None = Field(None, description="required with pixels; with a dataset sample it "
+                                                  "replaces the sample's own label (a what-if)")
 
     @model_validator(mode="after")
     def _label_matches_input(self) -> "_InputWithLabel":
         if isinstance(self.input, PixelsInput) and self.label is None:
             raise ValueError("pixels need a 'label' (the digit they show)")
-        if not isinstance(self.input, PixelsInput) and self.label is not None:
-            raise ValueError("'label' goes with pixels; a dataset sample brings its own label")
+        if self.input is None and self.label is not None:
+            raise ValueError("'label' goes with an 'input'")
+        if isinstance(self.input, ExampleInput) and self.label is not None:
+            raise ValueError("an example brings its own target; 'label' does not apply to it")
         return self
 
 
-class TraceRequest(_InputWithLabel):
-    input: SampleInput
+MAX_EDITS = 1024
+
+
+class WeightEdit(StrictModel):
+    """One weight or bias set to a value for a what-if trace (the session keeps its own)."""
+
+    layer: int = Field(ge=0, description="index of a conv or dense layer")
+    param: Literal["W", "b"]
+    index: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, max_length=4, description="one index per axis: W (F, C, HH, WW) or "
+                                                "(units, inputs), b (F,) or (units,)")
+    value: float = Field(allow_inf_nan=False, description="rounded to the network's dtype")
+
+
+Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
+
+
+class _WhatIf(_InputWithLabel):
+    input: TracedInput
+    edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
+                                                  "last edit of a cell wins")
+
+    def edit_list(self) -> list[dict[str, Any]] | None:
+        return None if self.edits is None else [edit.model_dump() for edit in self.edits]
+
+
+class TraceRequest(_WhatIf):
+    """A trace of one sample; ``label`` and ``edits`` make it a what-if."""
+
+
+class ParameterCell(StrictModel):
+    layer: int = Field(ge=0)
+    param: Literal["W", "b"]
+    index: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=4)
+
+
+class InputCell(StrictModel):
+    input: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=3, max_length=3, description="(channel, row, column) of the network's input")
+
+
+class GradcheckRequest(_WhatIf):
+    of: ParameterCell | InputCell
+    epsilon: float = Field(1e-5, ge=1e-7, le=1e-2, allow_inf_nan=False)
+
+    def target(self) -> dict[str, Any]:
+        return self.of.model_dump()
 
 
 class TrainingOptions(StrictModel):
@@ -143,11 +198,20 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ExampleOut(BaseModel):
+    name: str
+    description: str
+    input: list[Any]
+    target: list[float]
+
+
 class PresetOut(BaseModel):
     name: str
     description: str
     spec: dict[str, Any]
     positive_class: int | None
+    initial_params: list[dict[str, list[Any]]] | None
+    examples: list[ExampleOut]
 
 
 class SessionOut(BaseModel):
@@ -196,14 +260,47 @@ class LayerOut(BaseModel):
 
 class TraceOut(BaseModel):
     loss: float
-    label: int
+    label: int | None = Field(description="null for a preset's example (it has a target, "
+                                          "not a digit)")
     target: int | list[float]
     prediction: list[float]
-    predicted_class: int
+    predicted_class: int | None
     source: dict[str, Any]
     input: list[Any]
     input_grad: list[Any]
     layers: list[LayerOut]
+    edits: list[dict[str, Any]] | None = None
+
+
+class KinkOut(BaseModel):
+    layer: int
+    name: str
+    kind: Literal["relu", "leaky_relu", "maxpool"]
+    count: int
+    index: list[int]
+    explanation: str
+    z_plus: float | None = None
+    z_minus: float | None = None
+    winner_plus: int | None = None
+    winner_minus: int | None = None
+
+
+class GradcheckOut(BaseModel):
+    of: dict[str, Any]
+    analytic: float
+    numeric: float
+    abs_error: float
+    rel_error: float
+    epsilon: float
+    loss: float
+    loss_plus: float
+    loss_minus: float
+    value: float
+    dtype: str
+    kink: KinkOut | None
+    kinks: list[KinkOut]
+    label: int | None
+    source: dict[str, Any]
 
 
 class BatchOut(BaseModel):

@@ -137,13 +137,15 @@ def trace_json(
     network: Network,
     rule: TargetRule,
     *,
-    label: int,
+    label: int | None,
     source: dict[str, Any],
+    target: np.ndarray | None = None,
     fields: Iterable[str] = LAYER_FIELDS,
 ) -> dict[str, Any]:
     """The DESIGN.md trace of sample 0 of ``trace``, plus ``target``, ``predicted_class``,
-    ``source`` and per layer ``spec`` and ``grad_a``. Per-layer arrays not in ``fields`` are
-    left out (their keys absent)."""
+    ``source`` and per layer ``spec`` and ``grad_a``. A sample without a digit (a preset's
+    example: ``label`` None) gives its own ``target`` and no predicted class. Per-layer arrays
+    not in ``fields`` are left out (their keys absent)."""
     prediction = trace.output[0]
     fields = frozenset(fields)
     layers = []
@@ -171,9 +173,10 @@ def trace_json(
     return {
         "loss": trace.loss,
         "label": label,
-        "target": rule.target_json(label),
+        "target": rule.target_json(label) if label is not None else target,
         "prediction": prediction,
-        "predicted_class": int(rule.predicted_class(trace.output)[0]),
+        "predicted_class": (int(rule.predicted_class(trace.output)[0]) if label is not None
+                            else None),
         "source": source,
         "input": trace.x[0],
         "input_grad": trace.input_grad[0],

@@ -16,6 +16,8 @@ from app.schemas import (
     ErrorOut,
     EvaluateRequest,
     EvaluationOut,
+    GradcheckOut,
+    GradcheckRequest,
     StepOut,
     StepRequest,
     TraceOut,
@@ -43,8 +45,22 @@ def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
     with locked_session(store, session_id, save=False) as session:
         check_work(session.spec, settings, batch=1, traced=1)
         sample = training.resolve_sample(session, body.input, body.label)
-        answer = training.trace_sample(session, sample, view.fields)
+        answer = training.trace_sample(session, sample, body.edit_list(), view.fields)
     return view.response(answer)
+
+
+@router.post("/gradcheck", response_model=GradcheckOut, responses=ERRORS,
+             summary="Analytic gradient of one weight, bias or input value beside a central "
+                     "difference; nothing is updated")
+def gradcheck(session_id: SessionIdPath, body: GradcheckRequest, store: StoreDep,
+              settings: SettingsDep) -> FastJSONResponse:
+    with locked_session(store, session_id, save=False) as session:
+        # a trace for the analytic value, and two forward passes for the central difference
+        check_work(session.spec, settings, batch=1, traced=1, forward_only=2)
+        sample = training.resolve_sample(session, body.input, body.label)
+        answer = training.gradcheck(session, sample, body.target(), body.epsilon,
+                                    body.edit_list())
+    return FastJSONResponse(answer)
 
 
 @router.post("/step", response_model=StepOut, responses={**ERRORS, **BINARY_ANSWER},
