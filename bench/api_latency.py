@@ -186,6 +186,7 @@ def main() -> None:
     if args.baseline:
         variants.append(Variant("before (baseline), JSON", args.baseline.resolve(), {}))
     variants += [Variant("this code, JSON", ROOT, {}),
+                 Variant("this code, safetensors, every field", ROOT, {"format": "safetensors"}),
                  Variant("this code, page: safetensors + fields", ROOT, PAGE_QUERY)]
     if args.implementations:
         variants.append(Variant("this code, page, asyncio+h11", ROOT, PAGE_QUERY, "asyncio+h11"))
