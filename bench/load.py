@@ -22,7 +22,8 @@ Request patterns (``--pattern``): ``json`` asks as an API client does (JSON, eve
 ``--baseline DIR`` (a checkout from before a change) with JSON, then this code with JSON and with
 the page's pattern -- and prints each report and the throughput ratios to the first:
 
-    python bench/load.py --students 20 --think 0 --duration 30 --compare --baseline /tmp/main
+    python bench/load.py --students 20 --think 0 --duration 20 --compare --rounds 3 \
+        --baseline /tmp/main
 """
 
 from __future__ import annotations
@@ -396,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true",
                         help="run --baseline with json, then this code with json and page")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --compare: run the three in turn this often (ABCABC...) and "
+                             "compare median throughputs, so a burst of load elsewhere on the "
+                             "machine does not decide the comparison")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if args.compare and not args.baseline:
@@ -405,21 +410,27 @@ def main(argv: list[str] | None = None) -> int:
              ("this code, page", PROJECT_ROOT, "page")] if args.compare
             else [(f"this code, {args.pattern}", PROJECT_ROOT, args.pattern)])
     reports = []
-    for label, root, pattern in runs:
-        report = run_load(students=args.students, duration=args.duration,
-                          max_requests=args.max_requests, preset=args.preset, think=args.think,
-                          mix=args.mix, pattern=pattern, root=root)
-        reports.append((label, report))
-        if args.json:
-            print(json.dumps({"run": label, **report.as_dict()}, indent=2))
-        else:
-            print(f"=== {label}\n{format_report(report)}")
-    if len(reports) > 1:
-        reference = reports[0][1].throughput
-        print("=== throughput (requests/s) and ratio to the first run")
-        for label, report in reports:
-            print(f"{label:<28}{report.throughput:8.2f}{report.throughput / reference:8.2f}x"
-                  f"   errors {len(report.errors)}")
+    for round_ in range(1, (args.rounds if args.compare else 1) + 1):
+        for label, root, pattern in runs:
+            report = run_load(students=args.students, duration=args.duration,
+                              max_requests=args.max_requests, preset=args.preset,
+                              think=args.think, mix=args.mix, pattern=pattern, root=root)
+            reports.append((label, report))
+            if args.json:
+                print(json.dumps({"run": label, "round": round_, **report.as_dict()}, indent=2))
+            else:
+                print(f"=== round {round_}: {label}\n{format_report(report)}")
+    if args.compare:
+        medians = {label: float(np.median([r.throughput for name, r in reports if name == label]))
+                   for label, _, _ in runs}
+        reference = medians[runs[0][0]]
+        print(f"=== throughput (requests/s, median of {args.rounds} round(s)) and ratio to the "
+              "first")
+        for label, _, _ in runs:
+            each = " ".join(f"{r.throughput:.1f}" for name, r in reports if name == label)
+            errors = sum(len(r.errors) for name, r in reports if name == label)
+            print(f"{label:<28}{medians[label]:8.2f}{medians[label] / reference:8.2f}x"
+                  f"   rounds: {each}   errors {errors}")
     return 0 if not any(report.errors for _, report in reports) else 1
 
 
