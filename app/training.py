@@ -125,11 +125,22 @@ def _applied_edits(session: Session, edits: list[dict[str, Any]]) -> list[dict[s
     return [dict(edit, value=dtype.type(edit["value"])) for edit in edits]
 
 
+def _refuse_non_finite(what: str, *values: Any) -> None:
+    """Edited weights can be large enough to overflow the pass; say so rather than answer NaN."""
+    if not all(np.isfinite(value).all() for value in values):
+        raise Refused(f"with these edits the {what} is not finite (the values overflow the "
+                      "network's dtype); try smaller values")
+
+
 def trace_sample(session: Session, sample: Sample,
                  edits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The trace of one sample; with ``edits`` as if those weights had those values (the
     session's weights are not touched: the engine edits copies)."""
-    trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
+    if edits:
+        _refuse_non_finite("trace", trace.loss, trace.input_grad,
+                           *(grad for record in trace.layers for grad in record.grads.values()))
     answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
                         source=sample.source, target=sample.target)
     if edits is not None:
@@ -143,9 +154,11 @@ def gradcheck(session: Session, sample: Sample, of: dict[str, Any], epsilon: flo
     on copies: the session is not touched), with the sample's label and source."""
     x, y = _sample_arrays(session, sample)
     try:
-        answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
     except ValueError as exc:  # a bad target, edit or epsilon, named by the engine
         raise Refused(str(exc)) from exc
+    _refuse_non_finite("gradient check", answer["analytic"], answer["numeric"], answer["loss"])
     answer.update(label=sample.digit, source=sample.source)
     return answer
 

@@ -226,6 +226,10 @@ BAD_BODIES = {
     "edit with a text value": ({"edits": [{"layer": 0, "param": "b", "index": [0], "value": "1"}]},
                                ["edits", "value"]),
     "edit missing its value": ({"edits": [{"layer": 0, "param": "b", "index": [0]}]}, ["edits", "value"]),
+    "edit value beyond float32": ({"edits": [{"layer": 0, "param": "b", "index": [0], "value": 1e39}]},
+                                  ["edits[0]", "float32"]),
+    "edits that overflow the pass": ({"edits": [{"layer": 0, "param": "W", "index": [f, 0, 2, 2], "value": 3e38}
+                                                for f in range(6)]}, ["not finite", "smaller"]),
     "too many edits": ({"edits": [{"layer": 0, "param": "b", "index": [0], "value": 1.0}] * 1025},
                        ["edits", "1024"]),
     "label for a pixel input left out": ({"input": {"pixels": mnist_digit()}}, ["label"]),
