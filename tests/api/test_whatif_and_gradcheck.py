@@ -295,3 +295,15 @@ def test_openapi_documents_gradcheck_and_edits(client):
     assert "edits" in schemas["TraceRequest"]["properties"]
     assert {"analytic", "numeric", "abs_error", "rel_error", "epsilon", "loss_plus", "loss_minus",
             "kink"} <= set(schemas["GradcheckOut"]["properties"])
+
+
+def test_a_step_can_apply_the_what_if_label(client, app):
+    """After "what if this digit were another?", a real step can train on it with that label."""
+    session_id = create(client)
+    digit = int(train_split()[1][7])
+    other = (digit + 1) % 10
+    answer = post(client, session_id, "step", {"batch_size": 1, "input": {"dataset": "mnist", "index": 7},
+                                               "label": other}).json()
+    assert answer["trace"]["label"] == other and answer["trace"]["source"]["dataset_label"] == digit
+    what_if = post(client, session_id, "trace", {"input": {"dataset": "mnist", "index": 7}, "label": other})
+    assert what_if.json()["loss"] < answer["loss"]  # the step moved the net towards the new label
