@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from engine.optim import MIN_ADAM_EPS
 
@@ -227,6 +228,18 @@ class SessionOut(BaseModel):
     last_used: float
 
 
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _unless_left_out(kind: Any, field: str) -> Any:
+    """A key the answer has unless ``?fields=`` leaves ``field`` out (then the key is absent,
+    never null): documented as not required, with the type it has when present."""
+    return Annotated[kind | SkipJsonSchema[None], Field(
+        None, description=f"absent when ?fields= leaves out {field!r}",
+        json_schema_extra=_drop_default)]
+
+
 class LayerOut(BaseModel):
     index: int
     name: str
@@ -234,13 +247,15 @@ class LayerOut(BaseModel):
     spec: dict[str, Any]
     input_shape: list[int]
     output_shape: list[int]
-    z: list[Any]
-    a: list[Any]
-    delta: list[Any]
-    grad_a: list[Any] | None
-    grads: dict[str, list[Any]]
-    params: dict[str, list[Any]]
-    argmax: list[Any] | None = None
+    z: _unless_left_out(list[Any], "z")
+    a: _unless_left_out(list[Any], "a")
+    delta: _unless_left_out(list[Any], "delta")
+    grad_a: Annotated[list[Any] | None, Field(
+        None, description="null on a softmax/sigmoid output fused with its loss; absent when "
+                          "?fields= leaves out 'grad_a'", json_schema_extra=_drop_default)]
+    grads: _unless_left_out(dict[str, list[Any]], "grads")
+    params: _unless_left_out(dict[str, list[Any]], "params")
+    argmax: _unless_left_out(list[Any], "argmax")
 
 
 class TraceOut(BaseModel):
@@ -288,6 +303,19 @@ class GradcheckOut(BaseModel):
     source: dict[str, Any]
 
 
+class BatchOut(BaseModel):
+    """Per sample of the mini-batch, in batch order, before the update."""
+
+    indices: list[int | None] = Field(
+        description="train-split indices; null for a given input (a drawing, an upload), "
+                    "which is sample 0")
+    labels: list[int] = Field(description="each sample's digit")
+    losses: list[float | None] = Field(description="each sample's own loss (their mean is "
+                                                   "'loss')")
+    predicted: list[int] = Field(description="each sample's predicted class (0/1 for a net "
+                                             "with one output)")
+
+
 class StepOut(BaseModel):
     step: int
     loss: float
@@ -295,12 +323,13 @@ class StepOut(BaseModel):
     batch_accuracy: float
     batch_size: int
     batch_indices: list[int | None]
+    batch: BatchOut
     optimizer: str
     learning_rate: float
     trace: TraceOut
-    params_before: list[dict[str, list[Any]]]
-    params_after: list[dict[str, list[Any]]]
-    batch_grads: list[dict[str, list[Any]]]
+    params_before: _unless_left_out(list[dict[str, list[Any]]], "params")
+    params_after: _unless_left_out(list[dict[str, list[Any]]], "params")
+    batch_grads: _unless_left_out(list[dict[str, list[Any]]], "grads")
 
 
 class HistoryOut(BaseModel):

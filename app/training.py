@@ -24,7 +24,7 @@ from app.datasets import (
 )
 from app.presets import PRESETS
 from app.schemas import DatasetInput, ExampleInput, PixelsInput, SampleInput, TrainingOptions
-from app.serialize import params_json, trace_json
+from app.serialize import LAYER_FIELDS, params_json, trace_json
 from app.sessions import Session
 
 EVALUATION_CHUNK = 100
@@ -133,16 +133,19 @@ def _refuse_non_finite(what: str, *values: Any) -> None:
 
 
 def trace_sample(session: Session, sample: Sample,
-                 edits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The trace of one sample; with ``edits`` as if those weights had those values (the
-    session's weights are not touched: the engine edits copies)."""
+                 edits: list[dict[str, Any]] | None = None,
+                 fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
+    """The trace answer of one sample, with the per-layer arrays named in ``fields``; with
+    ``edits`` as if those weights had those values (the session's weights are not touched: the
+    engine edits copies)."""
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
     if edits:
         _refuse_non_finite("trace", trace.loss, trace.input_grad,
                            *(grad for record in trace.layers for grad in record.grads.values()))
     answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
-                        source=sample.source, target=sample.target)
+                        source=sample.source, fields=fields,
+                        target=None if sample.target is None else sample.target.tolist())
     if edits is not None:
         answer["edits"] = _applied_edits(session, edits)
     return answer
@@ -220,8 +223,10 @@ def _apply_update(session: Session, optimizer: Optimizer, trace: Trace,
 
 @_divergence_is_checked
 def step(session: Session, options: TrainingOptions, first: Sample | None,
-         max_history: int) -> dict[str, Any]:
-    """One training iteration; ``first`` (if given) is the batch's first sample."""
+         max_history: int, fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
+    """One training iteration; ``first`` (if given) is the batch's first sample. ``fields``
+    limits the trace's per-layer arrays, and with ``params`` and ``grads`` the weights before
+    and after and the applied batch gradient."""
     rule = target_rule(session)
     drawn = options.batch_size - (first is not None)
     indices = _draw_batch(session, rule, drawn, session.cursor)
@@ -243,6 +248,9 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     if not math.isfinite(batch_trace.loss):
         raise _diverged("the batch loss is not finite", options)
     accuracy = float(rule.correct(batch_trace.output, digits).mean())
+    batch = {"indices": batch_indices, "labels": digits.tolist(),
+             "losses": batch_trace.sample_losses.tolist(),
+             "predicted": rule.predicted_class(batch_trace.output).tolist()}
 
     optimizer = _candidate_optimizer(session.optimizer, options)
     before = session.network.state_dict()
@@ -256,22 +264,26 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
-    return {
+    answer = {
         "step": session.step,
         "loss": batch_trace.loss,
         "loss_after": loss_after,
         "batch_accuracy": accuracy,
         "batch_size": options.batch_size,
         "batch_indices": batch_indices,
+        "batch": batch,
         "optimizer": optimizer.name,
         "learning_rate": optimizer.learning_rate,
         "trace": trace_json(first_trace, session.network, rule, label=int(digits[0]),
-                            source=first_source),
-        "params_before": [{key: before[f"{i}.{key}"] for key in layer}
-                          for i, layer in enumerate(session.network.params)],
-        "params_after": params_json(session.network.params),
-        "batch_grads": [record.grads for record in batch_trace.layers],
+                            source=first_source, fields=fields),
     }
+    if "params" in fields:
+        # the first sample was traced before the update: its params are the weights before
+        answer["params_before"] = [layer["params"] for layer in answer["trace"]["layers"]]
+        answer["params_after"] = params_json(session.network.params)
+    if "grads" in fields:
+        answer["batch_grads"] = [record.grads for record in batch_trace.layers]
+    return answer
 
 
 @_divergence_is_checked

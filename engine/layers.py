@@ -130,7 +130,8 @@ class MaxPool(Layer):
 
     def backward(self, delta, cache, params):
         x_shape, argmax = cache
-        return kernels.maxpool_backward(delta, argmax, x_shape, self.scratch), {}
+        return kernels.maxpool_backward(delta, argmax, x_shape, self.scratch,
+                                        size=self.spec["size"], stride=self.spec["stride"]), {}
 
 
 class AvgPool(Layer):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .layers import LAYER_CLASSES, Layer
-from .losses import loss_value, output_delta
+from .losses import batch_mean, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH
 from .spec import normalize_spec
 
@@ -52,6 +52,7 @@ class Trace:
     layers: list[LayerTrace]
     x: np.ndarray
     y: np.ndarray
+    sample_losses: np.ndarray | None = None  # (N,): each sample's own loss; loss is their mean
 
     @property
     def output(self) -> np.ndarray:
@@ -201,7 +202,8 @@ class Network:
             a = out
 
         last = records[-1]
-        loss = loss_value(self.loss, last.z, last.a, y)
+        per_sample = sample_losses(self.loss, last.z, last.a, y)
+        loss = batch_mean(per_sample)
         delta, grad_a = output_delta(self.loss, self.layers[-1].activation or "identity",
                                      last.z, last.a, y)
         upstream = None
@@ -215,7 +217,8 @@ class Network:
             caches[index] = None  # free the im2col matrix as soon as it is used
         SCRATCH.trim()
 
-        return Trace(loss=loss, input_grad=upstream, layers=records, x=x, y=y)
+        return Trace(loss=loss, input_grad=upstream, layers=records, x=x, y=y,
+                     sample_losses=per_sample)
 
     # --- what-if edits and gradient checks -------------------------------------------------------
 
