@@ -171,7 +171,10 @@ class TrainingOptions(StrictModel):
 
 
 class StepRequest(TrainingOptions, _InputWithLabel):
-    """One iteration; an optional ``input`` becomes the batch's first sample."""
+    """One iteration; an optional ``input`` (a digit, or a preset's example) becomes the batch's
+    first sample."""
+
+    input: TracedInput | None = None
 
 
 class TrainRequest(TrainingOptions):
@@ -309,7 +312,8 @@ class BatchOut(BaseModel):
     indices: list[int | None] = Field(
         description="train-split indices; null for a given input (a drawing, an upload), "
                     "which is sample 0")
-    labels: list[int] = Field(description="each sample's digit")
+    labels: list[int | None] = Field(description="each sample's digit; null for a preset's "
+                                                 "example (it has a target, not a digit)")
     losses: list[float | None] = Field(description="each sample's own loss (their mean is "
                                                    "'loss')")
     predicted: list[int] = Field(description="each sample's predicted class (0/1 for a net "
