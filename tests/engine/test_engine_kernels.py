@@ -383,6 +383,16 @@ def test_fast_kernels_keep_float32_as_float32(name):
     assert [o.dtype for o in outputs] == [np.float32] * len(outputs)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_dense_weight_grad_is_delta_transposed_times_input_for_any_batch(n):
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        delta, x = rng.normal(size=(n, 7)).astype(dtype), rng.normal(size=(n, 11)).astype(dtype)
+        got = kernels.dense_weight_grad(delta, x)
+        assert got.dtype == dtype and got.shape == (7, 11)
+        np.testing.assert_allclose(got, delta.astype(np.float64).T @ x.astype(np.float64), rtol=1e-5)
+
+
 def test_conv_output_size_formula():
     assert kernels.conv_output_size(28, 5, 1, 2) == 28
     assert kernels.conv_output_size(14, 5, 1, 0) == 10
