@@ -451,16 +451,31 @@ def _pool_output_size(x_shape, size, stride):
             conv_output_size(x_shape[3], size[1], stride[1], 0))
 
 
+# Max-pooling makes several passes over its input: a batch whose input is larger than this is done
+# in chunks of about this size, each of which stays in the core's L2 cache through all of them.
+POOL_CHUNK_BYTES = 2**21
+
+
 def maxpool_forward(x, size, stride, scratch: Take = fresh):
     """Fast max-pool: the maximum over the kh*kw window offsets, each a whole-map operation, then
     the winner as the first offset, in row-major window order, whose input equals that maximum (the
     notes' rule for ties). argmax is row * W + col in the input plane.
     """
     N, C, H, W = x.shape
-    (kh, kw), (sh, sw) = size, stride
     Ho, Wo = _pool_output_size(x.shape, size, stride)
-    views = [view for _, _, view in _offset_views(x, size, stride, (Ho, Wo))]
     out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    argmax = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    step = max(1, POOL_CHUNK_BYTES // max(1, C * H * W * x.itemsize))
+    for n0 in range(0, N, step):
+        _maxpool_chunk(x[n0: n0 + step], size, stride, out[n0: n0 + step], argmax[n0: n0 + step], scratch)
+    return out, argmax
+
+
+def _maxpool_chunk(x, size, stride, out, argmax, scratch: Take) -> None:
+    N, C, H, W = x.shape
+    (kh, kw), (sh, sw) = size, stride
+    Ho, Wo = out.shape[2:]
+    views = [view for _, _, view in _offset_views(x, size, stride, (Ho, Wo))]
     if len(views) == 1:
         np.copyto(out, views[0])
     else:
@@ -479,9 +494,8 @@ def maxpool_forward(x, size, stride, scratch: Take = fresh):
         winner += 1
         np.multiply(winner, missed, out=winner)
     offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s
-    argmax = np.take(offset_in_plane, winner)
+    np.take(offset_in_plane, winner, out=argmax, mode="clip")  # every number is valid; "raise" would buffer
     argmax += (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw  # the window's corner
-    return out, argmax
 
 
 def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None):
