@@ -14,7 +14,17 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def default_static_dir() -> Path:
+    """Where the page is, found from this package and never from the working directory.
+    Installed from a wheel (``pip install .``), ``static/`` is package data at ``app/static/``
+    (pyproject.toml maps it there); in a source checkout, editable installs included, it is
+    ``static/`` at the top of the repository, beside ``app/``."""
+    installed = PACKAGE_DIR / "static"
+    return installed if installed.is_dir() else PROJECT_ROOT / "static"
 
 
 class Settings(BaseSettings):
@@ -69,7 +79,7 @@ class Settings(BaseSettings):
     # Threads serving sync routes; each may hold up to 128 MB of the engine's scratch memory.
     worker_threads: int = Field(8, ge=2)
 
-    static_dir: Path = PROJECT_ROOT / "static"
+    static_dir: Path = Field(default_factory=default_static_dir)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
