@@ -34,9 +34,14 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
 
     # "sqlite" keeps sessions in data_dir/sessions.sqlite3 across restarts; "memory" forgets them
-    # when the process exits. A relative data_dir is taken from the working directory.
-    session_store: Literal["sqlite", "memory"] = "sqlite"
+    # when the process exits; "redis" keeps them in the Redis server at redis_url, shared by
+    # server processes on several hosts (needs the redis extra: pip install .[redis]).
+    # A relative data_dir is taken from the working directory.
+    session_store: Literal["sqlite", "memory", "redis"] = "sqlite"
     data_dir: Path = Path("data")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Every key this app writes starts with it: deployments sharing one Redis database differ.
+    redis_key_prefix: str = Field("cnnviz", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
     # Origins allowed to call the API from their pages (CORS), comma-separated. Empty: none.
     cors_origins: Annotated[list[str], NoDecode] = []
