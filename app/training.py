@@ -24,7 +24,7 @@ from app.datasets import (
 )
 from app.schemas import DatasetInput, PixelsInput, SampleInput, TrainingOptions
 from app.serialize import params_json, trace_json
-from app.sessions import Session
+from app.sessions import Session, TracedInput
 
 EVALUATION_CHUNK = 100
 
@@ -79,11 +79,36 @@ def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray) -> Trace:
         raise Refused(str(exc)) from exc
 
 
-def trace_sample(session: Session, sample: Sample) -> dict[str, Any]:
+def trace_sample(session: Session, sample: Sample) -> tuple[dict[str, Any], bool]:
+    """The trace answer, and whether it changed the session's remembered last input (then the
+    session is worth saving; the weights are never changed)."""
     rule = target_rule(session)
-    trace = _engine_trace(session, _network_input(session, sample.image[None]),
-                          rule.targets(np.array([sample.digit])))
-    return trace_json(trace, session.network, rule, label=sample.digit, source=sample.source)
+    x = _network_input(session, sample.image[None])
+    trace = _engine_trace(session, x, rule.targets(np.array([sample.digit])))
+    answer = trace_json(trace, session.network, rule, label=sample.digit, source=sample.source)
+    return answer, _remember_input(session, x[0], sample.digit, sample.source)
+
+
+def _remember_input(session: Session, x: np.ndarray, digit: int, source: dict[str, Any]) -> bool:
+    traced = TracedInput(x=x.copy(), digit=digit, source=dict(source))
+    if traced.same_as(session.last_input):
+        return False
+    session.last_input = traced
+    return True
+
+
+def export_input(session: Session) -> tuple[TracedInput, bool]:
+    """The input the PyTorch export runs its model on, and whether the session traced it: its
+    last traced input, or, for a session that never traced, the sample its next step would
+    trace (the first of the next batch)."""
+    if session.last_input is not None:
+        return session.last_input, True
+    rule = target_rule(session)
+    index = int(_draw_batch(session, rule, 1, session.cursor)[0])
+    images, labels = split_arrays("train")
+    x = _network_input(session, images[index][None])[0]
+    return TracedInput(x=x, digit=int(labels[index]),
+                       source={"dataset": "mnist", "split": "train", "index": index}), False
 
 
 def _candidate_optimizer(current: Optimizer | None, options: TrainingOptions) -> Optimizer:
@@ -179,6 +204,7 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
+    _remember_input(session, x[0], int(digits[0]), first_source)
     return {
         "step": session.step,
         "loss": batch_trace.loss,
