@@ -19,7 +19,9 @@ from fastapi.testclient import TestClient
 from safetensors.numpy import load as load_safetensors
 
 from app.main import create_app
+from app.pytorch_export import model_source
 from app.settings import Settings
+from app.tensor_file import encode_safetensors
 from engine import Network, SpecError
 
 from .conftest import create
@@ -82,6 +84,11 @@ def export(client, session_id: str, folder: Path) -> dict:
         assert sorted(archive.namelist()) == ["README.md", "input.safetensors", "model.py",
                                               "weights.safetensors"]
         archive.extractall(folder)
+    return run_model(folder)
+
+
+def run_model(folder: Path) -> dict:
+    """``python model.py`` in ``folder``, isolated from this project; what it printed."""
     # Not this project's environment: no PYTHONPATH, and run from the export's own folder.
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     run = subprocess.run([sys.executable, "-I", "model.py"], cwd=folder, env=env,
@@ -208,3 +215,42 @@ def test_an_unknown_export_format_is_a_422(client):
     assert client.get(f"/api/sessions/{session_id}/export?format=onnx").status_code == 422
     default = client.get(f"/api/sessions/{session_id}/export")
     assert default.status_code == 200 and default.headers["content-type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize("padding_mode,operation", [("circular", "convolution"),
+                                                    ("circular", "cross_correlation"),
+                                                    ("zeros", "convolution")])
+def test_generated_conv_options_follow_the_design_formulas(tmp_path, padding_mode, operation):
+    """The generated PyTorch code for the conv options against DESIGN.md's formula written as
+    loops (float64), independently of the engine: circular padding wraps the input around, and
+    a true convolution reads the kernel rotated by 180 degrees."""
+    rng = np.random.default_rng(0)
+    conv = {"type": "conv", "filters": 3, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 2],
+            "padding_mode": padding_mode, "operation": operation, "activation": "tanh"}
+    spec = {"input_shape": [2, 7, 7], "loss": "mse", "dtype": "float64", "layers": [
+        conv, {"type": "flatten"}, {"type": "dense", "units": 4, "activation": "identity"}]}
+    shapes = [((2, 7, 7), (3, 4, 10)), ((3, 4, 10), (120,)), ((120,), (4,))]
+    w, b = rng.normal(size=(3, 2, 3, 2)), rng.normal(size=3)
+    w_dense, b_dense = rng.normal(size=(4, 120)) * 0.1, rng.normal(size=4)
+    x, y = rng.normal(size=(2, 7, 7)), rng.normal(size=(1, 4))
+
+    x_pad = np.pad(x, ((0, 0), (1, 1), (2, 2)), mode="wrap" if padding_mode == "circular"
+                   else "constant")
+    kernel = w[:, :, ::-1, ::-1] if operation == "convolution" else w
+    z = np.empty((3, 4, 10))
+    for f in range(3):
+        for i in range(4):
+            for j in range(10):
+                z[f, i, j] = b[f] + (x_pad[:, 2 * i:2 * i + 3, j:j + 2] * kernel[f]).sum()
+    prediction = w_dense @ np.tanh(z).reshape(-1) + b_dense
+    loss = 0.5 * ((prediction - y[0]) ** 2).sum()
+
+    (tmp_path / "model.py").write_text(model_source(
+        spec, ["conv1", "flatten1", "dense1"], shapes, title="Conv options."))
+    (tmp_path / "weights.safetensors").write_bytes(encode_safetensors({
+        "conv1.weight": w, "conv1.bias": b, "dense1.weight": w_dense, "dense1.bias": b_dense}))
+    (tmp_path / "input.safetensors").write_bytes(encode_safetensors(
+        {"input": x[None], "target": y}))
+    printed = run_model(tmp_path)
+    assert printed["loss"] == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(printed["prediction"], prediction, rtol=1e-12)
