@@ -114,6 +114,11 @@ def test_installed_cnnviz_serves_the_page_from_another_folder(kind, tmp_path):
         # the package and its page come from the environment, not from any checkout
         assert app_file.is_relative_to(tmp_path / "venv"), app_file
         assert static_dir == app_file.parent / "static"
+        # `pip install .[redis]` (the deployment image) pulls in redis-py
+        requires = _run([str(bin_dir / "python"), "-c", "import importlib.metadata as m; "
+                         "print(*m.requires('cnn-backprop-viz'), sep='\\n')"],
+                        cwd=elsewhere, env=_clean_env()).stdout.splitlines()
+        assert 'redis>=5; extra == "redis"' in requires
     else:
         assert app_file == sources / "app" / "__init__.py"
         assert static_dir == sources / "static"
