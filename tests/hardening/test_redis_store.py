@@ -221,3 +221,17 @@ def test_the_memory_cap_unloads_idle_copies_here_and_loses_nothing(redis_server)
     with busy.lock, pytest.raises(StoreFull) as refused:
         store_on(redis_server, max_bytes=one // 2).add(Session.create(spec))
     assert refused.value.cap == "max_store_bytes"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_bench_load_with_two_server_processes_on_a_store_gets_no_errors(bench_load, store):
+    report = bench_load.run_load(students=4, duration=6, max_requests=1000, think=0.2,
+                                 store=store)
+    summary = bench_load.format_report(report)
+    assert report.errors == [], summary
+    counts = {kind: len(values) for kind, values in report.latencies.items()}
+    assert counts["create"] == 4 and counts["step"] > 0 and counts["trace"] > 0, counts
+    assert f"store {store}: 2 server processes" in summary
+    comparison = bench_load.format_store_comparison({store: report})
+    assert comparison.splitlines()[1].startswith(store)
