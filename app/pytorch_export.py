@@ -182,20 +182,27 @@ def weight_tensors(session: Session) -> dict[str, np.ndarray]:
     return tensors
 
 
-def input_tensors(session: Session, traced: TracedInput, target: np.ndarray) -> dict[str, np.ndarray]:
+def input_tensors(session: Session, traced: TracedInput) -> dict[str, np.ndarray]:
     """``input`` (1, C, H, W) in the network's dtype and ``target`` as the loss wants it: the class
     (int64, shape (1,)) for cross_entropy, else the target vector (1, K) in the network's dtype."""
     dtype = session.network.dtype
-    target = np.asarray(target)
+    target = traced.target[None]
     target = target.astype(np.int64) if session.spec["loss"] == "cross_entropy" \
         else target.astype(dtype)
     return {"input": traced.x[None].astype(dtype), "target": target}
 
 
-def readme(session: Session, traced: TracedInput, was_traced: bool, target: Any) -> str:
-    source = traced.source
-    where = (f"MNIST {source['split']} digit #{source['index']}" if "dataset" in source
-             else "a drawn or uploaded image")
+def _where(source: dict[str, Any]) -> str:
+    if "dataset" in source:
+        return f"MNIST {source['split']} digit #{source['index']}"
+    if "example" in source:
+        return f"the {source.get('preset')} preset's example {source['example']!r}"
+    return "a drawn or uploaded image"
+
+
+def readme(session: Session, traced: TracedInput, was_traced: bool) -> str:
+    where = _where(traced.source)
+    shows = f", the digit {traced.digit}" if traced.digit is not None else ""
     if was_traced:
         origin = f"the input of the session's last trace (or the first sample of its last step): {where}"
     else:
@@ -209,7 +216,7 @@ Exported from the CNN backprop visualizer.
 | --- | --- |
 | `model.py` | the network as one `torch.nn.Module`, written layer by layer from its spec |
 | `weights.safetensors` | its weights at step {session.step} (`<layer>.weight`, `<layer>.bias`) |
-| `input.safetensors` | `input` (1 x {"x".join(map(str, traced.x.shape))}) and `target` ({json.dumps(target)}), the digit {traced.digit} |
+| `input.safetensors` | `input` (1 x {"x".join(map(str, traced.x.shape))}) and `target` ({json.dumps(traced.target.tolist())}){shows} |
 | `README.md` | this file |
 
 The input is {origin}.
@@ -232,13 +239,12 @@ The spec it was built from:
 """
 
 
-def export_zip(session: Session, traced: TracedInput, was_traced: bool,
-               target: np.ndarray, target_json: Any) -> bytes:
+def export_zip(session: Session, traced: TracedInput, was_traced: bool) -> bytes:
     """The zip: ``model.py``, ``weights.safetensors``, ``input.safetensors``, ``README.md``."""
     network = session.network
     title = (f"The {session.preset} network" if session.preset else "A custom network") + \
         f" at training step {session.step}."
-    metadata = {"digit": str(traced.digit), "source": json.dumps(traced.source),
+    metadata = {"digit": json.dumps(traced.digit), "source": json.dumps(traced.source),
                 "traced": json.dumps(was_traced)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -246,6 +252,6 @@ def export_zip(session: Session, traced: TracedInput, was_traced: bool,
                                                    network.layer_shapes, title=title))
         archive.writestr("weights.safetensors", encode_safetensors(weight_tensors(session)))
         archive.writestr("input.safetensors",
-                         encode_safetensors(input_tensors(session, traced, target), metadata))
-        archive.writestr("README.md", readme(session, traced, was_traced, target_json))
+                         encode_safetensors(input_tensors(session, traced), metadata))
+        archive.writestr("README.md", readme(session, traced, was_traced))
     return buffer.getvalue()

@@ -8,9 +8,10 @@ Members:
 - ``net/<key>``: the arrays of ``network.state_dict()``.
 - ``opt/<n>``: the arrays (and NumPy scalars, as 0-d arrays) of the optimizer state.
 - ``history/steps``, ``history/loss``, ``history/accuracy``.
-- ``last_input/x`` (the network input of the last trace or step, C×H×W), with ``last_input``
-  (``{"digit", "source"}``) in ``meta.json``; both absent before the first trace, and in files
-  written before sessions remembered it (those still load, with no last input).
+- ``last_input/x`` (the network input of the last trace or step, C×H×W) and
+  ``last_input/target`` (its target as the loss took it), with ``last_input`` (``{"digit",
+  "source"}``) in ``meta.json``; all absent before the first trace, and in files written before
+  sessions remembered it (those still load, with no last input).
 
 Decoding a session that was encoded gives back the same values bit for bit. Anything that is not
 such a file (wrong format, truncated, foreign arrays, shapes that do not fit the spec, non-finite
@@ -51,6 +52,7 @@ def encode_session(session: Session) -> bytes:
     last_input = None
     if session.last_input is not None:
         arrays["last_input/x"] = session.last_input.x
+        arrays["last_input/target"] = session.last_input.target
         last_input = {"digit": session.last_input.digit, "source": session.last_input.source}
     meta = {
         "format": FORMAT_NAME,
@@ -196,20 +198,26 @@ def _read_history(meta: dict[str, Any], members: dict[str, np.ndarray]) -> Histo
 
 def _read_last_input(network: Network, meta: dict[str, Any],
                      members: dict[str, np.ndarray]) -> TracedInput | None:
-    described, x = meta.get("last_input"), members.get("last_input/x")
-    if described is None and x is None:
+    described = meta.get("last_input")
+    x, target = members.get("last_input/x"), members.get("last_input/target")
+    if described is None and x is None and target is None:
         return None
-    if not isinstance(described, dict) or x is None:
+    if not isinstance(described, dict) or x is None or target is None:
         raise ValueError("the session file's last input is incomplete")
     if x.shape != network.input_shape or x.dtype.kind != "f" or not np.all(np.isfinite(x)):
         raise ValueError(f"the session file's last input must be finite floats shaped "
                          f"{network.input_shape}, got {x.dtype} {x.shape}")
+    try:
+        network.check_target(target[None], 1)
+    except ValueError as exc:
+        raise ValueError(f"the session file's last input has an unusable target: {exc}") from exc
     digit, source = described.get("digit"), described.get("source")
-    if not isinstance(digit, int) or isinstance(digit, bool) or not 0 <= digit <= 9:
+    if digit is not None and (not isinstance(digit, int) or isinstance(digit, bool)
+                              or not 0 <= digit <= 9):
         raise ValueError(f"the session file's last input has no valid digit: {digit!r}")
     if not isinstance(source, dict):
         raise ValueError("the session file's last input has no valid source")
-    return TracedInput(x=x, digit=digit, source=source)
+    return TracedInput(x=x, target=target, digit=digit, source=source)
 
 
 def _restore_optimizer(

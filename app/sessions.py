@@ -66,17 +66,20 @@ class History:
 @dataclass
 class TracedInput:
     """What the session last traced (a trace, or the first sample of a step): the network input
-    ``x`` (C, H, W) exactly as traced, the digit it shows (the label its target comes from) and
-    where it came from (``{"dataset", "split", "index"}`` or ``{"pixels": True}``). The PyTorch
-    export runs its model on it."""
+    ``x`` (C, H, W) exactly as traced, its ``target`` as the loss took it (a class, 0-d int,
+    for cross_entropy; else the target vector (K,)), the digit it shows (``None`` for a preset's
+    example) and where it came from (``{"dataset", "split", "index"}``, ``{"pixels": True}`` or
+    ``{"example", "preset"}``). The PyTorch export runs its model on it."""
 
     x: np.ndarray
-    digit: int
+    target: np.ndarray
+    digit: int | None
     source: dict[str, Any]
 
     def same_as(self, other: "TracedInput | None") -> bool:
         return (other is not None and self.digit == other.digit and self.source == other.source
-                and self.x.dtype == other.x.dtype and np.array_equal(self.x, other.x))
+                and all(mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+                        for mine, theirs in ((self.x, other.x), (self.target, other.target))))
 
 
 def new_session_id() -> str:
@@ -138,7 +141,8 @@ class Session:
         return (
             self.parameter_bytes() * (1 + OPTIMIZER_BUFFERS_RESERVED)
             + HISTORY_ENTRY_BYTES * (len(self.history) + len(self.history.evaluations))
-            + (self.last_input.x.nbytes if self.last_input is not None else 0)
+            + (self.last_input.x.nbytes + self.last_input.target.nbytes
+               if self.last_input is not None else 0)
         )
 
     @property

@@ -20,6 +20,14 @@ split between them, and the figures of every store are printed side by side at t
 Targets for a classroom: zero errors, p99 under 250 ms, memory flat after warm-up. Timings depend
 on the machine and on what else runs on it, so each kind of request is also timed alone on the
 same server before the load starts, and the report gives p99 under load as a ratio of that.
+
+Request patterns (``--pattern``): ``json`` asks as an API client does (JSON, every field);
+``page`` asks as the page does (safetensors with the page's default fields,
+``serving.PAGE_QUERY``). ``--compare`` runs the same load three times in one run -- the code in
+``--baseline DIR`` (a checkout from before a change) with JSON, then this code with JSON and with
+the page's pattern -- and prints each report and the throughput ratios to the first:
+
+    python bench/load.py --students 20 --think 0 --duration 30 --compare --baseline /tmp/main
 """
 
 from __future__ import annotations
@@ -41,13 +49,20 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by the tests
-from serving import PROJECT_ROOT, RedisServer, Server, free_port  # noqa: E402,F401 (free_port: for the tests)
+from serving import (  # noqa: E402,F401 (free_port: for the tests)
+    PAGE_QUERY,
+    PROJECT_ROOT,
+    RedisServer,
+    Server,
+    free_port,
+)
 
 KINDS = ("create", "trace", "step", "upload")
 STORES = ("sqlite", "redis")
 STORE_WORKERS = 2  # server processes sharing the store when --store is given
 DEFAULT_MIX = {"trace": 4, "step": 4, "upload": 2}
 MNIST_TRAIN_SIZE = 9000
+PATTERNS = {"json": {}, "page": PAGE_QUERY}
 
 
 @dataclass
@@ -176,10 +191,10 @@ class Student(threading.Thread):
                 kind = self.rng.choices(kinds, weights)[0]
                 if kind == "trace":
                     index = self.rng.randrange(MNIST_TRAIN_SIZE)
-                    state.request(client, "trace", "POST", f"{path}/trace",
+                    state.request(client, "trace", "POST", f"{path}/trace", params=state.query,
                                   json={"input": {"dataset": "mnist", "index": index}})
                 elif kind == "step":
-                    state.request(client, "step", "POST", f"{path}/step",
+                    state.request(client, "step", "POST", f"{path}/step", params=state.query,
                                   json={"batch_size": 32, "learning_rate": 0.05,
                                         "optimizer": "sgd"})
                 else:
@@ -197,9 +212,11 @@ class Student(threading.Thread):
 class LoadRun:
     def __init__(self, url: str, *, students: int, duration: float, max_requests: int,
                  preset: str, think: float, mix: dict[str, int], request_timeout: float,
+                 query: dict[str, str] | None = None,
                  other_urls: tuple[str, ...] = ()) -> None:
         self.url = url
         self.urls = (url, *other_urls)  # students are spread over these servers
+        self.query = query or {}
         self.students = students
         self.duration = duration
         self.max_requests = max_requests
@@ -258,9 +275,9 @@ class LoadRun:
             for round_ in range(repeats + 1):
                 created = timed("create", "POST", "/api/sessions", json={"preset": self.preset})
                 path = f"/api/sessions/{created.json()['id']}"
-                timed("trace", "POST", f"{path}/trace",
+                timed("trace", "POST", f"{path}/trace", params=self.query,
                       json={"input": {"dataset": "mnist", "index": round_}})
-                timed("step", "POST", f"{path}/step", json={"batch_size": 32})
+                timed("step", "POST", f"{path}/step", params=self.query, json={"batch_size": 32})
                 timed("upload", "POST", "/api/images",
                       files={"file": ("d.png", self.pictures[round_ % len(self.pictures)],
                                       "image/png")})
@@ -302,8 +319,10 @@ class RssSampler(threading.Thread):
 def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 50_000,
              preset: str = "lenet5", think: float = 0.5, mix: dict[str, int] | None = None,
              request_timeout: float = 30.0, warmup_fraction: float = 0.2,
-             server_env: dict[str, str] | None = None, store: str | None = None) -> LoadReport:
-    """Start a server, run the load against it, stop it, and report. With ``store`` (one of
+             server_env: dict[str, str] | None = None, pattern: str = "json",
+             root: Path = PROJECT_ROOT, store: str | None = None) -> LoadReport:
+    """Start a server (of the checkout at ``root``), run the load against it with the request
+    ``pattern`` (a key of ``PATTERNS``), stop it, and report. With ``store`` (one of
     ``STORES``), ``STORE_WORKERS`` servers share that session store and the students."""
     with tempfile.TemporaryDirectory(prefix="cnnviz-load-") as data_dir, \
             contextlib.ExitStack() as redis_running:
@@ -313,7 +332,7 @@ def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 
             if store == "redis":
                 redis = redis_running.enter_context(RedisServer(Path(data_dir) / "redis"))
                 env["CNNVIZ_REDIS_URL"] = redis.url
-        servers = [Server(Path(data_dir), env)
+        servers = [Server(Path(data_dir), env, root=root)
                    for _ in range(STORE_WORKERS if store is not None else 1)]
         server = servers[0]
         for each in servers:
@@ -324,6 +343,7 @@ def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 
             load = LoadRun(server.url, students=students, duration=duration,
                            max_requests=max_requests, preset=preset, think=think,
                            mix=mix or DEFAULT_MIX, request_timeout=request_timeout,
+                           query=PATTERNS[pattern],
                            other_urls=tuple(each.url for each in servers[1:]))
             alone = load.warm_up()
             for other in servers[1:]:  # its first trace loads the MNIST sample: not under load
@@ -355,10 +375,11 @@ def format_store_comparison(reports: dict[str, LoadReport]) -> str:
     """Throughput and p99 per kind of request for each store, and each as a ratio of the first
     store's figures (measured in the same run)."""
     first = next(iter(reports.values()))
-    lines = [f"{'store':<8}{'req/s':>9}{'ratio':>7}" + "".join(
+    width = max(len("run"), *(len(label) for label in reports)) + 2
+    lines = [f"{'run':<{width}}{'req/s':>9}{'ratio':>7}" + "".join(
         f"{kind + ' p99 ms':>16}{'ratio':>7}" for kind in KINDS) + f"{'errors':>8}"]
-    for store, report in reports.items():
-        row = f"{store:<8}{report.throughput:>9.1f}"
+    for label, report in reports.items():
+        row = f"{label:<{width}}{report.throughput:>9.1f}"
         row += _cell(_ratio(report.throughput, first.throughput), 7)
         for kind in KINDS:
             p99 = report.percentile(kind, 99)
@@ -420,27 +441,50 @@ def main(argv: list[str] | None = None) -> int:
                         help="mean seconds a student waits between clicks (0: hammer)")
     parser.add_argument("--mix", type=parse_mix, default=DEFAULT_MIX,
                         help="relative weights, e.g. trace=4,step=4,upload=2")
+    parser.add_argument("--pattern", choices=sorted(PATTERNS), default="json",
+                        help="json: as an API client asks; page: as the page asks "
+                             "(safetensors, the page's default fields)")
+    parser.add_argument("--compare", action="store_true",
+                        help="run --baseline with json, then this code with json and page")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--store", action="append", choices=STORES,
                         help=f"session store to load, with {STORE_WORKERS} server processes "
                              "sharing it; repeat to compare stores in one run")
     args = parser.parse_args(argv)
-    stores = list(dict.fromkeys(args.store)) if args.store else [None]
-    reports = {}
-    for store in stores:
+    if args.compare and not args.baseline:
+        parser.error("--compare needs --baseline DIR (a checkout of the code before)")
+    if args.compare and args.store:
+        parser.error("--compare and --store are separate comparisons; give one of them")
+    if args.store:
+        runs = [(f"store {store}, {args.pattern}", PROJECT_ROOT, args.pattern, store)
+                for store in dict.fromkeys(args.store)]
+    elif args.compare:
+        runs = [("before (baseline), json", args.baseline.resolve(), "json", None),
+                ("this code, json", PROJECT_ROOT, "json", None),
+                ("this code, page", PROJECT_ROOT, "page", None)]
+    else:
+        runs = [(f"this code, {args.pattern}", PROJECT_ROOT, args.pattern, None)]
+    reports = []
+    for label, root, pattern, store in runs:
         report = run_load(students=args.students, duration=args.duration,
                           max_requests=args.max_requests, preset=args.preset, think=args.think,
-                          mix=args.mix, store=store)
-        reports[store] = report
+                          mix=args.mix, pattern=pattern, root=root, store=store)
+        reports.append((label, report))
         if args.json:
-            print(json.dumps({"store": store, **report.as_dict()}, indent=2))
+            print(json.dumps({"run": label, **report.as_dict()}, indent=2))
         else:
-            if store:
-                print(f"== store {store}")
-            print(format_report(report))
+            print(f"=== {label}\n{format_report(report)}")
+    if len(reports) > 1:
+        reference = reports[0][1].throughput
+        print("=== throughput (requests/s) and ratio to the first run")
+        for label, report in reports:
+            print(f"{label:<28}{report.throughput:8.2f}{report.throughput / reference:8.2f}x"
+                  f"   errors {len(report.errors)}")
     if args.store and not args.json:
-        print("== stores side by side", format_store_comparison(reports), sep="\n")
-    return 0 if not any(report.errors for report in reports.values()) else 1
+        print("=== stores side by side: p99 per kind of request, ratio to the first store")
+        print(format_store_comparison({label: report for label, report in reports}))
+    return 0 if not any(report.errors for _, report in reports) else 1
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import numpy as np
-
 from fastapi import APIRouter, File, HTTPException, Response, UploadFile
 
 from engine import SpecError
@@ -52,6 +50,8 @@ def _new_session(request: CreateSessionRequest, settings: Settings) -> Session:
     try:
         check_spec(spec, settings)
         session = Session.create(spec, preset=request.preset, positive_class=positive_class)
+        if request.preset is not None:
+            preset.initialize(session.network)
     except SpecError as exc:
         raise HTTPException(422, f"invalid spec: {exc}") from exc
     outputs = session.network.output_size
@@ -124,10 +124,7 @@ def export_session(session_id: SessionIdPath, store: StoreDep,
         stem = f"cnnviz-{label}-step{session.step}"
         if format == "pytorch":
             traced, was_traced = export_input(session)
-            rule = target_rule(session)
-            data = export_zip(session, traced, was_traced,
-                              rule.targets(np.array([traced.digit])),
-                              rule.target_json(traced.digit))
+            data = export_zip(session, traced, was_traced)
             name, media_type = f"{stem}-pytorch.zip", "application/zip"
         else:
             data = encode_session(session)

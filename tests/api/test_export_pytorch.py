@@ -189,8 +189,8 @@ def test_a_session_file_from_before_last_inputs_still_imports(client, tmp_path):
     client.post(f"/api/sessions/{session_id}/trace", json={"input": {"dataset": "mnist", "index": 3}})
     with np.load(io.BytesIO(client.get(f"/api/sessions/{session_id}/export").content)) as archive:
         members = {name: archive[name] for name in archive.files}
-    assert "last_input/x" in members
-    del members["last_input/x"]
+    assert "last_input/x" in members and "last_input/target" in members
+    del members["last_input/x"], members["last_input/target"]
     meta = json.loads(members["meta.json"].tobytes())
     del meta["last_input"]  # exactly what the previous version wrote
     members["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -202,6 +202,7 @@ def test_a_session_file_from_before_last_inputs_still_imports(client, tmp_path):
     assert "had not traced anything yet" in (tmp_path / "README.md").read_text()
 
     members["last_input/x"] = np.zeros((1, 5, 5), np.float32)  # wrong shape for tiny
+    members["last_input/target"] = np.array([1.0])
     meta["last_input"] = {"digit": 3, "source": {"pixels": True}}
     members["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     broken = io.BytesIO()
@@ -254,3 +255,15 @@ def test_generated_conv_options_follow_the_design_formulas(tmp_path, padding_mod
     printed = run_model(tmp_path)
     assert printed["loss"] == pytest.approx(loss, rel=1e-12)
     np.testing.assert_allclose(printed["prediction"], prediction, rtol=1e-12)
+
+
+def test_a_presets_example_traced_is_the_exported_input_with_its_own_target(client, tmp_path):
+    session_id = create(client, preset="worked")
+    trace = client.post(f"/api/sessions/{session_id}/trace",
+                        json={"input": {"example": "worked"}})
+    assert trace.status_code == 200, trace.text
+    printed = export(client, session_id, tmp_path)
+    assert_same_numbers(printed, trace.json())
+    sample = load_safetensors((tmp_path / "input.safetensors").read_bytes())
+    np.testing.assert_array_equal(sample["target"][0], np.asarray(trace.json()["target"]).ravel())
+    assert "the worked preset's example 'worked'" in (tmp_path / "README.md").read_text()
