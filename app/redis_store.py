@@ -215,8 +215,12 @@ class RedisSessionStore(SessionStore):
         data = encode_session(session)
         with self._mutex:
             version = self._versions.get(session, 0)
-            result = self._redis(self._save, keys=[self._index, self._key(session.id)],
-                                 args=[session.id, version, data, session.step, self._idle_ms])
+        # Outside the store-wide mutex, as the SQLite store's commit: Redis may sync its
+        # append-only file before answering, and other sessions' requests need not wait for it.
+        # The caller holds session.lock, so this copy's version cannot change meanwhile.
+        result = self._redis(self._save, keys=[self._index, self._key(session.id)],
+                             args=[session.id, version, data, session.step, self._idle_ms])
+        with self._mutex:
             if result >= 0:
                 self._versions[session] = result
                 self._loaded.setdefault(session.id, session)
