@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="worker processes (default: %(default)s). With the default SQLite "
                              "store the workers share sessions through the database (a step "
                              "racing another on the same session gets 409); with "
-                             "CNNVIZ_SESSION_STORE=memory each worker knows only its own sessions")
+                             "CNNVIZ_SESSION_STORE=redis so do server processes on other hosts; "
+                             "with CNNVIZ_SESSION_STORE=memory each worker knows only its own "
+                             "sessions")
     parser.add_argument("--reload", action="store_true",
                         help="restart on code changes (development; off by default)")
     parser.add_argument("--log-level", default="info",

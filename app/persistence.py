@@ -32,7 +32,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -40,7 +40,13 @@ from app.session_codec import decode_session, encode_session
 from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
-from app.store import InMemorySessionStore, SessionNotFound, SessionStore, StoreFull
+from app.store import (
+    InMemorySessionStore,
+    SessionNotFound,
+    SessionStore,
+    StoreFull,
+    too_many_sessions,
+)
 from app.training import Refused
 
 DATABASE_NAME = "sessions.sqlite3"
@@ -49,6 +55,37 @@ DATABASE_NAME = "sessions.sqlite3"
 UNLOAD_GRACE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
+
+
+def sessions_to_unload(loaded: Iterable[Session], needed: int, max_bytes: int,
+                       now: float) -> list[Session]:
+    """The least recently used idle sessions to drop from memory so that ``needed`` more bytes
+    fit ``max_bytes``; raises ``StoreFull`` when even all idle ones would not make room. Shared
+    by the stores that keep loaded copies of sessions stored elsewhere (SQLite, Redis)."""
+    loaded = list(loaded)
+    used = sum(s.memory_bytes() for s in loaded)
+    if used + needed <= max_bytes:
+        return []
+    grace = now - UNLOAD_GRACE_SECONDS
+    candidates = sorted(
+        (s for s in loaded if s.last_used < grace and not s.lock.locked()),
+        key=lambda s: s.last_used,
+    )
+    unloaded = []
+    for session in candidates:
+        if used + needed <= max_bytes:
+            break
+        used -= session.memory_bytes()
+        unloaded.append(session)
+    if used + needed > max_bytes:
+        raise StoreFull(
+            "max_store_bytes",
+            max_bytes,
+            f"this session needs {needed} bytes and {used} of the {max_bytes}-byte "
+            "session memory cap (CNNVIZ_MAX_STORE_BYTES) are held by sessions in use; "
+            "try again in a few seconds",
+        )
+    return unloaded
 
 
 class SessionConflict(Refused):
@@ -113,12 +150,7 @@ class SQLiteSessionStore(SessionStore):
             self._expire_locked()
             (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
             if stored >= self.max_sessions:
-                raise StoreFull(
-                    "max_sessions",
-                    self.max_sessions,
-                    f"the server already holds its maximum of {self.max_sessions} sessions "
-                    "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
-                )
+                raise too_many_sessions(self.max_sessions)
             self._make_room_locked(session.memory_bytes())
             with self._write_lock, self._db:
                 self._db.execute(
@@ -281,28 +313,8 @@ class SQLiteSessionStore(SessionStore):
 
     def _make_room_locked(self, needed: int) -> None:
         """Unload least recently used idle sessions until ``needed`` more bytes fit the cap."""
-        used = sum(s.memory_bytes() for s in self._loaded.values())
-        if used + needed <= self.max_bytes:
-            return
-        grace = self._clock() - UNLOAD_GRACE_SECONDS
-        candidates = sorted(
-            (s for s in self._loaded.values() if s.last_used < grace and not s.lock.locked()),
-            key=lambda s: s.last_used,
-        )
-        unloaded = []
-        for session in candidates:
-            if used + needed <= self.max_bytes:
-                break
-            used -= session.memory_bytes()
-            unloaded.append(session)
-        if used + needed > self.max_bytes:
-            raise StoreFull(
-                "max_store_bytes",
-                self.max_bytes,
-                f"this session needs {needed} bytes and {used} of the {self.max_bytes}-byte "
-                "session memory cap (CNNVIZ_MAX_STORE_BYTES) are held by sessions in use; "
-                "try again in a few seconds",
-            )
+        unloaded = sessions_to_unload(self._loaded.values(), needed, self.max_bytes,
+                                      self._clock())
         self._record_last_used_locked(unloaded)
         for session in unloaded:
             del self._loaded[session.id]
@@ -348,6 +360,12 @@ def build_store(settings: Settings) -> SessionStore:
     }
     if settings.session_store == "memory":
         return InMemorySessionStore(**caps)
+    if settings.session_store == "redis":
+        from app.redis_store import RedisSessionStore  # needs the optional redis package
+
+        return RedisSessionStore.from_url(
+            settings.redis_url, key_prefix=settings.redis_key_prefix,
+            max_file_bytes=settings.max_session_file_bytes, **caps)
     return SQLiteSessionStore(
         settings.data_dir, max_file_bytes=settings.max_session_file_bytes, **caps
     )

@@ -14,7 +14,17 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+
+
+def default_static_dir() -> Path:
+    """Where the page is, found from this package and never from the working directory.
+    Installed from a wheel (``pip install .``), ``static/`` is package data at ``app/static/``
+    (pyproject.toml maps it there); in a source checkout, editable installs included, it is
+    ``static/`` at the top of the repository, beside ``app/``."""
+    installed = PACKAGE_DIR / "static"
+    return installed if installed.is_dir() else PROJECT_ROOT / "static"
 
 
 class Settings(BaseSettings):
@@ -24,9 +34,14 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
 
     # "sqlite" keeps sessions in data_dir/sessions.sqlite3 across restarts; "memory" forgets them
-    # when the process exits. A relative data_dir is taken from the working directory.
-    session_store: Literal["sqlite", "memory"] = "sqlite"
+    # when the process exits; "redis" keeps them in the Redis server at redis_url, shared by
+    # server processes on several hosts (needs the redis extra: pip install .[redis]).
+    # A relative data_dir is taken from the working directory.
+    session_store: Literal["sqlite", "memory", "redis"] = "sqlite"
     data_dir: Path = Path("data")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Every key this app writes starts with it: deployments sharing one Redis database differ.
+    redis_key_prefix: str = Field("cnnviz", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
     # Origins allowed to call the API from their pages (CORS), comma-separated. Empty: none.
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -69,7 +84,7 @@ class Settings(BaseSettings):
     # Threads serving sync routes; each may hold up to 128 MB of the engine's scratch memory.
     worker_threads: int = Field(8, ge=2)
 
-    static_dir: Path = PROJECT_ROOT / "static"
+    static_dir: Path = Field(default_factory=default_static_dir)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -38,6 +38,16 @@ class StoreFull(Exception):
         self.limit = limit
 
 
+def too_many_sessions(limit: int) -> StoreFull:
+    """The refusal every store gives when ``max_sessions`` sessions already exist."""
+    return StoreFull(
+        "max_sessions",
+        limit,
+        f"the server already holds its maximum of {limit} sessions "
+        "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
+    )
+
+
 class SessionStore(abc.ABC):
     """Thread-safe mapping from id to ``Session`` with idle expiry and caps."""
 
@@ -100,12 +110,7 @@ class InMemorySessionStore(SessionStore):
         with self._mutex:
             self._expire_locked()
             if len(self._sessions) >= self.max_sessions:
-                raise StoreFull(
-                    "max_sessions",
-                    self.max_sessions,
-                    f"the server already holds its maximum of {self.max_sessions} sessions "
-                    "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
-                )
+                raise too_many_sessions(self.max_sessions)
             used = sum(s.memory_bytes() for s in self._sessions.values())
             needed = session.memory_bytes()
             if used + needed > self.max_bytes:

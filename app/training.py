@@ -25,7 +25,7 @@ from app.datasets import (
 from app.presets import PRESETS
 from app.schemas import DatasetInput, ExampleInput, PixelsInput, SampleInput, TrainingOptions
 from app.serialize import LAYER_FIELDS, params_json, trace_json
-from app.sessions import Session
+from app.sessions import Session, TracedInput
 
 EVALUATION_CHUNK = 100
 
@@ -134,12 +134,14 @@ def _refuse_non_finite(what: str, *values: Any) -> None:
 
 def trace_sample(session: Session, sample: Sample,
                  edits: list[dict[str, Any]] | None = None,
-                 fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
+                 fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> tuple[dict[str, Any], bool]:
     """The trace answer of one sample, with the per-layer arrays named in ``fields``; with
     ``edits`` as if those weights had those values (the session's weights are not touched: the
-    engine edits copies)."""
+    engine edits copies). Also whether it changed the session's remembered last input (then the
+    session is worth saving)."""
+    x, y = _sample_arrays(session, sample)
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
+        trace = _engine_trace(session, x, y, edits=edits)
     if edits:
         _refuse_non_finite("trace", trace.loss, trace.input_grad,
                            *(grad for record in trace.layers for grad in record.grads.values()))
@@ -148,7 +150,31 @@ def trace_sample(session: Session, sample: Sample,
                         target=None if sample.target is None else sample.target.tolist())
     if edits is not None:
         answer["edits"] = _applied_edits(session, edits)
-    return answer
+    return answer, _remember_input(session, x[0], y[0], sample.digit, sample.source)
+
+
+def _remember_input(session: Session, x: np.ndarray, target: np.ndarray, digit: int | None,
+                    source: dict[str, Any]) -> bool:
+    traced = TracedInput(x=x.copy(), target=np.array(target), digit=digit, source=dict(source))
+    if traced.same_as(session.last_input):
+        return False
+    session.last_input = traced
+    return True
+
+
+def export_input(session: Session) -> tuple[TracedInput, bool]:
+    """The input the PyTorch export runs its model on, and whether the session traced it: its
+    last traced input, or, for a session that never traced, the sample its next step would
+    trace (the first of the next batch)."""
+    if session.last_input is not None:
+        return session.last_input, True
+    rule = target_rule(session)
+    index = int(_draw_batch(session, rule, 1, session.cursor)[0])
+    images, labels = split_arrays("train")
+    digit = int(labels[index])
+    return TracedInput(x=_network_input(session, images[index][None])[0],
+                       target=rule.targets(np.array([digit]))[0], digit=digit,
+                       source={"dataset": "mnist", "split": "train", "index": index}), False
 
 
 def gradcheck(session: Session, sample: Sample, of: dict[str, Any], epsilon: float,
@@ -278,6 +304,7 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
+    _remember_input(session, x[0], y[0], int(digits[0]), first_source)
     answer = {
         "step": session.step,
         "loss": batch_trace.loss,

@@ -1,9 +1,11 @@
 """The real app under uvicorn in a child process, on a free 127.0.0.1 port: the one launcher the
-benchmarks and the tests that need a real server share."""
+benchmarks and the tests that need a real server share. ``RedisServer`` likewise starts Debian's
+``redis-server`` for the Redis session store."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,6 +91,75 @@ class Server:
         return self.log.read().decode("utf-8", "replace")
 
     def __enter__(self) -> "Server":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+class RedisServer:
+    """`with RedisServer(folder) as redis:` runs ``redis-server`` on a free 127.0.0.1 port with its
+    files in ``folder``, until the block ends; `redis.url` is the ``CNNVIZ_REDIS_URL``. With
+    ``append_only`` every write goes to the append-only file before Redis answers (as a
+    deployment should run it), so `restart()` keeps the data; without it nothing is written."""
+
+    def __init__(self, folder: Path, *, append_only: bool = True) -> None:
+        self.folder = Path(folder)
+        self.append_only = append_only
+        self.port = free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    def start(self, timeout: float = 30.0) -> None:
+        command = shutil.which("redis-server")
+        if command is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install "
+                               "redis-server; scripts/test.sh does it)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        persistence = (["--appendonly", "yes", "--appendfsync", "always"] if self.append_only
+                       else ["--appendonly", "no"])
+        self.process = subprocess.Popen(
+            [command, "--port", str(self.port), "--bind", HOST, "--dir", str(self.folder),
+             "--save", "", *persistence, "--daemonize", "no", "--protected-mode", "yes"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n"
+                                   f"{self.output()}")
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer within {timeout} s:\n{self.output()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and folder."""
+        self.stop()
+        self.start()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def __enter__(self) -> "RedisServer":
         self.start()
         return self
 

@@ -125,7 +125,8 @@ export const api = {
 
   history: (id) => request("GET", `/sessions/${encodeURIComponent(id)}/history`),
 
-  exportUrl: (id) => `${API_BASE}/sessions/${encodeURIComponent(id)}/export`,
+  exportUrl: (id, format = "session") =>
+    `${API_BASE}/sessions/${encodeURIComponent(id)}/export?format=${encodeURIComponent(format)}`,
 
   importSession: (file) => {
     const form = new FormData();

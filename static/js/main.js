@@ -112,9 +112,9 @@ class App {
       event.target.value = "";
       if (file) this.exclusive(() => this.importSession(file));
     });
-    $("export-session").addEventListener("click", () => {
-      $("export-session").download = `cnnviz-${this.session.preset || "custom"}-step${this.session.step}.npz`;
-    });
+    for (const id of ["export-session", "export-pytorch"]) {
+      $(id).addEventListener("click", () => this.nameExports());
+    }
     $("inspector-close").addEventListener("click", () => this.closeInspector());
 
     const speed = $("speed");
@@ -263,14 +263,22 @@ class App {
     $("eval-result").textContent = `Imported ${file.name}: ${session.preset || "custom network"} at step ${session.step}.`;
   }
 
+  /** Download names that say which network and step a file holds. */
+  nameExports() {
+    const stem = `cnnviz-${this.session.preset || "custom"}-step${this.session.step}`;
+    $("export-session").download = `${stem}.npz`;
+    $("export-pytorch").download = `${stem}-pytorch.zip`;
+  }
+
   async adoptSession(session, { keepSpecText = false } = {}) {
     const previous = this.session;
     this.session = session;
     $("export-session").href = api.exportUrl(session.id);
+    $("export-pytorch").href = api.exportUrl(session.id, "pytorch");
     const binary = session.positive_class !== null && session.positive_class !== undefined;
     $("positive-row").hidden = !binary;
     if (binary) $("positive-class").value = String(session.positive_class);
-    $("export-session").download = `cnnviz-${session.preset || "custom"}-step${session.step}.npz`;
+    this.nameExports();
     if (previous) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
     this.clearSpecError();
