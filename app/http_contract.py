@@ -32,7 +32,8 @@ def _error(description: str) -> dict[str, Any]:
 
 BODY_ERRORS = {
     "400": _error("the body cannot be parsed at all (malformed JSON or multipart)"),
-    "413": _error("the body is larger than the limit (CNNVIZ_MAX_BODY_BYTES)"),
+    "413": _error("the body is larger than the limit (CNNVIZ_MAX_BODY_BYTES for file uploads, "
+                  "CNNVIZ_MAX_JSON_BODY_BYTES for JSON)"),
 }
 VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong "
                           "(a list of {loc, msg, type} for schema violations)")

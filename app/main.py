@@ -32,11 +32,21 @@ from app.training import Refused
 logger = logging.getLogger("cnnviz")
 
 
+# A body can be wrong in thousands of places at once; the first few say what to fix.
+MAX_REPORTED_ERRORS = 20
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict]:
-    """Location, message and type of each problem. The offending input is left out: it can be
-    large (a whole pixel array) or not representable in JSON (NaN)."""
-    return [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""),
-             "type": error.get("type", "")} for error in exc.errors()]
+    """Location, message and type of each problem (the first ``MAX_REPORTED_ERRORS``). The
+    offending input is left out: it can be large (a whole pixel array) or not representable in
+    JSON (NaN)."""
+    errors = exc.errors()
+    reported = [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""),
+                 "type": error.get("type", "")} for error in errors[:MAX_REPORTED_ERRORS]]
+    if len(errors) > MAX_REPORTED_ERRORS:
+        reported.append({"loc": [], "type": "too_many_errors",
+                         "msg": f"and {len(errors) - MAX_REPORTED_ERRORS:,} more problems"})
+    return reported
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> FastJSONResponse:
@@ -82,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = build_store(settings)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       max_json_body_bytes=settings.max_json_body_bytes)
     install_security(app, cors_origins=settings.cors_origins)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(SessionNotFound, _on_session_not_found)

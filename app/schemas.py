@@ -52,13 +52,24 @@ class PixelsInput(StrictModel):
     pixels: list[list[float]] = Field(
         description=f"{MNIST_SIDE}x{MNIST_SIDE} grey levels in [0, 1], light digit on dark")
 
+    @field_validator("pixels", mode="before")
+    @classmethod
+    def _digit_image_shape(cls, rows: Any) -> Any:
+        """The shape first, in one error: a wrong shape (a flat list of a million numbers)
+        must not be checked, and reported, element by element."""
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise ValueError(f"pixels must be {MNIST_SIDE} rows, each a list of {MNIST_SIDE} "
+                             "numbers")
+        if len(rows) != MNIST_SIDE or any(len(row) != MNIST_SIDE for row in rows):
+            widths = sorted({len(row) for row in rows})
+            shown = ", ".join(map(str, widths[:5])) + (", ..." if len(widths) > 5 else "")
+            raise ValueError(f"pixels must be {MNIST_SIDE}x{MNIST_SIDE}; got {len(rows)} rows "
+                             f"of length {shown or 0}")
+        return rows
+
     @field_validator("pixels", mode="after")
     @classmethod
     def _digit_image(cls, rows: list[list[float]]) -> Any:
-        if len(rows) != MNIST_SIDE or any(len(row) != MNIST_SIDE for row in rows):
-            widths = sorted({len(row) for row in rows})
-            raise ValueError(f"pixels must be {MNIST_SIDE}x{MNIST_SIDE}; got {len(rows)} rows "
-                             f"of length {widths}")
         image = np.asarray(rows, dtype=np.float64)
         if not np.isfinite(image).all():
             raise ValueError("pixels must be finite numbers (no NaN or infinity)")

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_eval_samples: int = Field(1000, ge=1)
     max_mnist_page: int = Field(500, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Bodies that are not file uploads (JSON); see app.middleware.
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     max_session_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
