@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
 from app.http_contract import document_errors
+from app.limits import CapExceeded
 from app.middleware import BodySizeLimitMiddleware
 from app.persistence import build_store
 from app.routes import catalog, pages, sessions, training
@@ -63,7 +64,21 @@ async def _on_store_full(request: Request, exc: StoreFull) -> FastJSONResponse:
 
 
 async def _on_refused(request: Request, exc: Refused) -> FastJSONResponse:
-    return FastJSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    body = {"detail": exc.detail}
+    if isinstance(exc, CapExceeded):
+        body.update(cap=exc.cap, limit=exc.limit)
+    return FastJSONResponse(body, status_code=exc.status_code)
+
+
+async def _on_memory_error(request: Request, exc: MemoryError) -> FastJSONResponse:
+    """The caps count what a request allocates, so this means the machine itself is short of
+    memory (other programs, other requests); the engine's scratch was released on the way out
+    (app.deps.locked_session) and the session left as it was."""
+    logger.error("out of memory on %s %s", request.method, request.url.path)
+    return FastJSONResponse({"detail": "the server does not have enough free memory for this "
+                                       "request right now; try again later, or with a smaller "
+                                       "batch or network"},
+                            status_code=503, headers={"Retry-After": "30"})
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> FastJSONResponse:
@@ -99,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SessionNotFound, _on_session_not_found)
     app.add_exception_handler(StoreFull, _on_store_full)
     app.add_exception_handler(Refused, _on_refused)
+    app.add_exception_handler(MemoryError, _on_memory_error)
     app.add_exception_handler(Exception, _on_unexpected)
     document_errors(app)
     for module in (catalog, sessions, training, pages):
