@@ -27,6 +27,7 @@ from app.routes import catalog, pages, sessions, training
 from app.security import install_security
 from app.serialize import FastJSONResponse
 from app.settings import Settings, get_settings
+from app.storage_errors import install_storage_errors
 from app.store import SessionNotFound, StoreFull
 from app.training import Refused
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StoreFull, _on_store_full)
     app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(MemoryError, _on_memory_error)
+    install_storage_errors(app)
     app.add_exception_handler(Exception, _on_unexpected)
     document_errors(app)
     for module in (catalog, sessions, training, pages):
