@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     # Threads serving sync routes; each may hold up to 128 MB of the engine's scratch memory.
     worker_threads: int = Field(8, ge=2)
 
+    # Slow clients and open connections (app.server_protocol, used by the cnnviz command): a
+    # request's headers must arrive within header_timeout_seconds of its first byte, its body
+    # within body_timeout_seconds after them; connections beyond max_connections are closed
+    # at once (the command also raises the process's file-descriptor limit to fit them).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    max_connections: int = Field(512, ge=8)
+
     static_dir: Path = PROJECT_ROOT / "static"
 
     @field_validator("cors_origins", mode="before")

@@ -40,7 +40,8 @@ class Server:
         env = {**os.environ, "CNNVIZ_DATA_DIR": str(self.data_dir), **self.extra_env}
         env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST,
+            # the cnnviz command: uvicorn with the project's protocol guards (app/cli.py)
+            [sys.executable, "-m", "app.cli", "--host", HOST,
              "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
             cwd=PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
