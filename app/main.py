@@ -1,8 +1,10 @@
 """The ASGI application, ``app.main:app``.
 
 Every error answers JSON ``{"detail": ...}`` with a 4xx: validation problems 422, unknown
-sessions/presets 404, full store 429, oversized bodies 413. A last-resort handler turns any
-unexpected exception into a logged JSON 500 instead of a bare traceback page.
+sessions/presets 404, full store 429, oversized bodies 413, a full disk 507. A last-resort
+middleware (app/unexpected_errors.py) turns any unexpected exception into a logged JSON 500 with
+the security headers, keeping the connection open; requests under an unknown host name are
+refused (app/host_check.py).
 
 OpenAPI docs are at /docs. FastAPI's Swagger UI loads its script and CSS from a CDN; that is
 accepted for /docs only (a developer tool). The page at / needs no network.
@@ -17,8 +19,8 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.staticfiles import StaticFiles
 
+from app.host_check import HostCheckMiddleware
 from app.http_contract import document_errors
 from app.limits import CapExceeded
 from app.middleware import BodySizeLimitMiddleware
@@ -27,9 +29,11 @@ from app.routes import catalog, pages, sessions, training
 from app.security import install_security
 from app.serialize import FastJSONResponse
 from app.settings import Settings, get_settings
+from app.static_files import PageFiles
 from app.storage_errors import install_storage_errors
 from app.store import SessionNotFound, StoreFull
 from app.training import Refused
+from app.unexpected_errors import UnexpectedErrorMiddleware
 
 logger = logging.getLogger("cnnviz")
 
@@ -82,11 +86,6 @@ async def _on_memory_error(request: Request, exc: MemoryError) -> FastJSONRespon
                             status_code=503, headers={"Retry-After": "30"})
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> FastJSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return FastJSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
-
-
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Sync routes run on anyio's worker threads (40 by default). The engine keeps scratch memory
@@ -110,6 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = build_store(settings)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_json_body_bytes=settings.max_json_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(HostCheckMiddleware, configured_host=settings.host,
+                       allowed=settings.allowed_hosts)
     install_security(app, cors_origins=settings.cors_origins)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(SessionNotFound, _on_session_not_found)
@@ -117,11 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Refused, _on_refused)
     app.add_exception_handler(MemoryError, _on_memory_error)
     install_storage_errors(app)
-    app.add_exception_handler(Exception, _on_unexpected)
     document_errors(app)
     for module in (catalog, sessions, training, pages):
         app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False),
+    app.mount("/static", PageFiles(directory=settings.static_dir, check_dir=False),
               name="static")
     return app
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
 
     # Origins allowed to call the API from their pages (CORS), comma-separated. Empty: none.
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Host names the server answers to besides addresses, localhost and `host` (app.host_check),
+    # comma-separated; "*" accepts any.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
 
     # Session store: idle sessions are dropped, and the caps refuse new sessions rather than
     # evicting someone's live work.
@@ -81,7 +84,7 @@ class Settings(BaseSettings):
 
     static_dir: Path = PROJECT_ROOT / "static"
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
