@@ -19,6 +19,8 @@ three forward passes: the backward pass computes two products per forward one (d
 The engine's requests also take one of a fixed number of computation slots, so the working memory
 in flight is bounded by slots × ``max_request_bytes`` however many requests arrive at once, and a
 burst queues instead of thrashing the CPU; a request that waits too long for a slot gets a 429.
+A request waits for its session's turn before it asks for a slot, so one session holds at most
+one slot and the slots are shared fairly among sessions (``computation_slot``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from math import prod
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakValueDictionary
 
 import anyio
 from fastapi import Request
@@ -178,27 +180,56 @@ def check_work(spec: Any, settings: Settings, *, batch: int, traced: int,
                           "request -- use a smaller batch or network")
 
 
-async def computation_slot(request: Request) -> AsyncIterator[None]:
-    """A route dependency: hold one computation slot for the request (429 if none frees up).
-    Waiting happens on the event loop, so queued requests do not tie up worker threads."""
-    settings: Settings = request.app.state.settings
-    # One semaphore per event loop serving the app (a server has one; test clients may start
-    # several in turn), created inside that loop on first use.
-    by_loop = getattr(request.app.state, "computation_slots", None)
+def _per_loop(app: Any, name: str, build: Any) -> Any:
+    """One object per event loop serving the app (a server has one; test clients may start
+    several in turn), created inside that loop on first use."""
+    by_loop = getattr(app.state, name, None)
     if by_loop is None:
-        by_loop = request.app.state.computation_slots = WeakKeyDictionary()
+        by_loop = WeakKeyDictionary()
+        setattr(app.state, name, by_loop)
     loop = asyncio.get_running_loop()
-    slots = by_loop.get(loop)
-    if slots is None:
-        slots = by_loop[loop] = anyio.Semaphore(settings.max_concurrent_computations)
-    with anyio.move_on_after(settings.computation_wait_seconds) as waiting:
-        await slots.acquire()
-    if waiting.cancelled_caught:
-        raise Refused(
-            f"the server is busy: all {settings.max_concurrent_computations} of its computation "
-            f"slots stayed taken for {settings.computation_wait_seconds:g} s; try again shortly",
-            status_code=429)
+    if loop not in by_loop:
+        by_loop[loop] = build()
+    return by_loop[loop]
+
+
+async def computation_slot(request: Request) -> AsyncIterator[None]:
+    """A route dependency: wait for the session's turn, then for one computation slot, and hold
+    both for the request (429 if they do not come within the wait).
+
+    Requests on one session run one at a time anyway (the session's lock), so each session
+    queues behind its own turn first, and only the request whose turn it is competes for a slot.
+    A client that fires a hundred requests at one session therefore holds at most one slot, and
+    the slots go round the sessions in the order they asked (both queues are first come, first
+    served). Waiting happens on the event loop, so queued requests tie up no worker thread."""
+    settings: Settings = request.app.state.settings
+    slots = _per_loop(request.app, "computation_slots",
+                      lambda: anyio.Semaphore(settings.max_concurrent_computations))
+    turns: WeakValueDictionary = _per_loop(request.app, "session_turns", WeakValueDictionary)
+    session_id = request.path_params.get("session_id", "")
+    turn = turns.get(session_id)
+    if turn is None:
+        turn = turns[session_id] = anyio.Lock()
+    has_turn = has_slot = False
     try:
+        with anyio.move_on_after(settings.computation_wait_seconds):
+            await turn.acquire()
+            has_turn = True
+            await slots.acquire()
+            has_slot = True
+        if not has_turn:
+            raise Refused(
+                f"this session is still busy with earlier requests after "
+                f"{settings.computation_wait_seconds:g} s; try again when they have finished",
+                status_code=429)
+        if not has_slot:
+            raise Refused(
+                f"the server is busy: all {settings.max_concurrent_computations} of its "
+                f"computation slots stayed taken for {settings.computation_wait_seconds:g} s; "
+                "try again shortly", status_code=429)
         yield
     finally:
-        slots.release()
+        if has_slot:
+            slots.release()
+        if has_turn:
+            turn.release()
