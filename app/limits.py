@@ -41,6 +41,7 @@ from engine.memory import forward_bytes, trace_bytes
 
 from app.sessions import OPTIMIZER_BUFFERS_RESERVED
 from app.settings import Settings
+from app.store import describe_bytes
 from app.training import Refused
 
 TRACE_COST = 3  # forward + backward, in forward passes
@@ -56,14 +57,6 @@ class CapExceeded(Refused):
         self.cap = cap
         self.limit = limit
         log.info("refused a request over the cap %s (CNNVIZ_%s = %s)", cap, cap.upper(), limit)
-
-
-def describe_bytes(count: int) -> str:
-    """A byte count the way a person says it: 5.7 GB, 256 MB, 12 kB."""
-    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if count >= size:
-            return f"{count / size:.3g} {unit}"
-    return f"{count} bytes"
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,13 @@ class Settings(BaseSettings):
     # comma-separated; "*" accepts any.
     allowed_hosts: Annotated[list[str], NoDecode] = []
 
-    # Session store: idle sessions are dropped, and the caps refuse new sessions rather than
-    # evicting someone's live work.
+    # Session store: idle sessions are dropped; at a cap, a session idle for a while makes room,
+    # and only sessions in recent use make a new one wait.
     max_sessions: int = Field(64, ge=1)
     max_store_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     session_idle_seconds: float = Field(3600.0, gt=0)
+    # When a cap is reached, the least recently used session idle this long makes room.
+    session_evict_idle_seconds: float = Field(600.0, gt=0)
     max_history: int = Field(100_000, ge=10)
 
     # Request bounds.

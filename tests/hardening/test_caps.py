@@ -153,7 +153,7 @@ def test_session_count_cap_answers_429_naming_it(make_client):
         assert client.post("/api/sessions", json={"preset": "tiny"}).status_code == 201
     response = client.post("/api/sessions", json={"preset": "tiny"})
     assert response.status_code == 429
-    assert response.json()["cap"] == "max_sessions" and "CNNVIZ_MAX_SESSIONS" in response.json()["detail"]
+    assert response.json()["cap"] == "max_sessions" and "maximum of 2" in response.json()["detail"]
 
 
 def test_total_session_memory_cap_with_the_memory_store_answers_429(make_client):
