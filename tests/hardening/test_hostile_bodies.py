@@ -82,9 +82,9 @@ def test_a_wrong_pixel_shape_is_one_short_error(make_client, pixels):
 def test_a_body_wrong_in_many_places_reports_a_bounded_list(make_client):
     client = make_client()
     session_id = _tiny_session(client)
-    rows = [["x"] * 28 for _ in range(28)]  # 784 bad elements
+    unknown = {f"field{i}": i for i in range(500)}  # 500 keys the body may not have
     response = client.post(f"/api/sessions/{session_id}/trace",
-                           json={"input": {"pixels": rows}, "label": 3})
+                           json={"input": {"dataset": "mnist", "index": 0}, **unknown})
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert len(detail) == MAX_REPORTED_ERRORS + 1
