@@ -2,7 +2,7 @@
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
 import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
-import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS } from "./config.js";
+import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS } from "./config.js";
 import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
@@ -40,6 +40,7 @@ class App {
     this.queue = Promise.resolve();
     this.history = emptyHistory();
     this.inspected = null;
+    this.chartsDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
     this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
     this.inputs = new InputPanel({
@@ -491,6 +492,10 @@ class App {
         }
       } finally {
         this.playing = false;
+        if (this.record && this.chartsDrawnFor !== this.record.id) {
+          this.chartsDrawnFor = this.record.id;
+          await this.drawCharts(this.record, false);
+        }
       }
     });
   }
@@ -592,8 +597,12 @@ class App {
       gradients: this.gradients,
     });
     if (!complete) return;
-    if (this.chartsDrawnFor !== this.record.id) {
+    // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS.
+    const chartsWait = this.playing && SPEEDS[this.speedIndex].ms === 0 && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
+    const chartsDrawn = this.chartsDrawnFor !== this.record.id && !chartsWait;
+    if (chartsDrawn) {
       this.chartsDrawnFor = this.record.id;
+      this.chartsDrawnAt = performance.now();
       const charts = this.drawCharts(this.record, spread).catch((error) => this.showError(error));
       if (!spread) await charts;
     }
@@ -606,6 +615,7 @@ class App {
         total: finished - this.pendingTiming.clicked,
         api: this.pendingTiming.answered - this.pendingTiming.clicked,
         render: finished - this.pendingTiming.answered,
+        charts: chartsDrawn,
       });
       this.pendingTiming = null;
     }

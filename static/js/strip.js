@@ -246,9 +246,11 @@ export class Strip {
     let width = 1;
     let height = 1;
     const signature = [];
+    const order = [];
     for (const card of this.cards.values()) {
       const box = boxes.get(card.index);
       if (!box) continue;
+      order.push(card.index);
       const model = card.model;
       const opacity = card.element.dataset.state === "pending" ? PENDING_MAP_OPACITY : 1;
       data.push({
@@ -286,6 +288,7 @@ export class Strip {
     const key = signature.join(",");
     if (key === this.drawnFigure) return Promise.resolve();
     this.drawnFigure = key;
+    this.figureOrder = order;
     this.figure.style.width = `${width}px`;
     this.figure.style.height = `${height}px`;
     const layout = {
@@ -473,6 +476,15 @@ export class Strip {
     const model = card.model;
     const k = flatIndexAt(model, x, y);
     return { x: box.left + FIGURE_MARGIN.l + (x + 0.5) * model.cellW, y: box.top + FIGURE_MARGIN.t + (y + 0.5) * model.cellH, value: k < 0 ? null : model.data[k] };
+  }
+
+  // Page box of the image Plotly drew for a card.
+  imageBox(index) {
+    const n = (this.figureOrder || []).indexOf(index);
+    const image = n < 0 ? null : this.figure.querySelectorAll("image")[n];
+    if (!image) return null;
+    const box = image.getBoundingClientRect();
+    return { left: box.left, top: box.top, width: box.width, height: box.height };
   }
 
   // Page box of a card's first outline in `color` (the clicked cell's, by default).
