@@ -494,7 +494,7 @@ class App {
         this.playing = false;
         if (this.record && this.chartsDrawnFor !== this.record.id) {
           this.chartsDrawnFor = this.record.id;
-          await this.drawCharts(this.record, false);
+          this.drawCharts(this.record, true).catch((error) => this.showError(error));
         }
       }
     });
@@ -597,28 +597,31 @@ class App {
       gradients: this.gradients,
     });
     if (!complete) return;
-    // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS.
-    const chartsWait = this.playing && SPEEDS[this.speedIndex].ms === 0 && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
-    const chartsDrawn = this.chartsDrawnFor !== this.record.id && !chartsWait;
-    if (chartsDrawn) {
+    // Every map is drawn: the Step's timing stops here; the charts follow, one per frame.
+    const timing = this.pendingTiming;
+    this.pendingTiming = null;
+    if (timing) {
+      performance.mark("cnnviz:step-rendered");
+      const finished = performance.now();
+      timing.entry = { total: finished - timing.clicked, api: timing.answered - timing.clicked, render: finished - timing.answered, charts: null };
+      probe.stepTimings.push(timing.entry);
+    }
+    // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS
+    // (without waiting for them: the next step is already on its way).
+    const live = this.playing && SPEEDS[this.speedIndex].ms === 0;
+    const chartsWait = live && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
+    if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
       this.chartsDrawnFor = this.record.id;
       this.chartsDrawnAt = performance.now();
-      const charts = this.drawCharts(this.record, spread).catch((error) => this.showError(error));
-      if (!spread) await charts;
+      const charts = this.drawCharts(this.record, true)
+        .then(() => {
+          if (timing) timing.entry.charts = performance.now() - timing.clicked;
+        })
+        .catch((error) => this.showError(error));
+      if (!spread && !live) await charts;
     }
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
-    if (this.pendingTiming) {
-      performance.mark("cnnviz:step-rendered");
-      const finished = performance.now();
-      probe.stepTimings.push({
-        total: finished - this.pendingTiming.clicked,
-        api: this.pendingTiming.answered - this.pendingTiming.clicked,
-        render: finished - this.pendingTiming.answered,
-        charts: chartsDrawn,
-      });
-      this.pendingTiming = null;
-    }
     probe.renders += 1;
   }
 

@@ -421,9 +421,11 @@ def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screensho
     page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('tiny')")
     page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 5")
     set_view(page, "z")
-    texts = page.evaluate("document.querySelector('.strip-figure').data.filter(t => t.mode === 'text').flatMap(t => t.text)")
+    texts = page.evaluate("window.cnnviz.app.strip.cards.get(0).picture.texts.text")
     z = page.evaluate("window.cnnviz.app.record.trace.layers[0].z")
     assert sorted(texts) == sorted(f"{v:.2f}" for m in z for row in m for v in row)  # 2 maps of 4x4: values printed in the cells
+    drawn = page.evaluate("document.querySelector('.strip-figure').data.filter(t => t.mode === 'text').flatMap(t => t.text)")
+    assert set(texts) <= set(drawn)  # in the figure's text layer
     click_cell(page, 0, 1, 2)
     assert_result_matches(page)
     assert "9 terms" in page.inner_text("#inspector")
