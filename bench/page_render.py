@@ -6,8 +6,9 @@ For LeNet-5 at 1280x800, from one run, it prints:
   the charts (prediction, saliency, curves) are drawn too, one per frame after the maps;
 - the step request alone, in the same run and browser: the very request the page made for that
   Step (same query, same body), fetched and decoded by the page's own `api.step`; and the ratio;
-- the step answer's bytes, for the view used above and for the default view ("follow", which
-  animates through the update and so needs weights and gradients);
+- the step answer's bytes: a Step (which carries every array: its timeline and inspector need
+  them) with view a and with the default view ("follow"), and a step of live training (only the
+  shown view's arrays; "follow" shows activations);
 - Play at the fastest speed ("live"): steps per second with every map drawn (the charts are
   redrawn at most 5 times a second while playing), the longest task while playing
   (PerformanceObserver 'longtask', which reports tasks over 50 ms), and how long Pause takes
@@ -155,12 +156,14 @@ def run(page, args) -> None:
     page.wait_for_timeout(args.seconds * 1000)
     drawn = page.evaluate("() => window.cnnviz.stepTimings.length") - before
     pause_ms = page.evaluate(PAUSE_JS)
+    live_bytes = page.evaluate(STEP_BYTES_JS)
     longtasks = page.evaluate("() => window.__longtasks")
     longest = max(longtasks) if longtasks else 0.0
     print(f"Play at the fastest speed ({args.seconds:.0f} s, default view):")
     print(f"  steps per second, every map drawn   : {drawn / args.seconds:7.1f}      (target >= 10: {'met' if drawn / args.seconds >= 10 else 'MISSED'})")
     print(f"  longest task while playing          : {longest:7.1f} ms   ({len(longtasks)} tasks over 50 ms; target none)")
     print(f"  Pause -> Play pressable again       : {pause_ms:7.1f} ms   (target <= 200 ms: {'met' if pause_ms <= 200 else 'MISSED'})")
+    print(f"  step answer while playing           : {live_bytes['bytes'] / 1024:7.1f} KB   {live_bytes['url']}")
 
     normal = speed_index(page, "normal")
     set_range(page, "#speed", normal)
