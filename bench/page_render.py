@@ -76,7 +76,9 @@ PAUSE_JS = """async () => {
   const started = performance.now();
   document.getElementById('btn-pause').click();
   while (document.getElementById('btn-play').disabled) await new Promise(r => setTimeout(r, 2));
-  return performance.now() - started;
+  const pressable = performance.now() - started;
+  while (window.cnnviz.app.actionRunning) await new Promise(r => setTimeout(r, 2));
+  return {pressable, landed: performance.now() - started};
 }"""
 
 
@@ -162,7 +164,8 @@ def run(page, args) -> None:
     print(f"Play at the fastest speed ({args.seconds:.0f} s, default view):")
     print(f"  steps per second, every map drawn   : {drawn / args.seconds:7.1f}      (target >= 10: {'met' if drawn / args.seconds >= 10 else 'MISSED'})")
     print(f"  longest task while playing          : {longest:7.1f} ms   ({len(longtasks)} tasks over 50 ms; target none)")
-    print(f"  Pause -> Play pressable again       : {pause_ms:7.1f} ms   (target <= 200 ms: {'met' if pause_ms <= 200 else 'MISSED'})")
+    print(f"  Pause -> Play pressable again       : {pause_ms['pressable']:7.1f} ms   (target <= 200 ms: {'met' if pause_ms['pressable'] <= 200 else 'MISSED'})")
+    print(f"  Pause -> the step in flight drawn   : {pause_ms['landed']:7.1f} ms   (no step starts after Pause)")
     print(f"  step answer while playing           : {live_bytes['bytes'] / 1024:7.1f} KB   {live_bytes['url']}")
 
     normal = speed_index(page, "normal")

@@ -241,7 +241,9 @@ class App {
   }
 
   updateButtons() {
-    const busy = this.actionRunning && !this.playing;
+    // A paused Play only lets its step in flight land: the controls are free at once (what is
+    // pressed next runs after that step).
+    const busy = this.actionRunning && !this.playing && !this.stoppingPlay;
     for (const id of ["btn-forward", "btn-backward", "btn-update", "btn-step", "btn-reset", "train", "evaluate", "apply-spec", "build-preset"]) {
       $(id).disabled = busy || this.playing || !this.session;
     }
@@ -492,6 +494,7 @@ class App {
         }
       } finally {
         this.playing = false;
+        this.stoppingPlay = false;
         if (this.record && this.chartsDrawnFor !== this.record.id) {
           this.chartsDrawnFor = this.record.id;
           this.drawCharts(this.record, true).catch((error) => this.showError(error));
@@ -506,6 +509,7 @@ class App {
       return;
     }
     this.playing = false;
+    this.stoppingPlay = true;
     this.stopAnimation();
   }
 

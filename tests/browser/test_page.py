@@ -404,7 +404,8 @@ def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot)
     page.get_by_role("button", name="Play", exact=True).click()
     page.wait_for_function(f"() => ({drawn_points})() >= 3", timeout=60_000)
     page.get_by_role("button", name="Pause", exact=True).click()
-    page.wait_for_function("() => !document.getElementById('btn-play').disabled")
+    page.wait_for_function("() => !document.getElementById('btn-play').disabled")  # at once
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")  # the step in flight has landed
     steps = page.evaluate(drawn_points)
     assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == steps
     page.wait_for_timeout(1500)

@@ -137,7 +137,8 @@ def test_live_training_draws_every_step_with_only_the_shown_fields_and_pauses(op
     page.wait_for_function("n => window.cnnviz.stepTimings.length >= n + 4", arg=start, timeout=60_000)
     assert page.evaluate("() => window.cnnviz.lastStepRequest.fields") == ["a", "argmax"]
     page.get_by_role("button", name="Pause", exact=True).click()
-    page.wait_for_function("() => !document.getElementById('btn-play').disabled")
+    page.wait_for_function("() => !document.getElementById('btn-play').disabled")  # at once
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")  # the step in flight has landed
     step = page.evaluate("() => window.cnnviz.app.session.step")
     drawn = page.evaluate("() => window.cnnviz.stepTimings.length")
     assert drawn - start == step  # every step of the run was drawn
