@@ -462,6 +462,26 @@ function softmaxStory(layer, k) {
   };
 }
 
+// When the page shows the gradient the update applied (context.gradients "batch"), that mean
+// over the mini-batch comes first, next to this image's own; the sum of products below it is
+// this image's own, one of the batch's terms.
+function withBatchMean(record, index, param, key, own, context) {
+  const mean = context.gradients === "batch" && record.step && paramsOfLayer(record.step.batch_grads, index);
+  if (!mean) return [own];
+  const at = (array) => key.reduce((node, k) => node[k], array);
+  const name = `d${param}${idx(...key)}`;
+  const n = record.step.batch_size;
+  const section = {
+    heading: `${record.trace.layers[index].name}: ${name} applied by the update = the mean over the batch of ${n}`,
+    explanation: `The optimizer applies the mean of the ${n} samples' gradients (the strip shows it). The sum below is this image's own ${name}, one of the ${n} terms of that mean.`,
+    values: [
+      { label: `${name}, batch mean (applied)`, value: at(mean[param]) },
+      { label: `${name}, this image only`, value: own.result.engine },
+    ],
+  };
+  return [section, own];
+}
+
 // The inspector's story for a clicked cell: a list of sections.
 export function explainCell(record, index, view, cell, context = {}) {
   const trace = record.trace;
@@ -501,11 +521,12 @@ export function explainCell(record, index, view, cell, context = {}) {
     }
     case "delta":
       return [deltaExplanation(trace, index, element, context)];
-    case "dW":
-      if (layer.type === "conv") return [convWeightGrad(trace, index, cell.f, cell.c, cell.r, cell.s)];
-      return [denseWeightGrad(trace, index, cell.u, cell.k)];
+    case "dW": {
+      const own = layer.type === "conv" ? convWeightGrad(trace, index, cell.f, cell.c, cell.r, cell.s) : denseWeightGrad(trace, index, cell.u, cell.k);
+      return withBatchMean(record, index, "W", cell.f !== undefined ? [cell.f, cell.c, cell.r, cell.s] : [cell.u, cell.k], own, context);
+    }
     case "db":
-      return [biasGrad(trace, index, cell.k)];
+      return withBatchMean(record, index, "b", [cell.k], biasGrad(trace, index, cell.k), context);
     default:
       return [weightStory(record, index, cell, view)];
   }
