@@ -94,6 +94,8 @@ function renderGrid(grid) {
   let maxAbs = 0;
   for (const line of grid.cells) for (const c of line) maxAbs = Math.max(maxAbs, Math.abs(c.v));
   const table = el("table", { className: `mini-grid bw-grid${withText ? "" : " compact"}`, "data-role": grid.role, "aria-label": grid.caption });
+  // A large grid is drawn about 110 px wide, so three of them fit side by side.
+  if (!withText) table.style.setProperty("--cell", `${Math.max(3, Math.min(9, Math.floor(110 / Math.max(rows, cols))))}px`);
   for (const line of grid.cells) {
     const tr = el("tr");
     for (const c of line) {

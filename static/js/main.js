@@ -9,6 +9,7 @@ import { Strip } from "./strip.js";
 import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./charts.js";
 import { explainCell } from "./arithmetic.js";
 import { renderInspector } from "./inspector.js";
+import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./whatif.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
@@ -377,6 +378,8 @@ class App {
     this.labelTimeline();
     this.strip.build(trace);
     this.closeInspector();
+    this.whatIf = null;
+    hideWhatIfBanner();
   }
 
   // The charts of a new record, drawn once, after its strip. While animating, one chart per
@@ -625,6 +628,7 @@ class App {
     const name = index === INPUT_LAYER ? "input x" : this.record.trace.layers[index].name;
     const where = cell.f !== undefined ? `[${cell.f},${cell.c},${cell.r},${cell.s}]` : cell.u !== undefined ? `[${cell.u},${cell.k}]` : cell.k !== undefined ? `[${cell.k}]` : `[${cell.map},${cell.i},${cell.j}]`;
     renderInspector($("inspector"), `${name} · ${view} ${where}`, sections);
+    attachExperiments($("inspector"), this.experimentContext(index, view, cell));
     $("inspector").hidden = false;
     document.body.classList.add("inspecting");
     this.inspected = { index, view, cell };
@@ -653,6 +657,37 @@ class App {
       marks.push({ index: index - 1, views: ["a", "z", "delta"], cells: [{ map: cell.map, i: first.row, j: first.col, h: window.kernel[0], w: window.kernel[1] }], color: COLORS.winner });
     }
     return marks;
+  }
+
+  // --- what-if traces and gradient checks (issue 9): the session is never changed ----------
+
+  experimentContext(index, view, cell) {
+    return {
+      record: this.record,
+      index,
+      view,
+      cell,
+      sessionId: this.session.id,
+      input: this.inputs.current,
+      whatIf: this.whatIf,
+      onShow: (trace, change, description, baseTrace) => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell }),
+      onClear: () => this.clearWhatIf().catch((error) => this.showError(error)),
+    };
+  }
+
+  async showWhatIf(trace, change, description, baseTrace, inspected) {
+    this.stopAnimation();
+    this.setRecord(trace, null);
+    this.whatIf = { change, description, baseTrace };
+    showWhatIfBanner(description, () => this.clearWhatIf().catch((error) => this.showError(error)));
+    await this.showPhase(this.phases.length - 1);
+    this.inspect(inspected.index, inspected.view, inspected.cell);
+  }
+
+  async clearWhatIf() {
+    hideWhatIfBanner();
+    this.whatIf = null;
+    if (this.inputs.current) await this.traceInput(this.inputs.current);
   }
 
   closeInspector() {

@@ -88,3 +88,68 @@ def test_maxpool1_delta_cell_shows_the_delta_window_and_rotated_kernel_summing_t
     inspector_width_fits(page)
     shoot(page, screenshot, "p9-maxpool1-delta")
     assert problems.messages == []
+
+
+def test_conv1_dw_cell_shows_the_shifted_input_beside_the_delta_map_summing_to_the_engine(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "dW")
+    click_cell(page, 0, 3, 2)  # conv1 dW[0, 0, 2, 3]
+    title = page.inner_text("[data-role=inspector-title]")
+    f, c, r, s = (int(v) for v in title[title.index("[") + 1:title.index("]")].split(","))
+    inputs, = grids(page, "bw-dw-input")
+    deltas, = grids(page, "bw-dw-delta")
+    products, = grids(page, "bw-products")
+    assert len(inputs) == len(deltas) == len(products) == 28 and len(inputs[0]) == 28
+    trace = page.evaluate("() => { const t = window.cnnviz.app.record.trace; return {x: t.input, delta: t.layers[0].delta}; }")
+    x = trace["x"][0] if len(trace["x"]) == 1 else trace["x"]
+    # The input grid is the padded input shifted by (r, s): cell (i, j) is x[i + r - 2][j + s - 2].
+    for i in (0, 13, 27):
+        for j in (0, 14, 27):
+            row, col = i + r - 2, j + s - 2
+            expected = x[row][col] if 0 <= row < 28 and 0 <= col < 28 else 0.0
+            assert inputs[i][j] == pytest.approx(expected, abs=1e-7)
+            assert deltas[i][j] == pytest.approx(trace["delta"][f][i][j], rel=1e-6, abs=1e-12)
+    for xv, d, p in zip(flat(inputs), flat(deltas), flat(products)):
+        assert math.isclose(xv * d, p, rel_tol=1e-6, abs_tol=1e-12)
+    total = sum(flat(products))
+    engine = engine_value(page)
+    assert math.isclose(total, engine, rel_tol=1e-4, abs_tol=1e-7), (total, engine)
+    assert_result_matches(page)
+    # After a step the update's gradient is the mini-batch mean; it is shown, and labelled.
+    batch = page.locator("#inspector [data-role=batch-gradient]")
+    assert "mini-batch mean" in batch.inner_text()
+    batch_grads = page.evaluate("() => window.cnnviz.app.record.step.batch_grads[0].W")
+    assert float(batch.get_attribute("data-value")) == pytest.approx(batch_grads[f][c][r][s], rel=1e-6)
+    # The term table lists non-zero terms only, largest first, with the zeros counted.
+    summary = page.inner_text("#inspector .inspector-terms summary")
+    assert summary.startswith("784 terms") and "exactly 0" in summary
+    shown = page.eval_on_selector_all("#inspector [data-role=terms-table] tbody tr td:last-child", "ts => ts.map(t => t.textContent)")
+    assert 0 < len(shown) <= 12
+    assert "0" not in shown
+    inspector_width_fits(page)
+    shoot(page, screenshot, "p9-conv1-dW")
+    set_view(page, "db")
+    click_cell(page, 0, 0, 1)
+    assert_result_matches(page)
+    assert sum(flat(grids(page, "bw-bias-delta")[0])) == pytest.approx(engine_value(page), rel=1e-4, abs=1e-7)
+    shoot(page, screenshot, "p9-conv1-db")
+    assert problems.messages == []
+
+
+def test_phone_width_inspector_pictures_fit(open_page, screenshot):
+    page, problems = open_page(390, 800)
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "delta")
+    click_cell(page, 1, 6, 5)
+    assert len(grids(page, "bw-delta-window")) == 16
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.locator("#inspector").scroll_into_view_if_needed()
+    page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-maxpool1-delta").with_name("p9-phone-maxpool1-delta-inspector.png")))
+    set_view(page, "dW")
+    click_cell(page, 0, 3, 2)
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-conv1-dW").with_name("p9-phone-conv1-dW-inspector.png")))
+    assert problems.messages == []
