@@ -153,3 +153,142 @@ def test_phone_width_inspector_pictures_fit(open_page, screenshot):
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-conv1-dW").with_name("p9-phone-conv1-dW-inspector.png")))
     assert problems.messages == []
+
+
+# Circular padding wider than the kernel, a true convolution with stride and an asymmetric
+# kernel, both at once, then zero padding wider than the kernel.
+CONV_OPTIONS_SPEC = """{"input_shape": [1, 28, 28], "layers": [
+  {"type": "conv", "filters": 2, "kernel": 3, "stride": 1, "padding": 2, "padding_mode": "circular", "activation": "tanh"},
+  {"type": "conv", "filters": 3, "kernel": [2, 4], "stride": 2, "padding": [1, 1], "operation": "convolution", "activation": "relu"},
+  {"type": "conv", "filters": 2, "kernel": 2, "stride": 1, "padding": 3, "padding_mode": "circular", "operation": "convolution", "activation": "leaky_relu"},
+  {"type": "conv", "filters": 2, "kernel": 2, "stride": 1, "padding": 3, "activation": "sigmoid"},
+  {"type": "flatten"},
+  {"type": "dense", "units": 10, "activation": "softmax"}],
+ "loss": "cross_entropy", "seed": 1}"""
+
+
+def apply_spec(page, spec: str, cards_count: int) -> None:
+    page.locator("#spec-details > summary").click()
+    page.fill("#spec-editor", spec)
+    page.get_by_role("button", name="Apply JSON").click()
+    page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('custom')")
+    page.wait_for_function("n => document.querySelectorAll('.layer-card').length === n", arg=cards_count)
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+
+
+def test_circular_padding_and_true_convolution_are_shown_and_sum_to_the_engine(open_page, screenshot):
+    page, problems = open_page()
+    apply_spec(page, CONV_OPTIONS_SPEC, 7)
+    set_view(page, "z")
+    click_cell(page, 0, 0, 0)  # conv1 (circular, pad 2): the window wraps around the corner
+    assert_result_matches(page)
+    assert page.locator("#inspector .patch-grid td.wrap").count() == 8  # 2 rows + 2 columns of a 3×3 wrap
+    assert "circular padding" in page.inner_text("#inspector")
+    shoot(page, screenshot, "p9-circular-forward")
+    click_cell(page, 1, 0, 0)  # conv2, the true convolution: the kernel is shown rotated
+    assert_result_matches(page)
+    assert "rotated 180°" in page.inner_text("#inspector .patch-grid")
+    shoot(page, screenshot, "p9-convolution-forward")
+    set_view(page, "delta")
+    for layer, x, y in ((1, 3, 4), (0, 0, 0), (0, 29, 29), (2, 5, 5), (-1, 0, 0)):
+        click_cell(page, layer, x, y)
+        for result in page.locator("#inspector [data-role=inspector-result]").all():
+            assert result.get_attribute("data-match") == "true", page.inner_text("#inspector")
+        if layer in (1, 2):  # the next layer pads circularly: only the scatter reading is drawn
+            assert page.locator("#inspector table[data-role=bw-delta-window]").count() == 0
+            assert page.locator("#inspector [data-reading=scatter] table[data-role=bw-scatter]").count() >= 1
+    click_cell(page, 0, 5, 5)  # conv1's delta, from conv2 (a true convolution with stride 2)
+    windows = grids(page, "bw-delta-window")
+    products = grids(page, "bw-products")
+    assert len(windows) == 3 and len(windows[0]) == 2 and len(windows[0][0]) == 4
+    assert sum(sum(flat(p)) for p in products) == pytest.approx(engine_value(page), rel=1e-4, abs=1e-7)
+    assert "(the forward's rotation undone)" in page.inner_text("#inspector")
+    shoot(page, screenshot, "p9-convolution-backward")
+    set_view(page, "dW")
+    click_cell(page, 0, 1, 1)
+    assert_result_matches(page)
+    assert page.locator("#inspector table[data-role=bw-dw-input] td.wrap").count() > 0
+    assert problems.messages == []
+
+
+def session_weights(page) -> dict:
+    """The session's weights as the server holds them (a fresh trace, nothing changed)."""
+    return page.evaluate("""async () => { const app = window.cnnviz.app;
+      const r = await fetch(`/api/sessions/${app.session.id}/trace`, {method: 'POST', headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({input: {dataset: 'mnist', split: app.inputs.current.split, index: app.inputs.current.index}})});
+      const t = await r.json(); return {loss: t.loss, W: t.layers.map(l => l.params && l.params.W ? l.params.W : null)}; }""")
+
+
+def test_gradient_check_on_click_shows_numeric_and_analytic(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    page.get_by_role("button", name="Forward", exact=True).click()
+    page.wait_for_function("() => window.cnnviz.app.record && !window.cnnviz.app.actionRunning")
+    set_view(page, "dW")
+    click_cell(page, 0, 2, 2)  # conv1 dW[0, 0, 2, 2]
+    engine = engine_value(page)
+    page.locator("#inspector [data-role=gradcheck-run]").click()
+    page.wait_for_selector("#inspector [data-role=gradcheck-verdict]")
+    value = lambda role: float(page.get_attribute(f"#inspector [data-role=gc-{role}]", "data-value"))  # noqa: E731
+    analytic, numeric = value("analytic"), value("numeric")
+    assert analytic == pytest.approx(engine, rel=1e-5, abs=1e-8)  # the same gradient the inspector derived
+    assert numeric == pytest.approx(analytic, rel=1e-3, abs=1e-6)
+    assert value("abs_error") == pytest.approx(abs(analytic - numeric), rel=1e-6, abs=1e-12)
+    assert value("epsilon") == pytest.approx(1e-4)
+    assert page.get_attribute("#inspector [data-role=gradcheck-verdict]", "data-agree") == "true"
+    shoot(page, screenshot, "p9-gradcheck-conv1-dW")
+    # An input pixel, the same way.
+    set_view(page, "delta")
+    click_cell(page, -1, 14, 12)
+    page.locator("#inspector [data-role=gradcheck-run]").click()
+    page.wait_for_selector("#inspector [data-role=gradcheck-verdict]")
+    assert value("analytic") == pytest.approx(engine_value(page), rel=1e-5, abs=1e-8)
+    assert value("numeric") == pytest.approx(value("analytic"), rel=1e-3, abs=1e-6) or \
+        page.locator("#inspector [data-role=gradcheck-kinks] li").count() > 0
+    assert problems.messages == []
+
+
+def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    page.get_by_role("button", name="Forward", exact=True).click()
+    page.wait_for_function("() => window.cnnviz.app.record && !window.cnnviz.app.actionRunning")
+    before = session_weights(page)
+    set_view(page, "W")
+    click_cell(page, 0, 2, 2, with_result=False)  # conv1 W[0, 0, 2, 2]
+    original = before["W"][0][0][0][2][2]
+    field = page.locator("#inspector [data-role=whatif-value]")
+    assert float(field.input_value()) == pytest.approx(original, rel=1e-5)
+    field.fill("3")
+    page.locator("#inspector [data-role=whatif-run]").click()
+    page.wait_for_selector("#inspector [data-role=whatif-loss]")
+    loss = page.locator("#inspector [data-role=whatif-loss]")
+    loss_before, loss_after = float(loss.get_attribute("data-before")), float(loss.get_attribute("data-after"))
+    assert loss_before == pytest.approx(before["loss"], rel=1e-6)
+    assert abs(loss_after - loss_before) > 1e-4
+    # Layers after the edit moved; the input gradient too; the table says so row by row.
+    changed = page.eval_on_selector_all("#inspector [data-role=whatif-table] tr[data-changed=true] td:nth-child(2)", "ts => ts.map(t => t.textContent)")
+    assert {"z", "a", "δ", "dW", "W"} <= set(changed) and "loss L" in changed
+    shoot(page, screenshot, "p9-whatif-table")
+    page.locator("#inspector [data-role=whatif-show]").click()
+    page.wait_for_selector("#whatif-banner:not([hidden])")
+    assert "W[0,0,2,2] = 3" in page.inner_text("#whatif-banner")
+    shown = page.evaluate("() => window.cnnviz.app.record.trace")
+    assert shown["layers"][0]["params"]["W"][0][0][2][2] == pytest.approx(3.0)
+    assert shown["loss"] == pytest.approx(loss_after, rel=1e-6)
+    shoot(page, screenshot, "p9-whatif-strip")
+    after = session_weights(page)
+    assert after["W"] == before["W"] and after["loss"] == before["loss"]  # the session is untouched
+    page.locator("#whatif-banner [data-role=whatif-clear-banner]").click()
+    page.wait_for_selector("#whatif-banner", state="hidden")
+    page.wait_for_function("l => Math.abs(window.cnnviz.app.record.trace.loss - l) < 1e-9", arg=before["loss"])
+    # The label: the same digit traced as if it were another class.
+    set_view(page, "delta")
+    click_cell(page, 7, 0, 3)
+    label = page.evaluate("() => window.cnnviz.app.record.trace.label")
+    page.select_option("#inspector [data-role=whatif-label]", str((label + 1) % 10))
+    page.locator("#inspector [data-role=whatif-run]").click()
+    page.wait_for_selector("#inspector [data-role=whatif-loss]")
+    assert f"label {(label + 1) % 10} instead of {label}" in page.inner_text("#inspector [data-role=whatif-loss]")
+    assert session_weights(page) == before
+    assert problems.messages == []
