@@ -155,6 +155,7 @@ function trainingBody(training) {
 
 // The page keeps its input as {kind: "mnist", split, index, label} or {kind: "pixels", pixels, label}.
 function inputBody(input) {
+  if (input.kind === "example") return { input: { example: input.name } };
   if (input.kind === "mnist") return { input: { dataset: "mnist", split: input.split, index: input.index } };
   return { input: { pixels: input.pixels }, label: input.label };
 }

@@ -10,6 +10,7 @@ import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./c
 import { explainCell } from "./arithmetic.js";
 import { renderInspector } from "./inspector.js";
 import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./whatif.js";
+import { presetExample, showExampleNote } from "./examples.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
@@ -282,7 +283,23 @@ class App {
     await this.drawHistory();
     this.closeInspector();
     this.record = null;
+    this.useExampleOf(session.preset);
     if (this.inputs.current) await this.traceInput(this.inputs.current);
+  }
+
+  // A preset with its own example (the notes' worked example) traces that example; any
+  // other network goes back to the digit chosen before.
+  useExampleOf(presetName) {
+    const example = presetExample(this.presets, presetName);
+    if (this.inputs.current && this.inputs.current.kind !== "example") this.chosenInput = this.inputs.current;
+    if (example) this.inputs.current = example;
+    else if (this.inputs.current && this.inputs.current.kind === "example") this.inputs.current = this.chosenInput || null;
+    showExampleNote(example, () => {
+      if (!this.chosenInput) return;
+      this.inputs.current = this.chosenInput;
+      showExampleNote(null);
+      this.traceInput(this.inputs.current).catch((error) => this.showError(error));
+    });
   }
 
   describeSession() {
@@ -399,6 +416,7 @@ class App {
 
   async traceInput(input) {
     if (!this.session) return;
+    if (input.kind !== "example") showExampleNote(null);
     this.stopAnimation();
     const trace = await api.trace(this.session.id, input);
     this.setRecord(trace, null);

@@ -143,13 +143,17 @@ function whatIfControl(ctx, target, classes) {
   // trace of the weights the session holds now.
   const stale = Boolean(ctx.record.step) && !ctx.whatIf;
   const base = ctx.whatIf ? ctx.whatIf.baseTrace : trace;
-  box.append(el("p", { className: "inspector-explanation", text: "What-if: trace the same input with one thing changed and see every layer recompute. Nothing is trained; the session keeps its weights until you press Step or Update." }));
+  box.append(el("p", { className: "inspector-explanation", text: "What-if: trace the same input with a weight, a pixel or the label changed and see every layer recompute. Nothing is trained; the session keeps its weights until you press Step or Update." }));
   const controls = el("div", { className: "experiment-controls" });
   let valueInput = null;
   let original = null;
-  if (target) {
+  // Pixels are sent as a 28×28 drawing; a preset's example input has its own size and target.
+  if (target && target.kind === "input" && ctx.input && ctx.input.kind === "example") {
+    box.append(el("p", { className: "hint", text: "The example's pixels are fixed by the preset; its weights can be changed from a W or b cell." }));
+  } else if (target) {
     original = ctx.whatIf ? currentValue(base, target) : sessionValue(ctx.record, target);
-    valueInput = el("input", { type: "number", step: "any", "data-role": "whatif-value", "aria-label": `new value of ${target.label}`, value: String(Number(original.toPrecision(6))) });
+    const shown = ctx.whatIf ? currentValue(trace, target) : original;
+    valueInput = el("input", { type: "number", step: "any", "data-role": "whatif-value", "aria-label": `new value of ${target.label}`, value: String(Number(shown.toPrecision(6))) });
     if (target.kind === "input") {
       valueInput.min = "0";
       valueInput.max = "1";
@@ -165,13 +169,13 @@ function whatIfControl(ctx, target, classes) {
     minus.addEventListener("click", () => nudge(-1));
     plus.addEventListener("click", () => nudge(1));
     controls.append(el("label", { className: "whatif-field" }, el("span", { text: `${target.label} = ` }), valueInput), minus, plus);
-    controls.append(el("span", { className: "hint", text: `(now ${formatPrecise(original)})` }));
+    controls.append(el("span", { className: "hint", text: `(the session's: ${formatPrecise(original)})` }));
   }
   let labelSelect = null;
   if (classes) {
     labelSelect = el("select", { "data-role": "whatif-label", "aria-label": "label for the what-if" });
     for (let k = 0; k < classes; k++) labelSelect.append(el("option", { value: String(k), text: String(k) }));
-    labelSelect.value = String(base.label);
+    labelSelect.value = String(trace.label);
     controls.append(el("label", { className: "whatif-field" }, el("span", { text: "label " }), labelSelect));
   }
   const run = el("button", { type: "button", "data-role": "whatif-run", text: "Trace the what-if" });
@@ -180,33 +184,35 @@ function whatIfControl(ctx, target, classes) {
   const out = el("div", { "data-role": "whatif-result", "aria-live": "polite" });
   box.append(out);
   run.addEventListener("click", async () => {
-    const change = {};
-    const said = [];
+    // Changes add up: a what-if made while one is shown keeps the earlier changes (and
+    // setting a value back to the session's removes its edit).
+    const prior = ctx.whatIf ? ctx.whatIf.change : {};
+    const change = { edits: [...(prior.edits || [])], label: prior.label, pixels: prior.pixels };
     if (valueInput) {
       const value = Number(valueInput.value);
       if (valueInput.value.trim() === "" || !Number.isFinite(value)) {
         out.replaceChildren(el("p", { className: "whatif-error", text: "Type a number for the new value." }));
         return;
       }
-      if (value !== original) {
-        if (target.kind === "input") {
-          const pixels = structuredClone(base.input.length === 1 && Array.isArray(base.input[0][0]) ? base.input[0] : base.input);
-          pixels[target.key[1]][target.key[2]] = Math.min(1, Math.max(0, value));
-          change.pixels = pixels;
-        } else {
-          change.edits = [{ layer: target.layer, param: target.param, index: target.key, value }];
-        }
-        said.push(`${target.label} = ${formatNumber(value)}`);
+      if (target.kind === "input") {
+        const pixels = structuredClone(change.pixels || basePixels(base));
+        pixels[target.key[1]][target.key[2]] = Math.min(1, Math.max(0, value));
+        change.pixels = pixels;
+      } else {
+        const same = (e) => e.layer === target.layer && e.param === target.param && e.index.join() === target.key.join();
+        change.edits = change.edits.filter((e) => !same(e));
+        if (value !== original) change.edits.push({ layer: target.layer, param: target.param, index: target.key, value });
       }
     }
-    if (labelSelect && Number(labelSelect.value) !== Number(base.label)) {
-      change.label = Number(labelSelect.value);
-      said.push(`label ${change.label} instead of ${base.label}`);
-    }
+    if (labelSelect) change.label = Number(labelSelect.value) !== Number(base.label) ? Number(labelSelect.value) : undefined;
+    const said = describeChange(base, change);
     if (said.length === 0) {
-      out.replaceChildren(el("p", { className: "hint", text: "Nothing changed yet: type a new value, nudge it, or pick another label." }));
+      out.replaceChildren(el("p", { className: "hint", text: ctx.whatIf ? "That is the session's own trace: press Clear what-if to go back to it." : "Nothing changed yet: type a new value, nudge it, or pick another label." }));
       return;
     }
+    if (!change.edits.length) delete change.edits;
+    if (change.label === undefined) delete change.label;
+    if (!change.pixels) delete change.pixels;
     run.disabled = true;
     try {
       const baseTrace = stale ? await api.traceWhatIf(ctx.sessionId, ctx.input, {}) : base;
@@ -225,6 +231,24 @@ function whatIfControl(ctx, target, classes) {
     box.append(clear);
   }
   return box;
+}
+
+function basePixels(trace) {
+  return trace.input.length === 1 && Array.isArray(trace.input[0][0]) ? trace.input[0] : trace.input;
+}
+
+// The changes in words, against the session's trace `base`.
+function describeChange(base, change) {
+  const said = [];
+  for (const e of change.edits || []) said.push(`${base.layers[e.layer].name} ${e.param}[${e.index.join(",")}] = ${formatNumber(e.value)}`);
+  if (change.pixels) {
+    const original = basePixels(base);
+    let moved = 0;
+    change.pixels.forEach((line, i) => line.forEach((v, j) => (moved += v !== original[i][j] ? 1 : 0)));
+    if (moved) said.push(`${moved} pixel${moved === 1 ? "" : "s"} redrawn`);
+  }
+  if (change.label !== undefined) said.push(`label ${change.label} instead of ${base.label}`);
+  return said;
 }
 
 // Largest absolute difference between two nested arrays of the same shape, and how many
@@ -261,14 +285,13 @@ export function compareTraces(base, what) {
   for (let i = 0; i < base.layers.length; i++) {
     const b = base.layers[i];
     const w = what.layers[i];
+    const weighted = b.grads && b.grads.W !== undefined;
+    if (weighted) rows.push({ layer: b.name, what: "W", diff: difference(b.params.W, w.params.W) });
     for (const key of ["z", "a", "delta"]) {
-      if (key === "z" && (b.type !== "conv" && b.type !== "dense")) continue;
+      if (key === "z" && !weighted) continue;
       rows.push({ layer: b.name, what: key === "delta" ? "δ" : key, diff: difference(b[key], w[key]) });
     }
-    if (b.grads && b.grads.W !== undefined) {
-      rows.push({ layer: b.name, what: "dW", diff: difference(b.grads.W, w.grads.W) });
-      rows.push({ layer: b.name, what: "W", diff: difference(b.params.W, w.params.W) });
-    }
+    if (weighted) rows.push({ layer: b.name, what: "dW", diff: difference(b.grads.W, w.grads.W) });
   }
   rows.push({ what: "dL/dx", diff: difference(base.input_grad, what.input_grad) });
   return rows;

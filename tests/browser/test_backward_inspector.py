@@ -194,7 +194,7 @@ def test_circular_padding_and_true_convolution_are_shown_and_sum_to_the_engine(o
         click_cell(page, layer, x, y)
         for result in page.locator("#inspector [data-role=inspector-result]").all():
             assert result.get_attribute("data-match") == "true", page.inner_text("#inspector")
-        if layer in (1, 2):  # the next layer pads circularly: only the scatter reading is drawn
+        if layer in (-1, 1):  # the next layer pads circularly: only the scatter reading is drawn
             assert page.locator("#inspector table[data-role=bw-delta-window]").count() == 0
             assert page.locator("#inspector [data-reading=scatter] table[data-role=bw-scatter]").count() >= 1
     click_cell(page, 0, 5, 5)  # conv1's delta, from conv2 (a true convolution with stride 2)
@@ -279,6 +279,14 @@ def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_
     shoot(page, screenshot, "p9-whatif-strip")
     after = session_weights(page)
     assert after["W"] == before["W"] and after["loss"] == before["loss"]  # the session is untouched
+    # While the what-if is shown, a second change adds to the first.
+    click_cell(page, 0, 3, 2, with_result=False)  # conv1 W[0, 0, 2, 3]
+    assert "what-if trace" in page.inner_text("#inspector [data-role=experiments]")
+    page.locator("#inspector [data-role=whatif-plus]").click()
+    page.locator("#inspector [data-role=whatif-run]").click()
+    page.wait_for_selector("#inspector [data-role=whatif-loss]")
+    both = page.inner_text("#inspector [data-role=whatif-loss]")
+    assert "W[0,0,2,2] = 3" in both and "W[0,0,2,3] = " in both
     page.locator("#whatif-banner [data-role=whatif-clear-banner]").click()
     page.wait_for_selector("#whatif-banner", state="hidden")
     page.wait_for_function("l => Math.abs(window.cnnviz.app.record.trace.loss - l) < 1e-9", arg=before["loss"])
@@ -290,5 +298,16 @@ def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_
     page.locator("#inspector [data-role=whatif-run]").click()
     page.wait_for_selector("#inspector [data-role=whatif-loss]")
     assert f"label {(label + 1) % 10} instead of {label}" in page.inner_text("#inspector [data-role=whatif-loss]")
+    assert session_weights(page) == before
+    # A pixel drawn brighter: the input changes, the weights do not.
+    set_view(page, "a")
+    click_cell(page, -1, 3, 3, with_result=False)
+    page.locator("#inspector [data-role=whatif-value]").fill("1")
+    page.locator("#inspector [data-role=whatif-run]").click()
+    page.wait_for_selector("#inspector [data-role=whatif-loss]")
+    assert "1 pixel redrawn" in page.inner_text("#inspector [data-role=whatif-loss]")
+    rows = page.eval_on_selector_all("#inspector [data-role=whatif-table] tr[data-changed=true] td:nth-child(2)", "ts => ts.map(t => t.textContent)")
+    assert "W" not in rows and "z" in rows
+    shoot(page, screenshot, "p9-whatif-pixel")
     assert session_weights(page) == before
     assert problems.messages == []
