@@ -98,17 +98,26 @@ export function convGather(trace, m, element) {
   return {
     pictures: {
       intro:
-        `Reading 1 — gather (the full convolution): for each of the ${layer.delta.length} filters of ${layer.name}, its delta map ` +
-        `${s0 > 1 || s1 > 1 ? `is dilated by the stride (zeros between the cells, marked ·) and ` : ""}gets ${HH - 1 - p0}` +
-        `${HH - 1 - p0 !== WW - 1 - p1 ? `×${WW - 1 - p1}` : ""} rows of zero padding (kernel − 1 − padding; grey), the kernel is ` +
-        `rotated 180° and laid over it at (${i}, ${j}); the products summed over every filter give dL/da.` +
-        " Largest filter sums first.",
+        `Reading 1 — gather (the full convolution): ${layer.delta.length === 1 ? "for the one filter" : `for each of the ${layer.delta.length} filters`} of ${layer.name}, its delta map ` +
+        `${s0 > 1 || s1 > 1 ? "is dilated by the stride (zeros between the cells, marked ·) and " : ""}${fullPadding(HH - 1 - p0, WW - 1 - p1)}, ` +
+        (geo.convolution
+          ? `and the kernel is laid over it at (${i}, ${j}) as stored: the forward pass rotated it, the backward pass rotates it back. `
+          : `the kernel is rotated 180° and laid over it at (${i}, ${j}). `) +
+        (layer.delta.length === 1 ? "The products summed give dL/da." : "The products summed over every filter give dL/da. Largest filter sums first."),
       shown: sortByMagnitude(pictures),
       total,
     },
     scale,
     marks: marks.length ? [{ index: m, views: ["delta"], cells: marks, color: COLORS.winner }] : [],
   };
+}
+
+// The padding of the full convolution, kernel − 1 − padding per side: negative when the
+// forward padding exceeds kernel − 1 (then the delta map is cropped instead).
+function fullPadding(rows, cols) {
+  const part = (n, what) => (n >= 0 ? `${n} ${what}${n === 1 ? "" : "s"} of zero padding` : `${-n} ${what}${n === -1 ? "" : "s"} cropped`);
+  const text = rows === cols ? part(rows, "row and column").replace("row and columns", "rows and columns") : `${part(rows, "row")} and ${part(cols, "column")}`;
+  return `gets ${text} on each side (kernel − 1 − padding; grey)`;
 }
 
 // The scatter reading of the same numbers: every δ cell of conv layer m sends δ·W back over

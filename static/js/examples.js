@@ -31,10 +31,10 @@ export function showExampleNote(example, onUseDigit) {
   }
   if (!note) {
     note = el("div", { id: "example-note", className: "example-note", role: "status" });
-    document.getElementById("input-caption").after(note);
+    document.getElementById("input-caption").closest(".current-input").after(note);
   }
   const back = el("button", { type: "button", className: "ghost", text: "Trace the chosen digit instead" });
   back.addEventListener("click", onUseDigit);
-  note.replaceChildren(el("p", { text: `Traced: the preset's example "${example.name}" — ${example.description}.` }), back);
+  note.replaceChildren(el("p", { text: `Traced instead of the digit above: the preset's example "${example.name}" — ${example.description}.` }), back);
   note.hidden = false;
 }

@@ -311,3 +311,38 @@ def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_
     shoot(page, screenshot, "p9-whatif-pixel")
     assert session_weights(page) == before
     assert problems.messages == []
+
+
+def test_worked_example_preset_reads_the_notes_numbers_off_the_screen(open_page, screenshot):
+    """The notes' first worked example: X = [[1,2,3],[4,5,6],[7,8,9]], F = [[1,2],[3,4]],
+    dL/dO = [[1,0],[2,-1]]: O, dL/dF and dL/dX appear in the inspector's grids, number by number."""
+    page, problems = open_page()
+    page.select_option("#preset", "worked")
+    page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('worked')")
+    page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 4")
+    page.wait_for_function("() => window.cnnviz.app.record && window.cnnviz.app.record.trace.input.flat(2).length === 9")
+    assert "worked" in page.inner_text("#example-note")
+    set_view(page, "z")
+    click_cell(page, 0, 1, 0)  # O[0, 1] = 2·1 + 3·2 + 5·3 + 6·4 = 47
+    assert_result_matches(page)
+    assert float(page.get_attribute("#inspector [data-role=inspector-result]", "data-engine")) == 47
+    shoot(page, screenshot, "p9-worked-O")
+    set_view(page, "delta")
+    click_cell(page, -1, 1, 1)  # dL/dX[1, 1] = 1·4 + 0·3 + 2·2 + (−1)·1 = 7
+    window, = grids(page, "bw-delta-window")
+    kernel, = grids(page, "bw-kernel-rot")
+    products, = grids(page, "bw-products")
+    assert window == [[1, 0], [2, -1]] and kernel == [[4, 3], [2, 1]] and products == [[4, 0], [4, -1]]
+    assert engine_value(page) == 7
+    assert_result_matches(page)
+    shoot(page, screenshot, "p9-worked-dX")
+    set_view(page, "dW")
+    click_cell(page, 0, 0, 1)  # dL/dF[1, 0] = 4·1 + 5·0 + 7·2 + 8·(−1) = 10
+    inputs, = grids(page, "bw-dw-input")
+    deltas, = grids(page, "bw-dw-delta")
+    assert inputs == [[4, 5], [7, 8]] and deltas == [[1, 0], [2, -1]]
+    assert engine_value(page) == 10
+    shoot(page, screenshot, "p9-worked-dF")
+    page.get_by_role("button", name="Trace the chosen digit instead").click()
+    page.wait_for_selector("#example-note", state="hidden")
+    assert problems.messages == []
