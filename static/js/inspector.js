@@ -195,19 +195,22 @@ function renderTerms(section) {
   details.append(el("summary", { text: summary }));
   if (rows.length <= 30) details.open = true;
   const table = el("table", { className: "terms-table", "data-role": "terms-table" });
+  // Three columns (each factor's name above its value, then the product) so the product
+  // stays in view in the docked inspector.
   const columns = section.columns || ["a", "value", "b", "value", "product"];
   const head = el("tr");
-  for (const name of columns) head.append(el("th", { scope: "col", text: name }));
+  for (const name of [columns[0], columns[2], columns[4]]) head.append(el("th", { scope: "col", text: name }));
   table.append(el("thead", {}, head));
   const bodyRows = el("tbody");
+  const factor = (name, value) =>
+    value === null || value === undefined
+      ? el("td", { text: name || "" })
+      : el("td", { className: "factor", title: `${name} = ${value}` }, el("span", { className: "term-name", text: name }), el("span", { className: "num", text: formatShort(value) }));
   const fill = (count) => {
     bodyRows.replaceChildren();
     for (const row of listed.slice(0, count)) {
       const tr = el("tr");
-      tr.append(el("td", { text: row.a }));
-      tr.append(el("td", { className: "num", text: formatNumber(row.av) }));
-      tr.append(el("td", { text: row.b || "" }));
-      tr.append(el("td", { className: "num", text: row.bv === null || row.bv === undefined ? "" : formatNumber(row.bv) }));
+      tr.append(factor(row.a, row.av), factor(row.b, row.bv));
       tr.append(el("td", { className: "num", text: formatNumber(row.product) }));
       bodyRows.append(tr);
     }

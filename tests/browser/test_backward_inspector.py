@@ -346,3 +346,38 @@ def test_worked_example_preset_reads_the_notes_numbers_off_the_screen(open_page,
     page.get_by_role("button", name="Trace the chosen digit instead").click()
     page.wait_for_selector("#example-note", state="hidden")
     assert problems.messages == []
+
+
+def test_pool_routing_and_dense_columns_are_pictures_that_sum_to_the_engine(open_page, screenshot):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    step_and_wait(page)
+    set_view(page, "delta")
+    click_cell(page, 0, 12, 10)  # conv1's delta: routed back through maxpool1's window
+    window, = grids(page, "bw-pool-window")
+    routed, = grids(page, "bw-pool-routed")
+    assert len(window) == 2 and len(window[0]) == 2
+    assert page.locator("#inspector table[data-role=bw-pool-window] td.winner").count() == 1
+    assert page.locator("#inspector table[data-role=bw-pool-routed] td.hit").count() == 1
+    grad_a = float(page.get_attribute("#inspector [data-role=inspector-result]", "data-engine"))
+    hit = page.evaluate("() => Number(document.querySelector('#inspector table[data-role=bw-pool-routed] td.hit').dataset.value)")
+    assert hit == pytest.approx(grad_a, rel=1e-6, abs=1e-12)
+    assert sum(v != 0 for v in flat(routed)) <= 1  # the window's delta goes to its winner only
+    shoot(page, screenshot, "p9-maxpool-routing")
+    click_cell(page, 5, 0, 17)  # dense1's delta: δ of dense2's 84 units times column 17 of W
+    deltas, = grids(page, "bw-dense-delta")
+    column, = grids(page, "bw-dense-column")
+    products, = grids(page, "bw-products")
+    assert len(flat(deltas)) == len(flat(column)) == len(flat(products)) == 84
+    w = page.evaluate("() => window.cnnviz.app.record.trace.layers[6].params.W.map(row => row[17])")
+    assert flat(column) == pytest.approx(w, rel=1e-6)
+    assert sum(flat(products)) == pytest.approx(engine_value(page), rel=1e-4, abs=1e-7)
+    # No long dumps: the table shows its largest rows and offers the rest.
+    assert page.locator("#inspector [data-role=terms-table] tbody tr").count() <= 12
+    more = page.locator("#inspector .terms-more")
+    if more.count():
+        page.locator("#inspector .inspector-terms summary").first.click()  # a long table starts folded
+        more.click()
+        assert page.locator("#inspector [data-role=terms-table] tbody tr").count() > 12
+    shoot(page, screenshot, "p9-dense-column")
+    assert problems.messages == []
