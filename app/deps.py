@@ -1,28 +1,55 @@
-"""Shared objects handed to routes through ``Depends``."""
+"""Shared objects handed to routes through ``Depends``.
+
+The dependencies are ``async def`` because they only read or parse: FastAPI runs a plain ``def``
+dependency on a worker thread, one thread hop (~0.1 ms) per dependency per request."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 
+from app.serialize import LAYER_FIELDS, AnswerView, parse_fields
 from app.sessions import Session
 from app.settings import Settings
 from app.store import SessionStore
 
 
-def get_store(request: Request) -> SessionStore:
+async def get_store(request: Request) -> SessionStore:
     return request.app.state.store
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_answer_view(
+    answer_format: Annotated[Literal["json", "safetensors"], Query(
+        alias="format",
+        description="json (the default), or safetensors: a binary file whose tensors are the "
+                    "answer's arrays named by their JSON path (layers.0.z, trace.layers.0.a, "
+                    "params_after.0.W, ...) and whose __metadata__ 'json' is the rest")] = "json",
+    fields: Annotated[str | None, Query(
+        description="comma-separated subset of " + ", ".join(LAYER_FIELDS) + ": only these "
+                    "per-layer arrays are sent (in a step, params also brings params_before and "
+                    "params_after, grads brings batch_grads); the others are left out (their "
+                    "keys absent). Absent: all of them",
+        examples=["z,a,delta,grad_a,argmax"])] = None,
+) -> AnswerView:
+    try:
+        chosen = parse_fields(fields)
+    except ValueError as error:
+        raise RequestValidationError([{"loc": ("query", "fields"), "msg": str(error),
+                                       "type": "value_error"}]) from None
+    return AnswerView(answer_format, chosen)
 
 
 StoreDep = Annotated[SessionStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AnswerViewDep = Annotated[AnswerView, Depends(get_answer_view)]
 
 
 @contextmanager

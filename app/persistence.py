@@ -17,6 +17,11 @@ version that every save increments only if it still holds the version its copy w
 request sees another process's newer save (the copy is reloaded when idle), and an update made
 to an outdated copy is refused with 409 rather than overwriting someone else's step.
 
+A save's commit (``synchronous=FULL``: an fsync, ~8 ms here) runs on a connection of its own
+under a write lock, not under the store-wide mutex that every ``get`` takes, so reads of other
+sessions never wait behind a disk sync. The version check stays inside the ``UPDATE`` (atomic in
+SQLite), and the save still returns only after its commit is durable.
+
 The database path is built from the data folder alone; session ids only ever reach SQLite as
 bound parameters, never a file name.
 """
@@ -87,9 +92,15 @@ class SQLiteSessionStore(SessionStore):
         # The row version each live copy was loaded or last saved at, per copy (not per id):
         # a copy replaced by a reload keeps its old version and cannot overwrite the new one.
         self._versions: WeakKeyDictionary[Session, int] = WeakKeyDictionary()
+        # _mutex guards the in-memory state (_loaded, _versions) and the shared connection.
+        # _write_lock serialises this process's commits (SQLite allows one writer at a time, and
+        # waiting here beats SQLite's sleep-and-retry busy handler); lock order: _mutex, then
+        # _write_lock, never the other way round.
         self._mutex = threading.RLock()
+        self._write_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection: sqlite3.Connection | None = None
+        self._save_connection: sqlite3.Connection | None = None
         with self._mutex:
             self._db.execute("SELECT 1")  # a data folder that cannot hold the database fails now
 
@@ -109,7 +120,7 @@ class SQLiteSessionStore(SessionStore):
                     "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
                 )
             self._make_room_locked(session.memory_bytes())
-            with self._db:
+            with self._write_lock, self._db:
                 self._db.execute(
                     "INSERT INTO sessions (id, data, step, last_used, saved_at, version) "
                     "VALUES (?, ?, ?, ?, ?, 0)",
@@ -152,20 +163,25 @@ class SQLiteSessionStore(SessionStore):
         data = encode_session(session)
         with self._mutex:
             version = self._versions.get(session, 0)
-            with self._db:
-                updated = self._db.execute(
+        # The caller holds session.lock, so this copy's version cannot change meanwhile; the
+        # UPDATE's version test refuses it if another process (or a reloaded copy) saved since.
+        with self._write_lock:
+            connection = self._save_db
+            with connection:
+                updated = connection.execute(
                     "UPDATE sessions SET data = ?, step = ?, last_used = ?, saved_at = ?, "
                     "version = version + 1 WHERE id = ? AND version = ?",
                     (data, session.step, session.last_used, self._clock(), session.id, version),
                 ).rowcount
+        with self._mutex:
             if updated:
                 self._versions[session] = version + 1
-                # Unloaded meanwhile (only possible past the grace period): this is the newest.
-                self._loaded.setdefault(session.id, session)
+                if session.id not in self._loaded and self._stored(session.id):
+                    # Unloaded meanwhile (only past the grace period): this is the newest. (A
+                    # delete between the commit and here removed the row: it stays deleted.)
+                    self._loaded[session.id] = session
                 return
-            exists = self._db.execute(
-                "SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone()
-            if exists is None:
+            if not self._stored(session.id):
                 return  # deleted meanwhile: it stays deleted
             if self._loaded.get(session.id) is session:
                 del self._loaded[session.id]  # outdated: the next request reads the saved one
@@ -187,26 +203,40 @@ class SQLiteSessionStore(SessionStore):
                 return
             self._record_last_used_locked(list(self._loaded.values()))
             self._loaded.clear()
-            self._connection.close()
-            self._connection = None
+            with self._write_lock:
+                self._connection.close()
+                self._connection = None
+                if self._save_connection is not None:
+                    self._save_connection.close()
+                    self._save_connection = None
 
     @property
     def _db(self) -> sqlite3.Connection:
-        # Reopened on demand after close(): an app can be started and stopped more than once
-        # in one process (test clients do that).
+        """The connection for reads and for the writes made under ``_mutex``; reopened on demand
+        after close() (an app can be started and stopped more than once in one process)."""
         if self._connection is None:
-            # Python's sqlite3 opens a transaction before each write; `with self._db:` commits.
-            # One connection is shared by the request threads; the mutex serialises its use.
-            connection = sqlite3.connect(self.path, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.execute(_SCHEMA)
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-            if "version" not in columns:  # a database written before rows had versions
-                connection.execute(
-                    "ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
-            self._connection = connection
+            self._connection = self._open()
         return self._connection
+
+    @property
+    def _save_db(self) -> sqlite3.Connection:
+        """The connection ``save`` commits on, used only under ``_write_lock``."""
+        if self._save_connection is None:
+            self._save_connection = self._open()
+        return self._save_connection
+
+    def _open(self) -> sqlite3.Connection:
+        # Python's sqlite3 opens a transaction before each write; `with connection:` commits.
+        # A connection is shared by the request threads; a lock serialises its use.
+        connection = sqlite3.connect(self.path, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+        if "version" not in columns:  # a database written before rows had versions
+            connection.execute(
+                "ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        return connection
 
     # --- beyond the interface ------------------------------------------------------------------
 
@@ -220,6 +250,10 @@ class SQLiteSessionStore(SessionStore):
             return sum(s.memory_bytes() for s in self._loaded.values())
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _stored(self, session_id: str) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
 
     def _idle_past_limit(self, last_used: float) -> bool:
         return last_used < self._clock() - self.idle_seconds
@@ -278,7 +312,7 @@ class SQLiteSessionStore(SessionStore):
         # unloaded or the store closes, so a read-only session is not expired after a restart.
         if not sessions:
             return
-        with self._db:
+        with self._write_lock, self._db:
             self._db.executemany(
                 "UPDATE sessions SET last_used = MAX(last_used, ?) WHERE id = ?",
                 [(s.last_used, s.id) for s in sessions],
@@ -286,7 +320,7 @@ class SQLiteSessionStore(SessionStore):
 
     def _delete_locked(self, session_id: str) -> bool:
         self._loaded.pop(session_id, None)
-        with self._db:
+        with self._write_lock, self._db:
             return self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
 
     def _expire_locked(self) -> list[str]:

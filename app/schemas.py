@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from engine.optim import MIN_ADAM_EPS
 
@@ -71,22 +72,77 @@ class PixelsInput(StrictModel):
 SampleInput = DatasetInput | PixelsInput
 
 
+class ExampleInput(StrictModel):
+    example: str = Field(max_length=64, description="an example of the session's preset (GET "
+                                                    "/api/presets lists them), with its own target")
+
+
+TracedInput = SampleInput | ExampleInput
+
+
 class _InputWithLabel(StrictModel):
     input: SampleInput | None = None
-    label: Digit | None = Field(None, description="required with pixels, refused with a dataset "
-                                                  "sample (whose label is known)")
+    label: Digit | None = Field(None, description="required with pixels; with a dataset sample it "
+                                                  "replaces the sample's own label (a what-if)")
 
     @model_validator(mode="after")
     def _label_matches_input(self) -> "_InputWithLabel":
         if isinstance(self.input, PixelsInput) and self.label is None:
             raise ValueError("pixels need a 'label' (the digit they show)")
-        if not isinstance(self.input, PixelsInput) and self.label is not None:
-            raise ValueError("'label' goes with pixels; a dataset sample brings its own label")
+        if self.input is None and self.label is not None:
+            raise ValueError("'label' goes with an 'input'")
+        if isinstance(self.input, ExampleInput) and self.label is not None:
+            raise ValueError("an example brings its own target; 'label' does not apply to it")
         return self
 
 
-class TraceRequest(_InputWithLabel):
-    input: SampleInput
+MAX_EDITS = 1024
+
+
+class WeightEdit(StrictModel):
+    """One weight or bias set to a value for a what-if trace (the session keeps its own)."""
+
+    layer: int = Field(ge=0, description="index of a conv or dense layer")
+    param: Literal["W", "b"]
+    index: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, max_length=4, description="one index per axis: W (F, C, HH, WW) or "
+                                                "(units, inputs), b (F,) or (units,)")
+    value: float = Field(allow_inf_nan=False, description="rounded to the network's dtype")
+
+
+Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
+
+
+class _WhatIf(_InputWithLabel):
+    input: TracedInput
+    edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
+                                                  "last edit of a cell wins")
+
+    def edit_list(self) -> list[dict[str, Any]] | None:
+        return None if self.edits is None else [edit.model_dump() for edit in self.edits]
+
+
+class TraceRequest(_WhatIf):
+    """A trace of one sample; ``label`` and ``edits`` make it a what-if."""
+
+
+class ParameterCell(StrictModel):
+    layer: int = Field(ge=0)
+    param: Literal["W", "b"]
+    index: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=4)
+
+
+class InputCell(StrictModel):
+    input: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=3, max_length=3, description="(channel, row, column) of the network's input")
+
+
+class GradcheckRequest(_WhatIf):
+    of: ParameterCell | InputCell
+    epsilon: float = Field(1e-5, ge=1e-7, le=1e-2, allow_inf_nan=False)
+
+    def target(self) -> dict[str, Any]:
+        return self.of.model_dump()
 
 
 class TrainingOptions(StrictModel):
@@ -142,11 +198,20 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ExampleOut(BaseModel):
+    name: str
+    description: str
+    input: list[Any]
+    target: list[float]
+
+
 class PresetOut(BaseModel):
     name: str
     description: str
     spec: dict[str, Any]
     positive_class: int | None
+    initial_params: list[dict[str, list[Any]]] | None
+    examples: list[ExampleOut]
 
 
 class SessionOut(BaseModel):
@@ -163,6 +228,18 @@ class SessionOut(BaseModel):
     last_used: float
 
 
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _unless_left_out(kind: Any, field: str) -> Any:
+    """A key the answer has unless ``?fields=`` leaves ``field`` out (then the key is absent,
+    never null): documented as not required, with the type it has when present."""
+    return Annotated[kind | SkipJsonSchema[None], Field(
+        None, description=f"absent when ?fields= leaves out {field!r}",
+        json_schema_extra=_drop_default)]
+
+
 class LayerOut(BaseModel):
     index: int
     name: str
@@ -170,25 +247,73 @@ class LayerOut(BaseModel):
     spec: dict[str, Any]
     input_shape: list[int]
     output_shape: list[int]
-    z: list[Any]
-    a: list[Any]
-    delta: list[Any]
-    grad_a: list[Any] | None
-    grads: dict[str, list[Any]]
-    params: dict[str, list[Any]]
-    argmax: list[Any] | None = None
+    z: _unless_left_out(list[Any], "z")
+    a: _unless_left_out(list[Any], "a")
+    delta: _unless_left_out(list[Any], "delta")
+    grad_a: Annotated[list[Any] | None, Field(
+        None, description="null on a softmax/sigmoid output fused with its loss; absent when "
+                          "?fields= leaves out 'grad_a'", json_schema_extra=_drop_default)]
+    grads: _unless_left_out(dict[str, list[Any]], "grads")
+    params: _unless_left_out(dict[str, list[Any]], "params")
+    argmax: _unless_left_out(list[Any], "argmax")
 
 
 class TraceOut(BaseModel):
     loss: float
-    label: int
+    label: int | None = Field(description="null for a preset's example (it has a target, "
+                                          "not a digit)")
     target: int | list[float]
     prediction: list[float]
-    predicted_class: int
+    predicted_class: int | None
     source: dict[str, Any]
     input: list[Any]
     input_grad: list[Any]
     layers: list[LayerOut]
+    edits: list[dict[str, Any]] | None = None
+
+
+class KinkOut(BaseModel):
+    layer: int
+    name: str
+    kind: Literal["relu", "leaky_relu", "maxpool"]
+    count: int
+    index: list[int]
+    explanation: str
+    z_plus: float | None = None
+    z_minus: float | None = None
+    winner_plus: int | None = None
+    winner_minus: int | None = None
+
+
+class GradcheckOut(BaseModel):
+    of: dict[str, Any]
+    analytic: float
+    numeric: float
+    abs_error: float
+    rel_error: float
+    epsilon: float
+    loss: float
+    loss_plus: float
+    loss_minus: float
+    value: float
+    dtype: str
+    kink: KinkOut | None
+    kinks: list[KinkOut]
+    label: int | None
+    source: dict[str, Any]
+
+
+class BatchOut(BaseModel):
+    """Per sample of the mini-batch, in batch order, before the update."""
+
+    indices: list[int | None] = Field(
+        description="train-split indices; null for a given input (a drawing, an upload), "
+                    "which is sample 0")
+    labels: list[int] = Field(description="each sample's digit")
+    losses: list[float | None] = Field(description="each sample's own loss (their mean is "
+                                                   "'loss')")
+    predicted: list[int] = Field(description="each sample's predicted class (0/1 for a net "
+                                             "with one output)")
 
 
 class StepOut(BaseModel):
@@ -198,12 +323,13 @@ class StepOut(BaseModel):
     batch_accuracy: float
     batch_size: int
     batch_indices: list[int | None]
+    batch: BatchOut
     optimizer: str
     learning_rate: float
     trace: TraceOut
-    params_before: list[dict[str, list[Any]]]
-    params_after: list[dict[str, list[Any]]]
-    batch_grads: list[dict[str, list[Any]]]
+    params_before: _unless_left_out(list[dict[str, list[Any]]], "params")
+    params_after: _unless_left_out(list[dict[str, list[Any]]], "params")
+    batch_grads: _unless_left_out(list[dict[str, list[Any]]], "grads")
 
 
 class HistoryOut(BaseModel):

@@ -22,8 +22,9 @@ from app.datasets import (
     split_size,
     training_pool,
 )
-from app.schemas import DatasetInput, PixelsInput, SampleInput, TrainingOptions
-from app.serialize import params_json, trace_json
+from app.presets import PRESETS
+from app.schemas import DatasetInput, ExampleInput, PixelsInput, SampleInput, TrainingOptions
+from app.serialize import LAYER_FIELDS, params_json, trace_json
 from app.sessions import Session
 
 EVALUATION_CHUNK = 100
@@ -40,25 +41,54 @@ class Refused(Exception):
 
 @dataclass
 class Sample:
-    image: np.ndarray  # (1, 28, 28) float32 in [0, 1]
-    digit: int
+    """A digit (``image`` and ``digit``), or a preset's example: ``x`` and ``target`` already as
+    the network takes them, no digit."""
+
+    image: np.ndarray | None  # (1, 28, 28) float32 in [0, 1]
+    digit: int | None
     source: dict[str, Any]
+    x: np.ndarray | None = None  # (C, H, W)
+    target: np.ndarray | None = None  # (K,)
 
 
 def target_rule(session: Session) -> TargetRule:
     return TargetRule.for_network(session.network, session.positive_class)
 
 
-def resolve_sample(session: Session, chosen: SampleInput, label: int | None) -> Sample:
+def _example_sample(session: Session, name: str) -> Sample:
+    preset = PRESETS.get(session.preset or "")
+    example = preset.example(name) if preset is not None else None
+    if example is None:
+        offered = ", ".join(repr(e.name) for e in preset.examples) if preset is not None else ""
+        raise Refused(f"this session's network has no example {name!r}; "
+                      + (f"its preset offers {offered}" if offered else
+                         "examples come with presets that carry one (see the list of presets)"))
+    x = np.asarray(example.input, dtype=session.network.dtype)
+    if x.shape != session.network.input_shape:  # an imported session may name any preset
+        raise Refused(f"example {name!r} is a {'x'.join(map(str, x.shape))} input, but this "
+                      f"session's network takes "
+                      f"{'x'.join(map(str, session.network.input_shape))}")
+    return Sample(None, None, {"example": name, "preset": preset.name}, x=x,
+                  target=np.asarray(example.target, dtype=np.float64))
+
+
+def resolve_sample(session: Session, chosen: SampleInput | ExampleInput,
+                   label: int | None) -> Sample:
     rule = target_rule(session)
+    if isinstance(chosen, ExampleInput):
+        return _example_sample(session, chosen.example)
     if isinstance(chosen, DatasetInput):
         size = split_size(chosen.split)
         if chosen.index >= size:
             raise Refused(f"index {chosen.index} is out of range: the MNIST {chosen.split} split "
                           f"has {size} samples (0..{size - 1})")
         images, labels = split_arrays(chosen.split)
-        sample = Sample(images[chosen.index], int(labels[chosen.index]),
-                        {"dataset": "mnist", "split": chosen.split, "index": chosen.index})
+        source = {"dataset": "mnist", "split": chosen.split, "index": chosen.index}
+        digit = int(labels[chosen.index])
+        if label is not None and label != digit:  # a what-if: the sample traced as another digit
+            source["dataset_label"] = digit
+            digit = label
+        sample = Sample(images[chosen.index], digit, source)
     else:
         assert isinstance(chosen, PixelsInput) and label is not None
         sample = Sample(chosen.pixels[None], label, {"pixels": True})
@@ -72,18 +102,54 @@ def _network_input(session: Session, images: np.ndarray) -> np.ndarray:
     return fit_to_input(images, session.network.input_shape)
 
 
-def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray) -> Trace:
+def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray,
+                  edits: list[dict[str, Any]] | None = None) -> Trace:
     try:
-        return session.network.trace(x, y)
-    except ValueError as exc:  # the engine's input and target checks
+        return session.network.trace(x, y, edits=edits)
+    except ValueError as exc:  # the engine's input, target and edit checks
         raise Refused(str(exc)) from exc
 
 
-def trace_sample(session: Session, sample: Sample) -> dict[str, Any]:
-    rule = target_rule(session)
-    trace = _engine_trace(session, _network_input(session, sample.image[None]),
-                          rule.targets(np.array([sample.digit])))
-    return trace_json(trace, session.network, rule, label=sample.digit, source=sample.source)
+def _sample_arrays(session: Session, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one sample as the network takes them, with the batch axis."""
+    if sample.x is not None:
+        return sample.x[None], sample.target[None]
+    return (_network_input(session, sample.image[None]),
+            target_rule(session).targets(np.array([sample.digit])))
+
+
+def _applied_edits(session: Session, edits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The edits with each value as the network holds it (rounded to its dtype, and written in
+    JSON as the trace's arrays of that dtype are)."""
+    dtype = session.network.dtype
+    return [dict(edit, value=dtype.type(edit["value"])) for edit in edits]
+
+
+def trace_sample(session: Session, sample: Sample,
+                 edits: list[dict[str, Any]] | None = None,
+                 fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
+    """The trace answer of one sample, with the per-layer arrays named in ``fields``; with
+    ``edits`` as if those weights had those values (the session's weights are not touched: the
+    engine edits copies)."""
+    trace = _engine_trace(session, *_sample_arrays(session, sample), edits=edits)
+    answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
+                        source=sample.source, target=sample.target, fields=fields)
+    if edits is not None:
+        answer["edits"] = _applied_edits(session, edits)
+    return answer
+
+
+def gradcheck(session: Session, sample: Sample, of: dict[str, Any], epsilon: float,
+              edits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The engine's gradient check of one weight, bias or input value for one sample (computed
+    on copies: the session is not touched), with the sample's label and source."""
+    x, y = _sample_arrays(session, sample)
+    try:
+        answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
+    except ValueError as exc:  # a bad target, edit or epsilon, named by the engine
+        raise Refused(str(exc)) from exc
+    answer.update(label=sample.digit, source=sample.source)
+    return answer
 
 
 def _candidate_optimizer(current: Optimizer | None, options: TrainingOptions) -> Optimizer:
@@ -143,8 +209,10 @@ def _apply_update(session: Session, optimizer: Optimizer, trace: Trace,
 
 @_divergence_is_checked
 def step(session: Session, options: TrainingOptions, first: Sample | None,
-         max_history: int) -> dict[str, Any]:
-    """One training iteration; ``first`` (if given) is the batch's first sample."""
+         max_history: int, fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
+    """One training iteration; ``first`` (if given) is the batch's first sample. ``fields``
+    limits the trace's per-layer arrays, and with ``params`` and ``grads`` the weights before
+    and after and the applied batch gradient."""
     rule = target_rule(session)
     drawn = options.batch_size - (first is not None)
     indices = _draw_batch(session, rule, drawn, session.cursor)
@@ -166,6 +234,9 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     if not math.isfinite(batch_trace.loss):
         raise _diverged("the batch loss is not finite", options)
     accuracy = float(rule.correct(batch_trace.output, digits).mean())
+    batch = {"indices": batch_indices, "labels": digits.tolist(),
+             "losses": batch_trace.sample_losses.tolist(),
+             "predicted": rule.predicted_class(batch_trace.output).tolist()}
 
     optimizer = _candidate_optimizer(session.optimizer, options)
     before = session.network.state_dict()
@@ -179,22 +250,26 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
-    return {
+    answer = {
         "step": session.step,
         "loss": batch_trace.loss,
         "loss_after": loss_after,
         "batch_accuracy": accuracy,
         "batch_size": options.batch_size,
         "batch_indices": batch_indices,
+        "batch": batch,
         "optimizer": optimizer.name,
         "learning_rate": optimizer.learning_rate,
         "trace": trace_json(first_trace, session.network, rule, label=int(digits[0]),
-                            source=first_source),
-        "params_before": [{key: before[f"{i}.{key}"] for key in layer}
-                          for i, layer in enumerate(session.network.params)],
-        "params_after": params_json(session.network.params),
-        "batch_grads": [record.grads for record in batch_trace.layers],
+                            source=first_source, fields=fields),
     }
+    if "params" in fields:
+        # the first sample was traced before the update: its params are the weights before
+        answer["params_before"] = [layer["params"] for layer in answer["trace"]["layers"]]
+        answer["params_after"] = params_json(session.network.params)
+    if "grads" in fields:
+        answer["batch_grads"] = [record.grads for record in batch_trace.layers]
+    return answer
 
 
 @_divergence_is_checked

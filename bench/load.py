@@ -15,6 +15,14 @@ before the clock starts (the first trace loads the MNIST sample).
 Targets for a classroom: zero errors, p99 under 250 ms, memory flat after warm-up. Timings depend
 on the machine and on what else runs on it, so each kind of request is also timed alone on the
 same server before the load starts, and the report gives p99 under load as a ratio of that.
+
+Request patterns (``--pattern``): ``json`` asks as an API client does (JSON, every field);
+``page`` asks as the page does (safetensors with the page's default fields,
+``serving.PAGE_QUERY``). ``--compare`` runs the same load three times in one run -- the code in
+``--baseline DIR`` (a checkout from before a change) with JSON, then this code with JSON and with
+the page's pattern -- and prints each report and the throughput ratios to the first:
+
+    python bench/load.py --students 20 --think 0 --duration 30 --compare --baseline /tmp/main
 """
 
 from __future__ import annotations
@@ -35,11 +43,17 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by the tests
-from serving import PROJECT_ROOT, Server, free_port  # noqa: E402,F401 (free_port: for the tests)
+from serving import (  # noqa: E402,F401 (free_port: for the tests)
+    PAGE_QUERY,
+    PROJECT_ROOT,
+    Server,
+    free_port,
+)
 
 KINDS = ("create", "trace", "step", "upload")
 DEFAULT_MIX = {"trace": 4, "step": 4, "upload": 2}
 MNIST_TRAIN_SIZE = 9000
+PATTERNS = {"json": {}, "page": PAGE_QUERY}
 
 
 @dataclass
@@ -166,10 +180,10 @@ class Student(threading.Thread):
                 kind = self.rng.choices(kinds, weights)[0]
                 if kind == "trace":
                     index = self.rng.randrange(MNIST_TRAIN_SIZE)
-                    state.request(client, "trace", "POST", f"{path}/trace",
+                    state.request(client, "trace", "POST", f"{path}/trace", params=state.query,
                                   json={"input": {"dataset": "mnist", "index": index}})
                 elif kind == "step":
-                    state.request(client, "step", "POST", f"{path}/step",
+                    state.request(client, "step", "POST", f"{path}/step", params=state.query,
                                   json={"batch_size": 32, "learning_rate": 0.05,
                                         "optimizer": "sgd"})
                 else:
@@ -186,8 +200,10 @@ class Student(threading.Thread):
 
 class LoadRun:
     def __init__(self, url: str, *, students: int, duration: float, max_requests: int,
-                 preset: str, think: float, mix: dict[str, int], request_timeout: float) -> None:
+                 preset: str, think: float, mix: dict[str, int], request_timeout: float,
+                 query: dict[str, str] | None = None) -> None:
         self.url = url
+        self.query = query or {}
         self.students = students
         self.duration = duration
         self.max_requests = max_requests
@@ -246,9 +262,9 @@ class LoadRun:
             for round_ in range(repeats + 1):
                 created = timed("create", "POST", "/api/sessions", json={"preset": self.preset})
                 path = f"/api/sessions/{created.json()['id']}"
-                timed("trace", "POST", f"{path}/trace",
+                timed("trace", "POST", f"{path}/trace", params=self.query,
                       json={"input": {"dataset": "mnist", "index": round_}})
-                timed("step", "POST", f"{path}/step", json={"batch_size": 32})
+                timed("step", "POST", f"{path}/step", params=self.query, json={"batch_size": 32})
                 timed("upload", "POST", "/api/images",
                       files={"file": ("d.png", self.pictures[round_ % len(self.pictures)],
                                       "image/png")})
@@ -290,17 +306,20 @@ class RssSampler(threading.Thread):
 def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 50_000,
              preset: str = "lenet5", think: float = 0.5, mix: dict[str, int] | None = None,
              request_timeout: float = 30.0, warmup_fraction: float = 0.2,
-             server_env: dict[str, str] | None = None) -> LoadReport:
-    """Start a server, run the load against it, stop it, and report."""
+             server_env: dict[str, str] | None = None, pattern: str = "json",
+             root: Path = PROJECT_ROOT) -> LoadReport:
+    """Start a server (of the checkout at ``root``), run the load against it with the request
+    ``pattern`` (a key of ``PATTERNS``), stop it, and report."""
     with tempfile.TemporaryDirectory(prefix="cnnviz-load-") as data_dir:
-        server = Server(Path(data_dir), server_env)
+        server = Server(Path(data_dir), server_env, root=root)
         server.start()
         sampler = RssSampler(server.process.pid)
         sampler.start()
         try:
             load = LoadRun(server.url, students=students, duration=duration,
                            max_requests=max_requests, preset=preset, think=think,
-                           mix=mix or DEFAULT_MIX, request_timeout=request_timeout)
+                           mix=mix or DEFAULT_MIX, request_timeout=request_timeout,
+                           query=PATTERNS[pattern])
             alone = load.warm_up()
             elapsed = load.execute()
         finally:
@@ -371,13 +390,37 @@ def main(argv: list[str] | None = None) -> int:
                         help="mean seconds a student waits between clicks (0: hammer)")
     parser.add_argument("--mix", type=parse_mix, default=DEFAULT_MIX,
                         help="relative weights, e.g. trace=4,step=4,upload=2")
+    parser.add_argument("--pattern", choices=sorted(PATTERNS), default="json",
+                        help="json: as an API client asks; page: as the page asks "
+                             "(safetensors, the page's default fields)")
+    parser.add_argument("--compare", action="store_true",
+                        help="run --baseline with json, then this code with json and page")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    report = run_load(students=args.students, duration=args.duration,
-                      max_requests=args.max_requests, preset=args.preset, think=args.think,
-                      mix=args.mix)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
-    return 0 if not report.errors else 1
+    if args.compare and not args.baseline:
+        parser.error("--compare needs --baseline DIR (a checkout of the code before)")
+    runs = ([("before (baseline), json", args.baseline.resolve(), "json"),
+             ("this code, json", PROJECT_ROOT, "json"),
+             ("this code, page", PROJECT_ROOT, "page")] if args.compare
+            else [(f"this code, {args.pattern}", PROJECT_ROOT, args.pattern)])
+    reports = []
+    for label, root, pattern in runs:
+        report = run_load(students=args.students, duration=args.duration,
+                          max_requests=args.max_requests, preset=args.preset, think=args.think,
+                          mix=args.mix, pattern=pattern, root=root)
+        reports.append((label, report))
+        if args.json:
+            print(json.dumps({"run": label, **report.as_dict()}, indent=2))
+        else:
+            print(f"=== {label}\n{format_report(report)}")
+    if len(reports) > 1:
+        reference = reports[0][1].throughput
+        print("=== throughput (requests/s) and ratio to the first run")
+        for label, report in reports:
+            print(f"{label:<28}{report.throughput:8.2f}{report.throughput / reference:8.2f}x"
+                  f"   errors {len(report.errors)}")
+    return 0 if not any(report.errors for _, report in reports) else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,13 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# What the page asks for by default: the maps (z, a, delta), dL/da for the inspector and the
+# max-pool winners, as safetensors; weights and their gradients only when a view needs them.
+PAGE_QUERY = {"format": "safetensors", "fields": "z,a,delta,grad_a,argmax"}
+# uvicorn's event loop and HTTP parser: uvloop + httptools (uvicorn[standard]) or the pure-Python
+# asyncio + h11 it falls back to without them.
+SERVER_IMPLEMENTATIONS = {"uvloop+httptools": ["--loop", "uvloop", "--http", "httptools"],
+                          "asyncio+h11": ["--loop", "asyncio", "--http", "h11"]}
 
 
 def free_port() -> int:
@@ -26,23 +33,31 @@ def free_port() -> int:
 
 class Server:
     """`with Server(data_dir, {"CNNVIZ_...": ...}) as server:` serves at `server.url` until the
-    block ends. Its output goes to a temporary file (a pipe nobody reads could fill and stall it)."""
+    block ends. Its output goes to a temporary file (a pipe nobody reads could fill and stall it).
+    ``root`` serves another checkout of the project (a benchmark's "before"); ``uvicorn_args``
+    are added to uvicorn's command line (e.g. one of ``SERVER_IMPLEMENTATIONS``)."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, *,
+                 root: Path = PROJECT_ROOT, uvicorn_args: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.data_dir = data_dir
         self.extra_env = env or {}
+        self.root = Path(root)
+        self.uvicorn_args = list(uvicorn_args or [])
         self.process: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
 
     def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "CNNVIZ_DATA_DIR": str(self.data_dir), **self.extra_env}
-        env.setdefault("PYTHONPATH", str(PROJECT_ROOT))
+        # the served checkout's app and engine come first, whatever PYTHONPATH already holds
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(self.root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST,
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
-            cwd=PROJECT_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+             *self.uvicorn_args],
+            cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -131,11 +131,174 @@ def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str =
 
 
 def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh):
-    """Fast conv: im2col of the padded input, then one matrix product.
+    """Fast conv: im2col of the padded input, then matrix products.
+
+    Two layouts, the same sum (see `uses_wide_rows`): stride-1 convolutions whose rows waste little
+    work the "wide rows" way, in NCHW and in cache-sized chunks of the batch; the others with the
+    batch innermost. With return_cols the batch-innermost im2col matrix is returned too, for
+    conv_backward to reuse (None for the wide form, whose backward rebuilds its chunks in cache).
+    `scratch` supplies the temporaries (see scratch.py); the returned z is always a new array.
+    """
+    if uses_wide_rows(x.shape, w.shape, stride, padding):
+        z = _conv_forward_wide(x, w, b, padding, scratch)
+        return (z, None) if return_cols else z
+    return _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch)
+
+
+def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
+    """Fast conv backward: dw = delta @ im2col(x).T, db = sum(delta), and dx by the transpose of
+    im2col (or, for small batch-innermost maps, as the full convolution of the dilated delta with the
+    rotated kernel); every form is the same sum as the naive one. `cols` is what conv_forward
+    returned with return_cols (None: rebuilt here)."""
+    if uses_wide_rows(x.shape, w.shape, stride, padding):
+        return _conv_backward_wide(delta, x, w, padding, need_dx, scratch)
+    return _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch)
+
+
+# --- convolution, "wide rows" (stride 1, NCHW) -----------------------------------------------------
+#
+# With stride 1, window offset (r, s) of output (i, j) reads the padded input plane, flattened with
+# row length Wp, at (i + r) * Wp + (j + s) = (r * Wp + s) + (i * Wp + j). So if the outputs are also
+# numbered on rows Wp long, q = i * Wp + j, the im2col row of offset (c, r, s) is one contiguous slice
+# of the flat plane, [r*Wp + s, r*Wp + s + L) with L = (Ho - 1) * Wp + Wo: a copy of long runs, no
+# transposes, and NCHW in and out. The Wp - Wo columns q with j >= Wo are wasted work (computed,
+# then dropped; in backward their delta is zero). dx is the same trick backwards: the column
+# gradients of offset k are written into a zero-margined row shifted so that one strided view of
+# them, summed over (r, s), is dx on the padded plane -- col2im as a single reduction, without one
+# add per kernel offset.
+
+# Wide rows are used when they waste at most this fraction of extra columns (LeNet-5's conv1: 14 %;
+# its conv2, 10x10 outputs on 14-wide rows: 36 %, faster batch-innermost).
+WIDE_ROWS_MAX_WASTE = 0.25
+# A chunk of the batch whose im2col rows are about this big stays in the core's L2 cache together
+# with its products; the whole-batch matrix would stream through memory three times.
+WIDE_CHUNK_BYTES = 2**19
+
+
+def uses_wide_rows(x_shape, w_shape, stride, padding) -> bool:
+    """Whether the fast conv takes the wide-rows form for these shapes (else batch innermost)."""
+    if tuple(stride) != (1, 1):
+        return False
+    _, _, H, W = x_shape
+    _, _, HH, WW = w_shape
+    Wp = W + 2 * padding[1]
+    Ho, Wo = H + 2 * padding[0] - HH + 1, Wp - WW + 1
+    return (Ho - 1) * Wp + Wo <= (1 + WIDE_ROWS_MAX_WASTE) * Ho * Wo
+
+
+def _wide_geometry(x_shape, w_shape, padding):
+    N, C, H, W = x_shape
+    F, _, HH, WW = w_shape
+    ph, pw = padding
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Ho, Wo = Hp - HH + 1, Wp - WW + 1
+    return N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, (Ho - 1) * Wp + Wo
+
+
+def _padded_planes(x, padding, dtype, take: Take) -> np.ndarray:
+    """x zero-padded, as (N, C, Hp * Wp): each padded plane flat."""
+    N, C, H, W = x.shape
+    ph, pw = padding
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    planes = take("x_planes", (N, C, Hp * Wp), dtype)
+    grid = planes.reshape(N, C, Hp, Wp)
+    grid[:, :, :ph] = 0
+    grid[:, :, ph + H:] = 0
+    grid[:, :, ph: ph + H, :pw] = 0
+    grid[:, :, ph: ph + H, pw + W:] = 0
+    grid[:, :, ph: ph + H, pw: pw + W] = x
+    return planes
+
+
+def _wide_chunks(N: int, row_bytes: int):
+    """(n0, n1) ranges of the batch whose im2col rows take about WIDE_CHUNK_BYTES."""
+    step = max(1, WIDE_CHUNK_BYTES // max(1, row_bytes))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take) -> np.ndarray:
+    """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]."""
+    _, C, _ = planes.shape
+    HH, WW = window
+    s_n, s_c, s_q = planes.strides
+    n = n1 - n0
+    view = as_strided(planes[n0:], shape=(C, HH, WW, n, length),
+                      strides=(s_c, row_length * s_q, s_q, s_n, s_q), writeable=False)
+    cols = take("wide_cols", (C * HH * WW, n * length), planes.dtype)
+    np.copyto(cols.reshape(view.shape), view)
+    return cols
+
+
+def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndarray:
+    """The (N, F, Ho, Wo) view of the valid columns of a (F, N * L) wide-row matrix."""
+    e = wide.strides[1]
+    return as_strided(wide, shape=(N, F, Ho, Wo), strides=(length * e, wide.strides[0], row_length * e, e),
+                      writeable=wide.flags.writeable)
+
+
+def _conv_forward_wide(x, w, b, padding, take: Take):
+    N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
+    dtype = np.result_type(x, w)
+    K = C * HH * WW
+    planes = _padded_planes(x, padding, dtype, take)
+    z_wide = take("z_wide", (F, N * L), dtype)
+    w_mat = w.reshape(F, K)
+    for n0, n1 in _wide_chunks(N, K * L * dtype.itemsize):
+        cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
+        np.matmul(w_mat, cols, out=z_wide[:, n0 * L: n1 * L])  # (f, c hh ww) @ (c hh ww, n q)
+    z = np.empty((N, F, Ho, Wo), dtype=dtype)
+    np.add(_wide_outputs(z_wide, N, F, Ho, Wo, Wp, L), b.reshape(F, 1, 1), out=z)
+    return z
+
+
+def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
+    N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
+    dtype = np.result_type(delta, x, w)
+    K, S = C * HH * WW, Hp * Wp
+    # delta on wide rows, (f, n q), zero in the wasted columns so that they add nothing
+    delta_wide = take("delta_wide", (F, N * L), dtype)
+    if Wp > Wo and Ho > 1:
+        e = delta_wide.strides[1]
+        as_strided(delta_wide[:, Wo:], shape=(F, N, Ho - 1, Wp - Wo),
+                   strides=(delta_wide.strides[0], L * e, Wp * e, e))[...] = 0
+    np.copyto(_wide_outputs(delta_wide, N, F, Ho, Wo, Wp, L), delta)
+    db = delta.sum(axis=(0, 2, 3))
+    dw = np.zeros((F, K), dtype=dtype)
+    planes = _padded_planes(x, padding, dtype, take)
+    w_mat = w.reshape(F, K)
+    dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
+    # dcols row k = (c, r, s) goes at [margin, margin + L) of a row `span` long, zero elsewhere;
+    # entry p of the padded plane then reads it at margin + p - (r*Wp + s), always inside the row.
+    margin = (HH - 1) * Wp + WW - 1
+    span = margin + S
+    for n0, n1 in _wide_chunks(N, K * L * dtype.itemsize):
+        n = n1 - n0
+        cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
+        delta_chunk = delta_wide[:, n0 * L: n1 * L]
+        dw += delta_chunk @ cols.T  # (f, n q) @ (n q, c hh ww)
+        if not need_dx:
+            continue
+        shifted = take("dcols_shifted", (n, K, span), dtype)
+        shifted[:, :, :margin] = 0
+        shifted[:, :, margin + L:] = 0
+        # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
+        np.matmul(w_mat.T, delta_chunk.reshape(F, n, L).transpose(1, 0, 2), out=shifted[:, :, margin: margin + L])
+        e = shifted.strides[2]
+        reads = as_strided(shifted[:, :, margin:], shape=(n, C, HH, WW, S),
+                           strides=(shifted.strides[0], HH * WW * span * e, (WW * span - Wp) * e, (span - 1) * e, e),
+                           writeable=False)
+        dx_planes = take("dx_planes", (n, C, S), dtype)
+        np.sum(reads, axis=(2, 3), out=dx_planes)
+        dx[n0:n1] = dx_planes.reshape(n, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
+    return dx, dw.reshape(w.shape), db
+
+
+# --- convolution, batch innermost (any stride) -----------------------------------------------------
+
+def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch: Take):
+    """im2col with the batch innermost, then one matrix product.
 
     # (f, c hh ww) @ (c hh ww, ho wo n) -> (f, ho, wo, n) -> nfhw
-    With return_cols the im2col matrix is returned too, for conv_backward to reuse. `scratch`
-    supplies the temporaries (see scratch.py); the returned z is always a new array.
     """
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
@@ -150,10 +313,9 @@ def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scra
     return (z, cols) if return_cols else z
 
 
-def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
-    """Fast conv backward: dw = delta @ im2col(x).T, db = sum(delta), and dx either as the full
-    convolution of the dilated delta with the rotated kernel (small maps) or by col2im (large
-    ones); the two are the same sum, and both equal the naive form."""
+def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch: Take):
+    """dw = delta @ im2col(x).T, db = sum(delta), and dx either as the full convolution of the
+    dilated delta with the rotated kernel (small maps) or by col2im (large ones)."""
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
     _, _, Ho, Wo = delta.shape
@@ -268,43 +430,54 @@ def _pool_output_size(x_shape, size, stride):
 
 
 def maxpool_forward(x, size, stride, scratch: Take = fresh):
-    """Fast max-pool: a running maximum over the kh*kw window offsets, each a whole-map operation.
-
-    A later offset replaces the winner only when strictly greater, so ties go to the first input in
-    row-major window order, the rule of the notes. argmax is row * W + col in the input plane.
+    """Fast max-pool: the maximum over the kh*kw window offsets, each a whole-map operation, then
+    the winner as the first offset, in row-major window order, whose input equals that maximum (the
+    notes' rule for ties). argmax is row * W + col in the input plane.
     """
     N, C, H, W = x.shape
     (kh, kw), (sh, sw) = size, stride
     Ho, Wo = _pool_output_size(x.shape, size, stride)
-    views = _offset_views(x, size, stride, (Ho, Wo))
-    _, _, first = next(views)
-    out = first.copy()
-    # Offsets come in increasing number, so "replace the winner where strictly greater" is a running
-    # maximum of number * (candidate > out): branch-free, and far faster than a masked copy.
-    number_type = np.int16 if kh * kw < 2**15 else np.int32  # the spec caps windows at 64x64
-    winner = scratch("winner", out.shape, number_type)  # offset number of the current winner
+    views = [view for _, _, view in _offset_views(x, size, stride, (Ho, Wo))]
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    if len(views) == 1:
+        np.copyto(out, views[0])
+    else:
+        np.maximum(views[0], views[1], out=out)
+        for view in views[2:]:
+            np.maximum(out, view, out=out)
+    # The winner's number is sum_k prod_{j <= k} missed_j (missed_j: offset j is not the maximum),
+    # evaluated from the last offset back as winner = missed_k * (1 + winner): a few byte-wide
+    # passes instead of a masked copy per offset.
+    number_type = np.uint8 if len(views) <= 2**8 else np.uint16  # the spec caps windows at 64x64
+    winner = scratch("winner", out.shape, number_type)
     winner.fill(0)
-    better = scratch("better", out.shape, bool)
-    claim = scratch("claim", out.shape, number_type)
-    for number, (_, _, candidate) in enumerate(views, start=1):
-        np.greater(candidate, out, out=better)
-        np.multiply(better, number_type(number), out=claim)
-        np.maximum(winner, claim, out=winner)
-        np.maximum(out, candidate, out=out)
+    missed = scratch("missed", out.shape, bool)
+    for number in range(len(views) - 2, -1, -1):
+        np.not_equal(views[number], out, out=missed)
+        winner += 1
+        np.multiply(winner, missed, out=winner)
     offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s
-    argmax = offset_in_plane[winner]
+    argmax = np.take(offset_in_plane, winner)
     argmax += (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw  # the window's corner
     return out, argmax
 
 
-def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh):
-    """Each output's delta goes to its winning input only: one unbuffered scatter-add over flat
-    (n, c, row * W + col) indices, so inputs that win several overlapping windows add them up."""
+def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None):
+    """Each output's delta goes to its winning input only.
+
+    With `size` and `stride` given and windows that do not overlap (stride >= size on both axes),
+    every input wins at most one window, so the deltas are simply stored at their winners' flat
+    (n, c, row * W + col) indices; otherwise (overlapping, or the window unknown) one unbuffered
+    scatter-add, so that inputs winning several windows add them up.
+    """
     N, C, H, W = x_shape
     index = scratch("index", argmax.shape, np.int64)
     np.add(argmax, (np.arange(N * C, dtype=np.int64) * (H * W)).reshape(N, C, 1, 1), out=index)
     dx = np.zeros(N * C * H * W, dtype=dout.dtype)
-    np.add.at(dx, index.reshape(-1), dout.reshape(-1))
+    if size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]:
+        dx[index.reshape(-1)] = dout.reshape(-1)
+    else:
+        np.add.at(dx, index.reshape(-1), dout.reshape(-1))
     return dx.reshape(x_shape)
 
 

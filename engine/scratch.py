@@ -10,7 +10,10 @@ already mapped. Arrays that a trace returns or keeps are never scratch.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 import threading
 from typing import Callable
 
@@ -68,3 +71,51 @@ class Scratch:
 
 
 SCRATCH = Scratch()
+
+
+# --- the C allocator -------------------------------------------------------------------------------
+#
+# Scratch covers the temporaries; the arrays a trace returns must be new every time. glibc's malloc
+# serves a large request with a fresh mmap (and unmaps it when freed) once the request passes a
+# threshold it moves at run time, and it hands free memory at the top of its heap back to the system
+# past a trim threshold. Either way the next trace touches pages the kernel must fault in again,
+# about 2,000 faults for one batch-64 LeNet-5 trace depending on what ran before. Fixing both
+# thresholds keeps freed trace arrays in the heap for the next trace. The cost is bounded: at most
+# TRIM_THRESHOLD_BYTES of free memory stays at the top of each malloc arena (one per thread that
+# allocates, up to glibc's limit), and requests above MMAP_THRESHOLD_BYTES are still mapped and
+# unmapped directly.
+
+MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest allowed value on 64-bit systems
+TRIM_THRESHOLD_BYTES = 64 * 2**20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
+_ALLOCATOR_SETTINGS = {  # what glibc reads from the environment for each, if the user has set it
+    _M_MMAP_THRESHOLD: ("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD_BYTES),
+    _M_TRIM_THRESHOLD: ("MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD_BYTES),
+}
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Fix glibc malloc's mmap and trim thresholds (above) for this process; True if both are set.
+
+    Does nothing, and returns False, off Linux, on another C library, or for a threshold the user
+    has already chosen in the environment (theirs wins). Never raises: it is an optimisation only.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing useful
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    all_set = True
+    for parameter, (variable, value) in _ALLOCATOR_SETTINGS.items():
+        if variable in os.environ:
+            all_set = False
+            continue
+        all_set &= mallopt(parameter, value) == 1  # mallopt returns 1 on success
+    return all_set
+
+
+ALLOCATOR_TUNED = keep_freed_memory_for_reuse()

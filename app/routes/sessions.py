@@ -49,6 +49,8 @@ def _new_session(request: CreateSessionRequest, settings: Settings) -> Session:
     try:
         check_spec(spec, settings)
         session = Session.create(spec, preset=request.preset, positive_class=positive_class)
+        if request.preset is not None:
+            preset.initialize(session.network)
     except SpecError as exc:
         raise HTTPException(422, f"invalid spec: {exc}") from exc
     outputs = session.network.output_size

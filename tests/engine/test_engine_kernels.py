@@ -137,6 +137,9 @@ def test_maxpool_overlapping_windows_accumulate_deltas_on_a_shared_winner(forwar
     expected = np.zeros((3, 3))
     expected[1, 1] = 10.0
     np.testing.assert_array_equal(dx, as_nchw(expected))
+    if backward is kernels.maxpool_backward:  # told the window, it must still add, not store
+        dx = backward(as_nchw(np.array([[1.0, 2.0], [3.0, 4.0]])), argmax, (1, 1, 3, 3), size=(2, 2), stride=(1, 1))
+        np.testing.assert_array_equal(dx, as_nchw(expected))
 
 
 @pytest.mark.parametrize("forward, backward", AVGPOOL_FORMS, ids=["naive", "fast"])
@@ -224,6 +227,54 @@ def test_conv_backward_dx_methods_both_equal_the_naive_form(shape, dx_method, mo
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
 
 
+# padding as large as the kernel or larger (PyTorch accepts it), LeNet-5's two convs, a 1x1 kernel
+LAYOUT_SHAPES = CONV_SHAPES + [
+    (2, 2, 5, 6, 3, 3, 2, (1, 1), (3, 4)),
+    (3, 1, 4, 4, 2, 2, 2, (2, 2), (3, 2)),
+    (1, 2, 3, 3, 2, 3, 3, (1, 1), (5, 5)),
+    (5, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2)),
+    (5, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0)),
+    (3, 3, 6, 5, 2, 1, 1, (1, 1), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("layout", ["wide_rows", "batch_innermost"])
+@pytest.mark.parametrize("shape", LAYOUT_SHAPES)
+def test_conv_layouts_both_equal_the_naive_form_and_torch_for_any_padding(shape, layout, monkeypatch):
+    """Force each fast layout (wide rows only exist for stride 1) over every shape, with chunks of
+    the batch small enough that there are several and the last one is short."""
+    n, c, h, w_, f, hh, ww, stride, padding = shape
+    monkeypatch.setattr(kernels, "WIDE_ROWS_MAX_WASTE", 1e9 if layout == "wide_rows" else -1.0)
+    monkeypatch.setattr(kernels, "WIDE_CHUNK_BYTES", 1)
+    assert kernels.uses_wide_rows((n, c, h, w_), (f, c, hh, ww), stride, padding) == (
+        layout == "wide_rows" and stride == (1, 1))
+    rng = np.random.default_rng(n * h + w_)
+    x = rng.normal(size=(n, c, h, w_))
+    w = rng.normal(size=(f, c, hh, ww))
+    b = rng.normal(size=f)
+    z_naive = kernels.conv_forward_naive(x, w, b, stride, padding)
+    delta = rng.normal(size=z_naive.shape)
+    z_torch, dx_torch, dw_torch, db_torch = torch_conv(x, w, b, delta, stride, padding)
+    take = Scratch().taker(0)
+    for _ in range(2):  # the second time on reused scratch
+        z, cols = kernels.conv_forward(x, w, b, stride, padding, return_cols=True, scratch=take)
+        np.testing.assert_allclose(z, z_naive, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(z, z_torch, rtol=1e-10, atol=1e-12)
+        dx, dw, db = kernels.conv_backward(delta, x, w, stride, padding, cols=cols, scratch=take)
+        np.testing.assert_allclose(dx, dx_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(dw, dw_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-11)
+        no_dx, dw_only, _ = kernels.conv_backward(delta, x, w, stride, padding, need_dx=False, scratch=take)
+        assert no_dx is None
+        np.testing.assert_allclose(dw_only, dw_torch, rtol=1e-10, atol=1e-11)
+
+
+def test_wide_rows_are_chosen_for_lenet5_conv1_and_not_for_conv2_or_strides():
+    assert kernels.uses_wide_rows((64, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2))
+    assert not kernels.uses_wide_rows((64, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0))
+    assert not kernels.uses_wide_rows((64, 1, 28, 28), (6, 1, 5, 5), (2, 2), (2, 2))
+
+
 def test_conv_backward_reusing_forward_cols_and_scratch_gives_fresh_results():
     """Scratch buffers are reused between calls; results handed out must not change afterwards."""
     take = Scratch().taker(0)
@@ -253,6 +304,7 @@ POOL_SHAPES = [
     (1, 3, 8, 8, (2, 2), (3, 3)),
     (2, 2, 5, 5, (1, 1), (1, 1)),
     (2, 6, 28, 28, (2, 2), (2, 2)),
+    (1, 2, 20, 21, (17, 17), (3, 2)),  # 289 window offsets: more than a byte can number
 ]
 
 
@@ -273,8 +325,11 @@ def test_maxpool_naive_fast_and_torch_agree(shape):
     np.testing.assert_array_equal(argmax_fast, argmax_naive)
     dx_naive = kernels.maxpool_backward_naive(dout, argmax_naive, x.shape)
     dx_fast = kernels.maxpool_backward(dout, argmax_fast, x.shape)
+    # told the window: a plain store of every delta at its winner where windows do not overlap
+    dx_windowed = kernels.maxpool_backward(dout, argmax_fast, x.shape, size=size, stride=stride)
     np.testing.assert_allclose(dx_naive, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(dx_fast, dx_naive, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx_windowed, dx_naive, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("shape", POOL_SHAPES)

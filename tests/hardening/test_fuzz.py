@@ -9,7 +9,7 @@ engine.
 
 One schemathesis check is left out: "positive data acceptance" (a schema-valid request must be
 accepted). Several rules cannot be written in JSON Schema and are enforced by the app with a
-422 naming the problem: a spec must describe a valid network, 'label' goes with pixels only,
+422 naming the problem: a spec must describe a valid network, pixels need a 'label',
 momentum/beta hyperparameters must match the optimizer, an upload must hold a picture.
 """
 
