@@ -298,7 +298,7 @@ class App {
       if (!this.chosenInput) return;
       this.inputs.current = this.chosenInput;
       showExampleNote(null);
-      this.traceInput(this.inputs.current).catch((error) => this.showError(error));
+      this.exclusive(() => this.traceInput(this.inputs.current));
     });
   }
 
@@ -688,8 +688,8 @@ class App {
       sessionId: this.session.id,
       input: this.inputs.current,
       whatIf: this.whatIf,
-      onShow: (trace, change, description, baseTrace) => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell }),
-      onClear: () => this.clearWhatIf().catch((error) => this.showError(error)),
+      onShow: (trace, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell })),
+      onClear: () => this.exclusive(() => this.clearWhatIf()),
     };
   }
 
@@ -697,9 +697,9 @@ class App {
     this.stopAnimation();
     this.setRecord(trace, null);
     this.whatIf = { change, description, baseTrace };
-    showWhatIfBanner(description, () => this.clearWhatIf().catch((error) => this.showError(error)));
     await this.showPhase(this.phases.length - 1);
     this.inspect(inspected.index, inspected.view, inspected.cell);
+    showWhatIfBanner(description, () => this.exclusive(() => this.clearWhatIf()));
   }
 
   async clearWhatIf() {

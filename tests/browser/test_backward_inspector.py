@@ -272,6 +272,7 @@ def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_
     shoot(page, screenshot, "p9-whatif-table")
     page.locator("#inspector [data-role=whatif-show]").click()
     page.wait_for_selector("#whatif-banner:not([hidden])")
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
     assert "W[0,0,2,2] = 3" in page.inner_text("#whatif-banner")
     shown = page.evaluate("() => window.cnnviz.app.record.trace")
     assert shown["layers"][0]["params"]["W"][0][0][2][2] == pytest.approx(3.0)
@@ -290,6 +291,7 @@ def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_
     page.locator("#whatif-banner [data-role=whatif-clear-banner]").click()
     page.wait_for_selector("#whatif-banner", state="hidden")
     page.wait_for_function("l => Math.abs(window.cnnviz.app.record.trace.loss - l) < 1e-9", arg=before["loss"])
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
     # The label: the same digit traced as if it were another class.
     set_view(page, "delta")
     click_cell(page, 7, 0, 3)
