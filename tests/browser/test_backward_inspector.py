@@ -152,6 +152,20 @@ def test_phone_width_inspector_pictures_fit(open_page, screenshot):
     click_cell(page, 0, 3, 2)
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-conv1-dW").with_name("p9-phone-conv1-dW-inspector.png")))
+    # The experiments fit too: a gradient check and a what-if at phone width.
+    page.locator("#inspector [data-role=gradcheck-run]").click()
+    page.wait_for_selector("#inspector [data-role=gradcheck-verdict]")
+    page.locator("#inspector [data-role=whatif-value]").fill("2")
+    page.locator("#inspector [data-role=whatif-run]").click()
+    page.wait_for_selector("#inspector [data-role=whatif-table]")
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    experiments = page.locator("#inspector [data-role=experiments]")
+    experiments.scroll_into_view_if_needed()
+    experiments.screenshot(path=str(screenshot(page, "p9-phone-experiments").with_name("p9-phone-experiments-inspector.png")))
+    set_view(page, "delta")
+    click_cell(page, 5, 0, 17)
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-dense-column").with_name("p9-phone-dense-column-inspector.png")))
     assert problems.messages == []
 
 
