@@ -276,6 +276,17 @@ def test_gradient_check_on_click_shows_numeric_and_analytic(open_page, screensho
     assert value("analytic") == pytest.approx(engine_value(page), rel=1e-5, abs=1e-8)
     assert value("numeric") == pytest.approx(value("analytic"), rel=1e-3, abs=1e-6) or \
         page.locator("#inspector [data-role=gradcheck-kinks] li").count() > 0
+    # conv1's bias starts at 0, so over the blank background z = b = 0 exactly: any nudge of
+    # b[0] flips those ReLUs, the loss has a corner there and the engine says so.
+    set_view(page, "db")
+    click_cell(page, 0, 0, 0)
+    page.locator("#inspector [data-role=gradcheck-run]").click()
+    page.wait_for_selector("#inspector [data-role=gradcheck-verdict]")
+    assert page.get_attribute("#inspector [data-role=gradcheck-verdict]", "data-agree") == "false"
+    assert "corner" in page.inner_text("#inspector [data-role=gradcheck-verdict]")
+    kinks = page.inner_text("#inspector [data-role=gradcheck-kinks]")
+    assert "conv1" in kinks and "relu" in kinks
+    shoot(page, screenshot, "p9-gradcheck-kink")
     assert problems.messages == []
 
 
