@@ -384,6 +384,7 @@ function convWeightGrad(trace, index, f, c, r, s, context) {
 // The gradient the update applied (the mini-batch mean), beside the traced sample's own.
 function batchGradient(context, index, param, key) {
   const step = context && context.step;
+  if (context.gradients === "sample") return null; // the "this image only" toggle
   const grads = step && paramsOfLayer(step.batch_grads, index);
   if (!grads) return null;
   const value = key.reduce((node, k) => node[k], grads[param]);
@@ -475,6 +476,9 @@ function softmaxStory(layer, k) {
   };
 }
 
+// When the page shows the gradient the update applied (context.gradients "batch"), that mean
+// over the mini-batch comes first, next to this image's own; the sum of products below it is
+// this image's own, one of the batch's terms.
 // The inspector's story for a clicked cell: a list of sections.
 export function explainCell(record, index, view, cell, context = {}) {
   const trace = record.trace;
