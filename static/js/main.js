@@ -758,14 +758,14 @@ class App {
       sessionId: this.session.id,
       input: this.inputs.current,
       whatIf: this.whatIf,
-      onShow: (trace, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell })),
+      onShow: (answer, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(answer, change, description, baseTrace, { index, view, cell })),
       onClear: () => this.exclusive(() => this.clearWhatIf()),
     };
   }
 
-  async showWhatIf(trace, change, description, baseTrace, inspected) {
+  async showWhatIf(answer, change, description, baseTrace, inspected) {
     this.stopAnimation();
-    this.setRecord(trace, null);
+    this.setRecord(answer, false);
     this.whatIf = { change, description, baseTrace };
     await this.showPhase(this.phases.length - 1);
     this.inspect(inspected.index, inspected.view, inspected.cell);
