@@ -662,8 +662,9 @@ class App {
     const trace = this.record.trace;
     if (phase.kind === "loss") {
       const binary = Array.isArray(trace.target) && trace.target.length === 1;
-      const truth = binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
-      return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}, predicted ${trace.predicted_class ?? "?"})`;
+      const example = trace.label == null && Array.isArray(trace.target); // a preset's example: a target, no digit
+      const truth = example ? `target [${trace.target.map(formatNumber).join(", ")}]` : binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
+      return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}${example ? "" : `, predicted ${trace.predicted_class ?? "?"}`})`;
     }
     if (phase.kind === "gradients") {
       const s = this.record.step;

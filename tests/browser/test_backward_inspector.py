@@ -366,6 +366,8 @@ def test_worked_example_preset_reads_the_notes_numbers_off_the_screen(open_page,
     page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 4")
     page.wait_for_function("() => window.cnnviz.app.record && window.cnnviz.app.record.trace.input.flat(2).length === 9")
     assert "worked" in page.inner_text("#example-note")
+    page.wait_for_function("() => document.getElementById('prediction-summary').textContent.includes('target y = [36, 47, 65, 78]')")
+    assert "output a = [37, 47, 67, 77]" in page.inner_text("#prediction-summary")
     set_view(page, "z")
     click_cell(page, 0, 1, 0)  # O[0, 1] = 2·1 + 3·2 + 5·3 + 6·4 = 47
     assert_result_matches(page)
