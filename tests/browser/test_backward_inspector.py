@@ -207,9 +207,38 @@ def apply_spec(page, spec: str, cards_count: int) -> None:
     page.wait_for_function("() => !window.cnnviz.app.actionRunning")
 
 
+# Every cell of every map the inspector explains (z and δ of every layer, dL/dx, every dW
+# and db), run through the page's own arithmetic module: each sum, and each x g'(z), must
+# match the engine's value.
+EVERY_CELL_JS = """async () => {
+  const { explainCell } = await import('/static/js/arithmetic.js');
+  const record = window.cnnviz.app.record;
+  const trace = record.trace;
+  const shape = (a) => { const s = []; while (Array.isArray(a)) { s.push(a.length); a = a[0]; } return s; };
+  let checked = 0; const wrong = [];
+  const check = (what, sections) => { for (const s of sections) {
+    if (s.result) { checked += 1; if (!s.result.match) wrong.push([what, s.heading, s.result.computed, s.result.engine]); }
+    if (s.activation) { checked += 1; if (!s.activation.delta.match) wrong.push([what, 'times the derivative']); } } };
+  for (let li = -1; li < trace.layers.length; li++) {
+    const sh = shape(li === -1 ? trace.input_grad : trace.layers[li].delta);
+    const conv = li >= 0 && trace.layers[li].type === 'conv';
+    if (sh.length === 3) for (let m = 0; m < sh[0]; m++) for (let i = 0; i < sh[1]; i++) for (let j = 0; j < sh[2]; j++) {
+      check(`${li} delta ${m},${i},${j}`, explainCell(record, li, 'delta', { map: m, i, j }));
+      if (conv) check(`${li} z ${m},${i},${j}`, explainCell(record, li, 'z', { map: m, i, j }));
+    }
+    if (conv) { const [F, C, HH, WW] = shape(trace.layers[li].params.W);
+      for (let f = 0; f < F; f++) { check(`${li} db ${f}`, explainCell(record, li, 'db', { k: f }));
+        for (let c = 0; c < C; c++) for (let r = 0; r < HH; r++) for (let s = 0; s < WW; s++) check(`${li} dW`, explainCell(record, li, 'dW', { f, c, r, s })); } }
+  }
+  return { checked, wrong: wrong.slice(0, 5) };
+}"""
+
+
 def test_circular_padding_and_true_convolution_are_shown_and_sum_to_the_engine(open_page, screenshot):
     page, problems = open_page()
     apply_spec(page, CONV_OPTIONS_SPEC, 7)
+    every = page.evaluate(EVERY_CELL_JS)
+    assert every["wrong"] == [] and every["checked"] > 15_000, every
     set_view(page, "z")
     click_cell(page, 0, 0, 0)  # conv1 (circular, pad 2): the window wraps around the corner
     assert_result_matches(page)
