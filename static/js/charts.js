@@ -140,6 +140,10 @@ function lastStep(history) {
 }
 
 export function predictionSummary(result, trace) {
+  if (trace.label == null && Array.isArray(trace.target)) {
+    // A preset's example (the notes' worked example): outputs against a target vector, no class.
+    return `output a = [${trace.prediction.map(formatNumber).join(", ")}] against the target y = [${trace.target.map(formatNumber).join(", ")}]; loss = ${formatNumber(trace.loss)}`;
+  }
   const verdict = result.predicted === result.label ? "correct" : "wrong";
   const loss = formatNumber(trace.loss);
   if (result.binary) {

@@ -662,8 +662,9 @@ class App {
     const trace = this.record.trace;
     if (phase.kind === "loss") {
       const binary = Array.isArray(trace.target) && trace.target.length === 1;
-      const truth = binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
-      return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}, predicted ${trace.predicted_class ?? "?"})`;
+      const example = trace.label == null && Array.isArray(trace.target); // a preset's example: a target, no digit
+      const truth = example ? `target [${trace.target.map(formatNumber).join(", ")}]` : binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
+      return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}${example ? "" : `, predicted ${trace.predicted_class ?? "?"}`})`;
     }
     if (phase.kind === "gradients") {
       const s = this.record.step;
@@ -758,14 +759,14 @@ class App {
       sessionId: this.session.id,
       input: this.inputs.current,
       whatIf: this.whatIf,
-      onShow: (trace, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell })),
+      onShow: (answer, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(answer, change, description, baseTrace, { index, view, cell })),
       onClear: () => this.exclusive(() => this.clearWhatIf()),
     };
   }
 
-  async showWhatIf(trace, change, description, baseTrace, inspected) {
+  async showWhatIf(answer, change, description, baseTrace, inspected) {
     this.stopAnimation();
-    this.setRecord(trace, null);
+    this.setRecord(answer, false);
     this.whatIf = { change, description, baseTrace };
     await this.showPhase(this.phases.length - 1);
     this.inspect(inspected.index, inspected.view, inspected.cell);
