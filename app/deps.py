@@ -11,10 +11,11 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from engine.scratch import SCRATCH
 
-from app.serialize import LAYER_FIELDS, AnswerView, parse_fields
+from app.serialize import FIELDS_PATTERN, LAYER_FIELDS, AnswerView, parse_fields
 from app.session_snapshot import SessionSnapshot
 from app.sessions import Session
 from app.settings import Settings
@@ -35,12 +36,14 @@ async def get_answer_view(
         description="json (the default), or safetensors: a binary file whose tensors are the "
                     "answer's arrays named by their JSON path (layers.0.z, trace.layers.0.a, "
                     "params_after.0.W, ...) and whose __metadata__ 'json' is the rest")] = "json",
-    fields: Annotated[str | None, Query(
+    fields: Annotated[str | SkipJsonSchema[None], Query(
         description="comma-separated subset of " + ", ".join(LAYER_FIELDS) + ": only these "
                     "per-layer arrays are sent (in a step, params also brings params_before and "
                     "params_after, grads brings batch_grads); the others are left out (their "
                     "keys absent). Absent: all of them",
-        examples=["z,a,delta,grad_a,argmax"])] = None,
+        examples=["z,a,delta,grad_a,argmax"],
+        # documented, not enforced by pydantic: parse_fields refuses in plainer words
+        json_schema_extra={"pattern": FIELDS_PATTERN})] = None,
 ) -> AnswerView:
     try:
         chosen = parse_fields(fields)
