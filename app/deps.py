@@ -29,6 +29,10 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+_FIELD_NAME = "(?:" + "|".join(LAYER_FIELDS) + ")"
+FIELDS_PATTERN = rf"^\s*(?:{_FIELD_NAME}\s*)?(?:,\s*(?:{_FIELD_NAME}\s*)?)*$"
+
+
 async def get_answer_view(
     answer_format: Annotated[Literal["json", "safetensors"], Query(
         alias="format",
@@ -40,7 +44,9 @@ async def get_answer_view(
                     "per-layer arrays are sent (in a step, params also brings params_before and "
                     "params_after, grads brings batch_grads); the others are left out (their "
                     "keys absent). Absent: all of them",
-        examples=["z,a,delta,grad_a,argmax"])] = None,
+        examples=["z,a,delta,grad_a,argmax"],
+        # documented, not enforced by FastAPI: parse_fields refuses anything else in plain words
+        json_schema_extra={"pattern": FIELDS_PATTERN})] = None,
 ) -> AnswerView:
     try:
         chosen = parse_fields(fields)
