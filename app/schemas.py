@@ -139,7 +139,7 @@ class ExampleInput(StrictModel):
                                                     "/api/presets lists them), with its own target")
 
 
-TracedInput = SampleInput | ExampleInput
+SampleOrExample = SampleInput | ExampleInput
 
 
 class _InputWithLabel(StrictModel):
@@ -176,7 +176,7 @@ Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
 
 
 class _WhatIf(_InputWithLabel):
-    input: TracedInput
+    input: SampleOrExample
     edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
                                                   "last edit of a cell wins")
 
@@ -238,7 +238,7 @@ class StepRequest(TrainingOptions, _InputWithLabel):
     """One iteration; an optional ``input`` (a digit, or a preset's example) becomes the batch's
     first sample."""
 
-    input: TracedInput | None = None
+    input: SampleOrExample | None = None
 
 
 class TrainRequest(TrainingOptions):
