@@ -286,8 +286,9 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
         if not need_dx:
             continue
         # Only [margin, margin + L) of each row is ever written, so under a name fixed by that layout
-        # the zero margins of a new buffer stay zero: no need to clear them again.
-        shifted = take(f"dcols_shifted {K} {span} {margin} {L}", (n, K, span), dtype, zeroed=True)
+        # (dtype included: one dtype's values are not another's zeros) the zero margins of a new
+        # buffer stay zero: no need to clear them again.
+        shifted = take(f"dcols_shifted {K} {span} {margin} {L} {dtype}", (n, K, span), dtype, zeroed=True)
         # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
         np.matmul(w_mat.T, delta_wide.reshape(F, n, L).transpose(1, 0, 2), out=shifted[:, :, margin: margin + L])
         e = shifted.strides[2]
