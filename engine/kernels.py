@@ -14,6 +14,8 @@ delta = dL/dz, and dx, dw, db the gradients. `stride` and `padding` are pairs (h
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .scratch import Take, fresh, kernel_threads, worker_pool
@@ -520,9 +522,20 @@ def _maxpool_chunk(x, size, stride, out, argmax, scratch: Take) -> None:
         np.not_equal(views[number], out, out=missed)
         winner += 1
         np.multiply(winner, missed, out=winner)
-    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s
+    offset_in_plane, corner = _window_indices(tuple(size), tuple(stride), W, Ho, Wo)
     np.take(offset_in_plane, winner, out=argmax, mode="clip")  # every number is valid; "raise" would buffer
-    argmax += (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw  # the window's corner
+    argmax += corner
+
+
+@functools.lru_cache(maxsize=256)
+def _window_indices(size, stride, W, Ho, Wo):
+    """(offset number -> r*W + s, each window's top-left r*W + s), read-only, made once per shape:
+    at batch 1 building them costs as much as using them."""
+    (kh, kw), (sh, sw) = size, stride
+    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)
+    corner = (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw
+    offset_in_plane.flags.writeable = corner.flags.writeable = False
+    return offset_in_plane, corner
 
 
 def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None):
@@ -535,13 +548,21 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
     """
     N, C, H, W = x_shape
     index = scratch("index", argmax.shape, np.int64)
-    np.add(argmax, (np.arange(N * C, dtype=np.int64) * (H * W)).reshape(N, C, 1, 1), out=index)
+    np.add(argmax, _plane_starts(N, C, H * W), out=index)
     dx = np.zeros(N * C * H * W, dtype=dout.dtype)
     if size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]:
         dx[index.reshape(-1)] = dout.reshape(-1)
     else:
         np.add.at(dx, index.reshape(-1), dout.reshape(-1))
     return dx.reshape(x_shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_starts(N, C, plane_size):
+    """(N, C, 1, 1) flat index of each plane's first element, read-only, made once per shape."""
+    starts = (np.arange(N * C, dtype=np.int64) * plane_size).reshape(N, C, 1, 1)
+    starts.flags.writeable = False
+    return starts
 
 
 # --- average pooling -----------------------------------------------------------------------------
