@@ -1,36 +1,75 @@
-"""Shared objects handed to routes through ``Depends``."""
+"""Shared objects handed to routes through ``Depends``.
+
+The dependencies are ``async def`` because they only read or parse: FastAPI runs a plain ``def``
+dependency on a worker thread, one thread hop (~0.1 ms) per dependency per request."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 
+from engine.scratch import SCRATCH
+
+from app.serialize import LAYER_FIELDS, AnswerView, parse_fields
+from app.session_snapshot import SessionSnapshot
 from app.sessions import Session
 from app.settings import Settings
 from app.store import SessionStore
 
 
-def get_store(request: Request) -> SessionStore:
+async def get_store(request: Request) -> SessionStore:
     return request.app.state.store
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
+
+
+async def get_answer_view(
+    answer_format: Annotated[Literal["json", "safetensors"], Query(
+        alias="format",
+        description="json (the default), or safetensors: a binary file whose tensors are the "
+                    "answer's arrays named by their JSON path (layers.0.z, trace.layers.0.a, "
+                    "params_after.0.W, ...) and whose __metadata__ 'json' is the rest")] = "json",
+    fields: Annotated[str | None, Query(
+        description="comma-separated subset of " + ", ".join(LAYER_FIELDS) + ": only these "
+                    "per-layer arrays are sent (in a step, params also brings params_before and "
+                    "params_after, grads brings batch_grads); the others are left out (their "
+                    "keys absent). Absent: all of them",
+        examples=["z,a,delta,grad_a,argmax"])] = None,
+) -> AnswerView:
+    try:
+        chosen = parse_fields(fields)
+    except ValueError as error:
+        raise RequestValidationError([{"loc": ("query", "fields"), "msg": str(error),
+                                       "type": "value_error"}]) from None
+    return AnswerView(answer_format, chosen)
 
 
 StoreDep = Annotated[SessionStore, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+AnswerViewDep = Annotated[AnswerView, Depends(get_answer_view)]
 
 
 @contextmanager
 def locked_session(store: SessionStore, session_id: str, *, save: bool) -> Iterator[Session]:
     """The session with its lock held for the whole block; saved at the end if the block
-    completed and ``save`` is set (a refused request raises, so nothing is saved)."""
+    completed and ``save`` is set. If anything fails (a refusal, running out of memory, a disk
+    that cannot take the save), the session is put back exactly as it was and the engine's
+    scratch memory on this thread is released, so the next request starts clean."""
     session = store.get(session_id)
     with session.lock:
-        yield session
-        if save:
-            store.save(session)
+        before = SessionSnapshot.of(session) if save else None
+        try:
+            yield session
+            if save:
+                store.save(session)
+        except BaseException:
+            if before is not None:
+                before.restore(session)
+            SCRATCH.clear()
+            raise

@@ -17,6 +17,11 @@ version that every save increments only if it still holds the version its copy w
 request sees another process's newer save (the copy is reloaded when idle), and an update made
 to an outdated copy is refused with 409 rather than overwriting someone else's step.
 
+A save's commit (``synchronous=FULL``: an fsync, ~8 ms here) runs on a connection of its own
+under a write lock, not under the store-wide mutex that every ``get`` takes, so reads of other
+sessions never wait behind a disk sync. The version check stays inside the ``UPDATE`` (atomic in
+SQLite), and the save still returns only after its commit is durable.
+
 The database path is built from the data folder alone; session ids only ever reach SQLite as
 bound parameters, never a file name.
 """
@@ -27,7 +32,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -35,7 +40,14 @@ from app.session_codec import decode_session, encode_session
 from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
-from app.store import InMemorySessionStore, SessionNotFound, SessionStore, StoreFull
+from app.store import (
+    DEFAULT_EVICT_IDLE_SECONDS,
+    InMemorySessionStore,
+    SessionNotFound,
+    SessionStore,
+    StoreFull,
+    describe_bytes,
+)
 from app.training import Refused
 
 DATABASE_NAME = "sessions.sqlite3"
@@ -44,6 +56,37 @@ DATABASE_NAME = "sessions.sqlite3"
 UNLOAD_GRACE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
+
+
+def sessions_to_unload(loaded: Iterable[Session], needed: int, max_bytes: int,
+                       now: float) -> list[Session]:
+    """The least recently used idle sessions to drop from memory so that ``needed`` more bytes
+    fit ``max_bytes``; raises ``StoreFull`` when even all idle ones would not make room. Shared
+    by the stores that keep loaded copies of sessions stored elsewhere (SQLite, Redis)."""
+    loaded = list(loaded)
+    used = sum(s.memory_bytes() for s in loaded)
+    if used + needed <= max_bytes:
+        return []
+    grace = now - UNLOAD_GRACE_SECONDS
+    candidates = sorted(
+        (s for s in loaded if s.last_used < grace and not s.lock.locked()),
+        key=lambda s: s.last_used,
+    )
+    unloaded = []
+    for session in candidates:
+        if used + needed <= max_bytes:
+            break
+        used -= session.memory_bytes()
+        unloaded.append(session)
+    if used + needed > max_bytes:
+        raise StoreFull(
+            "max_store_bytes",
+            max_bytes,
+            f"the server's memory for sessions is taken by sessions in use: this one needs "
+            f"{describe_bytes(needed)}, and {describe_bytes(used)} of "
+            f"{describe_bytes(max_bytes)} are held; try again in a few seconds",
+        )
+    return unloaded
 
 
 class SessionConflict(Refused):
@@ -75,9 +118,11 @@ class SQLiteSessionStore(SessionStore):
         max_bytes: int,
         idle_seconds: float,
         max_file_bytes: int,
+        evict_idle_seconds: float = DEFAULT_EVICT_IDLE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(data_dir) / DATABASE_NAME
+        self.evict_idle_seconds = evict_idle_seconds
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
@@ -87,9 +132,15 @@ class SQLiteSessionStore(SessionStore):
         # The row version each live copy was loaded or last saved at, per copy (not per id):
         # a copy replaced by a reload keeps its old version and cannot overwrite the new one.
         self._versions: WeakKeyDictionary[Session, int] = WeakKeyDictionary()
+        # _mutex guards the in-memory state (_loaded, _versions) and the shared connection.
+        # _write_lock serialises this process's commits (SQLite allows one writer at a time, and
+        # waiting here beats SQLite's sleep-and-retry busy handler); lock order: _mutex, then
+        # _write_lock, never the other way round.
         self._mutex = threading.RLock()
+        self._write_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection: sqlite3.Connection | None = None
+        self._save_connection: sqlite3.Connection | None = None
         with self._mutex:
             self._db.execute("SELECT 1")  # a data folder that cannot hold the database fails now
 
@@ -100,23 +151,43 @@ class SQLiteSessionStore(SessionStore):
         data = encode_session(session)
         with self._mutex:
             self._expire_locked()
-            (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
-            if stored >= self.max_sessions:
-                raise StoreFull(
-                    "max_sessions",
-                    self.max_sessions,
-                    f"the server already holds its maximum of {self.max_sessions} sessions "
-                    "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
-                )
             self._make_room_locked(session.memory_bytes())
-            with self._db:
+            evicted = None
+            with self._write_lock, self._db:
+                # Count, make room and insert in one write transaction: server processes sharing
+                # the database take turns here, so together they never pass max_sessions.
+                self._db.execute("BEGIN IMMEDIATE")
+                (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+                if stored >= self.max_sessions:
+                    evicted = self._evictable_locked()
+                    if evicted is None:
+                        raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
+                    self._db.execute("DELETE FROM sessions WHERE id = ?", (evicted,))
                 self._db.execute(
                     "INSERT INTO sessions (id, data, step, last_used, saved_at, version) "
                     "VALUES (?, ?, ?, ?, ?, 0)",
                     (session.id, data, session.step, session.last_used, self._clock()),
                 )
+            if evicted is not None:
+                self._loaded.pop(evicted, None)
+                log.info("session %s evicted (idle) to make room for a new one", evicted)
             self._loaded[session.id] = session
             self._versions[session] = 0
+
+    def _evictable_locked(self) -> str | None:
+        """The least recently used session idle for ``evict_idle_seconds`` (its copy in memory,
+        if loaded, knows its latest use), or None."""
+        deadline = self._clock() - self.evict_idle_seconds
+        candidates = []
+        for session_id, stored_last_used in self._db.execute(
+                "SELECT id, last_used FROM sessions"):
+            loaded = self._loaded.get(session_id)
+            if loaded is not None and loaded.lock.locked():
+                continue
+            last_used = max(stored_last_used, loaded.last_used if loaded else 0.0)
+            if last_used < deadline:
+                candidates.append((last_used, session_id))
+        return min(candidates)[1] if candidates else None
 
     def get(self, session_id: str) -> Session:
         if not SESSION_ID.fullmatch(session_id):
@@ -152,20 +223,25 @@ class SQLiteSessionStore(SessionStore):
         data = encode_session(session)
         with self._mutex:
             version = self._versions.get(session, 0)
-            with self._db:
-                updated = self._db.execute(
+        # The caller holds session.lock, so this copy's version cannot change meanwhile; the
+        # UPDATE's version test refuses it if another process (or a reloaded copy) saved since.
+        with self._write_lock:
+            connection = self._save_db
+            with connection:
+                updated = connection.execute(
                     "UPDATE sessions SET data = ?, step = ?, last_used = ?, saved_at = ?, "
                     "version = version + 1 WHERE id = ? AND version = ?",
                     (data, session.step, session.last_used, self._clock(), session.id, version),
                 ).rowcount
+        with self._mutex:
             if updated:
                 self._versions[session] = version + 1
-                # Unloaded meanwhile (only possible past the grace period): this is the newest.
-                self._loaded.setdefault(session.id, session)
+                if session.id not in self._loaded and self._stored(session.id):
+                    # Unloaded meanwhile (only past the grace period): this is the newest. (A
+                    # delete between the commit and here removed the row: it stays deleted.)
+                    self._loaded[session.id] = session
                 return
-            exists = self._db.execute(
-                "SELECT 1 FROM sessions WHERE id = ?", (session.id,)).fetchone()
-            if exists is None:
+            if not self._stored(session.id):
                 return  # deleted meanwhile: it stays deleted
             if self._loaded.get(session.id) is session:
                 del self._loaded[session.id]  # outdated: the next request reads the saved one
@@ -187,26 +263,40 @@ class SQLiteSessionStore(SessionStore):
                 return
             self._record_last_used_locked(list(self._loaded.values()))
             self._loaded.clear()
-            self._connection.close()
-            self._connection = None
+            with self._write_lock:
+                self._connection.close()
+                self._connection = None
+                if self._save_connection is not None:
+                    self._save_connection.close()
+                    self._save_connection = None
 
     @property
     def _db(self) -> sqlite3.Connection:
-        # Reopened on demand after close(): an app can be started and stopped more than once
-        # in one process (test clients do that).
+        """The connection for reads and for the writes made under ``_mutex``; reopened on demand
+        after close() (an app can be started and stopped more than once in one process)."""
         if self._connection is None:
-            # Python's sqlite3 opens a transaction before each write; `with self._db:` commits.
-            # One connection is shared by the request threads; the mutex serialises its use.
-            connection = sqlite3.connect(self.path, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.execute(_SCHEMA)
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-            if "version" not in columns:  # a database written before rows had versions
-                connection.execute(
-                    "ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
-            self._connection = connection
+            self._connection = self._open()
         return self._connection
+
+    @property
+    def _save_db(self) -> sqlite3.Connection:
+        """The connection ``save`` commits on, used only under ``_write_lock``."""
+        if self._save_connection is None:
+            self._save_connection = self._open()
+        return self._save_connection
+
+    def _open(self) -> sqlite3.Connection:
+        # Python's sqlite3 opens a transaction before each write; `with connection:` commits.
+        # A connection is shared by the request threads; a lock serialises its use.
+        connection = sqlite3.connect(self.path, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+        if "version" not in columns:  # a database written before rows had versions
+            connection.execute(
+                "ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        return connection
 
     # --- beyond the interface ------------------------------------------------------------------
 
@@ -220,6 +310,10 @@ class SQLiteSessionStore(SessionStore):
             return sum(s.memory_bytes() for s in self._loaded.values())
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _stored(self, session_id: str) -> bool:
+        return self._db.execute(
+            "SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is not None
 
     def _idle_past_limit(self, last_used: float) -> bool:
         return last_used < self._clock() - self.idle_seconds
@@ -247,28 +341,8 @@ class SQLiteSessionStore(SessionStore):
 
     def _make_room_locked(self, needed: int) -> None:
         """Unload least recently used idle sessions until ``needed`` more bytes fit the cap."""
-        used = sum(s.memory_bytes() for s in self._loaded.values())
-        if used + needed <= self.max_bytes:
-            return
-        grace = self._clock() - UNLOAD_GRACE_SECONDS
-        candidates = sorted(
-            (s for s in self._loaded.values() if s.last_used < grace and not s.lock.locked()),
-            key=lambda s: s.last_used,
-        )
-        unloaded = []
-        for session in candidates:
-            if used + needed <= self.max_bytes:
-                break
-            used -= session.memory_bytes()
-            unloaded.append(session)
-        if used + needed > self.max_bytes:
-            raise StoreFull(
-                "max_store_bytes",
-                self.max_bytes,
-                f"this session needs {needed} bytes and {used} of the {self.max_bytes}-byte "
-                "session memory cap (CNNVIZ_MAX_STORE_BYTES) are held by sessions in use; "
-                "try again in a few seconds",
-            )
+        unloaded = sessions_to_unload(self._loaded.values(), needed, self.max_bytes,
+                                      self._clock())
         self._record_last_used_locked(unloaded)
         for session in unloaded:
             del self._loaded[session.id]
@@ -278,7 +352,7 @@ class SQLiteSessionStore(SessionStore):
         # unloaded or the store closes, so a read-only session is not expired after a restart.
         if not sessions:
             return
-        with self._db:
+        with self._write_lock, self._db:
             self._db.executemany(
                 "UPDATE sessions SET last_used = MAX(last_used, ?) WHERE id = ?",
                 [(s.last_used, s.id) for s in sessions],
@@ -286,7 +360,7 @@ class SQLiteSessionStore(SessionStore):
 
     def _delete_locked(self, session_id: str) -> bool:
         self._loaded.pop(session_id, None)
-        with self._db:
+        with self._write_lock, self._db:
             return self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount > 0
 
     def _expire_locked(self) -> list[str]:
@@ -311,9 +385,16 @@ def build_store(settings: Settings) -> SessionStore:
         "max_sessions": settings.max_sessions,
         "max_bytes": settings.max_store_bytes,
         "idle_seconds": settings.session_idle_seconds,
+        "evict_idle_seconds": settings.session_evict_idle_seconds,
     }
     if settings.session_store == "memory":
         return InMemorySessionStore(**caps)
+    if settings.session_store == "redis":
+        from app.redis_store import RedisSessionStore  # needs the optional redis package
+
+        return RedisSessionStore.from_url(
+            settings.redis_url, key_prefix=settings.redis_key_prefix,
+            max_file_bytes=settings.max_session_file_bytes, **caps)
     return SQLiteSessionStore(
         settings.data_dir, max_file_bytes=settings.max_session_file_bytes, **caps
     )

@@ -7,7 +7,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from engine.optim import MIN_ADAM_EPS
 
@@ -19,20 +27,55 @@ _settings = get_settings()
 MAX_SEED = 2**32 - 1
 OptimizerName = Literal["sgd", "momentum", "adam"]
 Split = Literal["train", "test"]
-Digit = Annotated[int, Field(ge=0, le=9)]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's "integer" includes 125.0; so does this API. Any other float stays a float
+    and is refused by the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An int field of a request: a JSON integer, or a number with no fractional part.
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Digit = Annotated[int, Field(ge=0, le=9), BeforeValidator(_whole_number)]
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# The rules below are written into the OpenAPI document as well, so that a client (or a
+# schema-driven fuzzer) sees what the server accepts: "null" is not a value of the optional
+# fields (leave them out instead), a session comes from exactly one of a preset and a spec, and
+# momentum/beta1/beta2/eps go only with the optimizer that uses them.
+ONE_OF_PRESET_OR_SPEC = {"oneOf": [
+    {"required": ["preset"], "not": {"required": ["spec"]}},
+    {"required": ["spec"], "not": {"required": ["preset"]}},
+]}
+HYPERPARAMETERS = {"momentum": ("momentum",), "adam": ("beta1", "beta2", "eps")}
+
+
+def _only_for(optimizer: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return {"if": {"not": {"required": ["optimizer"],
+                           "properties": {"optimizer": {"const": optimizer}}}},
+            "then": {"properties": {name: False for name in names}}}
+
+
+HYPERPARAMETERS_FIT_OPTIMIZER = {"allOf": [_only_for(optimizer, names)
+                                           for optimizer, names in HYPERPARAMETERS.items()]}
+
+
 class CreateSessionRequest(StrictModel):
     """Either a preset name (with an optional seed) or a full spec."""
 
-    preset: str | None = Field(None, examples=["lenet5"])
-    spec: dict[str, Any] | None = None
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="overrides the spec's seed")
-    positive_class: Digit | None = Field(
+    model_config = ConfigDict(json_schema_extra=ONE_OF_PRESET_OR_SPEC)
+
+    preset: str = Field(None, examples=["lenet5"])
+    spec: dict[str, Any] = None
+    seed: WholeNumber = Field(None, ge=0, le=MAX_SEED, description="overrides the spec's seed")
+    positive_class: Digit = Field(
         None, description="for a network with one output: the digit whose target is 1")
 
     @model_validator(mode="after")
@@ -44,59 +87,136 @@ class CreateSessionRequest(StrictModel):
 
 class DatasetInput(StrictModel):
     dataset: Literal["mnist"]
-    index: int = Field(ge=0, description="index within the split")
+    index: WholeNumber = Field(ge=0, description="index within the split")
     split: Split = "train"
 
 
+GreyLevel = Annotated[float, Field(ge=0, le=1)]
+PixelRow = Annotated[list[GreyLevel], Field(min_length=MNIST_SIDE, max_length=MNIST_SIDE)]
+
+
 class PixelsInput(StrictModel):
-    pixels: list[list[float]] = Field(
+    pixels: list[PixelRow] = Field(
+        min_length=MNIST_SIDE, max_length=MNIST_SIDE,
         description=f"{MNIST_SIDE}x{MNIST_SIDE} grey levels in [0, 1], light digit on dark")
 
-    @field_validator("pixels", mode="after")
+    @field_validator("pixels", mode="before")
     @classmethod
-    def _digit_image(cls, rows: list[list[float]]) -> Any:
+    def _digit_image_shape(cls, rows: Any) -> Any:
+        """The shape first, in one error: a wrong shape (a flat list of a million numbers)
+        must not be checked, and reported, element by element."""
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise ValueError(f"pixels must be {MNIST_SIDE} rows, each a list of {MNIST_SIDE} "
+                             "numbers")
         if len(rows) != MNIST_SIDE or any(len(row) != MNIST_SIDE for row in rows):
             widths = sorted({len(row) for row in rows})
+            shown = ", ".join(map(str, widths[:5])) + (", ..." if len(widths) > 5 else "")
             raise ValueError(f"pixels must be {MNIST_SIDE}x{MNIST_SIDE}; got {len(rows)} rows "
-                             f"of length {widths}")
-        image = np.asarray(rows, dtype=np.float64)
+                             f"of length {shown or 0}")
+        values = [value for row in rows for value in row]
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                   for value in values):
+            raise ValueError("pixels must be numbers")
+        image = np.asarray(values, dtype=np.float64)
         if not np.isfinite(image).all():
             raise ValueError("pixels must be finite numbers (no NaN or infinity)")
         if image.min() < 0 or image.max() > 1:
             raise ValueError(f"pixels must lie in [0, 1]; got values from {image.min()} "
                              f"to {image.max()}")
-        return image.astype(np.float32)
+        return rows
+
+    @field_validator("pixels", mode="after")
+    @classmethod
+    def _digit_image(cls, rows: list[list[float]]) -> Any:
+        return np.asarray(rows, dtype=np.float32)
 
 
 SampleInput = DatasetInput | PixelsInput
 
 
+class ExampleInput(StrictModel):
+    example: str = Field(max_length=64, description="an example of the session's preset (GET "
+                                                    "/api/presets lists them), with its own target")
+
+
+TracedInput = SampleInput | ExampleInput
+
+
 class _InputWithLabel(StrictModel):
     input: SampleInput | None = None
-    label: Digit | None = Field(None, description="required with pixels, refused with a dataset "
-                                                  "sample (whose label is known)")
+    label: Digit | None = Field(None, description="required with pixels; with a dataset sample it "
+                                                  "replaces the sample's own label (a what-if)")
 
     @model_validator(mode="after")
     def _label_matches_input(self) -> "_InputWithLabel":
         if isinstance(self.input, PixelsInput) and self.label is None:
             raise ValueError("pixels need a 'label' (the digit they show)")
-        if not isinstance(self.input, PixelsInput) and self.label is not None:
-            raise ValueError("'label' goes with pixels; a dataset sample brings its own label")
+        if self.input is None and self.label is not None:
+            raise ValueError("'label' goes with an 'input'")
+        if isinstance(self.input, ExampleInput) and self.label is not None:
+            raise ValueError("an example brings its own target; 'label' does not apply to it")
         return self
 
 
-class TraceRequest(_InputWithLabel):
-    input: SampleInput
+MAX_EDITS = 1024
+
+
+class WeightEdit(StrictModel):
+    """One weight or bias set to a value for a what-if trace (the session keeps its own)."""
+
+    layer: int = Field(ge=0, description="index of a conv or dense layer")
+    param: Literal["W", "b"]
+    index: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=1, max_length=4, description="one index per axis: W (F, C, HH, WW) or "
+                                                "(units, inputs), b (F,) or (units,)")
+    value: float = Field(allow_inf_nan=False, description="rounded to the network's dtype")
+
+
+Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
+
+
+class _WhatIf(_InputWithLabel):
+    input: TracedInput
+    edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
+                                                  "last edit of a cell wins")
+
+    def edit_list(self) -> list[dict[str, Any]] | None:
+        return None if self.edits is None else [edit.model_dump() for edit in self.edits]
+
+
+class TraceRequest(_WhatIf):
+    """A trace of one sample; ``label`` and ``edits`` make it a what-if."""
+
+
+class ParameterCell(StrictModel):
+    layer: int = Field(ge=0)
+    param: Literal["W", "b"]
+    index: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=4)
+
+
+class InputCell(StrictModel):
+    input: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=3, max_length=3, description="(channel, row, column) of the network's input")
+
+
+class GradcheckRequest(_WhatIf):
+    of: ParameterCell | InputCell
+    epsilon: float = Field(1e-5, ge=1e-7, le=1e-2, allow_inf_nan=False)
+
+    def target(self) -> dict[str, Any]:
+        return self.of.model_dump()
 
 
 class TrainingOptions(StrictModel):
-    batch_size: int = Field(32, ge=1, le=_settings.max_batch_size)
+    model_config = ConfigDict(json_schema_extra=HYPERPARAMETERS_FIT_OPTIMIZER)
+
+    batch_size: WholeNumber = Field(32, ge=1, le=_settings.max_batch_size)
     learning_rate: float = Field(0.05, gt=0, le=_settings.max_learning_rate, allow_inf_nan=False)
     optimizer: OptimizerName = "sgd"
-    momentum: float | None = Field(None, ge=0, lt=1, description="momentum optimizer only")
-    beta1: float | None = Field(None, ge=0, lt=1, description="adam only")
-    beta2: float | None = Field(None, ge=0, lt=1, description="adam only")
-    eps: float | None = Field(None, ge=MIN_ADAM_EPS, le=1, description="adam only")
+    momentum: float = Field(None, ge=0, lt=1, description="momentum optimizer only")
+    beta1: float = Field(None, ge=0, lt=1, description="adam only")
+    beta2: float = Field(None, ge=0, lt=1, description="adam only")
+    eps: float = Field(None, ge=MIN_ADAM_EPS, le=1, description="adam only")
 
     @model_validator(mode="after")
     def _hyperparameters_fit_optimizer(self) -> "TrainingOptions":
@@ -115,24 +235,27 @@ class TrainingOptions(StrictModel):
 
 
 class StepRequest(TrainingOptions, _InputWithLabel):
-    """One iteration; an optional ``input`` becomes the batch's first sample."""
+    """One iteration; an optional ``input`` (a digit, or a preset's example) becomes the batch's
+    first sample."""
+
+    input: TracedInput | None = None
 
 
 class TrainRequest(TrainingOptions):
-    steps: int = Field(50, ge=1, le=_settings.max_train_steps)
+    steps: WholeNumber = Field(50, ge=1, le=_settings.max_train_steps)
 
     @model_validator(mode="after")
     def _bounded_work(self) -> "TrainRequest":
         samples = self.steps * self.batch_size
         if samples > _settings.max_train_samples:
-            raise ValueError(f"steps x batch_size = {samples} samples is more than one request "
-                             f"may train on ({_settings.max_train_samples}, "
-                             "CNNVIZ_MAX_TRAIN_SAMPLES); split it into several requests")
+            raise ValueError(f"steps x batch_size = {samples:,} samples is more than one "
+                             f"request may train on ({_settings.max_train_samples:,}); split "
+                             "it into several requests")
         return self
 
 
 class EvaluateRequest(StrictModel):
-    limit: int = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
+    limit: WholeNumber = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
                        description="how many test-split samples to score")
 
 
@@ -142,11 +265,20 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ExampleOut(BaseModel):
+    name: str
+    description: str
+    input: list[Any]
+    target: list[float]
+
+
 class PresetOut(BaseModel):
     name: str
     description: str
     spec: dict[str, Any]
     positive_class: int | None
+    initial_params: list[dict[str, list[Any]]] | None
+    examples: list[ExampleOut]
 
 
 class SessionOut(BaseModel):
@@ -163,6 +295,18 @@ class SessionOut(BaseModel):
     last_used: float
 
 
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _unless_left_out(kind: Any, field: str) -> Any:
+    """A key the answer has unless ``?fields=`` leaves ``field`` out (then the key is absent,
+    never null): documented as not required, with the type it has when present."""
+    return Annotated[kind | SkipJsonSchema[None], Field(
+        None, description=f"absent when ?fields= leaves out {field!r}",
+        json_schema_extra=_drop_default)]
+
+
 class LayerOut(BaseModel):
     index: int
     name: str
@@ -170,25 +314,74 @@ class LayerOut(BaseModel):
     spec: dict[str, Any]
     input_shape: list[int]
     output_shape: list[int]
-    z: list[Any]
-    a: list[Any]
-    delta: list[Any]
-    grad_a: list[Any] | None
-    grads: dict[str, list[Any]]
-    params: dict[str, list[Any]]
-    argmax: list[Any] | None = None
+    z: _unless_left_out(list[Any], "z")
+    a: _unless_left_out(list[Any], "a")
+    delta: _unless_left_out(list[Any], "delta")
+    grad_a: Annotated[list[Any] | None, Field(
+        None, description="null on a softmax/sigmoid output fused with its loss; absent when "
+                          "?fields= leaves out 'grad_a'", json_schema_extra=_drop_default)]
+    grads: _unless_left_out(dict[str, list[Any]], "grads")
+    params: _unless_left_out(dict[str, list[Any]], "params")
+    argmax: _unless_left_out(list[Any], "argmax")
 
 
 class TraceOut(BaseModel):
     loss: float
-    label: int
+    label: int | None = Field(description="null for a preset's example (it has a target, "
+                                          "not a digit)")
     target: int | list[float]
     prediction: list[float]
-    predicted_class: int
+    predicted_class: int | None
     source: dict[str, Any]
     input: list[Any]
     input_grad: list[Any]
     layers: list[LayerOut]
+    edits: list[dict[str, Any]] | None = None
+
+
+class KinkOut(BaseModel):
+    layer: int
+    name: str
+    kind: Literal["relu", "leaky_relu", "maxpool"]
+    count: int
+    index: list[int]
+    explanation: str
+    z_plus: float | None = None
+    z_minus: float | None = None
+    winner_plus: int | None = None
+    winner_minus: int | None = None
+
+
+class GradcheckOut(BaseModel):
+    of: dict[str, Any]
+    analytic: float
+    numeric: float
+    abs_error: float
+    rel_error: float
+    epsilon: float
+    loss: float
+    loss_plus: float
+    loss_minus: float
+    value: float
+    dtype: str
+    kink: KinkOut | None
+    kinks: list[KinkOut]
+    label: int | None
+    source: dict[str, Any]
+
+
+class BatchOut(BaseModel):
+    """Per sample of the mini-batch, in batch order, before the update."""
+
+    indices: list[int | None] = Field(
+        description="train-split indices; null for a given input (a drawing, an upload), "
+                    "which is sample 0")
+    labels: list[int | None] = Field(description="each sample's digit; null for a preset's "
+                                                 "example (it has a target, not a digit)")
+    losses: list[float | None] = Field(description="each sample's own loss (their mean is "
+                                                   "'loss')")
+    predicted: list[int] = Field(description="each sample's predicted class (0/1 for a net "
+                                             "with one output)")
 
 
 class StepOut(BaseModel):
@@ -198,12 +391,13 @@ class StepOut(BaseModel):
     batch_accuracy: float
     batch_size: int
     batch_indices: list[int | None]
+    batch: BatchOut
     optimizer: str
     learning_rate: float
     trace: TraceOut
-    params_before: list[dict[str, list[Any]]]
-    params_after: list[dict[str, list[Any]]]
-    batch_grads: list[dict[str, list[Any]]]
+    params_before: _unless_left_out(list[dict[str, list[Any]]], "params")
+    params_after: _unless_left_out(list[dict[str, list[Any]]], "params")
+    batch_grads: _unless_left_out(list[dict[str, list[Any]]], "grads")
 
 
 class HistoryOut(BaseModel):

@@ -22,9 +22,10 @@ from app.datasets import (
     split_size,
     training_pool,
 )
-from app.schemas import DatasetInput, PixelsInput, SampleInput, TrainingOptions
-from app.serialize import params_json, trace_json
-from app.sessions import Session
+from app.presets import PRESETS
+from app.schemas import DatasetInput, ExampleInput, PixelsInput, SampleInput, TrainingOptions
+from app.serialize import LAYER_FIELDS, params_json, trace_json
+from app.sessions import Session, TracedInput
 
 EVALUATION_CHUNK = 100
 
@@ -40,25 +41,54 @@ class Refused(Exception):
 
 @dataclass
 class Sample:
-    image: np.ndarray  # (1, 28, 28) float32 in [0, 1]
-    digit: int
+    """A digit (``image`` and ``digit``), or a preset's example: ``x`` and ``target`` already as
+    the network takes them, no digit."""
+
+    image: np.ndarray | None  # (1, 28, 28) float32 in [0, 1]
+    digit: int | None
     source: dict[str, Any]
+    x: np.ndarray | None = None  # (C, H, W)
+    target: np.ndarray | None = None  # (K,)
 
 
 def target_rule(session: Session) -> TargetRule:
     return TargetRule.for_network(session.network, session.positive_class)
 
 
-def resolve_sample(session: Session, chosen: SampleInput, label: int | None) -> Sample:
+def _example_sample(session: Session, name: str) -> Sample:
+    preset = PRESETS.get(session.preset or "")
+    example = preset.example(name) if preset is not None else None
+    if example is None:
+        offered = ", ".join(repr(e.name) for e in preset.examples) if preset is not None else ""
+        raise Refused(f"this session's network has no example {name!r}; "
+                      + (f"its preset offers {offered}" if offered else
+                         "examples come with presets that carry one (see the list of presets)"))
+    x = np.asarray(example.input, dtype=session.network.dtype)
+    if x.shape != session.network.input_shape:  # an imported session may name any preset
+        raise Refused(f"example {name!r} is a {'x'.join(map(str, x.shape))} input, but this "
+                      f"session's network takes "
+                      f"{'x'.join(map(str, session.network.input_shape))}")
+    return Sample(None, None, {"example": name, "preset": preset.name}, x=x,
+                  target=np.asarray(example.target, dtype=np.float64))
+
+
+def resolve_sample(session: Session, chosen: SampleInput | ExampleInput,
+                   label: int | None) -> Sample:
     rule = target_rule(session)
+    if isinstance(chosen, ExampleInput):
+        return _example_sample(session, chosen.example)
     if isinstance(chosen, DatasetInput):
         size = split_size(chosen.split)
         if chosen.index >= size:
             raise Refused(f"index {chosen.index} is out of range: the MNIST {chosen.split} split "
                           f"has {size} samples (0..{size - 1})")
         images, labels = split_arrays(chosen.split)
-        sample = Sample(images[chosen.index], int(labels[chosen.index]),
-                        {"dataset": "mnist", "split": chosen.split, "index": chosen.index})
+        source = {"dataset": "mnist", "split": chosen.split, "index": chosen.index}
+        digit = int(labels[chosen.index])
+        if label is not None and label != digit:  # a what-if: the sample traced as another digit
+            source["dataset_label"] = digit
+            digit = label
+        sample = Sample(images[chosen.index], digit, source)
     else:
         assert isinstance(chosen, PixelsInput) and label is not None
         sample = Sample(chosen.pixels[None], label, {"pixels": True})
@@ -72,18 +102,94 @@ def _network_input(session: Session, images: np.ndarray) -> np.ndarray:
     return fit_to_input(images, session.network.input_shape)
 
 
-def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray) -> Trace:
+def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray,
+                  edits: list[dict[str, Any]] | None = None) -> Trace:
     try:
-        return session.network.trace(x, y)
-    except ValueError as exc:  # the engine's input and target checks
+        return session.network.trace(x, y, edits=edits)
+    except ValueError as exc:  # the engine's input, target and edit checks
         raise Refused(str(exc)) from exc
 
 
-def trace_sample(session: Session, sample: Sample) -> dict[str, Any]:
+def _sample_arrays(session: Session, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one sample as the network takes them, with the batch axis."""
+    if sample.x is not None:
+        return sample.x[None], sample.target[None]
+    return (_network_input(session, sample.image[None]),
+            target_rule(session).targets(np.array([sample.digit])))
+
+
+def _applied_edits(session: Session, edits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The edits with each value as the network holds it (rounded to its dtype, and written in
+    JSON as the trace's arrays of that dtype are)."""
+    dtype = session.network.dtype
+    return [dict(edit, value=dtype.type(edit["value"])) for edit in edits]
+
+
+def _refuse_non_finite(what: str, *values: Any) -> None:
+    """Edited weights can be large enough to overflow the pass; say so rather than answer NaN."""
+    if not all(np.isfinite(value).all() for value in values):
+        raise Refused(f"with these edits the {what} is not finite (the values overflow the "
+                      "network's dtype); try smaller values")
+
+
+def trace_sample(session: Session, sample: Sample,
+                 edits: list[dict[str, Any]] | None = None,
+                 fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> tuple[dict[str, Any], bool]:
+    """The trace answer of one sample, with the per-layer arrays named in ``fields``; with
+    ``edits`` as if those weights had those values (the session's weights are not touched: the
+    engine edits copies). Also whether it changed the session's remembered last input (then the
+    session is worth saving)."""
+    x, y = _sample_arrays(session, sample)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        trace = _engine_trace(session, x, y, edits=edits)
+    if edits:
+        _refuse_non_finite("trace", trace.loss, trace.input_grad,
+                           *(grad for record in trace.layers for grad in record.grads.values()))
+    answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
+                        source=sample.source, fields=fields,
+                        target=None if sample.target is None else sample.target.tolist())
+    if edits is not None:
+        answer["edits"] = _applied_edits(session, edits)
+    return answer, _remember_input(session, x[0], y[0], sample.digit, sample.source)
+
+
+def _remember_input(session: Session, x: np.ndarray, target: np.ndarray, digit: int | None,
+                    source: dict[str, Any]) -> bool:
+    traced = TracedInput(x=x.copy(), target=np.array(target), digit=digit, source=dict(source))
+    if traced.same_as(session.last_input):
+        return False
+    session.last_input = traced
+    return True
+
+
+def export_input(session: Session) -> tuple[TracedInput, bool]:
+    """The input the PyTorch export runs its model on, and whether the session traced it: its
+    last traced input, or, for a session that never traced, the sample its next step would
+    trace (the first of the next batch)."""
+    if session.last_input is not None:
+        return session.last_input, True
     rule = target_rule(session)
-    trace = _engine_trace(session, _network_input(session, sample.image[None]),
-                          rule.targets(np.array([sample.digit])))
-    return trace_json(trace, session.network, rule, label=sample.digit, source=sample.source)
+    index = int(_draw_batch(session, rule, 1, session.cursor)[0])
+    images, labels = split_arrays("train")
+    digit = int(labels[index])
+    return TracedInput(x=_network_input(session, images[index][None])[0],
+                       target=rule.targets(np.array([digit]))[0], digit=digit,
+                       source={"dataset": "mnist", "split": "train", "index": index}), False
+
+
+def gradcheck(session: Session, sample: Sample, of: dict[str, Any], epsilon: float,
+              edits: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The engine's gradient check of one weight, bias or input value for one sample (computed
+    on copies: the session is not touched), with the sample's label and source."""
+    x, y = _sample_arrays(session, sample)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
+    except ValueError as exc:  # a bad target, edit or epsilon, named by the engine
+        raise Refused(str(exc)) from exc
+    _refuse_non_finite("gradient check", answer["analytic"], answer["numeric"], answer["loss"])
+    answer.update(label=sample.digit, source=sample.source)
+    return answer
 
 
 def _candidate_optimizer(current: Optimizer | None, options: TrainingOptions) -> Optimizer:
@@ -141,31 +247,50 @@ def _apply_update(session: Session, optimizer: Optimizer, trace: Trace,
         raise _diverged(f"the update made {broken} non-finite", options)
 
 
+def _true_classes(rule: TargetRule, labels: list[int | None], y: np.ndarray) -> np.ndarray:
+    """The class each sample should be predicted as: its digit's (as the rule sees it), or for a
+    preset's example (no digit) the class its target vector points at, judged like an output."""
+    classes = np.empty(len(labels), dtype=np.int64)
+    for row, label in enumerate(labels):
+        if label is None:
+            classes[row] = y[row] if y.ndim == 1 else rule.predicted_class(y[row: row + 1])[0]
+        else:
+            classes[row] = int(label == rule.positive_class) if rule.binary else label
+    return classes
+
+
 @_divergence_is_checked
 def step(session: Session, options: TrainingOptions, first: Sample | None,
-         max_history: int) -> dict[str, Any]:
-    """One training iteration; ``first`` (if given) is the batch's first sample."""
+         max_history: int, fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
+    """One training iteration; ``first`` (if given) is the batch's first sample. ``fields``
+    limits the trace's per-layer arrays, and with ``params`` and ``grads`` the weights before
+    and after and the applied batch gradient."""
     rule = target_rule(session)
     drawn = options.batch_size - (first is not None)
     indices = _draw_batch(session, rule, drawn, session.cursor)
     images, labels = split_arrays("train")
-    batch_images, digits = images[indices], labels[indices]
+    digits = labels[indices]
+    x, y = _network_input(session, images[indices]), rule.targets(digits)
     batch_indices: list[int | None] = indices.tolist()
+    batch_labels: list[int | None] = digits.tolist()
     if first is not None:
-        batch_images = np.concatenate([first.image[None], batch_images])
-        digits = np.concatenate([[first.digit], digits])
+        first_x, first_y = _sample_arrays(session, first)
+        x, y = np.concatenate([first_x, x]), np.concatenate([first_y, y])
         batch_indices.insert(0, None)
+        batch_labels.insert(0, first.digit)
         first_source = first.source
     else:
         first_source = {"dataset": "mnist", "split": "train", "index": int(indices[0])}
-    x = _network_input(session, batch_images)
-    y = rule.targets(digits)
 
     first_trace = _engine_trace(session, x[:1], y[:1])
     batch_trace = _engine_trace(session, x, y)
     if not math.isfinite(batch_trace.loss):
         raise _diverged("the batch loss is not finite", options)
-    accuracy = float(rule.correct(batch_trace.output, digits).mean())
+    predicted = rule.predicted_class(batch_trace.output)
+    correct = predicted == _true_classes(rule, batch_labels, y)
+    accuracy = float(correct.mean())
+    batch = {"indices": batch_indices, "labels": batch_labels,
+             "losses": batch_trace.sample_losses.tolist(), "predicted": predicted.tolist()}
 
     optimizer = _candidate_optimizer(session.optimizer, options)
     before = session.network.state_dict()
@@ -179,22 +304,28 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
-    return {
+    _remember_input(session, x[0], y[0], batch_labels[0], first_source)
+    answer = {
         "step": session.step,
         "loss": batch_trace.loss,
         "loss_after": loss_after,
         "batch_accuracy": accuracy,
         "batch_size": options.batch_size,
         "batch_indices": batch_indices,
+        "batch": batch,
         "optimizer": optimizer.name,
         "learning_rate": optimizer.learning_rate,
-        "trace": trace_json(first_trace, session.network, rule, label=int(digits[0]),
-                            source=first_source),
-        "params_before": [{key: before[f"{i}.{key}"] for key in layer}
-                          for i, layer in enumerate(session.network.params)],
-        "params_after": params_json(session.network.params),
-        "batch_grads": [record.grads for record in batch_trace.layers],
+        "trace": trace_json(first_trace, session.network, rule, label=batch_labels[0],
+                            source=first_source, fields=fields,
+                            target=None if batch_labels[0] is not None else y[0].tolist()),
     }
+    if "params" in fields:
+        # the first sample was traced before the update: its params are the weights before
+        answer["params_before"] = [layer["params"] for layer in answer["trace"]["layers"]]
+        answer["params_after"] = params_json(session.network.params)
+    if "grads" in fields:
+        answer["batch_grads"] = [record.grads for record in batch_trace.layers]
+    return answer
 
 
 @_divergence_is_checked

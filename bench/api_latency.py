@@ -3,13 +3,21 @@
 Measures, for LeNet-5:
 - trace: POST /api/sessions/{id}/trace of one MNIST sample (a different index each time);
 - step:  POST /api/sessions/{id}/step with batch 32 (SGD);
-and, in this process during the same run, the engine's own ``Network.trace`` of one sample and of
-a batch of 32, and the app's work for each request without HTTP (route logic + orjson). It prints p50 and p99 of each and the ratio of the API's trace to the engine's
-trace alone, so the HTTP + JSON overhead can be read independently of how busy the machine is.
+each as an API client asks today (JSON, every field) and as the page asks (safetensors, the page's
+default fields: ``serving.PAGE_QUERY``), and, with ``--baseline DIR``, against a checkout of the
+code before a change (JSON; e.g. ``git worktree``/``git archive main`` into /tmp) in the same run.
+The engine's own ``Network.trace`` of one sample and of a batch of 32 is timed in this process
+right before each server variant, and each variant's ratio is to that reference, so the HTTP and
+serialisation overhead can be read independently of how busy the machine is. Also printed: the
+answer sizes, and the app's work per request without HTTP (route logic + rendering).
 Timings include reading the whole response body, not parsing it.
 
-    python3 bench/api_latency.py                 # both session stores, 60 traces, 40 steps
-    python3 bench/api_latency.py --store memory --traces 200 --steps 100
+    python3 bench/api_latency.py                        # sqlite store, 60 traces, 40 steps
+    python3 bench/api_latency.py --baseline /tmp/main --implementations --rounds 3
+
+With ``--rounds N`` the variants are served in turn N times (ABCABC...), and the summary gives
+each variant's median over its rounds, so a burst of load on the machine does not decide a
+comparison.
 
 Bounded: every phase stops at its count or its time budget, whichever comes first.
 """
@@ -28,7 +36,9 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from urllib.parse import urlencode  # noqa: E402
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -38,10 +48,19 @@ sys.path.insert(0, str(ROOT))
 
 from app.presets import PRESETS  # noqa: E402
 from engine import Network, train_split  # noqa: E402
-from serving import HOST, Server  # noqa: E402  (bench/ is on sys.path as the script's folder)
+from serving import HOST, PAGE_QUERY, SERVER_IMPLEMENTATIONS, Server  # noqa: E402
 
-TRACE_TARGET_MS = 15.0
-STEP_TARGET_MS = 30.0
+TRACE_RATIO_TARGET = 3.0
+STEP_BYTES_TARGET = 400_000
+DEFAULT_IMPLEMENTATION = "uvloop+httptools"
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    root: Path
+    query: dict[str, str]
+    implementation: str = DEFAULT_IMPLEMENTATION
 
 
 def timed(action, count: int, budget_s: float) -> np.ndarray:
@@ -57,7 +76,7 @@ def timed(action, count: int, budget_s: float) -> np.ndarray:
 
 
 def summary(name: str, ms: np.ndarray) -> str:
-    return (f"{name:<34} n={len(ms):<4d} p50 {np.percentile(ms, 50):7.2f} ms   "
+    return (f"{name:<40} n={len(ms):<4d} p50 {np.percentile(ms, 50):7.2f} ms   "
             f"p99 {np.percentile(ms, 99):7.2f} ms")
 
 
@@ -71,55 +90,71 @@ def engine_alone(count: int, budget_s: float) -> tuple[np.ndarray, np.ndarray]:
     return one, batch
 
 
-def app_in_process(count: int, budget_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """What the server does per request minus HTTP: the route's work and the orjson rendering."""
+def app_in_process(count: int, budget_s: float) -> None:
+    """What the server does per request minus HTTP: the route's work and the rendering, as JSON
+    with every field and as the page's safetensors; and the answers' sizes."""
     from app import training
     from app.schemas import DatasetInput, StepRequest
-    from app.serialize import dumps
+    from app.serialize import dumps, parse_fields, safetensors_answer
     from app.sessions import Session
 
     session = Session.create(PRESETS["lenet5"].spec_with_seed(0), preset="lenet5")
     options = StepRequest(batch_size=32, learning_rate=0.01, optimizer="sgd")
+    page_fields = parse_fields(PAGE_QUERY["fields"])
+    every_field = parse_fields(None)
 
-    def trace(i):
+    def trace(i, fields, render):
         sample = training.resolve_sample(session, DatasetInput(dataset="mnist", index=i), None)
-        dumps(training.trace_sample(session, sample))
+        return render(training.trace_sample(session, sample, fields))
 
-    trace(0)
-    traced = timed(trace, count, budget_s)
-    stepped = timed(lambda i: dumps(training.step(session, options, None, 10**6)),
-                    max(count // 3, 5), budget_s)
-    return traced, stepped
+    for name, fields, render in (("JSON", every_field, dumps),
+                                 ("safetensors, page fields", page_fields, safetensors_answer)):
+        trace(0, fields, render)
+        print(summary(f"app trace + {name}, no HTTP", timed(
+            lambda i: trace(i, fields, render), count, budget_s)))
+        print(summary(f"app step + {name}, no HTTP", timed(
+            lambda i: render(training.step(session, options, None, 10**6, fields)),
+            max(count // 3, 5), budget_s)))
+
+    answer = training.step(session, options, None, 10**6)
+    as_json = len(dumps(answer))
+    without_repeat = len(dumps({k: v for k, v in answer.items() if k != "params_before"}))
+    print(f"step answer sizes: JSON {as_json / 1e6:.2f} MB (params_before, a repeat of "
+          f"trace.layers[i].params, is {(as_json - without_repeat) / 1e6:.2f} MB of it; "
+          f"?fields= without 'params' drops it); safetensors every field "
+          f"{len(safetensors_answer(answer)) / 1e6:.2f} MB; safetensors page fields "
+          f"{len(safetensors_answer(training.step(session, options, None, 10**6, page_fields))) / 1e3:.0f} KB")
 
 
-def bench_store(store: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
+def bench_server(variant: Variant, store: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-") as data_dir:
-        with Server(Path(data_dir), {"CNNVIZ_SESSION_STORE": store}) as server:
-            base = server.url
-            session_id = httpx.post(f"{base}/api/sessions",
+        server = Server(Path(data_dir), {"CNNVIZ_SESSION_STORE": store}, root=variant.root,
+                        uvicorn_args=SERVER_IMPLEMENTATIONS[variant.implementation])
+        with server:
+            session_id = httpx.post(f"{server.url}/api/sessions",
                                     json={"preset": "lenet5"}).json()["id"]
             # http.client on one kept-alive connection: a thin client, like a browser's native
             # one, so the numbers are the server's (httpx's pure-Python parsing alone added ~10 ms
             # to a 1.5 MB answer here).
             connection = http.client.HTTPConnection(HOST, server.port, timeout=60)
+            query = f"?{urlencode(variant.query)}" if variant.query else ""
             sizes = {}
 
-            def post(kind: str, path: str, body: dict) -> None:
-                connection.request("POST", path, body=json.dumps(body),
+            def post(kind: str, body: dict) -> None:
+                connection.request("POST", f"/api/sessions/{session_id}/{kind}{query}",
+                                   body=json.dumps(body),
                                    headers={"Content-Type": "application/json"})
                 response = connection.getresponse()
                 data = response.read()
                 if response.status != 200:
-                    raise SystemExit(f"{path} answered {response.status}: {data[:200]!r}")
+                    raise SystemExit(f"{kind} answered {response.status}: {data[:200]!r}")
                 sizes[kind] = len(data)
 
             def trace(i):
-                post("trace", f"/api/sessions/{session_id}/trace",
-                     {"input": {"dataset": "mnist", "index": i % 9000}})
+                post("trace", {"input": {"dataset": "mnist", "index": i % 9000}})
 
             def step(_):
-                post("step", f"/api/sessions/{session_id}/step",
-                     {"batch_size": 32, "learning_rate": 0.01, "optimizer": "sgd"})
+                post("step", {"batch_size": 32, "learning_rate": 0.01, "optimizer": "sgd"})
 
             try:
                 for i in range(5):
@@ -129,42 +164,71 @@ def bench_store(store: str, args: argparse.Namespace) -> dict[str, np.ndarray]:
                            "step": timed(step, args.steps, args.budget)}
             finally:
                 connection.close()
-            results["trace_bytes"] = np.array([sizes["trace"]])
-            results["step_bytes"] = np.array([sizes["step"]])
+            results["sizes"] = sizes
             return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", choices=["memory", "sqlite", "both"], default="both")
+    parser.add_argument("--store", choices=["memory", "sqlite", "both"], default="sqlite")
     parser.add_argument("--traces", type=int, default=60)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per phase at most")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of the code before (served with JSON requests)")
+    parser.add_argument("--rounds", type=int, default=1, help="serve every variant this often")
+    parser.add_argument("--implementations", action="store_true",
+                        help="also serve the page's requests with asyncio + h11 instead of "
+                             "uvloop + httptools")
     args = parser.parse_args()
 
-    engine_one, engine_batch = engine_alone(args.traces, args.budget)
-    print(summary("engine trace, 1 sample (in process)", engine_one))
-    print(summary("engine trace, batch 32 (in process)", engine_batch))
-    app_trace, app_step = app_in_process(args.traces, args.budget)
-    print(summary("app trace + JSON, no HTTP", app_trace))
-    print(summary("app step + JSON, no HTTP", app_step))
-    stores = ["memory", "sqlite"] if args.store == "both" else [args.store]
-    for store in stores:
-        results = bench_store(store, args)
-        print(f"--- API over HTTP, {store} session store "
-              f"(trace answer {results['trace_bytes'][0] / 1e6:.2f} MB, "
-              f"step answer {results['step_bytes'][0] / 1e6:.2f} MB)")
-        print(summary("trace lenet5, 1 MNIST sample", results["trace"]))
-        print(summary("step lenet5, batch 32", results["step"]))
-        trace_ratio = np.percentile(results["trace"], 50) / np.percentile(engine_one, 50)
-        step_ratio = np.percentile(results["step"], 50) / np.percentile(engine_batch, 50)
-        print(f"ratio API trace p50 / engine trace p50: {trace_ratio:.2f}")
-        print(f"ratio API step p50 / engine batch-32 trace p50: {step_ratio:.2f}")
-        print(f"targets: trace p50 <= {TRACE_TARGET_MS} ms: "
-              f"{'met' if np.percentile(results['trace'], 50) <= TRACE_TARGET_MS else 'missed'}; "
-              f"step p50 <= {STEP_TARGET_MS} ms: "
-              f"{'met' if np.percentile(results['step'], 50) <= STEP_TARGET_MS else 'missed'}")
+    variants = []
+    if args.baseline:
+        variants.append(Variant("before (baseline), JSON", args.baseline.resolve(), {}))
+    variants += [Variant("this code, JSON", ROOT, {}),
+                 Variant("this code, safetensors, every field", ROOT, {"format": "safetensors"}),
+                 Variant("this code, page: safetensors + fields", ROOT, PAGE_QUERY)]
+    if args.implementations:
+        variants.append(Variant("this code, page, asyncio+h11", ROOT, PAGE_QUERY, "asyncio+h11"))
 
+    app_in_process(args.traces, args.budget)
+    measured: dict[tuple[str, int], list[tuple[float, float, dict]]] = {}
+    for round_ in range(1, args.rounds + 1):
+        for store in (["memory", "sqlite"] if args.store == "both" else [args.store]):
+            for variant in variants:
+                engine_one, engine_batch = engine_alone(args.traces, args.budget)
+                results = bench_server(variant, store, args)
+                trace_ratio = np.percentile(results["trace"], 50) / np.percentile(engine_one, 50)
+                step_ratio = np.percentile(results["step"], 50) / np.percentile(engine_batch, 50)
+                measured.setdefault((store, variants.index(variant)), []).append((trace_ratio, step_ratio,
+                                                                  results))
+                sizes = results["sizes"]
+                print(f"--- round {round_}: {variant.label}, {variant.implementation}, {store} "
+                      f"store: trace answer {sizes['trace'] / 1e3:.0f} KB, step answer "
+                      f"{sizes['step'] / 1e3:.0f} KB")
+                print(summary("engine trace, 1 sample (in process)", engine_one))
+                print(summary("engine trace, batch 32 (in process)", engine_batch))
+                print(summary("API trace lenet5, 1 MNIST sample", results["trace"]))
+                print(summary("API step lenet5, batch 32", results["step"]))
+                print(f"ratio API trace / engine trace (p50): {trace_ratio:.2f}; "
+                      f"API step / engine batch-32 trace (p50): {step_ratio:.2f}")
+
+    print(f"=== summary: p50 ratios to the engine measured just before each server, and p50 "
+          f"latencies; median over {args.rounds} round(s)")
+    for (store, number), rounds in measured.items():
+        variant = variants[number]
+        trace_ratio, step_ratio = (float(np.median([r[i] for r in rounds])) for i in (0, 1))
+        trace_ms, step_ms = (float(np.median([np.percentile(r[2][kind], 50) for r in rounds]))
+                             for kind in ("trace", "step"))
+        step_bytes = rounds[-1][2]["sizes"]["step"]
+        print(f"{store:<7}{variant.label + ', ' + variant.implementation:<60} trace "
+              f"{trace_ratio:6.2f}  step {step_ratio:6.2f}  trace {trace_ms:6.2f} ms  step "
+              f"{step_ms:6.2f} ms  step answer {step_bytes / 1e3:7.0f} KB")
+        if variant.query == PAGE_QUERY and variant.implementation == DEFAULT_IMPLEMENTATION:
+            print(f"  targets: page trace ratio <= {TRACE_RATIO_TARGET}: "
+                  f"{'met' if trace_ratio <= TRACE_RATIO_TARGET else 'missed'}; page step "
+                  f"answer <= {STEP_BYTES_TARGET / 1e3:.0f} KB: "
+                  f"{'met' if step_bytes <= STEP_BYTES_TARGET else 'missed'}")
 
 if __name__ == "__main__":
     main()

@@ -307,9 +307,9 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
             if not need_dx:
                 continue
             # Only [margin, margin + L) of each row is ever written, so under a name fixed by that
-            # layout (dtype included: the same bytes hold other positions in another dtype) the
-            # zero margins of a new buffer stay zero: no need to clear them again.
-            shifted = take(f"dcols_shifted {dtype} {K} {span} {margin} {L}", (n, K, span), dtype, zeroed=True)
+            # layout (scratch keys by dtype too) the zero margins of a new buffer stay zero: no need
+            # to clear them again.
+            shifted = take(f"dcols_shifted {K} {span} {margin} {L}", (n, K, span), dtype, zeroed=True)
             # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
             np.matmul(w_mat.T, delta_wide.reshape(F, n, L).transpose(1, 0, 2),
                       out=shifted[:, :, margin: margin + L])

@@ -45,24 +45,79 @@ def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
     return (rng.standard_normal(shape) * std).astype(dtype)
 
 
+def circular_pad(x: np.ndarray, padding) -> np.ndarray:
+    """x (N, C, H, W) padded by wrapping around (PyTorch's padding_mode="circular"): the ph rows
+    above are the last ph rows, the ph below the first ph, and likewise for columns. ph <= H."""
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="wrap")
+
+
+def circular_fold(dx_pad: np.ndarray, padding) -> np.ndarray:
+    """The backward of circular_pad: each padded cell's gradient is added to the input cell it
+    copies. dx_pad (N, C, H + 2*ph, W + 2*pw) -> dx (N, C, H, W)."""
+    ph, pw = padding
+    H, W = dx_pad.shape[2] - 2 * ph, dx_pad.shape[3] - 2 * pw
+    rows = dx_pad[:, :, ph: ph + H].copy()
+    if ph:
+        rows[:, :, H - ph:] += dx_pad[:, :, :ph]       # the rows copied above came from the bottom
+        rows[:, :, :ph] += dx_pad[:, :, ph + H:]       # and those below from the top
+    dx = rows[:, :, :, pw: pw + W].copy()
+    if pw:
+        dx[:, :, :, W - pw:] += rows[:, :, :, :pw]
+        dx[:, :, :, :pw] += rows[:, :, :, pw + W:]
+    return dx
+
+
+def rotate180(w: np.ndarray) -> np.ndarray:
+    """w (F, C, HH, WW) turned by 180 degrees in its two spatial axes (a view)."""
+    return w[:, :, ::-1, ::-1]
+
+
 class Conv(Layer):
+    """Cross-correlation (default) or the true convolution, with zero or circular padding, as
+    wrappers over the one cross-correlation kernel:
+
+    - circular: the input is wrap-padded here and the kernel runs with padding 0; the kernel's dx
+      for the padded input is folded back onto the cells each padded cell copies.
+    - convolution: z = b + sum x_pad[i*s + r, j*s + q] * W[HH-1-r, WW-1-q], which is the
+      cross-correlation with rot180(W); so the kernel runs with rot180(W), its dx is already right,
+      and the dW it gives is for rot180(W), so it is turned back.
+    """
+
     type = "conv"
     has_params = True
+
+    def __init__(self, spec, input_shape, output_shape, slot=None):
+        super().__init__(spec, input_shape, output_shape, slot)
+        self.circular = spec.get("padding_mode", "zeros") == "circular"
+        self.rotated = spec.get("operation", "cross_correlation") == "convolution"
+        # the padding the kernel itself applies (zeros); circular padding is done before it
+        self.kernel_padding = (0, 0) if self.circular else tuple(spec["padding"])
 
     def init_params(self, rng, dtype):
         F, (HH, WW), C = self.spec["filters"], self.spec["kernel"], self.input_shape[0]
         w = _init_weights(rng, (F, C, HH, WW), C * HH * WW, F * HH * WW, self.activation, dtype)
         return {"W": w, "b": np.zeros(F, dtype=dtype)}
 
+    def _kernel_weights(self, w: np.ndarray) -> np.ndarray:
+        return rotate180(w) if self.rotated else w
+
     def forward(self, x, params, keep=True):
-        z, cols = kernels.conv_forward(x, params["W"], params["b"], self.spec["stride"],
-                                       self.spec["padding"], return_cols=True, scratch=self.scratch)
-        return z, activate(self.activation, z), None, ((x, cols) if keep else None)
+        x_in = circular_pad(x, self.spec["padding"]) if self.circular else x
+        z, cols = kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"],
+                                       self.spec["stride"], self.kernel_padding, return_cols=True,
+                                       scratch=self.scratch)
+        return z, activate(self.activation, z), None, ((x_in, cols) if keep else None)
 
     def backward(self, delta, cache, params):
-        x, cols = cache
-        dx, dw, db = kernels.conv_backward(delta, x, params["W"], self.spec["stride"],
-                                           self.spec["padding"], cols=cols, scratch=self.scratch)
+        x_in, cols = cache
+        dx, dw, db = kernels.conv_backward(delta, x_in, self._kernel_weights(params["W"]),
+                                           self.spec["stride"], self.kernel_padding, cols=cols,
+                                           scratch=self.scratch)
+        if self.circular:
+            dx = circular_fold(dx, self.spec["padding"])
+        if self.rotated:
+            dw = np.ascontiguousarray(rotate180(dw))
         return dx, {"W": dw, "b": db}
 
 

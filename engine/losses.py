@@ -11,18 +11,29 @@ import numpy as np
 from .activations import backprop, log_softmax, softplus
 
 
-def loss_value(loss: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> float:
-    """L for the batch: z, a are (N, K); y is (N,) int labels for cross_entropy, else (N, K)."""
+def sample_losses(loss: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each sample's own loss, shape (N,): z, a are (N, K); y is (N,) int labels for
+    cross_entropy, else (N, K). The batch loss L is their mean."""
     n = z.shape[0]
     if loss == "cross_entropy":
-        # L = -(1/N) sum_n log a[n, y_n], with log a = log_softmax(z)
-        return float(-log_softmax(z)[np.arange(n), y].sum() / n)
+        # L_n = -log a[n, y_n], with log a = log_softmax(z)
+        return -log_softmax(z)[np.arange(n), y]
     if loss == "binary_cross_entropy":
         # log a = -softplus(-z), log(1 - a) = -softplus(z) for a = sigmoid(z)
-        return float((y * softplus(-z) + (1 - y) * softplus(z)).sum() / n)
+        return (y * softplus(-z) + (1 - y) * softplus(z)).sum(axis=1)
     if loss == "mse":
-        return float(0.5 * ((a - y) ** 2).sum() / n)
+        return 0.5 * ((a - y) ** 2).sum(axis=1)
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def batch_mean(losses: np.ndarray) -> float:
+    """L = (1/N) sum_n L_n, from ``sample_losses``."""
+    return float(losses.sum() / losses.shape[0])
+
+
+def loss_value(loss: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> float:
+    """L for the batch (arguments as for ``sample_losses``)."""
+    return batch_mean(sample_losses(loss, z, a, y))
 
 
 def output_delta(loss: str, activation: str, z: np.ndarray, a: np.ndarray, y: np.ndarray):

@@ -12,13 +12,19 @@ from typing import Any
 import numpy as np
 
 from .layers import LAYER_CLASSES, Layer
-from .losses import loss_value, output_delta
+from .losses import batch_mean, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH, on_one_blas_thread
 from .spec import normalize_spec
 
 # A trace keeps several arrays per layer per sample; refuse a batch whose trace alone would need
 # more than this, rather than exhausting the machine.
 MAX_TRACE_BYTES = 4 * 2**30
+
+EDIT_KEYS = {"layer", "param", "index", "value"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -46,6 +52,7 @@ class Trace:
     layers: list[LayerTrace]
     x: np.ndarray
     y: np.ndarray
+    sample_losses: np.ndarray | None = None  # (N,): each sample's own loss; loss is their mean
 
     @property
     def output(self) -> np.ndarray:
@@ -157,31 +164,49 @@ class Network:
         return loss_value(self.loss, z, a, y)
 
     @on_one_blas_thread
-    def trace(self, x: Any, y: Any) -> Trace:
-        """Forward and backward on (x, y), keeping every intermediate; updates nothing."""
+    def trace(self, x: Any, y: Any, edits: Any = None) -> Trace:
+        """Forward and backward on (x, y), keeping every intermediate; updates nothing.
+
+        ``edits`` (a list of ``{"layer", "param", "index", "value"}``) traces the network as if
+        those weights had those values (rounded to the network's dtype); ``net.params`` is never
+        written: the edited arrays are copies.
+        """
         given_x, given_y = x, y
         x = self.check_input(x)
         y = self.check_target(y, x.shape[0])
+        params = self.edited_params(edits)
         # The trace keeps x and y: it must not change when the caller later writes into theirs.
         if isinstance(given_x, np.ndarray) and np.may_share_memory(x, given_x):
             x = x.copy()
         if isinstance(given_y, np.ndarray) and np.may_share_memory(y, given_y):
             y = y.copy()
+        return self._trace(x, y, params)
 
+    def _forward_layers(self, x: np.ndarray, params: list[dict], keep: bool) -> list[tuple]:
+        """(z, a, argmax, cache) of every layer for a checked x, with the given weights."""
+        outputs = []
+        a = x
+        for layer, layer_params in zip(self.layers, params):
+            outputs.append(layer.forward(a, layer_params, keep=keep))
+            a = outputs[-1][1]
+        return outputs
+
+    def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict]) -> Trace:
         records: list[LayerTrace] = []
         caches = []
         a = x
-        for index, (layer, params) in enumerate(zip(self.layers, self.params)):
-            z, out, argmax, cache = layer.forward(a, params)
+        for index, (layer, layer_params) in enumerate(zip(self.layers, params)):
+            z, out, argmax, cache = layer.forward(a, layer_params)
             records.append(LayerTrace(
                 index=index, name=self.names[index], type=layer.type, spec=layer.spec,
                 input=a, z=z, a=out, argmax=argmax,
-                params={key: value.copy() for key, value in params.items()}))
+                params={key: value.copy() for key, value in layer_params.items()}))
             caches.append(cache)
             a = out
 
         last = records[-1]
-        loss = loss_value(self.loss, last.z, last.a, y)
+        per_sample = sample_losses(self.loss, last.z, last.a, y)
+        loss = batch_mean(per_sample)
         delta, grad_a = output_delta(self.loss, self.layers[-1].activation or "identity",
                                      last.z, last.a, y)
         upstream = None
@@ -191,11 +216,194 @@ class Network:
                 grad_a = upstream
                 delta = layer.delta_from_grad_a(grad_a, record.z, record.a)
             record.delta, record.grad_a = delta, grad_a
-            upstream, record.grads = layer.backward(delta, caches[index], self.params[index])
+            upstream, record.grads = layer.backward(delta, caches[index], params[index])
             caches[index] = None  # free the im2col matrix as soon as it is used
         SCRATCH.trim()
 
-        return Trace(loss=loss, input_grad=upstream, layers=records, x=x, y=y)
+        return Trace(loss=loss, input_grad=upstream, layers=records, x=x, y=y,
+                     sample_losses=per_sample)
+
+    # --- what-if edits and gradient checks -------------------------------------------------------
+
+    def _parameter_cell(self, where: str, layer: Any, param: Any, index: Any) -> tuple:
+        """(layer, param, index tuple) after checking they name one existing weight, else
+        ValueError saying which part is wrong."""
+        if not _is_int(layer) or not 0 <= layer < len(self.layers):
+            raise ValueError(f"{where}: 'layer' must be a layer index 0..{len(self.layers) - 1}, "
+                             f"got {layer!r}")
+        name = f"layer {layer} ({self.names[layer]})"
+        if not self.params[layer]:
+            with_params = ", ".join(f"{i} ({self.names[i]})" for i, p in enumerate(self.params) if p)
+            raise ValueError(f"{where}: {name} has no weights or biases; layers with parameters: "
+                             f"{with_params}")
+        if param not in ("W", "b"):
+            raise ValueError(f"{where}: 'param' must be \"W\" or \"b\", got {param!r}")
+        shape = self.params[layer][param].shape
+        return (layer, param, self._cell_index(where, index, shape, f"{name} {param}"))
+
+    @staticmethod
+    def _cell_index(where: str, index: Any, shape: tuple, what: str) -> tuple:
+        if _is_int(index):
+            index = (index,)
+        if (not isinstance(index, (list, tuple)) or len(index) != len(shape)
+                or not all(_is_int(i) for i in index)):
+            raise ValueError(f"{where}: 'index' must be {len(shape)} integer(s), one per axis of "
+                             f"{what} of shape {tuple(shape)}, got {index!r}")
+        if any(not 0 <= i < n for i, n in zip(index, shape)):
+            raise ValueError(f"{where}: index {tuple(index)} is out of range for {what} of shape "
+                             f"{tuple(shape)} (each index from 0 to its size - 1)")
+        return tuple(int(i) for i in index)
+
+    def edited_params(self, edits: Any) -> list[dict]:
+        """The weights as ``edits`` would make them: the live dicts where nothing changes, copies
+        of the edited arrays otherwise, so ``self.params`` is never written. Raises ValueError
+        naming the edit and what is wrong with it (every edit is checked before any is applied)."""
+        if edits is None:
+            return self.params
+        if not isinstance(edits, (list, tuple)):
+            raise ValueError(f"edits must be a list of {{\"layer\", \"param\", \"index\", "
+                             f"\"value\"}}, got {type(edits).__name__}")
+        checked = []
+        for number, edit in enumerate(edits):
+            where = f"edits[{number}]"
+            if not isinstance(edit, dict) or set(edit) != EDIT_KEYS:
+                raise ValueError(f"{where}: an edit must have exactly the keys layer, param, index, "
+                                 f"value; got {edit!r}")
+            cell = self._parameter_cell(where, edit["layer"], edit["param"], edit["index"])
+            value = edit["value"]
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"{where}: 'value' must be a finite number, got {value!r}")
+            with np.errstate(over="ignore"):
+                if not np.isfinite(self.dtype.type(value)):
+                    raise ValueError(f"{where}: 'value' {value!r} is beyond the range of the "
+                                     f"network's {self.dtype.name} weights")
+            checked.append((cell, value))
+        params = [dict(layer_params) for layer_params in self.params]
+        copied = set()
+        for (layer, param, index), value in checked:
+            if (layer, param) not in copied:
+                params[layer][param] = params[layer][param].copy()
+                copied.add((layer, param))
+            params[layer][param][index] = value  # rounded to the network's dtype here
+        return params
+
+    def gradcheck(self, x: Any, y: Any, of: Any, epsilon: float = 1e-5, edits: Any = None) -> dict:
+        """The analytic dL/dθ of one weight, bias or input value (sample 0) beside a central
+        difference (L(θ + ε) - L(θ - ε)) / 2ε computed in float64 on copies; nothing is changed.
+
+        ``of`` is ``{"layer": i, "param": "W" | "b", "index": (...)}`` or ``{"input": (c, h, w)}``.
+        The answer also says whether a kink lies within ε (``"kink"``, ``"kinks"``): a ReLU
+        pre-activation that changes sign, or a max-pool window whose winner changes, between the
+        two perturbed passes. There the loss has a corner, the central difference averages two
+        slopes, and it may rightly disagree with the analytic value (a one-sided derivative).
+        """
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) \
+                or not np.isfinite(epsilon) or epsilon <= 0:
+            raise ValueError(f"epsilon must be a positive finite number, got {epsilon!r}")
+        x = self.check_input(x)
+        y = self.check_target(y, x.shape[0])
+        params = self.edited_params(edits)
+        target = self._gradient_target(of)
+
+        trace = self._trace(x, y, params)
+        x64 = x.astype(np.float64)  # copies: the same values the trace saw, in float64
+        y64 = y.astype(np.float64) if y.dtype.kind == "f" else y.copy()
+        params64 = [{key: value.astype(np.float64) for key, value in p.items()} for p in params]
+        if "input" in target:
+            position = (0,) + target["input"]
+            analytic = trace.input_grad[position]
+            array = x64
+        else:
+            position = target["index"]
+            analytic = trace.layers[target["layer"]].grads[target["param"]][position]
+            array = params64[target["layer"]][target["param"]]
+
+        original = array[position]
+        passes = []
+        for value in (original + epsilon, original - epsilon):
+            array[position] = value
+            outputs = self._forward_layers(x64, params64, keep=False)
+            last_z, last_a = outputs[-1][0], outputs[-1][1]
+            passes.append((float(array[position]), loss_value(self.loss, last_z, last_a, y64), outputs))
+        array[position] = original
+        SCRATCH.trim()
+        (value_plus, loss_plus, outputs_plus), (value_minus, loss_minus, outputs_minus) = passes
+        if value_plus == value_minus:
+            raise ValueError(f"epsilon {epsilon:g} is too small to change the value {float(original):g} "
+                             "in float64; use a larger epsilon")
+        # divide by the step actually taken in float64 (original ± ε rounds)
+        numeric = (loss_plus - loss_minus) / (value_plus - value_minus)
+        analytic = float(analytic)
+        abs_error = abs(analytic - numeric)
+        scale = max(abs(analytic), abs(numeric))
+        kinks = self._kinks(outputs_plus, outputs_minus)
+        return {
+            "of": target,
+            "analytic": analytic,
+            "numeric": numeric,
+            "abs_error": abs_error,
+            "rel_error": abs_error / scale if scale > 0 else 0.0,
+            "epsilon": float(epsilon),
+            "loss": trace.loss,
+            "loss_plus": loss_plus,
+            "loss_minus": loss_minus,
+            "value": float(original),
+            "dtype": self.dtype.name,
+            "kink": kinks[0] if kinks else None,
+            "kinks": kinks,
+        }
+
+    def _gradient_target(self, of: Any) -> dict:
+        """``of`` checked and normalized: {"layer", "param", "index": [...]} or {"input": [c, h, w]}."""
+        where = "of"
+        if isinstance(of, dict) and set(of) == {"input"}:
+            index = self._cell_index(where, of["input"], self.input_shape, "the input (sample 0)")
+            return {"input": index}
+        if isinstance(of, dict) and set(of) == {"layer", "param", "index"}:
+            layer, param, index = self._parameter_cell(where, of["layer"], of["param"], of["index"])
+            return {"layer": layer, "param": param, "index": index}
+        raise ValueError(f"of must be {{\"layer\": i, \"param\": \"W\" or \"b\", \"index\": [...]}} or "
+                         f"{{\"input\": [c, h, w]}}, got {of!r}")
+
+    def _kinks(self, plus: list[tuple], minus: list[tuple]) -> list[dict]:
+        """Per layer, where the network's piecewise-linear parts switch between the θ + ε and θ - ε
+        passes: ReLU / leaky ReLU pre-activations that change side of 0, max-pool winners that
+        change. Each entry names the layer, the kind, how many switched and the first of them."""
+        kinks = []
+        for index, (layer, (z_plus, _, argmax_plus, _), (z_minus, _, argmax_minus, _)) in enumerate(
+                zip(self.layers, plus, minus)):
+            name = f"layer {index} ({self.names[index]})"
+            if layer.type != "maxpool" and layer.activation in ("relu", "leaky_relu"):
+                switched = (z_plus > 0) != (z_minus > 0)
+                if switched.any():
+                    first = tuple(int(i) for i in np.argwhere(switched)[0])
+                    kinks.append({
+                        "layer": index, "name": self.names[index], "kind": layer.activation,
+                        "count": int(switched.sum()), "index": first,
+                        "z_plus": float(z_plus[first]), "z_minus": float(z_minus[first]),
+                        "explanation": (
+                            f"{name}: {int(switched.sum())} {layer.activation} pre-activation(s) "
+                            f"change sign within ±ε (first at {list(first)}: z = "
+                            f"{float(z_minus[first]):.3g} at -ε, {float(z_plus[first]):.3g} at +ε); "
+                            "the loss has a corner there, so the central difference averages the "
+                            "slopes on both sides while the analytic gradient takes one side")})
+            elif layer.type == "maxpool":
+                switched = argmax_plus != argmax_minus
+                if switched.any():
+                    first = tuple(int(i) for i in np.argwhere(switched)[0])
+                    kinks.append({
+                        "layer": index, "name": self.names[index], "kind": "maxpool",
+                        "count": int(switched.sum()), "index": first,
+                        "winner_plus": int(argmax_plus[first]),
+                        "winner_minus": int(argmax_minus[first]),
+                        "explanation": (
+                            f"{name}: {int(switched.sum())} max-pool window(s) change winner within "
+                            f"±ε (first at {list(first)}: input {int(argmax_minus[first])} wins at "
+                            f"-ε, {int(argmax_plus[first])} at +ε); two values tie there, so the "
+                            "central difference mixes two routes of the gradient while the "
+                            "analytic one follows the winner")})
+        return kinks
 
     # --- weights ---------------------------------------------------------------------------------
 

@@ -14,6 +14,10 @@ from .kernels import conv_output_size
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity", "softmax")
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 DTYPES = ("float32", "float64")
+PADDING_MODES = ("zeros", "circular")
+# "convolution" is the notes' true convolution (the kernel rotated 180 degrees in the forward
+# pass); "cross_correlation" is what frameworks call convolution.
+CONV_OPERATIONS = ("cross_correlation", "convolution")
 LAYER_TYPES = ("conv", "maxpool", "avgpool", "flatten", "dense")
 
 # Caps that keep one network within a visualiser's memory: they refuse sizes that would exhaust
@@ -32,7 +36,8 @@ MAX_SEED = 2**32 - 1
 
 _TOP_KEYS = {"input_shape", "layers", "loss", "dtype", "seed"}
 _LAYER_KEYS = {
-    "conv": {"type", "filters", "kernel", "stride", "padding", "activation"},
+    "conv": {"type", "filters", "kernel", "stride", "padding", "padding_mode", "operation",
+             "activation"},
     "maxpool": {"type", "size", "stride"},
     "avgpool": {"type", "size", "stride"},
     "flatten": {"type"},
@@ -77,6 +82,13 @@ def _activation(layer: Mapping, where: str) -> str:
     if activation not in ACTIVATIONS:
         raise SpecError(f"{where}: unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
     return activation
+
+
+def _choice(layer: Mapping, key: str, choices: tuple, where: str) -> str:
+    value = layer.get(key, choices[0])
+    if value not in choices:
+        raise SpecError(f"{where}: unknown {key} {value!r}; choose one of {', '.join(choices)}")
+    return value
 
 
 def normalize_spec(spec: Any) -> tuple[dict, list[tuple[tuple[int, ...], tuple[int, ...]]]]:
@@ -140,12 +152,17 @@ def normalize_spec(spec: Any) -> tuple[dict, list[tuple[tuple[int, ...], tuple[i
             kernel = _pair(layer["kernel"], where, "kernel", 1, MAX_WINDOW_SIDE)
             stride = _pair(layer.get("stride", 1), where, "stride", 1, MAX_WINDOW_SIDE)
             padding = _pair(layer.get("padding", 0), where, "padding", 0, MAX_WINDOW_SIDE)
+            padding_mode = _choice(layer, "padding_mode", PADDING_MODES, where)
+            operation = _choice(layer, "operation", CONV_OPERATIONS, where)
             activation = _activation(layer, where)
             channels, height, width = shape
             for axis, size, k, s, p in (("height", height, kernel[0], stride[0], padding[0]),
                                         ("width", width, kernel[1], stride[1], padding[1])):
-                if p >= k:
-                    raise SpecError(f"{where}: padding {p} must be smaller than the kernel {axis} {k}")
+                # Padding may equal or exceed the kernel, as in PyTorch; circular padding copies
+                # rows from the far side, so it cannot take more than the whole input side.
+                if padding_mode == "circular" and p > size:
+                    raise SpecError(f"{where}: circular padding {p} is larger than the input {axis} "
+                                    f"{size}; wrapping around can add at most {size} on each side")
                 if k > size + 2 * p:
                     raise SpecError(f"{where}: kernel {axis} {k} is larger than the padded input "
                                     f"{axis} {size} + 2*{p} = {size + 2 * p}")
@@ -164,7 +181,8 @@ def normalize_spec(spec: Any) -> tuple[dict, list[tuple[tuple[int, ...], tuple[i
                                 f"fewer channels or a larger stride")
             parameters += filters * channels * kernel[0] * kernel[1] + filters
             normalized = {"type": kind, "filters": filters, "kernel": kernel, "stride": stride,
-                          "padding": padding, "activation": activation}
+                          "padding": padding, "padding_mode": padding_mode, "operation": operation,
+                          "activation": activation}
 
         elif kind in ("maxpool", "avgpool"):
             if "size" not in layer:

@@ -7,14 +7,18 @@ The answer is rendered after the lock is released (its arrays are copies)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from app import training
-from app.deps import SettingsDep, StoreDep, locked_session
+from app.deps import AnswerViewDep, SettingsDep, StoreDep, locked_session
 from app.limits import check_work, computation_slot
+from app.persistence import SessionConflict
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
     EvaluationOut,
+    GradcheckOut,
+    GradcheckRequest,
     StepOut,
     StepRequest,
     TraceOut,
@@ -23,38 +27,72 @@ from app.schemas import (
     TraceRequest,
 )
 from app.security import SessionIdPath
-from app.serialize import FastJSONResponse
+from app.serialize import SAFETENSORS_MEDIA_TYPE, FastJSONResponse
+from app.sessions import Session
+from app.store import SessionStore
 
 router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"],
                    dependencies=[Depends(computation_slot)])
 
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+# Trace and step answer JSON by default, a safetensors file with ?format=safetensors.
+BINARY_ANSWER = {200: {"content": {SAFETENSORS_MEDIA_TYPE: {
+    "schema": {"type": "string", "format": "binary"}}},
+    "description": "the answer as JSON, or with format=safetensors as a safetensors file"}}
 
 
-@router.post("/trace", response_model=TraceOut, responses=ERRORS,
+@router.post("/trace", response_model=TraceOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="Forward and backward pass of one sample; nothing is updated")
 def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
-          settings: SettingsDep) -> FastJSONResponse:
+          settings: SettingsDep, view: AnswerViewDep) -> Response:
     with locked_session(store, session_id, save=False) as session:
         check_work(session.spec, settings, batch=1, traced=1)
         sample = training.resolve_sample(session, body.input, body.label)
-        answer = training.trace_sample(session, sample)
+        answer, input_changed = training.trace_sample(session, sample, body.edit_list(),
+                                                      view.fields)
+        if input_changed:
+            _remember_traced_input(store, session)
+    return view.response(answer)
+
+
+def _remember_traced_input(store: SessionStore, session: Session) -> None:
+    """Save the session's new last input (the PyTorch export's input). A trace changes no
+    weights, so when another server process saved the session meanwhile the trace still
+    answers: only the remembered input is lost, and the newer save is kept."""
+    try:
+        store.save(session)
+    except SessionConflict:
+        pass
+
+
+@router.post("/gradcheck", response_model=GradcheckOut, responses=ERRORS,
+             summary="Analytic gradient of one weight, bias or input value beside a central "
+                     "difference; nothing is updated")
+def gradcheck(session_id: SessionIdPath, body: GradcheckRequest, store: StoreDep,
+              settings: SettingsDep) -> FastJSONResponse:
+    with locked_session(store, session_id, save=False) as session:
+        # a trace for the analytic value, and two forward passes for the central difference
+        check_work(session.spec, settings, batch=1, traced=1, forward_only=2)
+        sample = training.resolve_sample(session, body.input, body.label)
+        answer = training.gradcheck(session, sample, body.target(), body.epsilon,
+                                    body.edit_list())
     return FastJSONResponse(answer)
 
 
-@router.post("/step", response_model=StepOut, responses=ERRORS,
+@router.post("/step", response_model=StepOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="One training iteration on a mini-batch, with the trace of its first sample")
 def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
-         settings: SettingsDep) -> FastJSONResponse:
+         settings: SettingsDep, view: AnswerViewDep) -> Response:
     with locked_session(store, session_id, save=True) as session:
         # a trace of the first sample, a traced batch, and the batch forward again after the update
-        check_work(session.spec, settings, batch=body.batch_size, traced=body.batch_size + 1,
-                   forward_only=body.batch_size)
+        # (the first sample's trace is held beside the batch's: batch_size + 1 in memory)
+        check_work(session.spec, settings, batch=body.batch_size + 1,
+                   traced=body.batch_size + 1, forward_only=body.batch_size)
         first = None
         if body.input is not None:
             first = training.resolve_sample(session, body.input, body.label)
-        answer = training.step(session, body, first, settings.max_history)
-    return FastJSONResponse(answer)
+        answer = training.step(session, body, first, settings.max_history, view.fields)
+    return view.response(answer)
 
 
 @router.post("/train", response_model=TrainOut, responses=ERRORS,

@@ -141,7 +141,6 @@ BAD_TRACE_BODIES = {
     "index as float": {"input": {"dataset": "mnist", "index": 7.5}},
     "unknown dataset": {"input": {"dataset": "cifar", "index": 7}},
     "unknown split": {"input": {"dataset": "mnist", "index": 7, "split": "dev"}},
-    "label with a dataset sample": {"input": {"dataset": "mnist", "index": 7}, "label": 3},
     "no input": {},
     "input not an object": {"input": [1, 2]},
     "pixels without label": {"input": {"pixels": mnist_digit()}},

@@ -114,6 +114,18 @@ def torch_loss(a: torch.Tensor, y: np.ndarray, loss: str) -> torch.Tensor:
     raise AssertionError(f"unknown loss {loss}")
 
 
+def torch_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, layer: dict) -> torch.Tensor:
+    """One spec conv layer in PyTorch: padding_mode "circular" through PyTorch's own circular pad
+    (what nn.Conv2d(padding_mode="circular") does), operation "convolution" as the
+    cross-correlation with the kernel flipped in both spatial axes (autograd flips dW back)."""
+    stride, (ph, pw) = as_pair(layer.get("stride", 1)), as_pair(layer.get("padding", 0))
+    if layer.get("operation", "cross_correlation") == "convolution":
+        w = torch.flip(w, dims=(2, 3))
+    if layer.get("padding_mode", "zeros") == "circular":
+        return F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="circular"), w, b, stride=stride)
+    return F.conv2d(x, w, b, stride=stride, padding=(ph, pw))
+
+
 @dataclass
 class TorchLayer:
     type: str
@@ -141,8 +153,7 @@ def torch_trace(spec, params, x, y) -> TorchTrace:
         weights = {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=True) for k, v in layer_params.items()}
         argmax = None
         if kind == "conv":
-            z = F.conv2d(current, weights["W"], weights["b"], stride=as_pair(layer.get("stride", 1)),
-                         padding=as_pair(layer.get("padding", 0)))
+            z = torch_conv(current, weights["W"], weights["b"], layer)
             a = activate(z, layer["activation"])
         elif kind == "dense":
             z = F.linear(current, weights["W"], weights["b"])

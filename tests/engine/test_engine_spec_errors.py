@@ -103,7 +103,12 @@ LAYER_CASES = {
     "non-int kernel": (with_layer(0, kernel=3.0), 0, ["kernel", "integer"]),
     "kernel triple": (with_layer(0, kernel=[3, 3, 3]), 0, ["kernel", "pair"]),
     "negative padding": (with_layer(0, padding=-1), 0, ["padding"]),
-    "padding as large as the kernel": (with_layer(0, padding=3), 0, ["padding"]),
+    "circular padding wider than the input": (
+        replace_layers({"type": "conv", "filters": 1, "kernel": 3, "padding": [1, 9], "padding_mode": "circular"},
+                       {"type": "flatten"}, SOFTMAX_OUT), 0, ["circular", "padding", "width"]),
+    "unknown padding mode": (with_layer(0, padding_mode="reflect"), 0, ["padding_mode", "reflect"]),
+    "padding mode of the wrong type": (with_layer(0, padding_mode=["zeros"]), 0, ["padding_mode"]),
+    "unknown conv operation": (with_layer(0, operation="deconvolution"), 0, ["operation", "deconvolution"]),
     "zero stride": (with_layer(0, stride=0), 0, ["stride"]),
     "zero pool size": (with_layer(1, size=0), 1, ["size"]),
     "zero filters": (with_layer(0, filters=0), 0, ["filters"]),
@@ -200,6 +205,7 @@ def test_normalized_spec_expands_defaults_and_pairs():
         {"type": "flatten"}, {"type": "dense", "units": 3, "activation": "softmax"}]})
     conv, pool = net.spec["layers"][0], net.spec["layers"][1]
     assert conv["kernel"] == [3, 3] and conv["stride"] == [1, 1] and conv["padding"] == [0, 0]
+    assert conv["padding_mode"] == "zeros" and conv["operation"] == "cross_correlation"
     assert pool["size"] == [2, 2] and pool["stride"] == [2, 2]
     assert net.spec["dtype"] == "float32" and net.spec["loss"] == "cross_entropy"
     assert net.dtype == np.float32
@@ -221,7 +227,8 @@ def test_a_spec_with_any_junk_value_builds_or_raises_spec_error_only(data):
         spec[key] = data.draw(JUNK)
     else:
         layer = spec["layers"][data.draw(st.integers(0, len(spec["layers"]) - 1))]
-        key = data.draw(st.sampled_from(sorted(layer) + ["kernel", "stride", "padding", "size", "units", "extra"]))
+        key = data.draw(st.sampled_from(sorted(layer) + ["kernel", "stride", "padding", "padding_mode", "operation",
+                                                         "size", "units", "extra"]))
         layer[key] = data.draw(JUNK)
     try:
         net = Network.from_spec(spec)

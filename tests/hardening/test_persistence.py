@@ -160,7 +160,7 @@ def test_memory_cap_refuses_when_every_loaded_session_is_in_use(tmp_path):
         with pytest.raises(StoreFull) as caught:
             store.add(trained_session(steps=1))
     assert caught.value.cap == "max_store_bytes"
-    assert "CNNVIZ_MAX_STORE_BYTES" in str(caught.value)
+    assert "in use" in str(caught.value) and "CNNVIZ" not in str(caught.value)
 
 
 def test_idle_sessions_are_deleted_from_disk(tmp_path):
@@ -317,6 +317,86 @@ def test_an_update_to_an_outdated_copy_is_refused_with_409_and_not_written(tmp_p
     assert caught.value.status_code == 409
     assert make_store(tmp_path).get(session.id).step == 1
     assert second.get(session.id).step == 1  # the outdated copy was dropped
+
+
+def _in_thread(action):
+    """Run ``action`` on a thread; returns (thread, outcome dict filled when it ends)."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = action()
+        except Exception as error:  # noqa: BLE001 -- handed to the test to assert on
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_reads_do_not_wait_behind_a_save_that_is_committing(tmp_path):
+    # Another connection holds SQLite's write lock, so the save below stays inside its commit
+    # (as it would during a slow fsync) until the lock is let go. Meanwhile gets, of the saved
+    # session and of another one, must answer: only the store-wide mutex could hold them up.
+    store = make_store(tmp_path)
+    saved, other = trained_session(steps=1), trained_session(steps=2)
+    store.add(saved)
+    store.add(other)
+    blocker = sqlite3.connect(tmp_path / DATABASE_NAME)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        def save():
+            with saved.lock:
+                saved.step = 9
+                store.save(saved)
+
+        saver, saving = _in_thread(save)
+        deadline = time.monotonic() + 10
+        while not store._write_lock.locked() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store._write_lock.locked() and saver.is_alive()
+        reader, read = _in_thread(lambda: (store.get(other.id), store.get(saved.id),
+                                           store.loaded_ids()))
+        reader.join(3)
+        assert not reader.is_alive(), "get() waited for another session's commit"
+        assert read["value"][0] is other and read["value"][1] is saved
+        assert saver.is_alive()  # the save is still committing
+    finally:
+        blocker.rollback()
+        blocker.close()
+    saver.join(10)
+    assert not saver.is_alive() and "error" not in saving
+    assert make_store(tmp_path).get(saved.id).step == 9  # the acknowledged save is on disk
+
+
+def test_a_session_deleted_while_its_save_commits_stays_deleted(tmp_path):
+    store = make_store(tmp_path)
+    session = trained_session(steps=1)
+    store.add(session)
+    blocker = sqlite3.connect(tmp_path / DATABASE_NAME)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        def save():
+            with session.lock:
+                session.step = 2
+                store.save(session)
+
+        saver, saving = _in_thread(save)
+        deadline = time.monotonic() + 10
+        while not store._write_lock.locked() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        deleter, deleting = _in_thread(lambda: store.delete(session.id))
+    finally:
+        blocker.rollback()
+        blocker.close()
+    saver.join(10)
+    deleter.join(10)
+    assert "error" not in saving and "error" not in deleting
+    assert store.loaded_ids() == [] and store.ids() == []
+    with pytest.raises(SessionNotFound):
+        store.get(session.id)
 
 
 def test_two_server_workers_on_one_database_never_lose_a_step(tmp_path):
