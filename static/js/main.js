@@ -495,6 +495,7 @@ class App {
       } finally {
         this.playing = false;
         this.stoppingPlay = false;
+        this.batch.fetchShown();
         if (this.record && this.chartsDrawnFor !== this.record.id) {
           this.chartsDrawnFor = this.record.id;
           this.drawCharts(this.record, true).catch((error) => this.showError(error));
