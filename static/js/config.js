@@ -85,9 +85,11 @@ export const SPEEDS = [
   { label: "very slow", ms: 900 },
 ];
 export const DEFAULT_SPEED_INDEX = 2;
-// While live training runs, the prediction, saliency and curves are redrawn at most this often
-// (5 Hz); the strip's maps are drawn for every step.
+// While live training runs, the prediction and curves are redrawn at most this often (5 Hz);
+// the strip's maps are drawn for every step ...
 export const LIVE_CHARTS_MS = 200;
+// ... and the saliency (not asked for live) once a second.
+export const LIVE_SALIENCY_MS = 1000;
 
 // MNIST browser page size and drawing canvas.
 export const MNIST_PAGE_SIZE = 24;

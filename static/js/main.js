@@ -2,7 +2,7 @@
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
 import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
-import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS } from "./config.js";
+import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
 import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
@@ -41,6 +41,7 @@ class App {
     this.history = emptyHistory();
     this.inspected = null;
     this.chartsDrawnAt = -Infinity;
+    this.saliencyDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
     this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
     this.inputs = new InputPanel({
@@ -365,6 +366,9 @@ class App {
       if (parts.length && parts[parts.length - 1].part === part) parts[parts.length - 1].count += 1;
       else parts.push({ part, count: 1 });
     }
+    const key = parts.map((p) => `${p.part}${p.count}`).join(",");
+    if (key === this.timelineKey) return; // the same stretches as the record before
+    this.timelineKey = key;
     const names = { forward: "forward", loss: "loss", backward: "backward", gradients: "grads", update: "update" };
     $("timeline-parts").replaceChildren(
       ...parts.map(({ part, count }) => {
@@ -394,13 +398,17 @@ class App {
 
   // The charts of a new record, drawn once, after its strip. While animating, one chart per
   // frame, so a new answer never holds up the animation for all of them at once.
-  async drawCharts(record, spread) {
+  // While live training plays, the saliency is redrawn at most every LIVE_SALIENCY_MS.
+  async drawCharts(record, spread, { live = false } = {}) {
     const pause = () => (spread ? nextFrame() : null);
     await pause();
     const result = await drawPrediction($("prediction-plot"), record.trace);
     $("prediction-summary").textContent = predictionSummary(result, record.trace);
-    await pause();
-    await drawSaliency($("saliency-plot"), record.trace);
+    if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
+      this.saliencyDrawnAt = performance.now();
+      await pause();
+      await drawSaliency($("saliency-plot"), record.trace);
+    }
     if (record.step) {
       await pause();
       await this.drawHistory();
@@ -618,7 +626,7 @@ class App {
     if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
       this.chartsDrawnFor = this.record.id;
       this.chartsDrawnAt = performance.now();
-      const charts = this.drawCharts(this.record, true)
+      const charts = this.drawCharts(this.record, true, { live })
         .then(() => {
           if (timing) timing.entry.charts = performance.now() - timing.clicked;
         })
