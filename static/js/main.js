@@ -386,7 +386,7 @@ class App {
   setRecord(answer, isStep, fields = ALL_FIELDS) {
     this.recordCounter += 1;
     const trace = answer.trace;
-    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields) };
+    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields), live: fields.length < ALL_FIELDS.length };
     this.phases = buildPhases(trace, isStep);
     const timeline = $("timeline");
     timeline.max = String(this.phases.length - 1);
@@ -603,7 +603,8 @@ class App {
     $("phase-label").textContent = this.phaseText(phase);
     // The prediction exists once the forward pass is done, dL/dx once the backward pass is.
     setPending($("prediction-panel"), phaseNumber < phaseIndex(this.phases, "loss"));
-    setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad"));
+    // (A live step shows the forward pass's end, but its dL/dx was computed and fetched.)
+    setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad") && !this.record.live);
     const complete = await this.strip.render(this.record, (index) => this.viewFor(index, phase), {
       perMap: this.perMap,
       markWinners: this.markWinners,
@@ -641,6 +642,9 @@ class App {
   phaseText(phase) {
     const trace = this.record.trace;
     if (phase.kind === "loss") {
+      if (this.record.live && this.record.step) {
+        return `Live training, step ${this.record.step.step}: batch loss ${formatNumber(this.record.step.loss)}; the traced digit's L = ${formatNumber(trace.loss)} (label ${trace.label}, predicted ${trace.predicted_class ?? "?"}). (Step fetches a full iteration to scrub and inspect.)`;
+      }
       const binary = Array.isArray(trace.target) && trace.target.length === 1;
       const truth = binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
       return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}, predicted ${trace.predicted_class ?? "?"})`;
