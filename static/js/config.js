@@ -76,11 +76,11 @@ export const CELL_TEXT_MIN_PX = 26;
 
 // Animation: milliseconds per phase for each speed setting. "live" does not animate: Play
 // trains step after step and draws every step's result, fetching only what the view shows.
-// At "normal" one iteration of LeNet-5 (23 phases) takes about 2.3 s plus the request.
+// At "normal" one iteration of LeNet-5 (23 phases) takes about 2.1 s plus the request and the drawing.
 export const SPEEDS = [
   { label: "live", ms: 0 },
   { label: "fast", ms: 45 },
-  { label: "normal", ms: 100 },
+  { label: "normal", ms: 90 },
   { label: "slow", ms: 350 },
   { label: "very slow", ms: 900 },
 ];
