@@ -23,8 +23,8 @@ export class BatchStrip {
   }
 
   // step: a step answer; input: the page's current input (sample 0 when the batch has no
-  // index for it). With `thumbnails` false (live training), digits not yet fetched stay blank
-  // until `fetchShown` (after Pause) or a later step. The items are reused from step to step:
+  // index for it). With `thumbnails` false, digits not yet fetched stay blank until
+  // `fetchShown` (the page calls it once a step's maps are drawn, and after a live Play). The items are reused from step to step:
   // only what changed is written, and a thumbnail is painted only when its digit changes.
   show(step, input, { thumbnails = true } = {}) {
     const batch = step.batch || { indices: step.batch_indices || [], labels: [], losses: [], predicted: [] };

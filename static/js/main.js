@@ -465,7 +465,7 @@ class App {
     this.history.loss.push(step.loss);
     this.history.accuracy.push(step.batch_accuracy);
     this.setRecord(answer, true, fields);
-    this.batch.show(step, this.inputs.current, { thumbnails: !live });
+    this.batch.show(step, this.inputs.current, { thumbnails: false }); // fetched once the maps are drawn
     this.pendingTiming = { clicked, answered };
     return answer;
   }
@@ -621,8 +621,10 @@ class App {
       probe.stepTimings.push(timing.entry);
     }
     // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS
-    // (without waiting for them: the next step is already on its way).
+    // (without waiting for them: the next step is already on its way); the batch's thumbnails
+    // wait for Pause.
     const live = this.playing && SPEEDS[this.speedIndex].ms === 0;
+    if (timing && !live) this.batch.fetchShown();
     const chartsWait = live && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
     if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
       this.chartsDrawnFor = this.record.id;
