@@ -32,7 +32,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -40,7 +40,14 @@ from app.session_codec import decode_session, encode_session
 from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
-from app.store import InMemorySessionStore, SessionNotFound, SessionStore, StoreFull
+from app.store import (
+    DEFAULT_EVICT_IDLE_SECONDS,
+    InMemorySessionStore,
+    SessionNotFound,
+    SessionStore,
+    StoreFull,
+    describe_bytes,
+)
 from app.training import Refused
 
 DATABASE_NAME = "sessions.sqlite3"
@@ -49,6 +56,37 @@ DATABASE_NAME = "sessions.sqlite3"
 UNLOAD_GRACE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
+
+
+def sessions_to_unload(loaded: Iterable[Session], needed: int, max_bytes: int,
+                       now: float) -> list[Session]:
+    """The least recently used idle sessions to drop from memory so that ``needed`` more bytes
+    fit ``max_bytes``; raises ``StoreFull`` when even all idle ones would not make room. Shared
+    by the stores that keep loaded copies of sessions stored elsewhere (SQLite, Redis)."""
+    loaded = list(loaded)
+    used = sum(s.memory_bytes() for s in loaded)
+    if used + needed <= max_bytes:
+        return []
+    grace = now - UNLOAD_GRACE_SECONDS
+    candidates = sorted(
+        (s for s in loaded if s.last_used < grace and not s.lock.locked()),
+        key=lambda s: s.last_used,
+    )
+    unloaded = []
+    for session in candidates:
+        if used + needed <= max_bytes:
+            break
+        used -= session.memory_bytes()
+        unloaded.append(session)
+    if used + needed > max_bytes:
+        raise StoreFull(
+            "max_store_bytes",
+            max_bytes,
+            f"the server's memory for sessions is taken by sessions in use: this one needs "
+            f"{describe_bytes(needed)}, and {describe_bytes(used)} of "
+            f"{describe_bytes(max_bytes)} are held; try again in a few seconds",
+        )
+    return unloaded
 
 
 class SessionConflict(Refused):
@@ -80,9 +118,11 @@ class SQLiteSessionStore(SessionStore):
         max_bytes: int,
         idle_seconds: float,
         max_file_bytes: int,
+        evict_idle_seconds: float = DEFAULT_EVICT_IDLE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(data_dir) / DATABASE_NAME
+        self.evict_idle_seconds = evict_idle_seconds
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
@@ -111,23 +151,43 @@ class SQLiteSessionStore(SessionStore):
         data = encode_session(session)
         with self._mutex:
             self._expire_locked()
-            (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
-            if stored >= self.max_sessions:
-                raise StoreFull(
-                    "max_sessions",
-                    self.max_sessions,
-                    f"the server already holds its maximum of {self.max_sessions} sessions "
-                    "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
-                )
             self._make_room_locked(session.memory_bytes())
+            evicted = None
             with self._write_lock, self._db:
+                # Count, make room and insert in one write transaction: server processes sharing
+                # the database take turns here, so together they never pass max_sessions.
+                self._db.execute("BEGIN IMMEDIATE")
+                (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+                if stored >= self.max_sessions:
+                    evicted = self._evictable_locked()
+                    if evicted is None:
+                        raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
+                    self._db.execute("DELETE FROM sessions WHERE id = ?", (evicted,))
                 self._db.execute(
                     "INSERT INTO sessions (id, data, step, last_used, saved_at, version) "
                     "VALUES (?, ?, ?, ?, ?, 0)",
                     (session.id, data, session.step, session.last_used, self._clock()),
                 )
+            if evicted is not None:
+                self._loaded.pop(evicted, None)
+                log.info("session %s evicted (idle) to make room for a new one", evicted)
             self._loaded[session.id] = session
             self._versions[session] = 0
+
+    def _evictable_locked(self) -> str | None:
+        """The least recently used session idle for ``evict_idle_seconds`` (its copy in memory,
+        if loaded, knows its latest use), or None."""
+        deadline = self._clock() - self.evict_idle_seconds
+        candidates = []
+        for session_id, stored_last_used in self._db.execute(
+                "SELECT id, last_used FROM sessions"):
+            loaded = self._loaded.get(session_id)
+            if loaded is not None and loaded.lock.locked():
+                continue
+            last_used = max(stored_last_used, loaded.last_used if loaded else 0.0)
+            if last_used < deadline:
+                candidates.append((last_used, session_id))
+        return min(candidates)[1] if candidates else None
 
     def get(self, session_id: str) -> Session:
         if not SESSION_ID.fullmatch(session_id):
@@ -281,28 +341,8 @@ class SQLiteSessionStore(SessionStore):
 
     def _make_room_locked(self, needed: int) -> None:
         """Unload least recently used idle sessions until ``needed`` more bytes fit the cap."""
-        used = sum(s.memory_bytes() for s in self._loaded.values())
-        if used + needed <= self.max_bytes:
-            return
-        grace = self._clock() - UNLOAD_GRACE_SECONDS
-        candidates = sorted(
-            (s for s in self._loaded.values() if s.last_used < grace and not s.lock.locked()),
-            key=lambda s: s.last_used,
-        )
-        unloaded = []
-        for session in candidates:
-            if used + needed <= self.max_bytes:
-                break
-            used -= session.memory_bytes()
-            unloaded.append(session)
-        if used + needed > self.max_bytes:
-            raise StoreFull(
-                "max_store_bytes",
-                self.max_bytes,
-                f"this session needs {needed} bytes and {used} of the {self.max_bytes}-byte "
-                "session memory cap (CNNVIZ_MAX_STORE_BYTES) are held by sessions in use; "
-                "try again in a few seconds",
-            )
+        unloaded = sessions_to_unload(self._loaded.values(), needed, self.max_bytes,
+                                      self._clock())
         self._record_last_used_locked(unloaded)
         for session in unloaded:
             del self._loaded[session.id]
@@ -345,9 +385,16 @@ def build_store(settings: Settings) -> SessionStore:
         "max_sessions": settings.max_sessions,
         "max_bytes": settings.max_store_bytes,
         "idle_seconds": settings.session_idle_seconds,
+        "evict_idle_seconds": settings.session_evict_idle_seconds,
     }
     if settings.session_store == "memory":
         return InMemorySessionStore(**caps)
+    if settings.session_store == "redis":
+        from app.redis_store import RedisSessionStore  # needs the optional redis package
+
+        return RedisSessionStore.from_url(
+            settings.redis_url, key_prefix=settings.redis_key_prefix,
+            max_file_bytes=settings.max_session_file_bytes, **caps)
     return SQLiteSessionStore(
         settings.data_dir, max_file_bytes=settings.max_session_file_bytes, **caps
     )

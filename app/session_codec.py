@@ -8,6 +8,10 @@ Members:
 - ``net/<key>``: the arrays of ``network.state_dict()``.
 - ``opt/<n>``: the arrays (and NumPy scalars, as 0-d arrays) of the optimizer state.
 - ``history/steps``, ``history/loss``, ``history/accuracy``.
+- ``last_input/x`` (the network input of the last trace or step, C×H×W) and
+  ``last_input/target`` (its target as the loss took it), with ``last_input`` (``{"digit",
+  "source"}``) in ``meta.json``; all absent before the first trace, and in files written before
+  sessions remembered it (those still load, with no last input).
 
 Decoding a session that was encoded gives back the same values bit for bit. Anything that is not
 such a file (wrong format, truncated, foreign arrays, shapes that do not fit the spec, non-finite
@@ -26,7 +30,7 @@ import numpy as np
 from engine import Network
 from engine.optim import optimizer_from_state
 
-from app.sessions import History, Session
+from app.sessions import History, Session, TracedInput
 
 FORMAT_NAME = "cnnviz-session"
 FORMAT_VERSION = 1
@@ -45,6 +49,11 @@ def encode_session(session: Session) -> bytes:
     arrays["history/steps"] = np.asarray(history.steps, dtype=np.int64)
     arrays["history/loss"] = np.asarray(history.loss, dtype=np.float64)
     arrays["history/accuracy"] = np.asarray(history.accuracy, dtype=np.float64)
+    last_input = None
+    if session.last_input is not None:
+        arrays["last_input/x"] = session.last_input.x
+        arrays["last_input/target"] = session.last_input.target
+        last_input = {"digit": session.last_input.digit, "source": session.last_input.source}
     meta = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -59,6 +68,7 @@ def encode_session(session: Session) -> bytes:
         "created_at": session.created_at,
         "last_used": session.last_used,
         "evaluations": history.evaluations,
+        "last_input": last_input,
     }
     arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -89,9 +99,35 @@ def decode_session(data: bytes, *, max_bytes: int, new_id: str | None = None) ->
         created_at=_field(meta, "created_at", float),
         last_used=_field(meta, "last_used", float),
         history=_read_history(meta, members),
+        last_input=_read_last_input(network, meta, members),
     )
     _restore_optimizer(session, meta, members)
+    _refuse_foreign_members(members, network, meta)
     return session
+
+
+def _refuse_foreign_members(members: dict[str, np.ndarray], network: Network,
+                            meta: dict[str, Any]) -> None:
+    """Every member must be one this format names: a file carrying anything else was not
+    written by ``encode_session``, and what it carries would be silently dropped."""
+    expected = {"meta.json", "history/steps", "history/loss", "history/accuracy"}
+    expected.update(f"net/{key}" for key in network.state_dict())
+    if meta.get("last_input") is not None:
+        expected.update({"last_input/x", "last_input/target"})
+    pending = [meta.get("optimizer_state")]
+    while pending:
+        tree = pending.pop()
+        if isinstance(tree, dict) and "__array__" in tree:
+            expected.add(str(tree["__array__"]))
+        elif isinstance(tree, dict):
+            pending.extend(tree.values())
+        elif isinstance(tree, list):
+            pending.extend(tree)
+    foreign = sorted(set(members) - expected)
+    if foreign:
+        shown = ", ".join(repr(name[:60]) for name in foreign[:5])
+        raise ValueError(f"the session file holds members a session file does not have: {shown}"
+                         + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""))
 
 
 def _read_members(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
@@ -183,6 +219,30 @@ def _read_history(meta: dict[str, Any], members: dict[str, np.ndarray]) -> Histo
     ):
         raise ValueError("the session file's evaluations are malformed")
     return History(evaluations=evaluations, **columns)
+
+
+def _read_last_input(network: Network, meta: dict[str, Any],
+                     members: dict[str, np.ndarray]) -> TracedInput | None:
+    described = meta.get("last_input")
+    x, target = members.get("last_input/x"), members.get("last_input/target")
+    if described is None and x is None and target is None:
+        return None
+    if not isinstance(described, dict) or x is None or target is None:
+        raise ValueError("the session file's last input is incomplete")
+    if x.shape != network.input_shape or x.dtype.kind != "f" or not np.all(np.isfinite(x)):
+        raise ValueError(f"the session file's last input must be finite floats shaped "
+                         f"{network.input_shape}, got {x.dtype} {x.shape}")
+    try:
+        network.check_target(target[None], 1)
+    except ValueError as exc:
+        raise ValueError(f"the session file's last input has an unusable target: {exc}") from exc
+    digit, source = described.get("digit"), described.get("source")
+    if digit is not None and (not isinstance(digit, int) or isinstance(digit, bool)
+                              or not 0 <= digit <= 9):
+        raise ValueError(f"the session file's last input has no valid digit: {digit!r}")
+    if not isinstance(source, dict):
+        raise ValueError("the session file's last input has no valid source")
+    return TracedInput(x=x, target=target, digit=digit, source=source)
 
 
 def _restore_optimizer(

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from engine import Network, Optimizer
 
 # Two moment buffers (Adam) is the most optimizer state any engine optimizer keeps per parameter.
@@ -61,6 +63,25 @@ class History:
         return len(self.steps)
 
 
+@dataclass
+class TracedInput:
+    """What the session last traced (a trace, or the first sample of a step): the network input
+    ``x`` (C, H, W) exactly as traced, its ``target`` as the loss took it (a class, 0-d int,
+    for cross_entropy; else the target vector (K,)), the digit it shows (``None`` for a preset's
+    example) and where it came from (``{"dataset", "split", "index"}``, ``{"pixels": True}`` or
+    ``{"example", "preset"}``). The PyTorch export runs its model on it."""
+
+    x: np.ndarray
+    target: np.ndarray
+    digit: int | None
+    source: dict[str, Any]
+
+    def same_as(self, other: "TracedInput | None") -> bool:
+        return (other is not None and self.digit == other.digit and self.source == other.source
+                and all(mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
+                        for mine, theirs in ((self.x, other.x), (self.target, other.target))))
+
+
 def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -70,7 +91,8 @@ class Session:
     """``spec`` is the engine's normalized spec. ``positive_class`` is the digit whose target is 1
     for a network with a single output unit (ignored otherwise). ``optimizer`` is the engine
     optimizer with its state (``None`` before the first step). ``cursor`` counts the training
-    samples drawn so far; the next batch starts at that position of the session's training pool."""
+    samples drawn so far; the next batch starts at that position of the session's training pool.
+    ``last_input`` is the input of the last trace or step (``None`` before the first)."""
 
     id: str
     spec: dict[str, Any]
@@ -82,6 +104,7 @@ class Session:
     step: int = 0
     cursor: int = 0
     history: History = field(default_factory=History)
+    last_input: TracedInput | None = None
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -118,6 +141,8 @@ class Session:
         return (
             self.parameter_bytes() * (1 + OPTIMIZER_BUFFERS_RESERVED)
             + HISTORY_ENTRY_BYTES * (len(self.history) + len(self.history.evaluations))
+            + (self.last_input.x.nbytes + self.last_input.target.nbytes
+               if self.last_input is not None else 0)
         )
 
     @property

@@ -11,6 +11,11 @@ before the clock starts (the first trace loads the MNIST sample).
 
     python bench/load.py                       # 20 students, 60 s
     python bench/load.py --students 5 --duration 10 --json
+    python bench/load.py --store sqlite --store redis   # two server processes on each store
+
+With ``--store`` each named session store is run in turn with two server processes sharing it
+(the SQLite database in one data folder, or a ``redis-server`` started for the run), the students
+split between them, and the figures of every store are printed side by side at the end.
 
 Targets for a classroom: zero errors, p99 under 250 ms, memory flat after warm-up. Timings depend
 on the machine and on what else runs on it, so each kind of request is also timed alone on the
@@ -28,6 +33,7 @@ the page's pattern -- and prints each report and the throughput ratios to the fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import random
@@ -46,11 +52,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when loaded by 
 from serving import (  # noqa: E402,F401 (free_port: for the tests)
     PAGE_QUERY,
     PROJECT_ROOT,
+    RedisServer,
     Server,
     free_port,
 )
 
 KINDS = ("create", "trace", "step", "upload")
+STORES = ("sqlite", "redis")
+STORE_WORKERS = 2  # server processes sharing the store when --store is given
 DEFAULT_MIX = {"trace": 4, "step": 4, "upload": 2}
 MNIST_TRAIN_SIZE = 9000
 PATTERNS = {"json": {}, "page": PAGE_QUERY}
@@ -163,12 +172,14 @@ def digit_pictures(count: int, rng: random.Random) -> list[bytes]:
 class Student(threading.Thread):
     def __init__(self, number: int, run: "LoadRun") -> None:
         super().__init__(name=f"student-{number}", daemon=True)
+        self.number = number
         self.run_state = run
         self.rng = random.Random(number)
 
     def run(self) -> None:
         state = self.run_state
-        with httpx.Client(base_url=state.url, timeout=state.request_timeout) as client:
+        url = state.urls[self.number % len(state.urls)]
+        with httpx.Client(base_url=url, timeout=state.request_timeout) as client:
             created = state.request(client, "create", "POST", "/api/sessions",
                                     json={"preset": state.preset, "seed": self.rng.randrange(1000)})
             if created is None:
@@ -201,8 +212,10 @@ class Student(threading.Thread):
 class LoadRun:
     def __init__(self, url: str, *, students: int, duration: float, max_requests: int,
                  preset: str, think: float, mix: dict[str, int], request_timeout: float,
-                 query: dict[str, str] | None = None) -> None:
+                 query: dict[str, str] | None = None,
+                 other_urls: tuple[str, ...] = ()) -> None:
         self.url = url
+        self.urls = (url, *other_urls)  # students are spread over these servers
         self.query = query or {}
         self.students = students
         self.duration = duration
@@ -307,34 +320,72 @@ def run_load(*, students: int = 20, duration: float = 60.0, max_requests: int = 
              preset: str = "lenet5", think: float = 0.5, mix: dict[str, int] | None = None,
              request_timeout: float = 30.0, warmup_fraction: float = 0.2,
              server_env: dict[str, str] | None = None, pattern: str = "json",
-             root: Path = PROJECT_ROOT) -> LoadReport:
+             root: Path = PROJECT_ROOT, store: str | None = None) -> LoadReport:
     """Start a server (of the checkout at ``root``), run the load against it with the request
-    ``pattern`` (a key of ``PATTERNS``), stop it, and report."""
-    with tempfile.TemporaryDirectory(prefix="cnnviz-load-") as data_dir:
-        server = Server(Path(data_dir), server_env, root=root)
-        server.start()
+    ``pattern`` (a key of ``PATTERNS``), stop it, and report. With ``store`` (one of
+    ``STORES``), ``STORE_WORKERS`` servers share that session store and the students."""
+    with tempfile.TemporaryDirectory(prefix="cnnviz-load-") as data_dir, \
+            contextlib.ExitStack() as redis_running:
+        env = dict(server_env or {})
+        if store is not None:
+            env["CNNVIZ_SESSION_STORE"] = store
+            if store == "redis":
+                redis = redis_running.enter_context(RedisServer(Path(data_dir) / "redis"))
+                env["CNNVIZ_REDIS_URL"] = redis.url
+        servers = [Server(Path(data_dir), env, root=root)
+                   for _ in range(STORE_WORKERS if store is not None else 1)]
+        server = servers[0]
+        for each in servers:
+            each.start()
         sampler = RssSampler(server.process.pid)
         sampler.start()
         try:
             load = LoadRun(server.url, students=students, duration=duration,
                            max_requests=max_requests, preset=preset, think=think,
                            mix=mix or DEFAULT_MIX, request_timeout=request_timeout,
-                           query=PATTERNS[pattern])
+                           query=PATTERNS[pattern],
+                           other_urls=tuple(each.url for each in servers[1:]))
             alone = load.warm_up()
+            for other in servers[1:]:  # its first trace loads the MNIST sample: not under load
+                LoadRun(other.url, students=0, duration=0, max_requests=0, preset=preset,
+                        think=0, mix=DEFAULT_MIX, request_timeout=request_timeout).warm_up(1)
             elapsed = load.execute()
         finally:
             samples = sampler.stop()
             exit_code = server.stop()
+            for other in servers[1:]:
+                other.stop()
         report = LoadReport(
             students=students, duration=elapsed, requests=load.count,
             latencies=load.latencies, errors=load.errors, rss_samples=samples,
             warmup_seconds=duration * warmup_fraction, server_exit_code=exit_code,
             alone=alone,
         )
-        log = server.output().strip()
-        if log:
-            report.notes.append(f"server log (last 2000 chars): {log[-2000:]}")
+        if store is not None:
+            report.notes.append(f"store {store}: {len(servers)} server processes share it and "
+                                "the students; server RSS is the first one's")
+        for each in servers:
+            log = each.output().strip()
+            if log:
+                report.notes.append(f"server log (last 2000 chars): {log[-2000:]}")
         return report
+
+
+def format_store_comparison(reports: dict[str, LoadReport]) -> str:
+    """Throughput and p99 per kind of request for each store, and each as a ratio of the first
+    store's figures (measured in the same run)."""
+    first = next(iter(reports.values()))
+    width = max(len("run"), *(len(label) for label in reports)) + 2
+    lines = [f"{'run':<{width}}{'req/s':>9}{'ratio':>7}" + "".join(
+        f"{kind + ' p99 ms':>16}{'ratio':>7}" for kind in KINDS) + f"{'errors':>8}"]
+    for label, report in reports.items():
+        row = f"{label:<{width}}{report.throughput:>9.1f}"
+        row += _cell(_ratio(report.throughput, first.throughput), 7)
+        for kind in KINDS:
+            p99 = report.percentile(kind, 99)
+            row += _cell(_ms(p99), 16) + _cell(_ratio(p99, first.percentile(kind, 99)), 7)
+        lines.append(row + f"{len(report.errors):>8}")
+    return "\n".join(lines)
 
 
 def format_report(report: LoadReport) -> str:
@@ -397,18 +448,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="run --baseline with json, then this code with json and page")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--store", action="append", choices=STORES,
+                        help=f"session store to load, with {STORE_WORKERS} server processes "
+                             "sharing it; repeat to compare stores in one run")
     args = parser.parse_args(argv)
     if args.compare and not args.baseline:
         parser.error("--compare needs --baseline DIR (a checkout of the code before)")
-    runs = ([("before (baseline), json", args.baseline.resolve(), "json"),
-             ("this code, json", PROJECT_ROOT, "json"),
-             ("this code, page", PROJECT_ROOT, "page")] if args.compare
-            else [(f"this code, {args.pattern}", PROJECT_ROOT, args.pattern)])
+    if args.compare and args.store:
+        parser.error("--compare and --store are separate comparisons; give one of them")
+    if args.store:
+        runs = [(f"store {store}, {args.pattern}", PROJECT_ROOT, args.pattern, store)
+                for store in dict.fromkeys(args.store)]
+    elif args.compare:
+        runs = [("before (baseline), json", args.baseline.resolve(), "json", None),
+                ("this code, json", PROJECT_ROOT, "json", None),
+                ("this code, page", PROJECT_ROOT, "page", None)]
+    else:
+        runs = [(f"this code, {args.pattern}", PROJECT_ROOT, args.pattern, None)]
     reports = []
-    for label, root, pattern in runs:
+    for label, root, pattern, store in runs:
         report = run_load(students=args.students, duration=args.duration,
                           max_requests=args.max_requests, preset=args.preset, think=args.think,
-                          mix=args.mix, pattern=pattern, root=root)
+                          mix=args.mix, pattern=pattern, root=root, store=store)
         reports.append((label, report))
         if args.json:
             print(json.dumps({"run": label, **report.as_dict()}, indent=2))
@@ -420,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, report in reports:
             print(f"{label:<28}{report.throughput:8.2f}{report.throughput / reference:8.2f}x"
                   f"   errors {len(report.errors)}")
+    if args.store and not args.json:
+        print("=== stores side by side: p99 per kind of request, ratio to the first store")
+        print(format_store_comparison({label: report for label, report in reports}))
     return 0 if not any(report.errors for _, report in reports) else 1
 
 

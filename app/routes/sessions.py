@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, HTTPException, Response, UploadFile
 
@@ -15,10 +15,12 @@ from app.presets import PRESETS
 from app.schemas import CreateSessionRequest, ErrorOut, HistoryOut, SessionOut
 from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
-from app.session_codec import decode_session, encode_session
+from app.import_validation import decode_import
+from app.session_codec import encode_session
 from app.sessions import Session, new_session_id
 from app.settings import Settings
-from app.training import target_rule
+from app.pytorch_export import export_zip
+from app.training import export_input, target_rule
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -78,13 +80,11 @@ def create_session(body: CreateSessionRequest, store: StoreDep,
              summary="Create a session from an exported session file (gets a new id)")
 def import_session(file: Annotated[UploadFile, File()], store: StoreDep,
                    settings: SettingsDep) -> FastJSONResponse:
-    data = file.file.read()
+    data = file.file.read(settings.max_session_file_bytes + 1)
     try:
-        session = decode_session(data, max_bytes=settings.max_session_file_bytes,
-                                 new_id=new_session_id())
+        session = decode_import(data, settings, new_id=new_session_id())
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    check_spec(session.spec, settings)
     store.add(session)
     return FastJSONResponse(session_json(session), status_code=201)
 
@@ -109,15 +109,24 @@ def history(session_id: SessionIdPath, store: StoreDep, since: int = -1) -> Fast
 
 
 @router.get("/{session_id:session_id}/export", responses={**NOT_FOUND, 200: {
-    "content": {"application/octet-stream": {}},
-    "description": "the session as an .npz file (see app/session_codec.py)"}},
+    "content": {"application/octet-stream": {}, "application/zip": {}},
+    "description": "format=session (default): the session as an .npz file (see "
+                   "app/session_codec.py); format=pytorch: a zip with model.py, "
+                   "weights.safetensors, input.safetensors and README.md"}},
     response_class=Response, summary="Download the session (weights, optimizer state, step, "
-                                     "spec, history)")
-def export_session(session_id: SessionIdPath, store: StoreDep) -> Response:
+                                     "spec, history), or the network as a PyTorch project")
+def export_session(session_id: SessionIdPath, store: StoreDep,
+                   format: Literal["session", "pytorch"] = "session") -> Response:
     with locked_session(store, session_id, save=False) as session:
-        data = encode_session(session)
         # An imported file can carry any preset text; only safe characters reach the header.
         label = UNSAFE_IN_FILE_NAME.sub("", session.preset or "") or "custom"
-        name = f"cnnviz-{label}-step{session.step}.npz"
-    return Response(data, media_type="application/octet-stream",
+        stem = f"cnnviz-{label}-step{session.step}"
+        if format == "pytorch":
+            traced, was_traced = export_input(session)
+            data = export_zip(session, traced, was_traced)
+            name, media_type = f"{stem}-pytorch.zip", "application/zip"
+        else:
+            data = encode_session(session)
+            name, media_type = f"{stem}.npz", "application/octet-stream"
+    return Response(data, media_type=media_type,
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

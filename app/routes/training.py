@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from app import training
 from app.deps import AnswerViewDep, SettingsDep, StoreDep, locked_session
 from app.limits import check_work, computation_slot
+from app.persistence import SessionConflict
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -27,6 +28,8 @@ from app.schemas import (
 )
 from app.security import SessionIdPath
 from app.serialize import SAFETENSORS_MEDIA_TYPE, FastJSONResponse
+from app.sessions import Session
+from app.store import SessionStore
 
 router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"],
                    dependencies=[Depends(computation_slot)])
@@ -45,8 +48,21 @@ def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
     with locked_session(store, session_id, save=False) as session:
         check_work(session.spec, settings, batch=1, traced=1)
         sample = training.resolve_sample(session, body.input, body.label)
-        answer = training.trace_sample(session, sample, body.edit_list(), view.fields)
+        answer, input_changed = training.trace_sample(session, sample, body.edit_list(),
+                                                      view.fields)
+        if input_changed:
+            _remember_traced_input(store, session)
     return view.response(answer)
+
+
+def _remember_traced_input(store: SessionStore, session: Session) -> None:
+    """Save the session's new last input (the PyTorch export's input). A trace changes no
+    weights, so when another server process saved the session meanwhile the trace still
+    answers: only the remembered input is lost, and the newer save is kept."""
+    try:
+        store.save(session)
+    except SessionConflict:
+        pass
 
 
 @router.post("/gradcheck", response_model=GradcheckOut, responses=ERRORS,
@@ -69,8 +85,9 @@ def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
          settings: SettingsDep, view: AnswerViewDep) -> Response:
     with locked_session(store, session_id, save=True) as session:
         # a trace of the first sample, a traced batch, and the batch forward again after the update
-        check_work(session.spec, settings, batch=body.batch_size, traced=body.batch_size + 1,
-                   forward_only=body.batch_size)
+        # (the first sample's trace is held beside the batch's: batch_size + 1 in memory)
+        check_work(session.spec, settings, batch=body.batch_size + 1,
+                   traced=body.batch_size + 1, forward_only=body.batch_size)
         first = None
         if body.input is not None:
             first = training.resolve_sample(session, body.input, body.label)

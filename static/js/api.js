@@ -132,7 +132,8 @@ export const api = {
 
   history: (id) => request("GET", `/sessions/${encodeURIComponent(id)}/history`),
 
-  exportUrl: (id) => `${API_BASE}/sessions/${encodeURIComponent(id)}/export`,
+  exportUrl: (id, format = "session") =>
+    `${API_BASE}/sessions/${encodeURIComponent(id)}/export?format=${encodeURIComponent(format)}`,
 
   importSession: (file) => {
     const form = new FormData();
@@ -173,6 +174,27 @@ function trainingBody(training) {
 
 // The page keeps its input as {kind: "mnist", split, index, label} or {kind: "pixels", pixels, label}.
 function inputBody(input) {
+  if (input.kind === "example") return { input: { example: input.name } };
   if (input.kind === "mnist") return { input: { dataset: "mnist", split: input.split, index: input.index } };
   return { input: { pixels: input.pixels }, label: input.label };
 }
+
+// --- the inspector's gradient check and what-if traces (issue 9) ---
+
+// A trace request changed in one respect: another label for the same input, weights that
+// differ (`edits`, the session keeps its own), or other pixels. The session is never changed.
+export function whatIfBody(input, { label, edits, pixels } = {}) {
+  const body = pixels ? { input: { pixels }, label: label ?? input.label } : inputBody(input);
+  if (label !== undefined && label !== null) body.label = label;
+  if (edits && edits.length) body.edits = edits;
+  return body;
+}
+
+api.traceWhatIf = (id, input, change) =>
+  request("POST", `/sessions/${encodeURIComponent(id)}/trace`, { json: whatIfBody(input, change), label: "Tracing the what-if" });
+
+api.gradcheck = (id, input, change, of, epsilon) =>
+  request("POST", `/sessions/${encodeURIComponent(id)}/gradcheck`, {
+    json: { ...whatIfBody(input, change), of, epsilon },
+    label: "Checking the gradient numerically",
+  });

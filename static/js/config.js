@@ -128,3 +128,10 @@ export const COLORS = {
   loserVeil: "rgba(235, 238, 245, 0.42)",
   selected: "#ffd400",
 };
+
+// --- the inspector's backward pictures and what-if (issue 9) ---
+// A term table first lists this many of its largest terms; the rest on request.
+export const INSPECTOR_FIRST_ROWS = 12;
+// An inspector grid prints its numbers when neither side is longer than this; a larger
+// one (a 28×28 input plane) is drawn as tinted cells, each value in its tooltip.
+export const GRID_TEXT_MAX_SIDE = 7;

@@ -10,6 +10,8 @@ import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./c
 import { BatchStrip } from "./batch.js";
 import { explainCell } from "./arithmetic.js";
 import { renderInspector } from "./inspector.js";
+import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./whatif.js";
+import { presetExample, showExampleNote } from "./examples.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
@@ -117,9 +119,9 @@ class App {
       event.target.value = "";
       if (file) this.exclusive(() => this.importSession(file));
     });
-    $("export-session").addEventListener("click", () => {
-      $("export-session").download = `cnnviz-${this.session.preset || "custom"}-step${this.session.step}.npz`;
-    });
+    for (const id of ["export-session", "export-pytorch"]) {
+      $(id).addEventListener("click", () => this.nameExports());
+    }
     $("inspector-close").addEventListener("click", () => this.closeInspector());
 
     const speed = $("speed");
@@ -275,14 +277,22 @@ class App {
     $("eval-result").textContent = `Imported ${file.name}: ${session.preset || "custom network"} at step ${session.step}.`;
   }
 
+  /** Download names that say which network and step a file holds. */
+  nameExports() {
+    const stem = `cnnviz-${this.session.preset || "custom"}-step${this.session.step}`;
+    $("export-session").download = `${stem}.npz`;
+    $("export-pytorch").download = `${stem}-pytorch.zip`;
+  }
+
   async adoptSession(session, { keepSpecText = false } = {}) {
     const previous = this.session;
     this.session = session;
     $("export-session").href = api.exportUrl(session.id);
+    $("export-pytorch").href = api.exportUrl(session.id, "pytorch");
     const binary = session.positive_class !== null && session.positive_class !== undefined;
     $("positive-row").hidden = !binary;
     if (binary) $("positive-class").value = String(session.positive_class);
-    $("export-session").download = `cnnviz-${session.preset || "custom"}-step${session.step}.npz`;
+    this.nameExports();
     if (previous) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
     this.clearSpecError();
@@ -293,7 +303,23 @@ class App {
     await this.drawHistory();
     this.closeInspector();
     this.record = null;
+    this.useExampleOf(session.preset);
     if (this.inputs.current) await this.traceInput(this.inputs.current);
+  }
+
+  // A preset with its own example (the notes' worked example) traces that example; any
+  // other network goes back to the digit chosen before.
+  useExampleOf(presetName) {
+    const example = presetExample(this.presets, presetName);
+    if (this.inputs.current && this.inputs.current.kind !== "example") this.chosenInput = this.inputs.current;
+    if (example) this.inputs.current = example;
+    else if (this.inputs.current && this.inputs.current.kind === "example") this.inputs.current = this.chosenInput || null;
+    showExampleNote(example, () => {
+      if (!this.chosenInput) return;
+      this.inputs.current = this.chosenInput;
+      showExampleNote(null);
+      this.exclusive(() => this.traceInput(this.inputs.current));
+    });
   }
 
   describeSession() {
@@ -394,6 +420,8 @@ class App {
     this.labelTimeline();
     this.strip.build(trace);
     this.closeInspector();
+    this.whatIf = null;
+    hideWhatIfBanner();
   }
 
   // The charts of a new record, drawn once, after its strip. While animating, one chart per
@@ -417,6 +445,7 @@ class App {
 
   async traceInput(input) {
     if (!this.session) return;
+    if (input.kind !== "example") showExampleNote(null);
     this.stopAnimation();
     const answer = await api.trace(this.session.id, input);
     this.setRecord(answer, false);
@@ -702,6 +731,7 @@ class App {
     const name = index === INPUT_LAYER ? "input x" : this.record.trace.layers[index].name;
     const where = cell.f !== undefined ? `[${cell.f},${cell.c},${cell.r},${cell.s}]` : cell.u !== undefined ? `[${cell.u},${cell.k}]` : cell.k !== undefined ? `[${cell.k}]` : `[${cell.map},${cell.i},${cell.j}]`;
     renderInspector($("inspector"), `${name} · ${view} ${where}`, sections);
+    attachExperiments($("inspector"), this.experimentContext(index, view, cell));
     $("inspector").hidden = false;
     document.body.classList.add("inspecting");
     this.inspected = { index, view, cell };
@@ -723,12 +753,44 @@ class App {
       }
       marks.push({ index: index - 1, views: ["a", "z"], cells, color: COLORS.winner });
     }
+    for (const section of sections) if (section.marks) marks.push(...section.marks);
     const window = sections[0] && sections[0].window;
     if (window) {
       const first = window.rows[0];
       marks.push({ index: index - 1, views: ["a", "z", "delta"], cells: [{ map: cell.map, i: first.row, j: first.col, h: window.kernel[0], w: window.kernel[1] }], color: COLORS.winner });
     }
     return marks;
+  }
+
+  // --- what-if traces and gradient checks (issue 9): the session is never changed ----------
+
+  experimentContext(index, view, cell) {
+    return {
+      record: this.record,
+      index,
+      view,
+      cell,
+      sessionId: this.session.id,
+      input: this.inputs.current,
+      whatIf: this.whatIf,
+      onShow: (trace, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell })),
+      onClear: () => this.exclusive(() => this.clearWhatIf()),
+    };
+  }
+
+  async showWhatIf(trace, change, description, baseTrace, inspected) {
+    this.stopAnimation();
+    this.setRecord(trace, null);
+    this.whatIf = { change, description, baseTrace };
+    await this.showPhase(this.phases.length - 1);
+    this.inspect(inspected.index, inspected.view, inspected.cell);
+    showWhatIfBanner(description, () => this.exclusive(() => this.clearWhatIf()));
+  }
+
+  async clearWhatIf() {
+    hideWhatIfBanner();
+    this.whatIf = null;
+    if (this.inputs.current) await this.traceInput(this.inputs.current);
   }
 
   closeInspector() {

@@ -75,11 +75,11 @@ def test_shown_gradient_is_the_batch_mean_and_the_toggle_shows_the_samples_own(o
     assert shown["gradient"] == "batch" and "batch mean" in shown["tag"]
     assert shown["point"]["value"] == batch
     assert not math.isclose(batch, own, rel_tol=1e-3)  # the mean over 32 digits is not this one's
-    # The inspector puts the applied mean first, next to this image's own.
+    # The inspector puts the applied mean beside this image's own sum.
     click_cell(page, 0, x, y)
-    values = page.eval_on_selector_all("#inspector .inspector-values dd", "ds => ds.map(d => Number(d.dataset.value))")
-    assert values[:2] == [batch, own]
-    assert "mean over the batch of 32" in page.inner_text("#inspector")
+    applied = page.locator("#inspector [data-role=batch-gradient]")
+    assert float(applied.get_attribute("data-value")) == batch
+    assert "mini-batch mean" in applied.inner_text() and "over 32 samples" in applied.inner_text()
     screenshot(page, "20-dW-batch-mean-inspector")
     page.keyboard.press("Escape")
     # One labelled toggle away: this image's own gradient.
