@@ -22,6 +22,7 @@ export class Strip {
     this.figure.className = "strip-figure";
     this.figure.setAttribute("aria-hidden", "true");
     this.drawnFigure = null;
+    this.drawing = Promise.resolve();
     this.canvas = document.createElement("canvas");
     this.lookups = new Map();
     this.placing = false;
@@ -310,7 +311,7 @@ export class Strip {
     height = Math.ceil(height);
     signature.push(width, height, JSON.stringify(shapes));
     const key = signature.join(",");
-    if (key === this.drawnFigure) return Promise.resolve();
+    if (key === this.drawnFigure) return this.drawing;
     this.drawnFigure = key;
     this.figureOrder = order;
     this.figure.style.width = `${width}px`;
@@ -327,7 +328,12 @@ export class Strip {
       shapes,
     };
     this.figureDraws = (this.figureDraws || 0) + 1;
-    return window.Plotly.react(this.figure, data, layout, FIGURE_CONFIG);
+    // One draw at a time: Plotly reuses an image trace's Image object from one draw to the
+    // next, so a draw started while the last one's pictures are still loading would take over
+    // their load handler and the last draw would never finish.
+    const draw = () => window.Plotly.react(this.figure, data, layout, FIGURE_CONFIG);
+    this.drawing = this.drawing.then(draw, draw);
+    return this.drawing;
   }
 
   // The cell under a pointer event on a card's plot box.
