@@ -190,8 +190,13 @@ export function whatIfBody(input, { label, edits, pixels } = {}) {
   return body;
 }
 
-api.traceWhatIf = (id, input, change) =>
-  request("POST", `/sessions/${encodeURIComponent(id)}/trace`, { json: whatIfBody(input, change), label: "Tracing the what-if" });
+// Binary like every other trace, so its numbers compare exactly with the page's own trace
+// (a JSON float32 prints as its shortest decimal); resolves to the trace (`answerOf` gives
+// its Answer back).
+api.traceWhatIf = async (id, input, change) => {
+  const answer = await request("POST", `/sessions/${encodeURIComponent(id)}/trace${binaryQuery()}`, { json: whatIfBody(input, change), label: "Tracing the what-if", tensors: "trace" });
+  return answer.trace;
+};
 
 api.gradcheck = (id, input, change, of, epsilon) =>
   request("POST", `/sessions/${encodeURIComponent(id)}/gradcheck`, {

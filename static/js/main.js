@@ -8,7 +8,7 @@ import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
 import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./charts.js";
 import { BatchStrip } from "./batch.js";
-import { Answer } from "./tensors.js";
+import { answerOf } from "./tensors.js";
 import { explainCell } from "./arithmetic.js";
 import { renderInspector } from "./inspector.js";
 import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./whatif.js";
@@ -781,7 +781,7 @@ class App {
 
   async showWhatIf(trace, change, description, baseTrace, inspected) {
     this.stopAnimation();
-    this.setRecord(new Answer(trace, null, false), false); // a what-if trace comes as JSON
+    this.setRecord(answerOf(trace), false);
     this.whatIf = { change, description, baseTrace };
     await this.showPhase(this.phases.length - 1);
     this.inspect(inspected.index, inspected.view, inspected.cell);

@@ -146,6 +146,7 @@ export class Answer {
         attachNested(json, tensors, "");
       }
     }
+    answers.set(isStep ? json.trace : json, this);
     if (isStep && json.params_before === undefined && json.trace && json.trace.layers) {
       // The binary step answer does not repeat the weights before the update: they are the trace's.
       Object.defineProperty(json, "params_before", { enumerable: true, configurable: true, get: () => json.trace.layers.map((layer) => layer.params || {}) });
@@ -167,6 +168,13 @@ export class Answer {
     this.flattened.set(name, tensor);
     return tensor;
   }
+}
+
+const answers = new WeakMap(); // trace object -> the Answer it belongs to
+
+// The Answer a trace object came from (a plain JSON trace gets one of its own).
+export function answerOf(trace) {
+  return answers.get(trace) || new Answer(trace, null, false);
 }
 
 // The answer of a fetch, in whichever format the server chose.
