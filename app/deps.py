@@ -12,7 +12,10 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
+from engine.scratch import SCRATCH
+
 from app.serialize import LAYER_FIELDS, AnswerView, parse_fields
+from app.session_snapshot import SessionSnapshot
 from app.sessions import Session
 from app.settings import Settings
 from app.store import SessionStore
@@ -55,9 +58,18 @@ AnswerViewDep = Annotated[AnswerView, Depends(get_answer_view)]
 @contextmanager
 def locked_session(store: SessionStore, session_id: str, *, save: bool) -> Iterator[Session]:
     """The session with its lock held for the whole block; saved at the end if the block
-    completed and ``save`` is set (a refused request raises, so nothing is saved)."""
+    completed and ``save`` is set. If anything fails (a refusal, running out of memory, a disk
+    that cannot take the save), the session is put back exactly as it was and the engine's
+    scratch memory on this thread is released, so the next request starts clean."""
     session = store.get(session_id)
     with session.lock:
-        yield session
-        if save:
-            store.save(session)
+        before = SessionSnapshot.of(session) if save else None
+        try:
+            yield session
+            if save:
+                store.save(session)
+        except BaseException:
+            if before is not None:
+                before.restore(session)
+            SCRATCH.clear()
+            raise

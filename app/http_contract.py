@@ -32,10 +32,16 @@ def _error(description: str) -> dict[str, Any]:
 
 BODY_ERRORS = {
     "400": _error("the body cannot be parsed at all (malformed JSON or multipart)"),
-    "413": _error("the body is larger than the limit (CNNVIZ_MAX_BODY_BYTES)"),
+    "413": _error("the body is larger than the limit (CNNVIZ_MAX_BODY_BYTES for file uploads, "
+                  "CNNVIZ_MAX_JSON_BODY_BYTES for JSON)"),
 }
-VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong "
-                          "(a list of {loc, msg, type} for schema violations)")
+VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong: a list of "
+                          "{loc, msg, type} for what this document's schemas refuse, a sentence "
+                          "for the rules they cannot express (a spec that is no network for its "
+                          "input, an upload that is not a picture or a session file, a sample "
+                          "or label the network cannot use, a request over the server's work or "
+                          "memory caps, steps x batch_size over the samples one request may "
+                          "train on)")
 SESSION_ERROR = _error("unknown, deleted or expired session")
 BUSY_ERROR = _error("every computation slot stayed taken too long (CNNVIZ_MAX_CONCURRENT_"
                     "COMPUTATIONS); try again shortly")

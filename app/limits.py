@@ -5,7 +5,12 @@ parameters, hundreds of layers). A shared server needs tighter bounds, set in ``
 how big a network a session may hold, how much memory its parameters and optimizer state take,
 and how much work and working memory one request may ask for. Each is estimated from the
 normalized spec before anything is allocated or computed, and a request over a cap is refused
-with a 422 whose detail names the cap and its ``CNNVIZ_`` setting.
+with a 422 that says, in plain words, what the request needs and what the server allows (the
+setting's name goes to the log, not to the user).
+
+Working memory is what the engine really allocates (``engine.memory``): the arrays a trace keeps
+and every conv layer's scratch (padded input, im2col matrix and its gradient), which for big
+kernels is far more than the activations.
 
 Work is counted in multiply-adds of the forward pass (conv: output size × C × HH × WW; dense:
 units × inputs; pooling: output size × window), and a traced sample (forward and backward) as
@@ -14,39 +19,44 @@ three forward passes: the backward pass computes two products per forward one (d
 The engine's requests also take one of a fixed number of computation slots, so the working memory
 in flight is bounded by slots × ``max_request_bytes`` however many requests arrive at once, and a
 burst queues instead of thrashing the CPU; a request that waits too long for a slot gets a 429.
+A request waits for its session's turn before it asks for a slot, so one session holds at most
+one slot and the slots are shared fairly among sessions (``computation_slot``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from math import prod
 from typing import Any
-from weakref import WeakKeyDictionary
+from weakref import WeakKeyDictionary, WeakValueDictionary
 
 import anyio
 from fastapi import Request
 
 from engine import normalize_spec
+from engine.memory import forward_bytes, trace_bytes
 
 from app.sessions import OPTIMIZER_BUFFERS_RESERVED
 from app.settings import Settings
+from app.store import describe_bytes
 from app.training import Refused
 
 TRACE_COST = 3  # forward + backward, in forward passes
-# Arrays a trace keeps per layer and sample: input, z, a, delta and dL/da.
-TRACE_ARRAYS = 5
+
+log = logging.getLogger("cnnviz")
 
 
 class CapExceeded(Refused):
-    """A request over a resource cap; ``cap`` is the setting's name."""
+    """A request over a resource cap; ``cap`` is the setting's name (logged, not shown)."""
 
     def __init__(self, cap: str, limit: int, detail: str) -> None:
-        super().__init__(f"{detail}: over the cap {cap} = {limit:,} "
-                         f"(CNNVIZ_{cap.upper()})", status_code=422)
+        super().__init__(detail, status_code=422)
         self.cap = cap
         self.limit = limit
+        log.info("refused a request over the cap %s (CNNVIZ_%s = %s)", cap, cap.upper(), limit)
 
 
 @dataclass(frozen=True)
@@ -96,69 +106,123 @@ class SpecCost:
         """Parameters plus room for the largest optimizer state, as the store charges them."""
         return self.parameters * self.itemsize * (1 + OPTIMIZER_BUFFERS_RESERVED)
 
-    def trace_bytes(self, batch: int) -> int:
-        """Working memory of one traced batch: every layer's arrays for every sample."""
-        return batch * self.activations * TRACE_ARRAYS * self.itemsize
+
+# (cap, what is counted, how to get under it)
+SPEC_CAPS = (
+    ("max_spec_layers", "layers", "use fewer layers"),
+    ("max_spec_input_side", "pixels on the input's longer side", "use a smaller input"),
+    ("max_spec_filters", "filters in its largest conv layer", "use fewer filters"),
+    ("max_spec_units", "units in its largest dense layer", "use fewer units"),
+    ("max_spec_parameters", "parameters", "use a smaller network"),
+    ("max_spec_activations", "values in one sample's trace (per kind of array)",
+     "use a smaller network or input"),
+)
 
 
-def _check(value: int, cap: str, settings: Settings, what: str) -> None:
-    limit = getattr(settings, cap)
-    if value > limit:
-        raise CapExceeded(cap, limit, f"{what} is {value:,}")
+def _refuse_count(cap: str, value: int, limit: int, what: str, hint: str) -> CapExceeded:
+    return CapExceeded(cap, limit, f"this network has {value:,} {what}; the server allows at "
+                                   f"most {limit:,} -- {hint}")
+
+
+def _refuse_bytes(cap: str, value: int, limit: int, what: str, hint: str) -> CapExceeded:
+    return CapExceeded(cap, limit, f"{what} needs about {describe_bytes(value)} of memory; the "
+                                   f"server allows {describe_bytes(limit)} -- {hint}")
 
 
 def check_spec(spec: Any, settings: Settings) -> SpecCost:
     """Refuse a spec over any size cap; returns its cost."""
     cost = SpecCost.of(spec)
-    _check(cost.layers, "max_spec_layers", settings, "the number of layers")
-    _check(cost.input_side, "max_spec_input_side", settings, "the input's longer side")
-    _check(cost.filters, "max_spec_filters", settings, "the largest number of conv filters")
-    _check(cost.units, "max_spec_units", settings, "the largest number of dense units")
-    _check(cost.parameters, "max_spec_parameters", settings, "the number of parameters")
-    _check(cost.activations, "max_spec_activations", settings,
-           "the number of values one sample's trace holds per array")
-    _check(cost.session_bytes, "max_session_bytes", settings,
-           "the session's memory (parameters and optimizer state, in bytes)")
-    _check(cost.trace_bytes(1), "max_request_bytes", settings,
-           "the working memory of tracing one sample (bytes)")
+    values = {"max_spec_layers": cost.layers, "max_spec_input_side": cost.input_side,
+              "max_spec_filters": cost.filters, "max_spec_units": cost.units,
+              "max_spec_parameters": cost.parameters, "max_spec_activations": cost.activations}
+    for cap, what, hint in SPEC_CAPS:
+        limit = getattr(settings, cap)
+        if values[cap] > limit:
+            raise _refuse_count(cap, values[cap], limit, what, hint)
+    if cost.session_bytes > settings.max_session_bytes:
+        raise _refuse_bytes("max_session_bytes", cost.session_bytes, settings.max_session_bytes,
+                            "this network's weights and optimizer state",
+                            "use a smaller network")
+    one_sample = trace_bytes(spec, 1)
+    if one_sample > settings.max_request_bytes:
+        raise _refuse_bytes("max_request_bytes", one_sample, settings.max_request_bytes,
+                            "tracing one sample of this network",
+                            "use a smaller network, fewer filters or smaller kernels")
     return cost
 
 
 def check_work(spec: Any, settings: Settings, *, batch: int, traced: int,
                forward_only: int = 0) -> None:
     """Refuse a request whose compute or working memory is over its cap. ``batch`` is the
-    largest number of samples traced at once, ``traced`` the samples traced in all (forward and
-    backward), ``forward_only`` the samples that only go forward."""
+    largest number of samples traced at once (counting every trace the request holds at the
+    same time), ``traced`` the samples traced in all (forward and backward), ``forward_only``
+    the samples that only go forward."""
     cost = SpecCost.of(spec)
     macs = cost.forward_macs * (TRACE_COST * traced + forward_only)
-    _check(macs, "max_request_macs", settings,
-           f"this request's work ({traced:,} traced and {forward_only:,} forward-only samples "
-           f"of a network costing {cost.forward_macs:,} multiply-adds each way) in multiply-adds")
-    _check(cost.trace_bytes(batch), "max_request_bytes", settings,
-           f"the working memory of tracing a batch of {batch:,} (bytes)")
+    if macs > settings.max_request_macs:
+        raise CapExceeded("max_request_macs", settings.max_request_macs,
+                          f"this request needs about {macs:,} multiply-adds ({traced:,} samples "
+                          f"traced and {forward_only:,} only passed forward); the server allows "
+                          f"{settings.max_request_macs:,} per request -- use fewer samples or "
+                          "steps, or a smaller network")
+    memory = max(trace_bytes(spec, batch), forward_bytes(spec, batch) if forward_only else 0)
+    if memory > settings.max_request_bytes:
+        raise CapExceeded("max_request_bytes", settings.max_request_bytes,
+                          f"this request needs about {describe_bytes(memory)} of working memory; "
+                          f"the server allows {describe_bytes(settings.max_request_bytes)} per "
+                          "request -- use a smaller batch or network")
+
+
+def _per_loop(app: Any, name: str, build: Any) -> Any:
+    """One object per event loop serving the app (a server has one; test clients may start
+    several in turn), created inside that loop on first use."""
+    by_loop = getattr(app.state, name, None)
+    if by_loop is None:
+        by_loop = WeakKeyDictionary()
+        setattr(app.state, name, by_loop)
+    loop = asyncio.get_running_loop()
+    if loop not in by_loop:
+        by_loop[loop] = build()
+    return by_loop[loop]
 
 
 async def computation_slot(request: Request) -> AsyncIterator[None]:
-    """A route dependency: hold one computation slot for the request (429 if none frees up).
-    Waiting happens on the event loop, so queued requests do not tie up worker threads."""
+    """A route dependency: wait for the session's turn, then for one computation slot, and hold
+    both for the request (429 if they do not come within the wait).
+
+    Requests on one session run one at a time anyway (the session's lock), so each session
+    queues behind its own turn first, and only the request whose turn it is competes for a slot.
+    A client that fires a hundred requests at one session therefore holds at most one slot, and
+    the slots go round the sessions in the order they asked (both queues are first come, first
+    served). Waiting happens on the event loop, so queued requests tie up no worker thread."""
     settings: Settings = request.app.state.settings
-    # One semaphore per event loop serving the app (a server has one; test clients may start
-    # several in turn), created inside that loop on first use.
-    by_loop = getattr(request.app.state, "computation_slots", None)
-    if by_loop is None:
-        by_loop = request.app.state.computation_slots = WeakKeyDictionary()
-    loop = asyncio.get_running_loop()
-    slots = by_loop.get(loop)
-    if slots is None:
-        slots = by_loop[loop] = anyio.Semaphore(settings.max_concurrent_computations)
-    with anyio.move_on_after(settings.computation_wait_seconds) as waiting:
-        await slots.acquire()
-    if waiting.cancelled_caught:
-        raise Refused(
-            f"the server is busy: its {settings.max_concurrent_computations} computation slots "
-            f"(CNNVIZ_MAX_CONCURRENT_COMPUTATIONS) stayed taken for "
-            f"{settings.computation_wait_seconds:g} s; try again shortly", status_code=429)
+    slots = _per_loop(request.app, "computation_slots",
+                      lambda: anyio.Semaphore(settings.max_concurrent_computations))
+    turns: WeakValueDictionary = _per_loop(request.app, "session_turns", WeakValueDictionary)
+    session_id = request.path_params.get("session_id", "")
+    turn = turns.get(session_id)
+    if turn is None:
+        turn = turns[session_id] = anyio.Lock()
+    has_turn = has_slot = False
     try:
+        with anyio.move_on_after(settings.computation_wait_seconds):
+            await turn.acquire()
+            has_turn = True
+            await slots.acquire()
+            has_slot = True
+        if not has_turn:
+            raise Refused(
+                f"this session is still busy with earlier requests after "
+                f"{settings.computation_wait_seconds:g} s; try again when they have finished",
+                status_code=429)
+        if not has_slot:
+            raise Refused(
+                f"the server is busy: all {settings.max_concurrent_computations} of its "
+                f"computation slots stayed taken for {settings.computation_wait_seconds:g} s; "
+                "try again shortly", status_code=429)
         yield
     finally:
-        slots.release()
+        if has_slot:
+            slots.release()
+        if has_turn:
+            turn.release()

@@ -1,8 +1,10 @@
 """The ASGI application, ``app.main:app``.
 
 Every error answers JSON ``{"detail": ...}`` with a 4xx: validation problems 422, unknown
-sessions/presets 404, full store 429, oversized bodies 413. A last-resort handler turns any
-unexpected exception into a logged JSON 500 instead of a bare traceback page.
+sessions/presets 404, full store 429, oversized bodies 413, a full disk 507. A last-resort
+middleware (app/unexpected_errors.py) turns any unexpected exception into a logged JSON 500 with
+the security headers, keeping the connection open; requests under an unknown host name are
+refused (app/host_check.py).
 
 OpenAPI docs are at /docs. FastAPI's Swagger UI loads its script and CSS from a CDN; that is
 accepted for /docs only (a developer tool). The page at / needs no network.
@@ -17,26 +19,40 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.staticfiles import StaticFiles
 
+from app.host_check import HostCheckMiddleware
 from app.http_contract import document_errors
+from app.limits import CapExceeded
 from app.middleware import BodySizeLimitMiddleware
 from app.persistence import build_store
 from app.routes import catalog, pages, sessions, training
 from app.security import install_security
 from app.serialize import FastJSONResponse
 from app.settings import Settings, get_settings
+from app.static_files import PageFiles
+from app.storage_errors import install_storage_errors
 from app.store import SessionNotFound, StoreFull
 from app.training import Refused
+from app.unexpected_errors import UnexpectedErrorMiddleware
 
 logger = logging.getLogger("cnnviz")
 
 
+# A body can be wrong in thousands of places at once; the first few say what to fix.
+MAX_REPORTED_ERRORS = 20
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict]:
-    """Location, message and type of each problem. The offending input is left out: it can be
-    large (a whole pixel array) or not representable in JSON (NaN)."""
-    return [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""),
-             "type": error.get("type", "")} for error in exc.errors()]
+    """Location, message and type of each problem (the first ``MAX_REPORTED_ERRORS``). The
+    offending input is left out: it can be large (a whole pixel array) or not representable in
+    JSON (NaN)."""
+    errors = exc.errors()
+    reported = [{"loc": list(error.get("loc", ())), "msg": error.get("msg", ""),
+                 "type": error.get("type", "")} for error in errors[:MAX_REPORTED_ERRORS]]
+    if len(errors) > MAX_REPORTED_ERRORS:
+        reported.append({"loc": [], "type": "too_many_errors",
+                         "msg": f"and {len(errors) - MAX_REPORTED_ERRORS:,} more problems"})
+    return reported
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> FastJSONResponse:
@@ -53,12 +69,21 @@ async def _on_store_full(request: Request, exc: StoreFull) -> FastJSONResponse:
 
 
 async def _on_refused(request: Request, exc: Refused) -> FastJSONResponse:
-    return FastJSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    body = {"detail": exc.detail}
+    if isinstance(exc, CapExceeded):
+        body.update(cap=exc.cap, limit=exc.limit)
+    return FastJSONResponse(body, status_code=exc.status_code)
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> FastJSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return FastJSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+async def _on_memory_error(request: Request, exc: MemoryError) -> FastJSONResponse:
+    """The caps count what a request allocates, so this means the machine itself is short of
+    memory (other programs, other requests); the engine's scratch was released on the way out
+    (app.deps.locked_session) and the session left as it was."""
+    logger.error("out of memory on %s %s", request.method, request.url.path)
+    return FastJSONResponse({"detail": "the server does not have enough free memory for this "
+                                       "request right now; try again later, or with a smaller "
+                                       "batch or network"},
+                            status_code=503, headers={"Retry-After": "30"})
 
 
 @asynccontextmanager
@@ -82,17 +107,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = build_store(settings)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       max_json_body_bytes=settings.max_json_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(HostCheckMiddleware, configured_host=settings.host,
+                       allowed=settings.allowed_hosts)
     install_security(app, cors_origins=settings.cors_origins)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(SessionNotFound, _on_session_not_found)
     app.add_exception_handler(StoreFull, _on_store_full)
     app.add_exception_handler(Refused, _on_refused)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(MemoryError, _on_memory_error)
+    install_storage_errors(app)
     document_errors(app)
     for module in (catalog, sessions, training, pages):
         app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=settings.static_dir, check_dir=False),
+    app.mount("/static", PageFiles(directory=settings.static_dir, check_dir=False),
               name="static")
     return app
 

@@ -1,4 +1,9 @@
-"""Refuse request bodies over the size limit with 413, before a route reads them into memory."""
+"""Refuse request bodies over the size limit with 413, before a route reads them into memory.
+
+File uploads (multipart) may be as large as ``max_body_bytes``; every other body (JSON) has a much
+smaller limit, ``max_json_body_bytes``: the largest valid JSON body (a 28x28 drawing, a spec,
+a list of weight edits) is a few tens of kilobytes, and FastAPI parses and validates JSON on the
+event loop, where megabytes of it would stall every other client."""
 
 from __future__ import annotations
 
@@ -19,15 +24,17 @@ class BodyTooLarge(HTTPException):
 class BodySizeLimitMiddleware:
     """Checks ``Content-Length`` up front and counts the bytes of chunked bodies as they come."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 max_json_body_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_json_body_bytes = min(max_body_bytes, max_json_body_bytes or max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        limit = self.max_body_bytes if _is_upload(scope) else self.max_json_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _send_413(send, limit)
@@ -57,6 +64,13 @@ class BodySizeLimitMiddleware:
             if response_started:
                 raise
             await _send_413(send, limit)
+
+
+def _is_upload(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value.lower().startswith(b"multipart/form-data")
+    return False
 
 
 def _content_length(scope: Scope) -> int | None:

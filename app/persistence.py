@@ -41,11 +41,12 @@ from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
 from app.store import (
+    DEFAULT_EVICT_IDLE_SECONDS,
     InMemorySessionStore,
     SessionNotFound,
     SessionStore,
     StoreFull,
-    too_many_sessions,
+    describe_bytes,
 )
 from app.training import Refused
 
@@ -81,9 +82,9 @@ def sessions_to_unload(loaded: Iterable[Session], needed: int, max_bytes: int,
         raise StoreFull(
             "max_store_bytes",
             max_bytes,
-            f"this session needs {needed} bytes and {used} of the {max_bytes}-byte "
-            "session memory cap (CNNVIZ_MAX_STORE_BYTES) are held by sessions in use; "
-            "try again in a few seconds",
+            f"the server's memory for sessions is taken by sessions in use: this one needs "
+            f"{describe_bytes(needed)}, and {describe_bytes(used)} of "
+            f"{describe_bytes(max_bytes)} are held; try again in a few seconds",
         )
     return unloaded
 
@@ -117,9 +118,11 @@ class SQLiteSessionStore(SessionStore):
         max_bytes: int,
         idle_seconds: float,
         max_file_bytes: int,
+        evict_idle_seconds: float = DEFAULT_EVICT_IDLE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(data_dir) / DATABASE_NAME
+        self.evict_idle_seconds = evict_idle_seconds
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
@@ -148,18 +151,43 @@ class SQLiteSessionStore(SessionStore):
         data = encode_session(session)
         with self._mutex:
             self._expire_locked()
-            (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
-            if stored >= self.max_sessions:
-                raise too_many_sessions(self.max_sessions)
             self._make_room_locked(session.memory_bytes())
+            evicted = None
             with self._write_lock, self._db:
+                # Count, make room and insert in one write transaction: server processes sharing
+                # the database take turns here, so together they never pass max_sessions.
+                self._db.execute("BEGIN IMMEDIATE")
+                (stored,) = self._db.execute("SELECT COUNT(*) FROM sessions").fetchone()
+                if stored >= self.max_sessions:
+                    evicted = self._evictable_locked()
+                    if evicted is None:
+                        raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
+                    self._db.execute("DELETE FROM sessions WHERE id = ?", (evicted,))
                 self._db.execute(
                     "INSERT INTO sessions (id, data, step, last_used, saved_at, version) "
                     "VALUES (?, ?, ?, ?, ?, 0)",
                     (session.id, data, session.step, session.last_used, self._clock()),
                 )
+            if evicted is not None:
+                self._loaded.pop(evicted, None)
+                log.info("session %s evicted (idle) to make room for a new one", evicted)
             self._loaded[session.id] = session
             self._versions[session] = 0
+
+    def _evictable_locked(self) -> str | None:
+        """The least recently used session idle for ``evict_idle_seconds`` (its copy in memory,
+        if loaded, knows its latest use), or None."""
+        deadline = self._clock() - self.evict_idle_seconds
+        candidates = []
+        for session_id, stored_last_used in self._db.execute(
+                "SELECT id, last_used FROM sessions"):
+            loaded = self._loaded.get(session_id)
+            if loaded is not None and loaded.lock.locked():
+                continue
+            last_used = max(stored_last_used, loaded.last_used if loaded else 0.0)
+            if last_used < deadline:
+                candidates.append((last_used, session_id))
+        return min(candidates)[1] if candidates else None
 
     def get(self, session_id: str) -> Session:
         if not SESSION_ID.fullmatch(session_id):
@@ -357,6 +385,7 @@ def build_store(settings: Settings) -> SessionStore:
         "max_sessions": settings.max_sessions,
         "max_bytes": settings.max_store_bytes,
         "idle_seconds": settings.session_idle_seconds,
+        "evict_idle_seconds": settings.session_evict_idle_seconds,
     }
     if settings.session_store == "memory":
         return InMemorySessionStore(**caps)

@@ -93,7 +93,9 @@ WORKED = Preset(
     "[7,8,9]], one 2x2 filter F = [[1,2],[3,4]] (no bias, identity), flatten, a dense layer "
     "fixed to the identity, mean squared error against the target O - dL/dO = [36,47,65,78]. "
     "Trace the example input (\"worked\"): O = [[37,47],[67,77]], dL/dO = [[1,0],[2,-1]], "
-    "dL/dF = [[4,6],[10,12]], dL/dX = [[1,2,0],[5,7,-2],[6,5,-4]]. MNIST digits work too, "
+    "dL/dF = [[4,6],[10,12]], dL/dX = [[1,2,0],[5,7,-2],[6,5,-4]]. A step on the example "
+    "subtracts the learning rate times these gradients (the inputs are large: a rate near "
+    "1e-5 makes the loss go down, larger ones overshoot). MNIST digits work too, "
     "averaged down to 3x3, against the one-hot digit (digits 0..3).",
     {"input_shape": [1, 3, 3],
      "layers": [{"type": "conv", "filters": 1, "kernel": 2, "stride": 1, "padding": 0,

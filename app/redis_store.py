@@ -38,7 +38,7 @@ from app.persistence import SessionConflict, sessions_to_unload
 from app.security import SESSION_ID
 from app.session_codec import decode_session, encode_session
 from app.sessions import Session
-from app.store import SessionNotFound, SessionStore, too_many_sessions
+from app.store import SessionNotFound, SessionStore, StoreFull
 from app.training import Refused
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,8 @@ class RedisSessionStore(SessionStore):
                                 args=[session.id, data, session.step, self._idle_ms,
                                       self.max_sessions])
             if not added:
-                raise too_many_sessions(self.max_sessions)
+                # Redis expires idle sessions itself (key TTL); none is evicted early here
+                raise StoreFull.sessions(self.max_sessions, None)
             for copy in unloaded:
                 del self._loaded[copy.id]
             self._loaded[session.id] = session

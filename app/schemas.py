@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from engine.optim import MIN_ADAM_EPS
@@ -20,20 +27,55 @@ _settings = get_settings()
 MAX_SEED = 2**32 - 1
 OptimizerName = Literal["sgd", "momentum", "adam"]
 Split = Literal["train", "test"]
-Digit = Annotated[int, Field(ge=0, le=9)]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's "integer" includes 125.0; so does this API. Any other float stays a float
+    and is refused by the strict int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An int field of a request: a JSON integer, or a number with no fractional part.
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+Digit = Annotated[int, Field(ge=0, le=9), BeforeValidator(_whole_number)]
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# The rules below are written into the OpenAPI document as well, so that a client (or a
+# schema-driven fuzzer) sees what the server accepts: "null" is not a value of the optional
+# fields (leave them out instead), a session comes from exactly one of a preset and a spec, and
+# momentum/beta1/beta2/eps go only with the optimizer that uses them.
+ONE_OF_PRESET_OR_SPEC = {"oneOf": [
+    {"required": ["preset"], "not": {"required": ["spec"]}},
+    {"required": ["spec"], "not": {"required": ["preset"]}},
+]}
+HYPERPARAMETERS = {"momentum": ("momentum",), "adam": ("beta1", "beta2", "eps")}
+
+
+def _only_for(optimizer: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return {"if": {"not": {"required": ["optimizer"],
+                           "properties": {"optimizer": {"const": optimizer}}}},
+            "then": {"properties": {name: False for name in names}}}
+
+
+HYPERPARAMETERS_FIT_OPTIMIZER = {"allOf": [_only_for(optimizer, names)
+                                           for optimizer, names in HYPERPARAMETERS.items()]}
+
+
 class CreateSessionRequest(StrictModel):
     """Either a preset name (with an optional seed) or a full spec."""
 
-    preset: str | None = Field(None, examples=["lenet5"])
-    spec: dict[str, Any] | None = None
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="overrides the spec's seed")
-    positive_class: Digit | None = Field(
+    model_config = ConfigDict(json_schema_extra=ONE_OF_PRESET_OR_SPEC)
+
+    preset: str = Field(None, examples=["lenet5"])
+    spec: dict[str, Any] = None
+    seed: WholeNumber = Field(None, ge=0, le=MAX_SEED, description="overrides the spec's seed")
+    positive_class: Digit = Field(
         None, description="for a network with one output: the digit whose target is 1")
 
     @model_validator(mode="after")
@@ -45,28 +87,48 @@ class CreateSessionRequest(StrictModel):
 
 class DatasetInput(StrictModel):
     dataset: Literal["mnist"]
-    index: int = Field(ge=0, description="index within the split")
+    index: WholeNumber = Field(ge=0, description="index within the split")
     split: Split = "train"
 
 
+GreyLevel = Annotated[float, Field(ge=0, le=1)]
+PixelRow = Annotated[list[GreyLevel], Field(min_length=MNIST_SIDE, max_length=MNIST_SIDE)]
+
+
 class PixelsInput(StrictModel):
-    pixels: list[list[float]] = Field(
+    pixels: list[PixelRow] = Field(
+        min_length=MNIST_SIDE, max_length=MNIST_SIDE,
         description=f"{MNIST_SIDE}x{MNIST_SIDE} grey levels in [0, 1], light digit on dark")
 
-    @field_validator("pixels", mode="after")
+    @field_validator("pixels", mode="before")
     @classmethod
-    def _digit_image(cls, rows: list[list[float]]) -> Any:
+    def _digit_image_shape(cls, rows: Any) -> Any:
+        """The shape first, in one error: a wrong shape (a flat list of a million numbers)
+        must not be checked, and reported, element by element."""
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise ValueError(f"pixels must be {MNIST_SIDE} rows, each a list of {MNIST_SIDE} "
+                             "numbers")
         if len(rows) != MNIST_SIDE or any(len(row) != MNIST_SIDE for row in rows):
             widths = sorted({len(row) for row in rows})
+            shown = ", ".join(map(str, widths[:5])) + (", ..." if len(widths) > 5 else "")
             raise ValueError(f"pixels must be {MNIST_SIDE}x{MNIST_SIDE}; got {len(rows)} rows "
-                             f"of length {widths}")
-        image = np.asarray(rows, dtype=np.float64)
+                             f"of length {shown or 0}")
+        values = [value for row in rows for value in row]
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                   for value in values):
+            raise ValueError("pixels must be numbers")
+        image = np.asarray(values, dtype=np.float64)
         if not np.isfinite(image).all():
             raise ValueError("pixels must be finite numbers (no NaN or infinity)")
         if image.min() < 0 or image.max() > 1:
             raise ValueError(f"pixels must lie in [0, 1]; got values from {image.min()} "
                              f"to {image.max()}")
-        return image.astype(np.float32)
+        return rows
+
+    @field_validator("pixels", mode="after")
+    @classmethod
+    def _digit_image(cls, rows: list[list[float]]) -> Any:
+        return np.asarray(rows, dtype=np.float32)
 
 
 SampleInput = DatasetInput | PixelsInput
@@ -146,13 +208,15 @@ class GradcheckRequest(_WhatIf):
 
 
 class TrainingOptions(StrictModel):
-    batch_size: int = Field(32, ge=1, le=_settings.max_batch_size)
+    model_config = ConfigDict(json_schema_extra=HYPERPARAMETERS_FIT_OPTIMIZER)
+
+    batch_size: WholeNumber = Field(32, ge=1, le=_settings.max_batch_size)
     learning_rate: float = Field(0.05, gt=0, le=_settings.max_learning_rate, allow_inf_nan=False)
     optimizer: OptimizerName = "sgd"
-    momentum: float | None = Field(None, ge=0, lt=1, description="momentum optimizer only")
-    beta1: float | None = Field(None, ge=0, lt=1, description="adam only")
-    beta2: float | None = Field(None, ge=0, lt=1, description="adam only")
-    eps: float | None = Field(None, ge=MIN_ADAM_EPS, le=1, description="adam only")
+    momentum: float = Field(None, ge=0, lt=1, description="momentum optimizer only")
+    beta1: float = Field(None, ge=0, lt=1, description="adam only")
+    beta2: float = Field(None, ge=0, lt=1, description="adam only")
+    eps: float = Field(None, ge=MIN_ADAM_EPS, le=1, description="adam only")
 
     @model_validator(mode="after")
     def _hyperparameters_fit_optimizer(self) -> "TrainingOptions":
@@ -171,24 +235,27 @@ class TrainingOptions(StrictModel):
 
 
 class StepRequest(TrainingOptions, _InputWithLabel):
-    """One iteration; an optional ``input`` becomes the batch's first sample."""
+    """One iteration; an optional ``input`` (a digit, or a preset's example) becomes the batch's
+    first sample."""
+
+    input: TracedInput | None = None
 
 
 class TrainRequest(TrainingOptions):
-    steps: int = Field(50, ge=1, le=_settings.max_train_steps)
+    steps: WholeNumber = Field(50, ge=1, le=_settings.max_train_steps)
 
     @model_validator(mode="after")
     def _bounded_work(self) -> "TrainRequest":
         samples = self.steps * self.batch_size
         if samples > _settings.max_train_samples:
-            raise ValueError(f"steps x batch_size = {samples} samples is more than one request "
-                             f"may train on ({_settings.max_train_samples}, "
-                             "CNNVIZ_MAX_TRAIN_SAMPLES); split it into several requests")
+            raise ValueError(f"steps x batch_size = {samples:,} samples is more than one "
+                             f"request may train on ({_settings.max_train_samples:,}); split "
+                             "it into several requests")
         return self
 
 
 class EvaluateRequest(StrictModel):
-    limit: int = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
+    limit: WholeNumber = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
                        description="how many test-split samples to score")
 
 
@@ -309,7 +376,8 @@ class BatchOut(BaseModel):
     indices: list[int | None] = Field(
         description="train-split indices; null for a given input (a drawing, an upload), "
                     "which is sample 0")
-    labels: list[int] = Field(description="each sample's digit")
+    labels: list[int | None] = Field(description="each sample's digit; null for a preset's "
+                                                 "example (it has a target, not a digit)")
     losses: list[float | None] = Field(description="each sample's own loss (their mean is "
                                                    "'loss')")
     predicted: list[int] = Field(description="each sample's predicted class (0/1 for a net "

@@ -53,7 +53,6 @@ class FastJSONResponse(JSONResponse):
         return dumps(content)
 
 
-ANSWER_FORMATS = ("json", "safetensors")
 # The per-layer arrays a client may limit an answer to (``?fields=``); in a step ``params`` also
 # covers ``params_before``/``params_after`` and ``grads`` covers ``batch_grads``.
 LAYER_FIELDS = ("z", "a", "delta", "grad_a", "grads", "params", "argmax")
@@ -84,9 +83,6 @@ class AnswerView:
 
     format: str = "json"
     fields: frozenset[str] = frozenset(LAYER_FIELDS)
-
-    def wants(self, field: str) -> bool:
-        return field in self.fields
 
     def response(self, answer: dict[str, Any]) -> Response:
         if self.format == "safetensors":

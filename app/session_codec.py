@@ -102,7 +102,32 @@ def decode_session(data: bytes, *, max_bytes: int, new_id: str | None = None) ->
         last_input=_read_last_input(network, meta, members),
     )
     _restore_optimizer(session, meta, members)
+    _refuse_foreign_members(members, network, meta)
     return session
+
+
+def _refuse_foreign_members(members: dict[str, np.ndarray], network: Network,
+                            meta: dict[str, Any]) -> None:
+    """Every member must be one this format names: a file carrying anything else was not
+    written by ``encode_session``, and what it carries would be silently dropped."""
+    expected = {"meta.json", "history/steps", "history/loss", "history/accuracy"}
+    expected.update(f"net/{key}" for key in network.state_dict())
+    if meta.get("last_input") is not None:
+        expected.update({"last_input/x", "last_input/target"})
+    pending = [meta.get("optimizer_state")]
+    while pending:
+        tree = pending.pop()
+        if isinstance(tree, dict) and "__array__" in tree:
+            expected.add(str(tree["__array__"]))
+        elif isinstance(tree, dict):
+            pending.extend(tree.values())
+        elif isinstance(tree, list):
+            pending.extend(tree)
+    foreign = sorted(set(members) - expected)
+    if foreign:
+        shown = ", ".join(repr(name[:60]) for name in foreign[:5])
+        raise ValueError(f"the session file holds members a session file does not have: {shown}"
+                         + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""))
 
 
 def _read_members(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:

@@ -45,12 +45,17 @@ class Settings(BaseSettings):
 
     # Origins allowed to call the API from their pages (CORS), comma-separated. Empty: none.
     cors_origins: Annotated[list[str], NoDecode] = []
+    # Host names the server answers to besides addresses, localhost and `host` (app.host_check),
+    # comma-separated; "*" accepts any.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
 
-    # Session store: idle sessions are dropped, and the caps refuse new sessions rather than
-    # evicting someone's live work.
+    # Session store: idle sessions are dropped; at a cap, a session idle for a while makes room,
+    # and only sessions in recent use make a new one wait.
     max_sessions: int = Field(64, ge=1)
     max_store_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     session_idle_seconds: float = Field(3600.0, gt=0)
+    # When a cap is reached, the least recently used session idle this long makes room.
+    session_evict_idle_seconds: float = Field(600.0, gt=0)
     max_history: int = Field(100_000, ge=10)
 
     # Request bounds.
@@ -62,6 +67,8 @@ class Settings(BaseSettings):
     max_eval_samples: int = Field(1000, ge=1)
     max_mnist_page: int = Field(500, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Bodies that are not file uploads (JSON); see app.middleware.
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
     max_image_pixels: int = Field(4096 * 4096, ge=1)
     max_session_file_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
@@ -84,9 +91,17 @@ class Settings(BaseSettings):
     # Threads serving sync routes; each may hold up to 128 MB of the engine's scratch memory.
     worker_threads: int = Field(8, ge=2)
 
+    # Slow clients and open connections (app.server_protocol, used by the cnnviz command): a
+    # request's headers must arrive within header_timeout_seconds of its first byte, its body
+    # within body_timeout_seconds after them; connections beyond max_connections are closed
+    # at once (the command also raises the process's file-descriptor limit to fit them).
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    max_connections: int = Field(512, ge=8)
+
     static_dir: Path = Field(default_factory=default_static_dir)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

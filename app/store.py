@@ -29,6 +29,18 @@ class SessionNotFound(KeyError):
         return f"no session with id {self.session_id!r} (unknown, deleted or expired)"
 
 
+# When the store is full, a session unused for this long makes room for a new one.
+DEFAULT_EVICT_IDLE_SECONDS = 600.0
+
+
+def describe_bytes(count: int) -> str:
+    """A byte count the way a person says it: 5.7 GB, 256 MB, 12 kB."""
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
+
+
 class StoreFull(Exception):
     """Adding the session would exceed a cap; ``cap`` names the setting, ``limit`` its value."""
 
@@ -37,15 +49,15 @@ class StoreFull(Exception):
         self.cap = cap
         self.limit = limit
 
-
-def too_many_sessions(limit: int) -> StoreFull:
-    """The refusal every store gives when ``max_sessions`` sessions already exist."""
-    return StoreFull(
-        "max_sessions",
-        limit,
-        f"the server already holds its maximum of {limit} sessions "
-        "(CNNVIZ_MAX_SESSIONS); delete one or wait for idle ones to expire",
-    )
+    @classmethod
+    def sessions(cls, limit: int, evict_idle_seconds: float | None) -> "StoreFull":
+        """The refusal every store gives when ``limit`` sessions exist; ``evict_idle_seconds``
+        for a store that evicts sessions idle that long before refusing."""
+        recently = ("" if evict_idle_seconds is None else
+                    f", all used in the last {evict_idle_seconds / 60:g} minutes")
+        return cls("max_sessions", limit,
+                   f"the server already holds its maximum of {limit} sessions{recently}; "
+                   "delete one or try again later")
 
 
 class SessionStore(abc.ABC):
@@ -97,8 +109,10 @@ class InMemorySessionStore(SessionStore):
         max_sessions: int,
         max_bytes: int,
         idle_seconds: float,
+        evict_idle_seconds: float = DEFAULT_EVICT_IDLE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.evict_idle_seconds = evict_idle_seconds
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
@@ -109,16 +123,23 @@ class InMemorySessionStore(SessionStore):
     def add(self, session: Session) -> None:
         with self._mutex:
             self._expire_locked()
-            if len(self._sessions) >= self.max_sessions:
-                raise too_many_sessions(self.max_sessions)
-            used = sum(s.memory_bytes() for s in self._sessions.values())
             needed = session.memory_bytes()
+            # Full: the least recently used sessions idle long enough make room, one by one.
+            while (len(self._sessions) >= self.max_sessions
+                   or sum(s.memory_bytes() for s in self._sessions.values()) + needed
+                   > self.max_bytes):
+                if not self._evict_one_locked():
+                    break
+            if len(self._sessions) >= self.max_sessions:
+                raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
+            used = sum(s.memory_bytes() for s in self._sessions.values())
             if used + needed > self.max_bytes:
                 raise StoreFull(
                     "max_store_bytes",
                     self.max_bytes,
-                    f"this session needs {needed} bytes and {used} of the "
-                    f"{self.max_bytes}-byte session memory cap (CNNVIZ_MAX_STORE_BYTES) are in use",
+                    f"the server's memory for sessions is taken by sessions in use: this one "
+                    f"needs {describe_bytes(needed)}, and {describe_bytes(used)} of "
+                    f"{describe_bytes(self.max_bytes)} are held; delete one or try again later",
                 )
             session.last_used = self._clock()
             self._sessions[session.id] = session
@@ -150,6 +171,15 @@ class InMemorySessionStore(SessionStore):
     def expire_idle(self) -> list[str]:
         with self._mutex:
             return self._expire_locked()
+
+    def _evict_one_locked(self) -> bool:
+        deadline = self._clock() - self.evict_idle_seconds
+        idle = [s for s in self._sessions.values()
+                if s.last_used < deadline and not s.lock.locked()]
+        if not idle:
+            return False
+        del self._sessions[min(idle, key=lambda s: s.last_used).id]
+        return True
 
     def _expire_locked(self) -> list[str]:
         deadline = self._clock() - self.idle_seconds

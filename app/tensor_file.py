@@ -2,18 +2,19 @@
 tensor's dtype, shape and byte range, then the raw little-endian bytes.
 
 Written here rather than with the ``safetensors`` package so the app needs nothing beyond NumPy
-(the tests read our files with that package). Tensors are laid out largest item size first and the
+and orjson, which it already uses (the tests read our files with that package). Tensors are laid out largest item size first and the
 header is padded to a multiple of 8 bytes, so every tensor starts at an offset that is a multiple
 of its item size: a reader (the page's ``DataView``/typed arrays) can view each one in place.
 """
 
 from __future__ import annotations
 
-import json
 import struct
+from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
+import orjson
 
 DTYPE_NAMES = {
     np.dtype("float64"): "F64",
@@ -25,17 +26,29 @@ DTYPE_NAMES = {
 HEADER_ALIGNMENT = 8
 
 
+@lru_cache(maxsize=None)
+def _little_endian(dtype: np.dtype) -> tuple[np.dtype, str] | None:
+    """(the little-endian form of ``dtype``, its safetensors name), or None if it has none.
+    Cached: an answer holds dozens of tensors and dtype arithmetic is slow next to them."""
+    little = dtype.newbyteorder("<")
+    name = DTYPE_NAMES.get(little.newbyteorder("="))
+    return None if name is None else (little, name)
+
+
 def encode_safetensors(tensors: Mapping[str, np.ndarray],
                        metadata: Mapping[str, str] | None = None) -> bytes:
     """The safetensors file holding ``tensors`` (dtypes of ``DTYPE_NAMES`` only) and ``metadata``
     (string to string, stored as the header's ``__metadata__``)."""
     arrays = {}
+    names = {}
     for name, value in tensors.items():
         array = np.asarray(value)
-        if array.dtype.newbyteorder("<") not in DTYPE_NAMES:
+        little = _little_endian(array.dtype)
+        if little is None:
             raise TypeError(f"tensor {name!r}: dtype {array.dtype} has no safetensors name here")
         # asarray, not ascontiguousarray: the latter turns a 0-d array (a loss) into shape (1,)
-        arrays[name] = np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")
+        arrays[name] = np.asarray(array, dtype=little[0], order="C")
+        names[name] = little[1]
     order = sorted(arrays, key=lambda name: (-arrays[name].dtype.itemsize, name))
 
     header: dict[str, object] = {}
@@ -44,11 +57,10 @@ def encode_safetensors(tensors: Mapping[str, np.ndarray],
     offset = 0
     for name in order:
         array = arrays[name]
-        header[name] = {"dtype": DTYPE_NAMES[array.dtype.newbyteorder("=")],
-                        "shape": list(array.shape),
+        header[name] = {"dtype": names[name], "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
-    header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    header_bytes = orjson.dumps(header)
     header_bytes += b" " * (-len(header_bytes) % HEADER_ALIGNMENT)
 
     parts = [struct.pack("<Q", len(header_bytes)), header_bytes]

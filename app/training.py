@@ -125,6 +125,13 @@ def _applied_edits(session: Session, edits: list[dict[str, Any]]) -> list[dict[s
     return [dict(edit, value=dtype.type(edit["value"])) for edit in edits]
 
 
+def _refuse_non_finite(what: str, *values: Any) -> None:
+    """Edited weights can be large enough to overflow the pass; say so rather than answer NaN."""
+    if not all(np.isfinite(value).all() for value in values):
+        raise Refused(f"with these edits the {what} is not finite (the values overflow the "
+                      "network's dtype); try smaller values")
+
+
 def trace_sample(session: Session, sample: Sample,
                  edits: list[dict[str, Any]] | None = None,
                  fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> tuple[dict[str, Any], bool]:
@@ -133,9 +140,14 @@ def trace_sample(session: Session, sample: Sample,
     engine edits copies). Also whether it changed the session's remembered last input (then the
     session is worth saving)."""
     x, y = _sample_arrays(session, sample)
-    trace = _engine_trace(session, x, y, edits=edits)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        trace = _engine_trace(session, x, y, edits=edits)
+    if edits:
+        _refuse_non_finite("trace", trace.loss, trace.input_grad,
+                           *(grad for record in trace.layers for grad in record.grads.values()))
     answer = trace_json(trace, session.network, target_rule(session), label=sample.digit,
-                        source=sample.source, target=sample.target, fields=fields)
+                        source=sample.source, fields=fields,
+                        target=None if sample.target is None else sample.target.tolist())
     if edits is not None:
         answer["edits"] = _applied_edits(session, edits)
     return answer, _remember_input(session, x[0], y[0], sample.digit, sample.source)
@@ -171,9 +183,11 @@ def gradcheck(session: Session, sample: Sample, of: dict[str, Any], epsilon: flo
     on copies: the session is not touched), with the sample's label and source."""
     x, y = _sample_arrays(session, sample)
     try:
-        answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            answer = session.network.gradcheck(x, y, of, epsilon=epsilon, edits=edits)
     except ValueError as exc:  # a bad target, edit or epsilon, named by the engine
         raise Refused(str(exc)) from exc
+    _refuse_non_finite("gradient check", answer["analytic"], answer["numeric"], answer["loss"])
     answer.update(label=sample.digit, source=sample.source)
     return answer
 
@@ -233,6 +247,18 @@ def _apply_update(session: Session, optimizer: Optimizer, trace: Trace,
         raise _diverged(f"the update made {broken} non-finite", options)
 
 
+def _true_classes(rule: TargetRule, labels: list[int | None], y: np.ndarray) -> np.ndarray:
+    """The class each sample should be predicted as: its digit's (as the rule sees it), or for a
+    preset's example (no digit) the class its target vector points at, judged like an output."""
+    classes = np.empty(len(labels), dtype=np.int64)
+    for row, label in enumerate(labels):
+        if label is None:
+            classes[row] = y[row] if y.ndim == 1 else rule.predicted_class(y[row: row + 1])[0]
+        else:
+            classes[row] = int(label == rule.positive_class) if rule.binary else label
+    return classes
+
+
 @_divergence_is_checked
 def step(session: Session, options: TrainingOptions, first: Sample | None,
          max_history: int, fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
@@ -243,26 +269,28 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     drawn = options.batch_size - (first is not None)
     indices = _draw_batch(session, rule, drawn, session.cursor)
     images, labels = split_arrays("train")
-    batch_images, digits = images[indices], labels[indices]
+    digits = labels[indices]
+    x, y = _network_input(session, images[indices]), rule.targets(digits)
     batch_indices: list[int | None] = indices.tolist()
+    batch_labels: list[int | None] = digits.tolist()
     if first is not None:
-        batch_images = np.concatenate([first.image[None], batch_images])
-        digits = np.concatenate([[first.digit], digits])
+        first_x, first_y = _sample_arrays(session, first)
+        x, y = np.concatenate([first_x, x]), np.concatenate([first_y, y])
         batch_indices.insert(0, None)
+        batch_labels.insert(0, first.digit)
         first_source = first.source
     else:
         first_source = {"dataset": "mnist", "split": "train", "index": int(indices[0])}
-    x = _network_input(session, batch_images)
-    y = rule.targets(digits)
 
     first_trace = _engine_trace(session, x[:1], y[:1])
     batch_trace = _engine_trace(session, x, y)
     if not math.isfinite(batch_trace.loss):
         raise _diverged("the batch loss is not finite", options)
-    accuracy = float(rule.correct(batch_trace.output, digits).mean())
-    batch = {"indices": batch_indices, "labels": digits.tolist(),
-             "losses": batch_trace.sample_losses.tolist(),
-             "predicted": rule.predicted_class(batch_trace.output).tolist()}
+    predicted = rule.predicted_class(batch_trace.output)
+    correct = predicted == _true_classes(rule, batch_labels, y)
+    accuracy = float(correct.mean())
+    batch = {"indices": batch_indices, "labels": batch_labels,
+             "losses": batch_trace.sample_losses.tolist(), "predicted": predicted.tolist()}
 
     optimizer = _candidate_optimizer(session.optimizer, options)
     before = session.network.state_dict()
@@ -287,8 +315,9 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
         "batch": batch,
         "optimizer": optimizer.name,
         "learning_rate": optimizer.learning_rate,
-        "trace": trace_json(first_trace, session.network, rule, label=int(digits[0]),
-                            source=first_source, fields=fields),
+        "trace": trace_json(first_trace, session.network, rule, label=batch_labels[0],
+                            source=first_source, fields=fields,
+                            target=None if batch_labels[0] is not None else y[0].tolist()),
     }
     if "params" in fields:
         # the first sample was traced before the update: its params are the weights before

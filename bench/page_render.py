@@ -1,18 +1,25 @@
 """How fast the page draws, in headless Chromium against a real uvicorn server.
 
-For LeNet-5 at 1280x800, it measures:
-- step render: from pressing `Step` (speed "instant", every card showing activations) to every
-  layer's heatmap drawn (the page marks `cnnviz:step-rendered` once Plotly has drawn them all),
-  split into the API's share (request, transfer, JSON parse) and the page's own drawing;
-- reference, in the same run and the same browser: the step request alone (fetch + JSON parse of
-  the same answer), so the drawing time is also reported as a ratio to it;
-- animation: frames per second (requestAnimationFrame count) while `Play` trains step after step
-  with the animation at "normal" speed, next to the frame rate of the idle page.
+For LeNet-5 at 1280x800, from one run, it prints:
+- Step -> every map drawn: from pressing `Step` (speed "live": no animation, every card showing
+  activations) until the page marks `cnnviz:step-rendered` (every card's maps drawn), and until
+  the charts (prediction, saliency, curves) are drawn too, one per frame after the maps;
+- the step request alone, in the same run and browser: the very request the page made for that
+  Step (same query, same body), fetched and decoded by the page's own `api.step`; and the ratio;
+- the step answer's bytes: a Step (which carries every array: its timeline and inspector need
+  them) with view a and with the default view ("follow"), and a step of live training (only the
+  shown view's arrays; "follow" shows activations);
+- Play at the fastest speed ("live"): steps per second with every map drawn (the charts are
+  redrawn at most 5 times a second while playing), the longest task while playing
+  (PerformanceObserver 'longtask', which reports tasks over 50 ms), and how long Pause takes
+  until Play can be pressed again;
+- one animated iteration at speed "normal": from pressing Step to its last phase drawn.
 
-Targets: drawing under 300 ms; at least 30 frames per second while playing.
+Targets (issue 8): Step -> drawn <= 60 ms and <= 1.3 x the request alone; >= 10 drawn steps/s;
+no task over 50 ms; step answer <= 400 KB with the default view; normal iteration <= 3 s.
 
-    python3 bench/page_render.py            # 7 steps, 8 s of animation
-    python3 bench/page_render.py --steps 11 --seconds 15
+    python3 bench/page_render.py            # 9 steps, 6 s of Play
+    python3 bench/page_render.py --steps 15 --seconds 10
 """
 
 from __future__ import annotations
@@ -37,33 +44,41 @@ def browser_fixtures():
     return module
 
 
-API_STEP_JS = """async ([id, n]) => {
+# The step request alone: the page's own api.step with the arguments of the page's last Step
+# (older pages without `lastStepRequest` get the same defaults their Step used).
+API_STEP_JS = """async (n) => {
+  const { api } = await import('/static/js/api.js');
+  const app = window.cnnviz.app;
+  const last = window.cnnviz.lastStepRequest || {input: app.inputs.current, training: app.training(), fields: undefined};
   const times = [];
   for (let k = 0; k < n; k++) {
     const started = performance.now();
-    const response = await fetch(`/api/sessions/${id}/step`, {method: 'POST',
-      headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify({batch_size: 32, learning_rate: 0.05, optimizer: 'sgd',
-                            input: {dataset: 'mnist', split: 'test', index: k}})});
-    await response.json();
+    await api.step(app.session.id, last.input, last.training, last.fields);
     times.push(performance.now() - started);
   }
   return times;
 }"""
 
-FRAMES_JS = """async (seconds) => {
-  let frames = 0, longest = 0, last = performance.now();
-  const started = last;
-  await new Promise((resolve) => {
-    const tick = (now) => {
-      frames += 1;
-      longest = Math.max(longest, now - last);
-      last = now;
-      if (now - started < seconds * 1000) requestAnimationFrame(tick); else resolve();
-    };
-    requestAnimationFrame(tick);
-  });
-  return {fps: frames / ((performance.now() - started) / 1000), longestFrameMs: longest};
+# Bytes of the body of the last step answer (Resource Timing; same origin, so exact).
+STEP_BYTES_JS = """() => {
+  const steps = performance.getEntriesByType('resource').filter(e => /\\/step(\\?|$)/.test(e.name));
+  const last = steps[steps.length - 1];
+  return last ? {bytes: last.encodedBodySize, url: last.name.replace(location.origin, '')} : null;
+}"""
+
+LONGTASKS_JS = """() => {
+  window.__longtasks = [];
+  new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longtasks.push(e.duration); })
+    .observe({type: 'longtask', buffered: false});
+}"""
+
+PAUSE_JS = """async () => {
+  const started = performance.now();
+  document.getElementById('btn-pause').click();
+  while (document.getElementById('btn-play').disabled) await new Promise(r => setTimeout(r, 2));
+  const pressable = performance.now() - started;
+  while (window.cnnviz.app.actionRunning) await new Promise(r => setTimeout(r, 2));
+  return {pressable, landed: performance.now() - started};
 }"""
 
 
@@ -71,63 +86,98 @@ def set_range(page, selector: str, value: int) -> None:
     page.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(value))
 
 
+def speed_index(page, label: str) -> int:
+    return page.evaluate("(label) => import('/static/js/config.js').then(c => c.SPEEDS.findIndex(s => s.label === label || s.label.startsWith(label)))", label)
+
+
+def choose_view(page, view: str) -> None:
+    before = page.evaluate("window.cnnviz.renders")
+    page.locator(f'#view-options label:has(input[value="{view}"])').click()
+    page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
+
+
+def step_and_wait(page) -> None:
+    count = page.evaluate("() => window.cnnviz.stepTimings.length")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("n => window.cnnviz.stepTimings.length > n && !document.getElementById('btn-step').disabled", arg=count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=7, help="steps timed for the render (median)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds of animation to count frames")
+    parser.add_argument("--steps", type=int, default=9, help="steps timed for Step -> drawn (median)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds of Play at the fastest speed")
     args = parser.parse_args()
     fixtures = browser_fixtures()
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-") as data_dir:
         with Server(Path(data_dir)) as server:
-            base = server.url
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=fixtures.CHROMIUM, args=fixtures.CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.set_default_timeout(120_000)
-                page.goto(base + "/")
+                page.goto(server.url + "/")
                 page.wait_for_function("() => window.cnnviz && window.cnnviz.ready")
                 run(page, args)
                 browser.close()
 
 
 def run(page, args) -> None:
-    set_range(page, "#speed", 0)  # instant: one render of the final state per step
-    page.locator('#view-options label:has(input[value="a"])').click()
-    page.wait_for_function("() => window.cnnviz.renders > 0")
-    for k in range(args.steps + 1):  # the first step warms up caches and Plotly's first draws
-        count = page.evaluate("() => window.cnnviz.stepTimings.length")
-        page.get_by_role("button", name="Step", exact=True).click()
-        page.wait_for_function("n => window.cnnviz.stepTimings.length > n && !document.getElementById('btn-step').disabled", arg=count)
+    fastest = 0
+    set_range(page, "#speed", fastest)
+    choose_view(page, "a")
+    for _ in range(args.steps + 1):  # the first step warms up caches and Plotly's first draws
+        step_and_wait(page)
     timings = page.evaluate("() => window.cnnviz.stepTimings")[1:]
-    drawn = page.evaluate("() => [...document.querySelectorAll('.layer-plot')].filter(p => p.data && p.data[0].z.length > 0).length")
-    session = page.evaluate("() => window.cnnviz.app.session.id")
-    api_alone = page.evaluate(API_STEP_JS, [session, args.steps])
+    step_bytes_a = page.evaluate(STEP_BYTES_JS)
+    api_alone = page.evaluate(API_STEP_JS, args.steps)
 
-    render = statistics.median(t["render"] for t in timings)
     total = statistics.median(t["total"] for t in timings)
     api_in_step = statistics.median(t["api"] for t in timings)
+    render = statistics.median(t["render"] for t in timings)
     reference = statistics.median(api_alone)
-    print(f"LeNet-5, 1280x800, {len(timings)} steps (median), {drawn} layer heatmaps drawn per step")
-    print(f"  Step pressed -> every heatmap drawn : {total:7.1f} ms")
-    print(f"    of which the API answer + parse   : {api_in_step:7.1f} ms")
-    print(f"    of which the page's drawing       : {render:7.1f} ms   (target < 300 ms: {'met' if render < 300 else 'MISSED'})")
-    print(f"  reference: step request alone      : {reference:7.1f} ms   (fetch + JSON parse, same browser)")
-    print(f"  ratio drawing / API step alone      : {render / reference:7.2f}")
-    print(f"  ratio (Step -> drawn) / API alone   : {total / reference:7.2f}")
+    print(f"LeNet-5, 1280x800, view a, {len(timings)} steps (median)")
+    print(f"  Step pressed -> every map drawn     : {total:7.1f} ms   (target <= 60 ms: {'met' if total <= 60 else 'MISSED'})")
+    print(f"    of which the step answer          : {api_in_step:7.1f} ms")
+    print(f"    of which drawing                  : {render:7.1f} ms")
+    charted = [t["charts"] for t in timings if t.get("charts") is not None]
+    if charted:
+        print(f"  Step pressed -> charts drawn too    : {statistics.median(charted):7.1f} ms   (prediction, saliency, curves; one per frame after the maps)")
+    print(f"  reference: the step request alone   : {reference:7.1f} ms   (the page's api.step, same request, same browser)")
+    print(f"  ratio (Step -> drawn) / request     : {total / reference:7.2f}      (target <= 1.3: {'met' if total / reference <= 1.3 else 'MISSED'})")
+    print(f"  step answer, view a                 : {step_bytes_a['bytes'] / 1024:7.1f} KB   {step_bytes_a['url']}")
 
-    idle = page.evaluate(FRAMES_JS, min(args.seconds, 3.0))
-    set_range(page, "#speed", 2)  # normal: one phase every 350 ms
-    page.locator('#view-options label:has(input[value="auto"])').click()
-    phases_before = page.evaluate("() => window.cnnviz.phaseRenders")
+    choose_view(page, "auto")
+    step_and_wait(page)
+    step_bytes_default = page.evaluate(STEP_BYTES_JS)
+    print(f"  step answer, default view (follow)  : {step_bytes_default['bytes'] / 1024:7.1f} KB   "
+          f"(target <= 400 KB: {'met' if step_bytes_default['bytes'] <= 400 * 1024 else 'MISSED'})  {step_bytes_default['url']}")
+
+    # Play at the fastest speed, the default view.
+    page.evaluate(LONGTASKS_JS)
+    before = page.evaluate("() => window.cnnviz.stepTimings.length")
     page.get_by_role("button", name="Play", exact=True).click()
-    playing = page.evaluate(FRAMES_JS, args.seconds)
-    phases = page.evaluate("() => window.cnnviz.phaseRenders") - phases_before
-    page.get_by_role("button", name="Pause", exact=True).click()
-    print(f"Animation while Play trains ({args.seconds:.0f} s, speed normal, {phases} phases shown):")
-    print(f"  frames per second while playing     : {playing['fps']:7.1f}      (target >= 30: {'met' if playing['fps'] >= 30 else 'MISSED'})")
-    print(f"  longest frame while playing         : {playing['longestFrameMs']:7.1f} ms")
-    print(f"  reference: idle page frame rate     : {idle['fps']:7.1f}")
-    print(f"  ratio playing / idle frame rate     : {playing['fps'] / idle['fps']:7.2f}")
+    page.wait_for_timeout(args.seconds * 1000)
+    drawn = page.evaluate("() => window.cnnviz.stepTimings.length") - before
+    pause_ms = page.evaluate(PAUSE_JS)
+    live_bytes = page.evaluate(STEP_BYTES_JS)
+    longtasks = page.evaluate("() => window.__longtasks")
+    longest = max(longtasks) if longtasks else 0.0
+    print(f"Play at the fastest speed ({args.seconds:.0f} s, default view):")
+    print(f"  steps per second, every map drawn   : {drawn / args.seconds:7.1f}      (target >= 10: {'met' if drawn / args.seconds >= 10 else 'MISSED'})")
+    print(f"  longest task while playing          : {longest:7.1f} ms   ({len(longtasks)} tasks over 50 ms; target none)")
+    print(f"  Pause -> Play pressable again       : {pause_ms['pressable']:7.1f} ms   (target <= 200 ms: {'met' if pause_ms['pressable'] <= 200 else 'MISSED'})")
+    print(f"  Pause -> the step in flight drawn   : {pause_ms['landed']:7.1f} ms   (no step starts after Pause)")
+    print(f"  step answer while playing           : {live_bytes['bytes'] / 1024:7.1f} KB   {live_bytes['url']}")
+
+    normal = speed_index(page, "normal")
+    set_range(page, "#speed", normal)
+    page.wait_for_function("() => !document.getElementById('btn-step').disabled")
+    started = page.evaluate("() => performance.now()")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("() => { const t = document.getElementById('timeline'); return t.value === t.max && document.getElementById('btn-pause').disabled && !document.getElementById('btn-step').disabled; }", polling=10)
+    iteration = page.evaluate("() => performance.now()") - started
+    phases = page.evaluate("() => Number(document.getElementById('timeline').max) + 1")
+    print(f"One animated iteration at 'normal' ({phases} phases):")
+    print(f"  Step pressed -> last phase drawn    : {iteration / 1000:7.2f} s    (target <= 3 s: {'met' if iteration <= 3000 else 'MISSED'})")
 
 
 if __name__ == "__main__":

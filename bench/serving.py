@@ -50,16 +50,22 @@ class Server:
         self.process: subprocess.Popen | None = None
         self.log = tempfile.TemporaryFile()
 
+    def _command(self) -> list[str]:
+        common = ["--host", HOST, "--port", str(self.port), "--log-level", "warning",
+                  "--no-access-log"]
+        if self.uvicorn_args or self.root != PROJECT_ROOT:
+            # a benchmark comparing server implementations, or an older checkout: plain uvicorn
+            return [sys.executable, "-m", "uvicorn", "app.main:app", *common, *self.uvicorn_args]
+        # the cnnviz command: uvicorn with the project's protocol guards (app/cli.py)
+        return [sys.executable, "-m", "app.cli", *common]
+
     def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "CNNVIZ_DATA_DIR": str(self.data_dir), **self.extra_env}
         # the served checkout's app and engine come first, whatever PYTHONPATH already holds
         env["PYTHONPATH"] = os.pathsep.join(
             [str(self.root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", HOST,
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log",
-             *self.uvicorn_args],
-            cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            self._command(), cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

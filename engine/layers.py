@@ -172,7 +172,7 @@ class Dense(Layer):
 
     def backward(self, delta, cache, params):
         x = cache
-        return delta @ params["W"], {"W": delta.T @ x, "b": delta.sum(axis=0)}
+        return delta @ params["W"], {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
 
 
 LAYER_CLASSES = {cls.type: cls for cls in (Conv, MaxPool, AvgPool, Flatten, Dense)}

@@ -271,6 +271,10 @@ class Network:
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
                     or not np.isfinite(value):
                 raise ValueError(f"{where}: 'value' must be a finite number, got {value!r}")
+            with np.errstate(over="ignore"):
+                if not np.isfinite(self.dtype.type(value)):
+                    raise ValueError(f"{where}: 'value' {value!r} is beyond the range of the "
+                                     f"network's {self.dtype.name} weights")
             checked.append((cell, value))
         params = [dict(layer_params) for layer_params in self.params]
         copied = set()

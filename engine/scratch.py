@@ -19,15 +19,15 @@ from typing import Callable
 
 import numpy as np
 
-Take = Callable[[str, tuple, np.dtype], np.ndarray]
+Take = Callable[..., np.ndarray]  # (name, shape, dtype, zeroed=False) -> array
 
 # A thread keeps at most this much scratch between passes: LeNet-5 at batch 256 needs about 85 MB.
 RETAIN_BYTES = 128 * 2**20
 
 
-def fresh(name: str, shape: tuple, dtype) -> np.ndarray:
+def fresh(name: str, shape: tuple, dtype, zeroed: bool = False) -> np.ndarray:
     """The allocation used when a kernel is called without scratch: a new array every time."""
-    return np.empty(shape, dtype=dtype)
+    return np.zeros(shape, dtype=dtype) if zeroed else np.empty(shape, dtype=dtype)
 
 
 class Scratch:
@@ -40,20 +40,25 @@ class Scratch:
             buffers = self._local.buffers = {}
         return buffers
 
-    def take(self, slot, name: str, shape: tuple, dtype) -> np.ndarray:
+    def take(self, slot, name: str, shape: tuple, dtype, zeroed: bool = False) -> np.ndarray:
         """An uninitialised array of `shape` and `dtype`, valid until the same (slot, name) is taken
-        again on this thread."""
+        again on this thread.
+
+        zeroed: a newly allocated buffer is zero-filled (a reused one holds what was left in it).
+        A kernel that always writes the same positions of a buffer and needs zeros elsewhere asks
+        for this under a name that spells out that layout, and never zeroes it again."""
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         buffers = self._buffers()
         buffer = buffers.get((slot, name))
         if buffer is None or buffer.nbytes < nbytes:
-            buffer = buffers[(slot, name)] = np.empty(max(nbytes, 1), dtype=np.uint8)
+            allocate = np.zeros if zeroed else np.empty
+            buffer = buffers[(slot, name)] = allocate(max(nbytes, 1), dtype=np.uint8)
         return buffer[:nbytes].view(dtype).reshape(shape)
 
     def taker(self, slot) -> Take:
         """take() bound to one slot, the form the kernels accept."""
-        return lambda name, shape, dtype: self.take(slot, name, shape, dtype)
+        return lambda name, shape, dtype, zeroed=False: self.take(slot, name, shape, dtype, zeroed)
 
     def nbytes(self) -> int:
         """Bytes held by this thread's buffers."""

@@ -16,6 +16,8 @@ from app.serialize import FastJSONResponse
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api", tags=["catalogue"])
+# Far past any split's end, and small enough to come back in the answer as a JSON integer.
+MAX_OFFSET = 2**31 - 1
 
 
 @router.get("/health", response_model=Health)
@@ -33,7 +35,7 @@ async def presets() -> FastJSONResponse:
 def mnist_page(
     settings: SettingsDep,
     split: Split = "train",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=get_settings().max_mnist_page,
                                        description="default and maximum: the page cap")] = None,
     pixels: bool = False,

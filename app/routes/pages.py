@@ -3,12 +3,14 @@ so the page works without any network."""
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
 router = APIRouter(include_in_schema=False)
+logger = logging.getLogger("cnnviz")
 
 PLOTLY_BUNDLE = resources.files("plotly") / "package_data" / "plotly.min.js"
 # The bundle only changes when the plotly package does, so browsers may keep it.
@@ -19,7 +21,9 @@ LONG_CACHE = "public, max-age=31536000, immutable"
 def index(request: Request) -> FileResponse:
     page = request.app.state.settings.static_dir / "index.html"
     if not page.is_file():
-        raise HTTPException(404, f"the page is missing: {page} does not exist")
+        # where it was looked for is for the log; the visitor learns nothing about the disk
+        logger.error("the page is missing: %s does not exist", page)
+        raise HTTPException(404, "the page (index.html) is not installed on this server")
     return FileResponse(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 

@@ -15,7 +15,8 @@ from app.presets import PRESETS
 from app.schemas import CreateSessionRequest, ErrorOut, HistoryOut, SessionOut
 from app.security import SessionIdPath
 from app.serialize import FastJSONResponse
-from app.session_codec import decode_session, encode_session
+from app.import_validation import decode_import
+from app.session_codec import encode_session
 from app.sessions import Session, new_session_id
 from app.settings import Settings
 from app.pytorch_export import export_zip
@@ -79,13 +80,11 @@ def create_session(body: CreateSessionRequest, store: StoreDep,
              summary="Create a session from an exported session file (gets a new id)")
 def import_session(file: Annotated[UploadFile, File()], store: StoreDep,
                    settings: SettingsDep) -> FastJSONResponse:
-    data = file.file.read()
+    data = file.file.read(settings.max_session_file_bytes + 1)
     try:
-        session = decode_session(data, max_bytes=settings.max_session_file_bytes,
-                                 new_id=new_session_id())
+        session = decode_import(data, settings, new_id=new_session_id())
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    check_spec(session.spec, settings)
     store.add(session)
     return FastJSONResponse(session_json(session), status_code=201)
 

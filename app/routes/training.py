@@ -85,8 +85,9 @@ def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
          settings: SettingsDep, view: AnswerViewDep) -> Response:
     with locked_session(store, session_id, save=True) as session:
         # a trace of the first sample, a traced batch, and the batch forward again after the update
-        check_work(session.spec, settings, batch=body.batch_size, traced=body.batch_size + 1,
-                   forward_only=body.batch_size)
+        # (the first sample's trace is held beside the batch's: batch_size + 1 in memory)
+        check_work(session.spec, settings, batch=body.batch_size + 1,
+                   traced=body.batch_size + 1, forward_only=body.batch_size)
         first = None
         if body.input is not None:
             first = training.resolve_sample(session, body.input, body.label)

@@ -3,6 +3,7 @@
 // slow requests to the busy indicator.
 
 import { API_BASE, BUSY_DELAY_MS } from "./config.js";
+import { readAnswer } from "./tensors.js";
 
 export class ApiError extends Error {
   constructor(status, detail, path) {
@@ -43,7 +44,8 @@ function notifyBusy(label) {
   for (const listener of busyListeners) listener(pendingSlow > 0, label);
 }
 
-async function request(method, path, { json, form, label } = {}) {
+// `tensors`: "trace" or "step" to read a trace or step answer (binary or JSON) as an Answer.
+async function request(method, path, { json, form, label, tensors } = {}) {
   const options = { method, headers: {} };
   if (json !== undefined) {
     options.headers["Content-Type"] = "application/json";
@@ -65,6 +67,7 @@ async function request(method, path, { json, form, label } = {}) {
       throw new ApiError(0, `the server did not answer (${err.message})`, path);
     }
     if (response.status === 204) return null;
+    if (tensors && response.ok) return await readAnswer(response, tensors === "step");
     const text = await response.text();
     let body = null;
     if (text) {
@@ -99,16 +102,20 @@ export const api = {
 
   deleteSession: (id) => request("DELETE", `/sessions/${encodeURIComponent(id)}`),
 
-  trace: (id, input) =>
-    request("POST", `/sessions/${encodeURIComponent(id)}/trace`, {
+  // Trace and step answers come as safetensors files holding only `fields` (every field when
+  // it is absent), read into an Answer; a server that answers JSON is read the same way.
+  trace: (id, input, fields) =>
+    request("POST", `/sessions/${encodeURIComponent(id)}/trace${binaryQuery(fields)}`, {
       json: inputBody(input),
       label: "Running forward and backward",
+      tensors: "trace",
     }),
 
-  step: (id, input, training) =>
-    request("POST", `/sessions/${encodeURIComponent(id)}/step`, {
+  step: (id, input, training, fields) =>
+    request("POST", `/sessions/${encodeURIComponent(id)}/step${binaryQuery(fields)}`, {
       json: { ...trainingBody(training), ...(input ? inputBody(input) : {}) },
       label: "Training one step",
+      tensors: "step",
     }),
 
   train: (id, steps, training) =>
@@ -139,12 +146,23 @@ export const api = {
       label: "Loading MNIST digits",
     }),
 
+  mnistSample: (split, index) =>
+    request("GET", `/mnist/${index}?split=${encodeURIComponent(split)}`, { label: "Loading MNIST digits" }),
+
   preprocessImage: (blob, filename) => {
     const form = new FormData();
     form.append("file", blob, filename || "image.png");
     return request("POST", "/images", { form, label: "Preprocessing the image" });
   },
 };
+
+// Every per-layer array a trace or step answer can carry (DESIGN.md, "Second round").
+export const ALL_FIELDS = ["z", "a", "delta", "grad_a", "grads", "params", "argmax"];
+
+function binaryQuery(fields) {
+  const query = "?format=safetensors";
+  return fields && fields.length < ALL_FIELDS.length ? `${query}&fields=${fields.join(",")}` : query;
+}
 
 function trainingBody(training) {
   return {
@@ -156,6 +174,27 @@ function trainingBody(training) {
 
 // The page keeps its input as {kind: "mnist", split, index, label} or {kind: "pixels", pixels, label}.
 function inputBody(input) {
+  if (input.kind === "example") return { input: { example: input.name } };
   if (input.kind === "mnist") return { input: { dataset: "mnist", split: input.split, index: input.index } };
   return { input: { pixels: input.pixels }, label: input.label };
 }
+
+// --- the inspector's gradient check and what-if traces (issue 9) ---
+
+// A trace request changed in one respect: another label for the same input, weights that
+// differ (`edits`, the session keeps its own), or other pixels. The session is never changed.
+export function whatIfBody(input, { label, edits, pixels } = {}) {
+  const body = pixels ? { input: { pixels }, label: label ?? input.label } : inputBody(input);
+  if (label !== undefined && label !== null) body.label = label;
+  if (edits && edits.length) body.edits = edits;
+  return body;
+}
+
+api.traceWhatIf = (id, input, change) =>
+  request("POST", `/sessions/${encodeURIComponent(id)}/trace`, { json: whatIfBody(input, change), label: "Tracing the what-if" });
+
+api.gradcheck = (id, input, change, of, epsilon) =>
+  request("POST", `/sessions/${encodeURIComponent(id)}/gradcheck`, {
+    json: { ...whatIfBody(input, change), of, epsilon },
+    label: "Checking the gradient numerically",
+  });

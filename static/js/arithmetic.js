@@ -4,83 +4,60 @@
 // products and the sum being displayed (and g'(z) from the engine's z and a).
 
 import { asChannels, paramsOfLayer } from "./viewmodel.js";
+import { COLORS } from "./config.js";
+import { idx, layerInput, geometry, compare, sumTerms, paddedCell, kernelIndex } from "./terms.js";
+import { convGather, convScatter, scatterPictures, poolRouting, denseColumn, convWeightPicture, biasPicture, PICTURES_SHOWN } from "./backward.js";
 
-const FLOAT32_RELATIVE = 1e-4;
-
-export function layerInput(trace, index) {
-  return index === 0 ? asChannels(trace.input) : trace.layers[index - 1].a;
-}
-
-function pairOf(value, fallback) {
-  if (value == null) return [fallback, fallback];
-  return Array.isArray(value) ? value : [value, value];
-}
-
-function geometry(layer) {
-  const spec = layer.spec || {};
-  if (layer.type === "conv") {
-    return { kernel: pairOf(spec.kernel), stride: pairOf(spec.stride, 1), padding: pairOf(spec.padding, 0) };
-  }
-  const size = pairOf(spec.size);
-  return { kernel: size, stride: pairOf(spec.stride ?? spec.size), padding: [0, 0] };
-}
-
-// Sum of terms in float64, and whether it matches the engine's (float32) value.
-export function compare(computed, engine, scale) {
-  const tolerance = FLOAT32_RELATIVE * Math.max(Math.abs(engine), scale, 1e-6) + 1e-7;
-  return { computed, engine, match: Math.abs(computed - engine) <= tolerance };
-}
-
-function sumTerms(rows, key = "product") {
-  let total = 0;
-  let scale = 0;
-  for (const row of rows) {
-    total += row[key];
-    scale += Math.abs(row[key]);
-  }
-  return { total, scale };
-}
-
-const idx = (...parts) => `[${parts.join(",")}]`;
+export { layerInput, compare } from "./terms.js";
 
 // z of a conv output element: the receptive-field patch times the kernel, plus the bias.
+// The patch grids show each channel's padded window (zeros, or the wrapped input with
+// circular padding) and the kernel as the forward pass applies it (rotated 180° for a true
+// convolution).
 function convForward(trace, index, f, i, j) {
   const layer = trace.layers[index];
   const x = layerInput(trace, index);
   const W = layer.params.W;
   const b = layer.params.b[f];
-  const { kernel, stride, padding } = geometry(layer);
+  const geo = geometry(layer);
+  const { kernel, stride, padding } = geo;
   const rows = [];
+  const grids = [];
   for (let c = 0; c < W[f].length; c++) {
+    const xGrid = [];
+    const kGrid = [];
     for (let r = 0; r < kernel[0]; r++) {
+      const xLine = [];
+      const kLine = [];
       for (let s = 0; s < kernel[1]; s++) {
         const row = i * stride[0] + r - padding[0];
         const col = j * stride[1] + s - padding[1];
-        const inside = row >= 0 && col >= 0 && row < x[c].length && col < x[c][0].length;
-        const xv = inside ? x[c][row][col] : 0;
-        const wv = W[f][c][r][s];
-        rows.push({
-          a: inside ? `x${idx(c, row, col)}` : `pad${idx(c, row, col)}`,
-          av: xv,
-          b: `W${idx(f, c, r, s)}`,
-          bv: wv,
-          product: xv * wv,
-          padding: !inside,
-        });
+        const cell = paddedCell(x[c], row, col, geo.circular);
+        const [kr, ks] = kernelIndex(geo, r, s);
+        const wv = W[f][c][kr][ks];
+        const source = cell.kind === "pad" ? `pad${idx(c, row, col)}` : `x${idx(c, cell.row, cell.col)}`;
+        rows.push({ a: source, av: cell.value, b: `W${idx(f, c, kr, ks)}`, bv: wv, product: cell.value * wv, padding: cell.kind !== "" });
+        xLine.push({ v: cell.value, kind: cell.kind, title: cell.kind === "wrap" ? `wraps around to x${idx(c, cell.row, cell.col)}` : source });
+        kLine.push({ v: wv, kind: "", title: `W${idx(f, c, kr, ks)}` });
       }
+      xGrid.push(xLine);
+      kGrid.push(kLine);
     }
+    grids.push({ x: xGrid, k: kGrid });
   }
   const { total, scale } = sumTerms(rows);
+  const padded = rows.some((r) => r.padding);
   return {
     heading: `${layer.name}: z${idx(f, i, j)} = Σ x·W + b`,
     explanation:
       `The ${kernel[0]}×${kernel[1]} receptive field of output (${i}, ${j}) starts at input row ${i}·${stride[0]}−${padding[0]}, ` +
       `column ${j}·${stride[1]}−${padding[1]} in each of the ${W[f].length} input channel(s); every input value is ` +
       `multiplied by the kernel weight at the same place, the products are summed and the bias b[${f}] is added.` +
-      (rows.some((r) => r.padding) ? " Cells outside the input are zero padding." : ""),
+      (geo.convolution ? ` This layer computes the true convolution: the kernel is rotated 180° before it slides, so window cell (r, s) meets W[${f}, c, ${kernel[0] - 1}−r, ${kernel[1] - 1}−s].` : "") +
+      (padded ? (geo.circular ? " Cells outside the input wrap around to the opposite edge (circular padding, shaded)." : " Cells outside the input are zero padding.") : ""),
     columns: ["input x", "value", "kernel W", "weight", "product"],
     rows,
-    patch: { channels: W[f].length, kernel, x, f, i, j, stride, padding, W },
+    patch: { channels: W[f].length, grids, f, i, j, kernel, stride, padding, rotated: geo.convolution },
     bias: { label: `b[${f}]`, value: b },
     result: { label: `z${idx(f, i, j)}`, ...compare(total + b, layer.z[f][i][j], scale + Math.abs(b)) },
   };
@@ -225,32 +202,16 @@ function backwardTerms(trace, m, element) {
     return { how: `through ${layer.name}: each window spreads its delta evenly, δ/${area}, over its ${area} inputs`, rows };
   }
   // conv: the full convolution of the delta with the 180°-rotated kernel, written as the
-  // sum over every output position whose receptive field covers this input.
-  const [c, i, j] = element;
-  const W = layer.params.W;
-  const { kernel, stride, padding } = geometry(layer);
-  const rows = [];
-  for (let f = 0; f < delta.length; f++) {
-    const Ho = delta[f].length;
-    const Wo = delta[f][0].length;
-    for (let r = 0; r < kernel[0]; r++) {
-      const oiNum = i + padding[0] - r;
-      if (oiNum < 0 || oiNum % stride[0] !== 0 || oiNum / stride[0] >= Ho) continue;
-      const oi = oiNum / stride[0];
-      for (let s = 0; s < kernel[1]; s++) {
-        const ojNum = j + padding[1] - s;
-        if (ojNum < 0 || ojNum % stride[1] !== 0 || ojNum / stride[1] >= Wo) continue;
-        const oj = ojNum / stride[1];
-        const d = delta[f][oi][oj];
-        rows.push({ a: `δ_${layer.name}${idx(f, oi, oj)}`, av: d, b: `W${idx(f, c, r, s)}`, bv: W[f][c][r][s], product: d * W[f][c][r][s] });
-      }
-    }
-  }
+  // sum over every output position whose receptive field covers this input (convScatter
+  // walks those positions, wrap-around included).
+  const { contributions } = convScatter(trace, m, element);
+  const geo = geometry(layer);
+  const rows = contributions.map((t) => ({ a: `δ_${layer.name}${idx(t.f, t.oi, t.oj)}`, av: t.delta, b: `W${idx(t.f, element[0], t.kr, t.ks)}`, bv: t.weight, product: t.delta * t.weight }));
   return {
     how:
       `through ${layer.name}: the full convolution of its delta with the 180°-rotated kernel` +
-      (stride[0] > 1 || stride[1] > 1 ? " (delta dilated by the stride)" : "") +
-      ` — every output whose receptive field covers input (${i}, ${j}) sends back δ·W`,
+      (geo.stride[0] > 1 || geo.stride[1] > 1 ? " (delta dilated by the stride)" : "") +
+      ` — every output whose receptive field covers input (${element[1]}, ${element[2]}) sends back δ·W`,
     rows,
   };
 }
@@ -269,7 +230,7 @@ function deltaExplanation(trace, index, element, context) {
     const a = at(layer.a);
     const target = targetValue(trace, k);
     const n = context.batchSize || 1;
-    return {
+    return [{
       heading: `${label}: the output delta`,
       explanation:
         `${activation === "softmax" ? "Softmax with cross-entropy" : "Sigmoid with binary cross-entropy"}: the activation's ` +
@@ -281,7 +242,7 @@ function deltaExplanation(trace, index, element, context) {
       columns: ["term", "value", "", "", "contribution"],
       divisor: n,
       result: { label, ...compare((a - target) / n, engineDelta, (Math.abs(a) + Math.abs(target)) / n) },
-    };
+    }];
   }
   let how;
   let rows;
@@ -315,6 +276,7 @@ function deltaExplanation(trace, index, element, context) {
     section.columns = ["term", "value", "", "", "term / N"];
     section.divisor = divisor;
   }
+  const extra = last ? [] : attachBackwardPictures(section, trace, index + 1, element, engineGradA);
   if (layer.type === "conv" || layer.type === "dense") {
     const z = at(layer.z);
     const a = at(layer.a);
@@ -329,7 +291,52 @@ function deltaExplanation(trace, index, element, context) {
       label,
     };
   }
-  return section;
+  return [section, ...extra];
+}
+
+// Pictures of the step back through layer m to element `element` of its input, attached to
+// the section that tells it; for a conv layer also the second reading (scatter) as a section
+// of its own, with its own check against the engine.
+function attachBackwardPictures(section, trace, m, element, engineGradA) {
+  const next = trace.layers[m];
+  const gradLabel = section.result.label;
+  if (next.type === "conv") {
+    const gather = convGather(trace, m, element);
+    const { groups, contributions } = convScatter(trace, m, element);
+    if (gather) {
+      section.pictures = gather.pictures;
+      // Reading 1's own sum is the one checked here; reading 2 checks the scatter's.
+      section.result = { label: gradLabel, ...compare(gather.pictures.total, engineGradA, gather.scale) };
+      section.marks = gather.marks;
+    } else {
+      section.marks = [{ index: m, views: ["delta"], cells: groups.map((g) => ({ map: g.f, i: g.oi, j: g.oj })), color: COLORS.winner }];
+    }
+    const { total, scale } = sumTerms(contributions.map((t) => ({ product: t.delta * t.weight })));
+    const pictures = scatterPictures(trace, m, element, groups);
+    return [
+      {
+        heading: `Reading 2 — scatter: the same numbers, seen from ${next.name}'s deltas`,
+        explanation:
+          `Each δ cell of ${next.name} sends δ·W back over the ${geometry(next).kernel.join("×")} window it was computed from; ` +
+          `this cell (outlined) collects one product from each of the ${groups.length} windows that cover it` +
+          (geometry(next).circular ? " (with circular padding also from windows that wrap around the edge)" : "") +
+          `. Reading 1 slides the rotated kernel over the deltas; reading 2 stamps each δ·W back — the same ${contributions.length} products.` +
+          (pictures.length > PICTURES_SHOWN ? ` The ${PICTURES_SHOWN} largest are drawn.` : ""),
+        pictures: { shown: pictures.slice(0, PICTURES_SHOWN), more: pictures.length - PICTURES_SHOWN },
+        result: { label: gradLabel, ...compare(total, engineGradA, scale) },
+        reading: "scatter",
+      },
+    ];
+  }
+  if (next.type === "maxpool" || next.type === "avgpool") {
+    const routing = poolRouting(trace, m, element);
+    section.pictures = routing.pictures;
+    section.marks = routing.marks;
+  } else if (next.type === "dense") {
+    const column = denseColumn(trace, m, element[0]);
+    section.pictures = column.pictures;
+  }
+  return [];
 }
 
 // The API's target: a class index (cross-entropy) or the target vector (binary, mse).
@@ -344,44 +351,50 @@ function inputGradExplanation(trace, element) {
   const { total, scale } = sumTerms(terms.rows);
   const grad = asChannels(trace.input_grad);
   const engine = element.reduce((node, k) => node[k], grad);
-  return {
+  const section = {
     heading: `dL/dx${idx(...element)}: the saliency of this input pixel`,
     explanation: `The input gradient arrives ${terms.how}.`,
     columns: ["delta", "value", "weight", "weight value", "product"],
     rows: terms.rows,
     result: { label: `dL/dx${idx(...element)}`, ...compare(total, engine, scale) },
   };
+  return [section, ...attachBackwardPictures(section, trace, 0, element, engine)];
 }
 
-function convWeightGrad(trace, index, f, c, r, s) {
+function convWeightGrad(trace, index, f, c, r, s, context) {
   const layer = trace.layers[index];
-  const x = layerInput(trace, index);
-  const { stride, padding } = geometry(layer);
-  const delta = layer.delta[f];
-  const rows = [];
-  for (let oi = 0; oi < delta.length; oi++) {
-    for (let oj = 0; oj < delta[0].length; oj++) {
-      const row = oi * stride[0] + r - padding[0];
-      const col = oj * stride[1] + s - padding[1];
-      const inside = row >= 0 && col >= 0 && row < x[c].length && col < x[c][0].length;
-      const xv = inside ? x[c][row][col] : 0;
-      rows.push({ a: inside ? `x${idx(c, row, col)}` : `pad${idx(c, row, col)}`, av: xv, b: `δ${idx(f, oi, oj)}`, bv: delta[oi][oj], product: xv * delta[oi][oj] });
-    }
-  }
-  const { total, scale } = sumTerms(rows);
+  const picture = convWeightPicture(trace, index, f, c, r, s);
+  const geo = geometry(layer);
+  const [wr, ws] = kernelIndex(geo, r, s);
+  const { total, scale } = sumTerms(picture.rows);
   return {
     heading: `${layer.name}: dL/dW${idx(f, c, r, s)} = Σ x·δ`,
     explanation:
-      `The weight W[${f},${c},${r},${s}] touched input x[${c}, i·${stride[0]}+${r}−${padding[0]}, j·${stride[1]}+${s}−${padding[1]}] ` +
-      `at every output (i, j) of filter ${f}; its gradient is the correlation of the input with the delta: ` +
-      `each such input value times that output's delta, summed.`,
+      `The weight W[${f},${c},${r},${s}] met input x[${c}, i·${geo.stride[0]}+${wr}−${geo.padding[0]}, j·${geo.stride[1]}+${ws}−${geo.padding[1]}] ` +
+      `at every output (i, j) of filter ${f}` +
+      (geo.convolution ? ` (window cell (${wr}, ${ws}): the true convolution rotates the kernel)` : "") +
+      `; its gradient is the correlation of the input with the delta: the input plane shifted by (${wr}, ${ws}) times filter ${f}'s delta map, cell by cell, summed.`,
     columns: ["input x", "value", "delta", "delta value", "product"],
-    rows,
+    rows: picture.rows,
+    pictures: picture.pictures,
+    marks: picture.marks,
+    batch: batchGradient(context, index, "W", [f, c, r, s]),
     result: { label: `dW${idx(f, c, r, s)}`, ...compare(total, layer.grads.W[f][c][r][s], scale) },
   };
 }
 
-function denseWeightGrad(trace, index, u, k) {
+// The gradient the update applied (the mini-batch mean), beside the traced sample's own.
+function batchGradient(context, index, param, key) {
+  const step = context && context.step;
+  if (context.gradients === "sample") return null; // the "this image only" toggle
+  const grads = step && paramsOfLayer(step.batch_grads, index);
+  if (!grads) return null;
+  const value = key.reduce((node, k) => node[k], grads[param]);
+  const count = step.batch_indices ? step.batch_indices.length : step.batch_size;
+  return { value, count, label: `d${param}${idx(...key)}` };
+}
+
+function denseWeightGrad(trace, index, u, k, context) {
   const layer = trace.layers[index];
   const x = layerInput(trace, index);
   const rows = [{ a: `a_prev[${k}]`, av: x[k], b: `δ[${u}]`, bv: layer.delta[u], product: x[k] * layer.delta[u] }];
@@ -390,11 +403,12 @@ function denseWeightGrad(trace, index, u, k) {
     explanation: `W[${u}, ${k}] multiplied input ${k} into unit ${u}, so its gradient is that input times the unit's delta.`,
     columns: ["input", "value", "delta", "delta value", "product"],
     rows,
+    batch: batchGradient(context, index, "W", [u, k]),
     result: { label: `dW${idx(u, k)}`, ...compare(rows[0].product, layer.grads.W[u][k], Math.abs(rows[0].product)) },
   };
 }
 
-function biasGrad(trace, index, f) {
+function biasGrad(trace, index, f, context) {
   const layer = trace.layers[index];
   const delta = layer.delta[f];
   const rows = Array.isArray(delta)
@@ -406,6 +420,8 @@ function biasGrad(trace, index, f) {
     explanation: `The bias is added to every output of ${layer.type === "conv" ? `filter ${f}` : `unit ${f}`}, so its gradient is the sum of their deltas.`,
     columns: ["delta", "value", "", "", "term"],
     rows,
+    ...(biasPicture(trace, index, f) || {}),
+    batch: batchGradient(context, index, "b", [f]),
     result: { label: `db[${f}]`, ...compare(total, layer.grads.b[f], scale) },
   };
 }
@@ -462,12 +478,16 @@ function softmaxStory(layer, k) {
   };
 }
 
+// When the page shows the gradient the update applied (context.gradients "batch"), that mean
+// over the mini-batch comes first, next to this image's own; the sum of products below it is
+// this image's own, one of the batch's terms.
 // The inspector's story for a clicked cell: a list of sections.
 export function explainCell(record, index, view, cell, context = {}) {
   const trace = record.trace;
+  context = { step: record.step, ...context };
   if (index === -1) {
     const element = [cell.map, cell.i, cell.j];
-    if (view === "delta") return [inputGradExplanation(trace, element)];
+    if (view === "delta") return inputGradExplanation(trace, element);
     const x = asChannels(trace.input);
     return [{ heading: `x${idx(...element)}`, explanation: "An input pixel, in [0, 1] (MNIST-style: the digit light on dark).", values: [{ label: "value", value: x[cell.map][cell.i][cell.j] }] }];
   }
@@ -500,12 +520,12 @@ export function explainCell(record, index, view, cell, context = {}) {
       return sections;
     }
     case "delta":
-      return [deltaExplanation(trace, index, element, context)];
+      return deltaExplanation(trace, index, element, context);
     case "dW":
-      if (layer.type === "conv") return [convWeightGrad(trace, index, cell.f, cell.c, cell.r, cell.s)];
-      return [denseWeightGrad(trace, index, cell.u, cell.k)];
+      if (layer.type === "conv") return [convWeightGrad(trace, index, cell.f, cell.c, cell.r, cell.s, context)];
+      return [denseWeightGrad(trace, index, cell.u, cell.k, context)];
     case "db":
-      return [biasGrad(trace, index, cell.k)];
+      return [biasGrad(trace, index, cell.k, context)];
     default:
       return [weightStory(record, index, cell, view)];
   }

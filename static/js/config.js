@@ -66,21 +66,28 @@ export const COLORBAR_MIN_PX = 72;
 // inspector) scrolls sideways rather than shrinking them.
 export const STRIP_MIN_WIDTH_PX = 560;
 export const FIGURE_MARGIN = { l: 2, r: 2, t: 2, b: 2 };
-export const GUTTER_CELLS = 1; // NaN cells between tiled maps
+export const GUTTER_CELLS = 1; // empty cells between tiled maps
+// A card whose layer the animation has not reached yet shows its maps this faintly.
+export const PENDING_MAP_OPACITY = 0.05;
 
 // Numbers are printed in cells when a map is this small (the tiny worked example).
 export const CELL_TEXT_MAX_CELLS = 64;
 export const CELL_TEXT_MIN_PX = 26;
 
-// Animation: milliseconds per phase for each speed setting (0 = no animation).
+// Animation: milliseconds per phase for each speed setting. "live" does not animate: Play
+// trains step after step and draws every step's result, fetching only what the view shows.
+// At "normal" one iteration of LeNet-5 (23 phases) takes about 2.5 s.
 export const SPEEDS = [
-  { label: "instant", ms: 0 },
-  { label: "fast", ms: 120 },
-  { label: "normal", ms: 350 },
-  { label: "slow", ms: 800 },
-  { label: "very slow", ms: 1600 },
+  { label: "live", ms: 0 },
+  { label: "fast", ms: 45 },
+  { label: "normal", ms: 110 },
+  { label: "slow", ms: 350 },
+  { label: "very slow", ms: 900 },
 ];
 export const DEFAULT_SPEED_INDEX = 2;
+// While live training runs, the prediction, saliency and curves are redrawn at most this often
+// (5 Hz); the strip's maps are drawn for every step.
+export const LIVE_CHARTS_MS = 200;
 
 // MNIST browser page size and drawing canvas.
 export const MNIST_PAGE_SIZE = 24;
@@ -119,3 +126,10 @@ export const COLORS = {
   loserVeil: "rgba(235, 238, 245, 0.42)",
   selected: "#ffd400",
 };
+
+// --- the inspector's backward pictures and what-if (issue 9) ---
+// A term table first lists this many of its largest terms; the rest on request.
+export const INSPECTOR_FIRST_ROWS = 12;
+// An inspector grid prints its numbers when neither side is longer than this; a larger
+// one (a 28×28 input plane) is drawn as tinted cells, each value in its tooltip.
+export const GRID_TEXT_MAX_SIDE = 7;

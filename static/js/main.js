@@ -1,14 +1,17 @@
 // The page controller: holds the session, the current iteration and the timeline, wires
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
-import { api, onBusyChange, formatDetail } from "./api.js";
-import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS } from "./config.js";
-import { INPUT_LAYER } from "./viewmodel.js";
+import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
+import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS } from "./config.js";
+import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
 import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./charts.js";
+import { BatchStrip } from "./batch.js";
 import { explainCell } from "./arithmetic.js";
 import { renderInspector } from "./inspector.js";
+import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./whatif.js";
+import { presetExample, showExampleNote } from "./examples.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
@@ -23,13 +26,14 @@ class App {
   constructor() {
     this.session = null;
     this.presets = [];
-    this.record = null; // {id, trace, step}
+    this.record = null; // {id, answer, trace, step, fields}
     this.recordCounter = 0;
     this.phases = [];
     this.phase = 0;
     this.viewMode = "auto";
     this.perMap = false;
     this.markWinners = true;
+    this.gradients = "batch"; // dW/db: the mini-batch mean the update applied, or "sample"
     this.speedIndex = DEFAULT_SPEED_INDEX;
     this.playing = false;
     this.animating = false;
@@ -38,7 +42,9 @@ class App {
     this.queue = Promise.resolve();
     this.history = emptyHistory();
     this.inspected = null;
+    this.chartsDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
+    this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
     this.inputs = new InputPanel({
       onInput: (input) => this.exclusive(() => this.traceInput(input)),
       onError: (error) => this.showError(error),
@@ -155,6 +161,11 @@ class App {
       this.markWinners = event.target.checked;
       this.redraw();
     });
+    $("own-gradient").addEventListener("change", (event) => {
+      this.gradients = event.target.checked ? "sample" : "batch";
+      this.redraw();
+      if (this.inspected && ["dW", "db"].includes(this.inspected.view)) this.inspect(this.inspected.index, this.inspected.view, this.inspected.cell);
+    });
 
     document.addEventListener("keydown", (event) => this.onKey(event));
     // The charts fill their panels; a panel changes width without a window resize when the
@@ -232,7 +243,9 @@ class App {
   }
 
   updateButtons() {
-    const busy = this.actionRunning && !this.playing;
+    // A paused Play only lets its step in flight land: the controls are free at once (what is
+    // pressed next runs after that step).
+    const busy = this.actionRunning && !this.playing && !this.stoppingPlay;
     for (const id of ["btn-forward", "btn-backward", "btn-update", "btn-step", "btn-reset", "train", "evaluate", "apply-spec", "build-preset"]) {
       $(id).disabled = busy || this.playing || !this.session;
     }
@@ -289,7 +302,23 @@ class App {
     await this.drawHistory();
     this.closeInspector();
     this.record = null;
+    this.useExampleOf(session.preset);
     if (this.inputs.current) await this.traceInput(this.inputs.current);
+  }
+
+  // A preset with its own example (the notes' worked example) traces that example; any
+  // other network goes back to the digit chosen before.
+  useExampleOf(presetName) {
+    const example = presetExample(this.presets, presetName);
+    if (this.inputs.current && this.inputs.current.kind !== "example") this.chosenInput = this.inputs.current;
+    if (example) this.inputs.current = example;
+    else if (this.inputs.current && this.inputs.current.kind === "example") this.inputs.current = this.chosenInput || null;
+    showExampleNote(example, () => {
+      if (!this.chosenInput) return;
+      this.inputs.current = this.chosenInput;
+      showExampleNote(null);
+      this.exclusive(() => this.traceInput(this.inputs.current));
+    });
   }
 
   describeSession() {
@@ -375,16 +404,20 @@ class App {
     );
   }
 
-  setRecord(trace, step) {
+  // answer: an Answer (tensors.js) of a trace or a step; fields: what it was asked to carry.
+  setRecord(answer, isStep, fields = ALL_FIELDS) {
     this.recordCounter += 1;
-    this.record = { id: this.recordCounter, trace, step };
-    this.phases = buildPhases(trace, Boolean(step));
+    const trace = answer.trace;
+    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields) };
+    this.phases = buildPhases(trace, isStep);
     const timeline = $("timeline");
     timeline.max = String(this.phases.length - 1);
     timeline.disabled = false;
     this.labelTimeline();
     this.strip.build(trace);
     this.closeInspector();
+    this.whatIf = null;
+    hideWhatIfBanner();
   }
 
   // The charts of a new record, drawn once, after its strip. While animating, one chart per
@@ -404,23 +437,22 @@ class App {
 
   async traceInput(input) {
     if (!this.session) return;
+    if (input.kind !== "example") showExampleNote(null);
     this.stopAnimation();
-    const trace = await api.trace(this.session.id, input);
-    this.setRecord(trace, null);
+    const answer = await api.trace(this.session.id, input);
+    this.setRecord(answer, false);
+    this.batch.clear();
     await this.showPhase(phaseIndex(this.phases, "loss"));
   }
 
   async forward() {
-    const trace = await api.trace(this.session.id, this.inputs.current);
-    this.setRecord(trace, null);
+    this.setRecord(await api.trace(this.session.id, this.inputs.current), false);
+    this.batch.clear();
     await this.animate(0, phaseIndex(this.phases, "loss"));
   }
 
   async backward() {
-    if (!this.record) {
-      const trace = await api.trace(this.session.id, this.inputs.current);
-      this.setRecord(trace, null);
-    }
+    if (!this.record) this.setRecord(await api.trace(this.session.id, this.inputs.current), false);
     const start = Math.max(this.phase, phaseIndex(this.phases, "loss"));
     const end = phaseIndex(this.phases, "gradients");
     await this.animate(start >= end ? phaseIndex(this.phases, "loss") : start, end);
@@ -436,20 +468,39 @@ class App {
     await this.animate(0, this.phases.length - 1);
   }
 
-  // One training iteration on the server; the timings feed the render benchmark.
-  async runStep() {
+  // One training iteration on the server; the timings feed the render benchmark. A step the
+  // user will scrub through and inspect carries every array; live training asks only for what
+  // the view shows.
+  async runStep({ live = false } = {}) {
     const clicked = performance.now();
     performance.mark("cnnviz:step-start");
-    const answer = await api.step(this.session.id, this.inputs.current, this.training());
+    const fields = live ? this.liveFields() : ALL_FIELDS;
+    const request = { input: this.inputs.current, training: this.training(), fields };
+    probe.lastStepRequest = request;
+    const answer = await api.step(this.session.id, request.input, request.training, fields);
     const answered = performance.now();
-    this.session.step = answer.step;
+    const step = answer.json;
+    this.session.step = step.step;
     this.describeSession();
-    this.history.steps.push(answer.step);
-    this.history.loss.push(answer.loss);
-    this.history.accuracy.push(answer.batch_accuracy);
-    this.setRecord(answer.trace, answer);
+    this.history.steps.push(step.step);
+    this.history.loss.push(step.loss);
+    this.history.accuracy.push(step.batch_accuracy);
+    this.setRecord(answer, true, fields);
+    this.batch.show(step, this.inputs.current, { thumbnails: !live });
     this.pendingTiming = { clicked, answered };
     return answer;
+  }
+
+  // What live training draws: the shown view of the last phase (activations when following).
+  liveView() {
+    return this.viewMode === "auto" ? "a" : this.viewMode;
+  }
+
+  liveFields() {
+    const view = this.liveView();
+    if (view === "W") return ["params"];
+    if (view === "dW" || view === "db") return ["grads"];
+    return [view, "argmax"];
   }
 
   play() {
@@ -459,17 +510,24 @@ class App {
     return this.exclusive(async () => {
       try {
         while (this.playing) {
-          await this.runStep();
+          const delay = SPEEDS[this.speedIndex].ms;
+          const live = delay === 0;
+          await this.runStep({ live });
+          const last = live ? this.livePhase() : this.phases.length - 1;
           if (!this.playing) {
-            await this.showPhase(this.phases.length - 1); // paused mid-step: still show its result
+            await this.showPhase(last); // paused mid-step: still show its result
             break;
           }
-          const delay = SPEEDS[this.speedIndex].ms;
-          await this.animate(delay > 0 ? 0 : this.phases.length - 1, this.phases.length - 1);
-          await sleep(delay);
+          await this.animate(live ? last : 0, last);
+          if (!live) await sleep(delay);
         }
       } finally {
         this.playing = false;
+        this.stoppingPlay = false;
+        if (this.record && this.chartsDrawnFor !== this.record.id) {
+          this.chartsDrawnFor = this.record.id;
+          this.drawCharts(this.record, true).catch((error) => this.showError(error));
+        }
       }
     });
   }
@@ -480,7 +538,13 @@ class App {
       return;
     }
     this.playing = false;
+    this.stoppingPlay = true;
     this.stopAnimation();
+  }
+
+  // Live training shows the forward pass's end (every activation) when following the animation.
+  livePhase() {
+    return this.viewMode === "auto" ? phaseIndex(this.phases, "loss") : this.phases.length - 1;
   }
 
   stopAnimation() {
@@ -560,30 +624,37 @@ class App {
     // The prediction exists once the forward pass is done, dL/dx once the backward pass is.
     setPending($("prediction-panel"), phaseNumber < phaseIndex(this.phases, "loss"));
     setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad"));
-    const complete = await this.strip.render(
-      this.record,
-      (index) => this.viewFor(index, phase),
-      { perMap: this.perMap, markWinners: this.markWinners },
-      { spread, backward: phase.kind === "backward" || phase.kind === "input-grad" },
-    );
+    const complete = await this.strip.render(this.record, (index) => this.viewFor(index, phase), {
+      perMap: this.perMap,
+      markWinners: this.markWinners,
+      gradients: this.gradients,
+    });
     if (!complete) return;
-    if (this.chartsDrawnFor !== this.record.id) {
+    // Every map is drawn: the Step's timing stops here; the charts follow, one per frame.
+    const timing = this.pendingTiming;
+    this.pendingTiming = null;
+    if (timing) {
+      performance.mark("cnnviz:step-rendered");
+      const finished = performance.now();
+      timing.entry = { total: finished - timing.clicked, api: timing.answered - timing.clicked, render: finished - timing.answered, charts: null };
+      probe.stepTimings.push(timing.entry);
+    }
+    // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS
+    // (without waiting for them: the next step is already on its way).
+    const live = this.playing && SPEEDS[this.speedIndex].ms === 0;
+    const chartsWait = live && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
+    if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
       this.chartsDrawnFor = this.record.id;
-      const charts = this.drawCharts(this.record, spread).catch((error) => this.showError(error));
-      if (!spread) await charts;
+      this.chartsDrawnAt = performance.now();
+      const charts = this.drawCharts(this.record, true)
+        .then(() => {
+          if (timing) timing.entry.charts = performance.now() - timing.clicked;
+        })
+        .catch((error) => this.showError(error));
+      if (!spread && !live) await charts;
     }
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
-    if (this.pendingTiming) {
-      performance.mark("cnnviz:step-rendered");
-      const finished = performance.now();
-      probe.stepTimings.push({
-        total: finished - this.pendingTiming.clicked,
-        api: this.pendingTiming.answered - this.pendingTiming.clicked,
-        render: finished - this.pendingTiming.answered,
-      });
-      this.pendingTiming = null;
-    }
     probe.renders += 1;
   }
 
@@ -593,6 +664,13 @@ class App {
       const binary = Array.isArray(trace.target) && trace.target.length === 1;
       const truth = binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;
       return `${phase.label}: L = ${formatNumber(trace.loss)} (${truth}, predicted ${trace.predicted_class ?? "?"})`;
+    }
+    if (phase.kind === "gradients") {
+      const s = this.record.step;
+      if (gradientSource(this.record, this.gradients) === "batch") {
+        return `Gradients: dL/dW and dL/db averaged over the mini-batch of ${s.batch_size} — exactly what the update applies (tick "this image only" for the traced image's own)`;
+      }
+      return s ? "Gradients of this image only (sample 0 of the batch): dL/dW = input ⋆ δ, dL/db = Σ δ; the update applies the batch mean" : "Gradients of this image: dL/dW = input ⋆ δ, dL/db = Σ δ (no update yet: press Step or Update to train on a batch)";
     }
     if (phase.kind === "update-change" && this.record.step) {
       const s = this.record.step;
@@ -624,8 +702,13 @@ class App {
   inspect(index, view, cell) {
     if (!this.record) return;
     let sections;
+    const missing = ALL_FIELDS.filter((field) => !this.record.fields.has(field));
     try {
-      sections = explainCell(this.record, index, view, cell);
+      if (missing.length > 0) {
+        sections = [{ heading: "Not every number of this step was fetched", explanation: `Live training fetched only what the view shows (${[...this.record.fields].join(", ")}), so the arithmetic behind this number is not on the page. Press Step (or Forward) to fetch a full iteration and click again.` }];
+      } else {
+        sections = explainCell(this.record, index, view, cell, { gradients: gradientSource(this.record, this.gradients) });
+      }
     } catch (error) {
       this.showError(new Error(`Cannot explain this cell: ${error.message}`));
       return;
@@ -633,6 +716,7 @@ class App {
     const name = index === INPUT_LAYER ? "input x" : this.record.trace.layers[index].name;
     const where = cell.f !== undefined ? `[${cell.f},${cell.c},${cell.r},${cell.s}]` : cell.u !== undefined ? `[${cell.u},${cell.k}]` : cell.k !== undefined ? `[${cell.k}]` : `[${cell.map},${cell.i},${cell.j}]`;
     renderInspector($("inspector"), `${name} · ${view} ${where}`, sections);
+    attachExperiments($("inspector"), this.experimentContext(index, view, cell));
     $("inspector").hidden = false;
     document.body.classList.add("inspecting");
     this.inspected = { index, view, cell };
@@ -654,12 +738,44 @@ class App {
       }
       marks.push({ index: index - 1, views: ["a", "z"], cells, color: COLORS.winner });
     }
+    for (const section of sections) if (section.marks) marks.push(...section.marks);
     const window = sections[0] && sections[0].window;
     if (window) {
       const first = window.rows[0];
       marks.push({ index: index - 1, views: ["a", "z", "delta"], cells: [{ map: cell.map, i: first.row, j: first.col, h: window.kernel[0], w: window.kernel[1] }], color: COLORS.winner });
     }
     return marks;
+  }
+
+  // --- what-if traces and gradient checks (issue 9): the session is never changed ----------
+
+  experimentContext(index, view, cell) {
+    return {
+      record: this.record,
+      index,
+      view,
+      cell,
+      sessionId: this.session.id,
+      input: this.inputs.current,
+      whatIf: this.whatIf,
+      onShow: (trace, change, description, baseTrace) => this.exclusive(() => this.showWhatIf(trace, change, description, baseTrace, { index, view, cell })),
+      onClear: () => this.exclusive(() => this.clearWhatIf()),
+    };
+  }
+
+  async showWhatIf(trace, change, description, baseTrace, inspected) {
+    this.stopAnimation();
+    this.setRecord(trace, null);
+    this.whatIf = { change, description, baseTrace };
+    await this.showPhase(this.phases.length - 1);
+    this.inspect(inspected.index, inspected.view, inspected.cell);
+    showWhatIfBanner(description, () => this.exclusive(() => this.clearWhatIf()));
+  }
+
+  async clearWhatIf() {
+    hideWhatIfBanner();
+    this.whatIf = null;
+    if (this.inputs.current) await this.traceInput(this.inputs.current);
   }
 
   closeInspector() {

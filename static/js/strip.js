@@ -1,21 +1,34 @@
-// Draws the network as a strip of layer cards, one Plotly figure per layer (the maps
-// tiled into one heatmap), and keeps per-frame work small: a card is re-plotted only
-// when what it shows changes; animation states are attribute toggles styled in CSS.
+// Draws the network as a strip of HTML layer cards and ONE Plotly figure laid over the whole
+// strip: each card's maps are a single `image` trace (an RGBA picture of the tiled maps made
+// from the colour scale), placed over the card's plot box. A redraw is one Plotly call however
+// many cards there are; a card's picture is repainted only when what it shows changes. Hover,
+// click and keyboard are handled on each card's plot box (the figure lets pointer events through).
 
-import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS, STRIP_MIN_WIDTH_PX } from "./config.js";
-import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, viewLabel } from "./viewmodel.js";
+import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS, STRIP_MIN_WIDTH_PX, PENDING_MAP_OPACITY } from "./config.js";
+import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, flatIndexAt, shownValue, viewLabel } from "./viewmodel.js";
 import { formatNumber } from "./format.js";
 
-const PLOT_CONFIG = { displayModeBar: false, responsive: false, doubleClick: false, scrollZoom: false };
+const FIGURE_CONFIG = { staticPlot: true, displayModeBar: false, responsive: false };
 
 export class Strip {
   constructor(container, { onCellClick }) {
     this.container = container;
     this.onCellClick = onCellClick;
-    this.cards = new Map(); // layer index -> {element, plot, readout, model, drawnKey}
+    this.cards = new Map(); // layer index -> card (element, plot box, model, picture, ...)
     this.signature = null;
     this.selection = null;
     this.renderToken = 0;
+    this.figure = document.createElement("div");
+    this.figure.className = "strip-figure";
+    this.figure.setAttribute("aria-hidden", "true");
+    this.drawnFigure = null;
+    this.canvas = document.createElement("canvas");
+    this.lookups = new Map();
+    this.placing = false;
+    // Cards move when the strip reflows (a window resize, the inspector docking, a font
+    // arriving): the figure follows on the next frame.
+    this.resizing = new ResizeObserver(() => this.schedulePlacement());
+    this.resizing.observe(container);
   }
 
   // (Re)creates the cards when the architecture changes.
@@ -23,7 +36,7 @@ export class Strip {
     const signature = JSON.stringify(trace.layers.map((l) => [l.name, l.type, l.output_shape]));
     if (signature === this.signature) return;
     this.signature = signature;
-    for (const card of this.cards.values()) window.Plotly.purge(card.plot);
+    for (const card of this.cards.values()) this.resizing.unobserve(card.element);
     this.cards.clear();
     this.container.replaceChildren();
     const indices = [INPUT_LAYER, ...trace.layers.map((_, k) => k)];
@@ -38,6 +51,8 @@ export class Strip {
       }
       this.container.append(this.createCard(trace, index));
     });
+    this.container.append(this.figure);
+    this.drawnFigure = null;
   }
 
   createCard(trace, index) {
@@ -49,9 +64,7 @@ export class Strip {
     element.dataset.state = "done";
     const title = layer ? layer.name : "input x";
     const shape = (layer ? layer.output_shape : null) || null;
-    const description = layer
-      ? describeLayer(layer)
-      : `${asShapeText(trace.input)} pixels in [0, 1]`;
+    const description = layer ? describeLayer(layer) : `${asShapeText(trace.input)} pixels in [0, 1]`;
     element.innerHTML = `
       <header class="layer-head">
         <h3 class="layer-name">${title}</h3>
@@ -63,22 +76,23 @@ export class Strip {
       <p class="layer-note" data-role="note" hidden></p>
       <p class="layer-readout" data-role="readout">&nbsp;</p>`;
     element.setAttribute("aria-label", `${title}${shape ? ", output " + shape.join("×") : ""}`);
-    const plot = element.querySelector('[data-role="plot"]');
     const card = {
       cursor: null,
       index,
       element,
-      plot,
+      plot: element.querySelector('[data-role="plot"]'),
       viewTag: element.querySelector('[data-role="view"]'),
       note: element.querySelector('[data-role="note"]'),
       colorbar: element.querySelector('[data-role="colorbar"]'),
       readout: element.querySelector('[data-role="readout"]'),
       model: null,
       drawnKey: null,
-      listening: false,
+      picture: null, // {source, texts}
     };
     this.cards.set(index, card);
     this.enableKeyboard(card);
+    this.enablePointer(card);
+    this.resizing.observe(element);
     return element;
   }
 
@@ -89,100 +103,230 @@ export class Strip {
     return Math.max(120, width - 24 - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
   }
 
-  // Draws every card for `viewOf(index)`; resolves when Plotly has drawn them all. With
-  // `spread`, one card per animation frame (in the direction the data flows), so a view
-  // change during the animation never blocks a frame for the whole strip; a newer render
-  // takes over from an unfinished one.
-  async render(record, viewOf, options, { spread = false, backward = false } = {}) {
+  // Draws every card for `viewOf(index)`; resolves true when the figure shows them all (false
+  // when a newer render took over). Cards whose view, record and options are unchanged keep
+  // their picture; the figure is then drawn once.
+  async render(record, viewOf, options) {
     const token = ++this.renderToken;
     const maxWidth = this.availableWidth();
-    const cards = [...this.cards.values()];
-    if (backward) cards.reverse();
-    for (const card of cards) {
-      if (token !== this.renderToken) return false;
+    for (const card of this.cards.values()) {
       const view = viewOf(card.index);
-      const key = `${record.id}|${view}|${options.perMap}|${options.markWinners}|${maxWidth}`;
+      const key = `${record.id}|${view}|${options.perMap}|${options.markWinners}|${options.gradients}|${maxWidth}`;
       if (card.drawnKey === key) continue;
       const model = buildCardModel(record, card.index, view, { ...options, maxWidth });
       card.model = model;
       card.drawnKey = key;
-      card.viewTag.textContent = (model.colorbarTitle || "") + (model.perMap ? " · per map" : "");
-      card.viewTag.title = viewLabel(view);
+      card.viewTag.textContent = (model.colorbarTitle || "") + gradientTag(model) + (model.perMap ? " · per map" : "");
+      card.viewTag.title = viewLabel(view) + (model.gradientSource === "batch" ? ": the mean over the mini-batch, what the update applied" : model.gradientSource === "sample" ? ": this image's own gradient" : "");
       card.element.dataset.view = view;
+      card.element.dataset.gradient = model.gradientSource || "";
       if (model.kind === "none") {
         card.note.textContent = model.note;
         card.note.hidden = false;
         card.plot.hidden = true;
         card.colorbar.hidden = true;
         card.element.dataset.empty = "true";
+        card.picture = null;
         continue;
       }
       card.note.hidden = true;
       card.plot.hidden = false;
       card.element.dataset.empty = "false";
-      await this.draw(card, model);
-      if (spread) await nextFrame();
+      const width = Math.round(model.plotWidth + FIGURE_MARGIN.l + FIGURE_MARGIN.r);
+      const height = Math.round(model.plotHeight + FIGURE_MARGIN.t + FIGURE_MARGIN.b);
+      card.plot.style.width = `${width}px`;
+      card.plot.style.height = `${height}px`;
+      drawColourBar(card.colorbar, model, Math.max(width, COLORBAR_MIN_PX));
+      card.picture = this.paint(model);
+      if (card.cursor) this.showCursor(card, false);
     }
+    await this.place();
     return token === this.renderToken;
   }
 
-  draw(card, model) {
-    const widthCells = model.z[0].length;
-    const heightCells = model.z.length;
-    const heatmap = {
-      type: "heatmap",
-      z: model.z,
-      zmin: model.range[0],
-      zmax: model.range[1],
-      colorscale: model.colorscale,
-      hoverinfo: "none",
-      showscale: false,
-    };
-    if (model.showText) {
-      heatmap.texttemplate = "%{z:.2f}";
-      heatmap.textfont = { size: 11 };
+  // The card's picture: one RGBA pixel per cell from the colour scale (gutters transparent,
+  // max-pool losers under a pale veil), as a PNG data URL for a Plotly image trace; and the
+  // numbers to print in the cells of a small map.
+  paint(model) {
+    const lookup = this.lookupFor(model.colorscale);
+    const width = model.widthCells;
+    const height = model.heightCells;
+    this.canvas.width = width;
+    this.canvas.height = height;
+    const context = this.canvas.getContext("2d");
+    const image = context.createImageData(width, height);
+    const pixels = image.data;
+    const [lo, hi] = model.range;
+    const span = hi - lo || 1;
+    const veil = model.winners ? model.winners.mask : null;
+    const [vr, vg, vb, va] = VEIL_RGBA;
+    const texts = model.showText ? { x: [], y: [], text: [], color: [] } : null;
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const k = flatIndexAt(model, x, y);
+        if (k < 0) continue;
+        const value = shownValue(model, k);
+        if (!Number.isFinite(value)) continue;
+        const t = Math.max(0, Math.min(255, Math.round(((value - lo) / span) * 255))) * 3;
+        let r = lookup[t];
+        let g = lookup[t + 1];
+        let b = lookup[t + 2];
+        if (veil && !veil[k]) {
+          r = r * (1 - va) + vr * va;
+          g = g * (1 - va) + vg * va;
+          b = b * (1 - va) + vb * va;
+        }
+        const p = (y * width + x) * 4;
+        pixels[p] = r;
+        pixels[p + 1] = g;
+        pixels[p + 2] = b;
+        pixels[p + 3] = 255;
+        if (texts) {
+          texts.x.push(x);
+          texts.y.push(y);
+          texts.text.push(value.toFixed(2));
+          texts.color.push(0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#1d2433" : "#ffffff");
+        }
+      }
     }
-    const traces = [heatmap];
-    if (model.winners) {
-      traces.push({
-        type: "heatmap",
-        z: model.winners.mask,
-        zmin: 0,
-        zmax: 1,
-        colorscale: [[0, COLORS.loserVeil], [1, COLORS.loserVeil]],
-        showscale: false,
+    context.putImageData(image, 0, 0);
+    return { source: this.canvas.toDataURL("image/png"), texts, id: ++paintCount };
+  }
+
+  // 256 colours of a colour scale, interpolated linearly between its stops as Plotly does.
+  lookupFor(scale) {
+    const key = JSON.stringify(scale);
+    if (!this.lookups.has(key)) {
+      const stops = scale.map(([at, colour]) => [at, hexToRgb(colour)]);
+      const table = new Uint8ClampedArray(256 * 3);
+      for (let n = 0; n < 256; n++) {
+        const t = n / 255;
+        let s = 0;
+        while (s < stops.length - 2 && t > stops[s + 1][0]) s++;
+        const [t0, c0] = stops[s];
+        const [t1, c1] = stops[s + 1];
+        const f = t1 > t0 ? Math.max(0, Math.min(1, (t - t0) / (t1 - t0))) : 0;
+        for (let ch = 0; ch < 3; ch++) table[n * 3 + ch] = Math.round(c0[ch] + (c1[ch] - c0[ch]) * f);
+      }
+      this.lookups.set(key, table);
+    }
+    return this.lookups.get(key);
+  }
+
+  schedulePlacement() {
+    if (this.placing) return;
+    this.placing = true;
+    requestAnimationFrame(() => {
+      this.placing = false;
+      this.place();
+    });
+  }
+
+  // Where each card's plot box is in the strip's scrolled content, in CSS pixels.
+  plotBoxes() {
+    const strip = this.container.getBoundingClientRect();
+    const left0 = strip.left + this.container.clientLeft - this.container.scrollLeft;
+    const top0 = strip.top + this.container.clientTop - this.container.scrollTop;
+    const boxes = new Map();
+    for (const card of this.cards.values()) {
+      if (!card.picture || card.plot.hidden) continue;
+      const box = card.plot.getBoundingClientRect();
+      boxes.set(card.index, { left: box.left - left0 + FIGURE_MARGIN.l, top: box.top - top0 + FIGURE_MARGIN.t });
+    }
+    return boxes;
+  }
+
+  // Draws the one figure: every card's picture at its plot box, the numbers of small maps,
+  // the selection outlines and the keyboard cursor. Skipped when nothing about it changed.
+  place() {
+    const boxes = this.plotBoxes();
+    const data = [];
+    const shapes = [];
+    const text = { x: [], y: [], text: [], color: [] };
+    let width = 1;
+    let height = 1;
+    const signature = [];
+    const order = [];
+    for (const card of this.cards.values()) {
+      const box = boxes.get(card.index);
+      if (!box) continue;
+      order.push(card.index);
+      const model = card.model;
+      const opacity = card.element.dataset.state === "pending" ? PENDING_MAP_OPACITY : 1;
+      data.push({
+        type: "image",
+        source: card.picture.source,
+        x0: box.left + model.cellW / 2,
+        y0: box.top + model.cellH / 2,
+        dx: model.cellW,
+        dy: model.cellH,
+        opacity,
         hoverinfo: "skip",
       });
+      if (card.picture.texts && opacity === 1) {
+        const t = card.picture.texts;
+        for (let n = 0; n < t.x.length; n++) {
+          text.x.push(box.left + (t.x[n] + 0.5) * model.cellW);
+          text.y.push(box.top + (t.y[n] + 0.5) * model.cellH);
+          text.text.push(t.text[n]);
+          text.color.push(t.color[n]);
+        }
+      }
+      for (const shape of this.selectionShapes(card, model)) {
+        shapes.push({ ...shape, x0: box.left + shape.x0 * model.cellW, x1: box.left + shape.x1 * model.cellW, y0: box.top + shape.y0 * model.cellH, y1: box.top + shape.y1 * model.cellH });
+      }
+      width = Math.max(width, box.left + model.plotWidth + FIGURE_MARGIN.r);
+      height = Math.max(height, box.top + model.plotHeight + FIGURE_MARGIN.b);
+      signature.push(card.picture.id, Math.round(box.left), Math.round(box.top), opacity);
     }
+    if (text.x.length) {
+      data.push({ type: "scatter", mode: "text", x: text.x, y: text.y, text: text.text, textfont: { size: 11, color: text.color }, hoverinfo: "skip", cliponaxis: false });
+    }
+    width = Math.ceil(width);
+    height = Math.ceil(height);
+    signature.push(width, height, JSON.stringify(shapes));
+    const key = signature.join(",");
+    if (key === this.drawnFigure) return Promise.resolve();
+    this.drawnFigure = key;
+    this.figureOrder = order;
+    this.figure.style.width = `${width}px`;
+    this.figure.style.height = `${height}px`;
     const layout = {
-      width: Math.round(model.plotWidth + FIGURE_MARGIN.l + FIGURE_MARGIN.r),
-      height: Math.round(model.plotHeight + FIGURE_MARGIN.t + FIGURE_MARGIN.b),
-      margin: { ...FIGURE_MARGIN, pad: 0 },
-      xaxis: { visible: false, range: [-0.5, widthCells - 0.5], fixedrange: true },
-      yaxis: { visible: false, range: [heightCells - 0.5, -0.5], fixedrange: true },
+      width,
+      height,
+      margin: { l: 0, r: 0, t: 0, b: 0, pad: 0 },
+      xaxis: { visible: false, range: [0, width], fixedrange: true },
+      yaxis: { visible: false, range: [height, 0], fixedrange: true },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
-      dragmode: false,
-      hovermode: "closest",
       showlegend: false,
-      shapes: this.selectionShapes(card, model),
+      shapes,
     };
-    card.plot.style.width = `${layout.width}px`;
-    card.plot.style.height = `${layout.height}px`;
-    drawColourBar(card.colorbar, model, Math.max(layout.width, COLORBAR_MIN_PX));
-    // A changed size gets a fresh plot: Plotly.react keeps some of the old figure's layout.
-    const geometry = `${layout.width}x${layout.height}`;
-    let drawn;
-    if (card.geometry === geometry) {
-      drawn = window.Plotly.react(card.plot, traces, layout, PLOT_CONFIG);
-    } else {
-      window.Plotly.purge(card.plot);
-      card.listening = false;
-      drawn = window.Plotly.newPlot(card.plot, traces, layout, PLOT_CONFIG);
-    }
-    card.geometry = geometry;
-    return drawn.then(() => {
-      if (!card.listening) this.listen(card);
+    this.figureDraws = (this.figureDraws || 0) + 1;
+    return window.Plotly.react(this.figure, data, layout, FIGURE_CONFIG);
+  }
+
+  // The cell under a pointer event on a card's plot box.
+  cellFromEvent(card, event) {
+    const model = card.model;
+    if (!model || model.kind === "none") return null;
+    const box = card.plot.getBoundingClientRect();
+    const x = Math.floor((event.clientX - box.left - FIGURE_MARGIN.l) / model.cellW);
+    const y = Math.floor((event.clientY - box.top - FIGURE_MARGIN.t) / model.cellH);
+    return cellAt(model, x, y);
+  }
+
+  enablePointer(card) {
+    card.plot.addEventListener("mousemove", (event) => {
+      const cell = this.cellFromEvent(card, event);
+      card.readout.textContent = cell ? describeCell(card.model, cell) : "\u00a0";
+    });
+    card.plot.addEventListener("mouseleave", () => {
+      card.readout.textContent = "\u00a0";
+    });
+    card.plot.addEventListener("click", (event) => {
+      const cell = this.cellFromEvent(card, event);
+      if (cell) this.onCellClick(card.index, card.model.view, cell);
     });
   }
 
@@ -199,20 +343,21 @@ export class Strip {
       if (!card.cursor || !cellAt(card.model, card.cursor.x, card.cursor.y)) card.cursor = { x: 0, y: 0 };
       this.showCursor(card);
     });
-    plot.addEventListener("blur", () => this.refreshShapes(card));
+    plot.addEventListener("blur", () => this.schedulePlacement());
     plot.addEventListener("keydown", (event) => {
       const model = card.model;
       if (!model || model.kind === "none" || !card.cursor) return;
       const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
       if (moves[event.key]) {
         const [dx, dy] = moves[event.key];
-        const width = model.z[0].length;
+        const width = model.widthCells;
+        const height = model.heightCells;
         let { x, y } = card.cursor;
         do {
           x += dx;
           y += dy;
-        } while (x >= 0 && y >= 0 && x < width && y < model.z.length && !cellAt(model, x, y));
-        if (x >= 0 && y >= 0 && x < width && y < model.z.length) card.cursor = { x, y };
+        } while (x >= 0 && y >= 0 && x < width && y < height && !cellAt(model, x, y));
+        if (x >= 0 && y >= 0 && x < width && y < height) card.cursor = { x, y };
         this.showCursor(card);
       } else if (event.key === "Enter" || event.key === " ") {
         const cell = cellAt(model, card.cursor.x, card.cursor.y);
@@ -225,35 +370,10 @@ export class Strip {
     });
   }
 
-  showCursor(card) {
+  showCursor(card, redraw = true) {
     const cell = cellAt(card.model, card.cursor.x, card.cursor.y);
     card.readout.textContent = cell ? describeCell(card.model, cell) : "\u00a0";
-    this.refreshShapes(card);
-  }
-
-  refreshShapes(card) {
-    if (card.model && card.model.kind !== "none") {
-      window.Plotly.relayout(card.plot, { shapes: this.selectionShapes(card, card.model) });
-    }
-  }
-
-  listen(card) {
-    card.listening = true;
-    card.plot.on("plotly_hover", (event) => {
-      const point = event.points && event.points[0];
-      if (!point || !card.model) return;
-      const cell = cellAt(card.model, point.x, point.y);
-      card.readout.textContent = cell ? describeCell(card.model, cell) : "\u00a0";
-    });
-    card.plot.on("plotly_unhover", () => {
-      card.readout.textContent = "\u00a0";
-    });
-    card.plot.on("plotly_click", (event) => {
-      const point = event.points && event.points[0];
-      if (!point || !card.model) return;
-      const cell = cellAt(card.model, point.x, point.y);
-      if (cell) this.onCellClick(card.index, card.model.view, cell);
-    });
+    if (redraw) this.schedulePlacement();
   }
 
   setStates(stateOf) {
@@ -277,28 +397,27 @@ export class Strip {
   // clicked cell and its receptive field on the layer before.
   mark(marks) {
     this.selection = marks;
-    for (const card of this.cards.values()) this.refreshShapes(card);
+    return this.place();
   }
 
+  // Outlines in a card's cell units (cell (x, y) spans x..x+1, y..y+1).
   selectionShapes(card, model) {
-    if (model.kind === "none") return [];
+    if (!model || model.kind === "none") return [];
     const shapes = [];
     if (card.cursor && document.activeElement === card.plot) {
       const { x, y } = card.cursor;
-      shapes.push({ type: "rect", x0: x - 0.5, x1: x + 0.5, y0: y - 0.5, y1: y + 0.5, line: { color: COLORS.accent, width: 2, dash: "dot" } });
+      shapes.push({ type: "rect", x0: x, x1: x + 1, y0: y, y1: y + 1, line: { color: COLORS.accent, width: 2, dash: "dot" } });
     }
     for (const mark of this.selection || []) {
       if (mark.index !== card.index || (mark.views && !mark.views.includes(model.view))) continue;
       for (const cell of mark.cells) {
         const p = cellPosition(model, cell.map ?? 0, cell.i, cell.j);
-        const h = cell.h || 1;
-        const w = cell.w || 1;
         shapes.push({
           type: "rect",
-          x0: p.x - 0.5,
-          x1: p.x - 0.5 + w,
-          y0: p.y - 0.5,
-          y1: p.y - 0.5 + h,
+          x0: p.x,
+          x1: p.x + (cell.w || 1),
+          y0: p.y,
+          y1: p.y + (cell.h || 1),
           line: { color: mark.color || COLORS.selected, width: 2 },
           fillcolor: "rgba(0,0,0,0)",
         });
@@ -328,9 +447,56 @@ export class Strip {
     strip.scrollTo({ left: Math.max(0, left - 4) });
   }
 
+  // A card's view model without its arrays (for tests and the benchmark to read).
   modelOf(index) {
     const card = this.cards.get(index);
-    return card ? card.model : null;
+    if (!card || !card.model) return null;
+    const { data, winners, ranges, ...rest } = card.model;
+    return { ...rest, winnerCount: winners ? winners.count : 0 };
+  }
+
+  // What a card's picture shows, as rows of cells (null on gutters): the array's values, or
+  // their place in their map's range with per-map colour ranges.
+  shownMatrix(index) {
+    const card = this.cards.get(index);
+    const model = card && card.model;
+    if (!model || model.kind === "none" || card.plot.hidden) return null;
+    return Array.from({ length: model.heightCells }, (_, y) =>
+      Array.from({ length: model.widthCells }, (_, x) => {
+        const k = flatIndexAt(model, x, y);
+        return k < 0 ? null : shownValue(model, k);
+      }),
+    );
+  }
+
+  // Page coordinates of the middle of cell (x, y) of a card, and the value drawn there.
+  cellPoint(index, x, y) {
+    const card = this.cards.get(index);
+    const box = card.plot.getBoundingClientRect();
+    const model = card.model;
+    const k = flatIndexAt(model, x, y);
+    return { x: box.left + FIGURE_MARGIN.l + (x + 0.5) * model.cellW, y: box.top + FIGURE_MARGIN.t + (y + 0.5) * model.cellH, value: k < 0 ? null : model.data[k] };
+  }
+
+  // Page box of the image Plotly drew for a card.
+  imageBox(index) {
+    const n = (this.figureOrder || []).indexOf(index);
+    const image = n < 0 ? null : this.figure.querySelectorAll("image")[n];
+    if (!image) return null;
+    const box = image.getBoundingClientRect();
+    return { left: box.left, top: box.top, width: box.width, height: box.height };
+  }
+
+  // Page box of a card's first outline in `color` (the clicked cell's, by default).
+  outlineBox(index, color = COLORS.selected) {
+    const card = this.cards.get(index);
+    if (!card || !card.model) return null;
+    const shape = this.selectionShapes(card, card.model).find((s) => s.line && s.line.color === color);
+    if (!shape) return null;
+    const box = card.plot.getBoundingClientRect();
+    const left = box.left + FIGURE_MARGIN.l;
+    const top = box.top + FIGURE_MARGIN.t;
+    return { left: left + shape.x0 * card.model.cellW, right: left + shape.x1 * card.model.cellW, top: top + shape.y0 * card.model.cellH, bottom: top + shape.y1 * card.model.cellH };
   }
 
   invalidate() {
@@ -338,8 +504,23 @@ export class Strip {
   }
 }
 
-function nextFrame() {
-  return new Promise((resolve) => requestAnimationFrame(() => resolve()));
+let paintCount = 0;
+
+// The max-pool losers' veil, as RGB plus its opacity.
+const VEIL_RGBA = (() => {
+  const match = COLORS.loserVeil.match(/rgba\(\s*(\d+),\s*(\d+),\s*(\d+),\s*([\d.]+)\)/);
+  return match ? [Number(match[1]), Number(match[2]), Number(match[3]), Number(match[4])] : [235, 238, 245, 0.42];
+})();
+
+function hexToRgb(colour) {
+  const hex = colour.replace("#", "");
+  return [0, 2, 4].map((k) => parseInt(hex.slice(k, k + 2), 16));
+}
+
+function gradientTag(model) {
+  if (model.gradientSource === "batch") return " · batch mean";
+  if (model.gradientSource === "sample") return " · this image";
+  return "";
 }
 
 function asShapeText(input) {

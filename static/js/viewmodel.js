@@ -90,71 +90,89 @@ export function describeLayer(layer) {
   }
 }
 
-// Returns {kind: "maps" | "kernels" | "vector" | "matrix" | "none", data, note} for one
-// layer card: maps (C, H, W), kernels (F, C, HH, WW), vector (K,), matrix (U, K).
-export function layerArray(record, index, view) {
+// The views whose numbers are weight gradients: by default the mini-batch mean the update
+// applied ("batch"), or the traced sample's own ("sample").
+export const GRADIENT_VIEWS = ["dW", "db"];
+
+function hasWeights(layer) {
+  return layer.type === "conv" || layer.type === "dense";
+}
+
+// Returns {kind: "maps" | "kernels" | "vector" | "matrix" | "none", shape, data, note} for one
+// layer card, read from the answer's flat tensors: maps (C, H, W), kernels (F, C, HH, WW),
+// vector (K,), matrix (U, K). `gradients` picks the batch mean or the sample's own for dW/db.
+export function layerArray(record, index, view, gradients = "batch") {
   const trace = record.trace;
+  const tensor = (name) => record.answer.tensor(name);
+  const missing = (what) => ({ kind: "none", note: `${what} was not fetched for this ${record.step ? "step" : "trace"} (live training fetches only what the view shows)` });
   if (index === INPUT_LAYER) {
-    if (view === "delta") return mapsOrVector(asChannels(trace.input_grad), "dL/dx");
-    if (view === "a" || view === "z") return mapsOrVector(asChannels(trace.input), "x");
+    if (view === "delta") return mapsOrVector(tensor("input_grad"), "dL/dx") || missing("dL/dx");
+    if (view === "a" || view === "z") return mapsOrVector(tensor("input"), "x") || missing("the input");
     return { kind: "none", note: "the input has no parameters" };
   }
   const layer = trace.layers[index];
+  const weightless = { kind: "none", note: `${layer.type} has no parameters` };
   switch (view) {
     case "a":
     case "z":
     case "delta":
-      if (layer[view] == null) return { kind: "none", note: `no ${view} for this layer` };
-      return mapsOrVector(layer[view], view);
+      return mapsOrVector(tensor(`layers.${index}.${view}`), view) || missing(view === "delta" ? "δ" : view);
     case "W":
     case "dW":
     case "db": {
-      const source = view === "W" ? layer.params : layer.grads;
-      if (!source || source.W === undefined) return { kind: "none", note: `${layer.type} has no parameters` };
-      if (view === "db") return { kind: "vector", data: source.b };
-      return weightArray(source.W);
+      if (!hasWeights(layer)) return weightless;
+      const key = view === "db" ? "b" : "W";
+      let name = `layers.${index}.params.${key}`;
+      if (view !== "W") name = gradientSource(record, gradients) === "batch" ? `batch_grads.${index}.${key}` : `layers.${index}.grads.${key}`;
+      const source = tensor(name);
+      if (!source) return missing(view);
+      return view === "db" ? { kind: "vector", shape: source.shape, data: source.data } : weightArray(source);
     }
     case "W-before":
     case "W-after":
     case "W-change": {
-      const before = paramsOfLayer(record.step && record.step.params_before, index);
-      const after = paramsOfLayer(record.step && record.step.params_after, index);
-      if (!before || !after) return { kind: "none", note: `${layer.type} has no parameters` };
-      if (view === "W-before") return weightArray(before.W);
-      if (view === "W-after") return weightArray(after.W);
-      return weightArray(subtractNested(after.W, before.W));
+      if (!hasWeights(layer) || !record.step) return weightless;
+      const before = tensor(`layers.${index}.params.W`);
+      const after = tensor(`params_after.${index}.W`);
+      if (!before || !after) return missing("the weights");
+      if (view === "W-before") return weightArray(before);
+      if (view === "W-after") return weightArray(after);
+      const change = new Float64Array(after.data.length);
+      for (let k = 0; k < change.length; k++) change[k] = after.data[k] - before.data[k];
+      return weightArray({ shape: after.shape, data: change });
     }
     default:
       return { kind: "none", note: `unknown view ${view}` };
   }
 }
 
-function mapsOrVector(array, name) {
-  const rank = shapeOf(array).length;
-  if (rank === 3) return { kind: "maps", data: array };
-  if (rank === 1) return { kind: "vector", data: array };
-  if (rank === 2) return { kind: "maps", data: [array] };
-  return { kind: "none", note: `${name} has an unexpected shape ${shapeOf(array).join("×")}` };
+// Which gradient dW/db show for a record: the batch mean when the record is a step (what the
+// update applied), unless the sample's own was asked for; a trace has only the sample's own.
+export function gradientSource(record, wanted) {
+  return record.step && wanted !== "sample" ? "batch" : "sample";
 }
 
-function weightArray(W) {
-  const rank = shapeOf(W).length;
-  if (rank === 4) return { kind: "kernels", data: W };
-  if (rank === 2) return { kind: "matrix", data: W };
-  return { kind: "vector", data: W };
+function mapsOrVector(tensor, name) {
+  if (!tensor) return null;
+  const { shape, data } = tensor;
+  if (shape.length === 3) return { kind: "maps", shape, data };
+  if (shape.length === 2) return { kind: "maps", shape: [1, ...shape], data };
+  if (shape.length === 1) return { kind: "vector", shape, data };
+  return { kind: "none", note: `${name} has an unexpected shape ${shape.join("×")}` };
 }
 
-function subtractNested(a, b) {
-  if (Array.isArray(a)) return a.map((item, k) => subtractNested(item, b[k]));
-  return a - b;
+function weightArray({ shape, data }) {
+  if (shape.length === 4) return { kind: "kernels", shape, data };
+  if (shape.length === 2) return { kind: "matrix", shape, data };
+  return { kind: "vector", shape, data };
 }
 
 function clamp(value, lo, hi) {
   return Math.max(lo, Math.min(hi, value));
 }
 
-// Tiling: maps are laid out in a grid of `cols` columns, separated by gutters of null
-// cells (Plotly leaves them blank), so one heatmap trace draws a whole layer.
+// Tiling: maps are laid out in a grid of `cols` columns, separated by gutters of empty cells,
+// so one image draws a whole layer.
 function tileGrid(count, mapH, mapW, cellPx) {
   if (count <= 3) return { cols: 1, rows: count };
   const gridCols = [1, 2, 3, 4, 6, 8];
@@ -167,26 +185,11 @@ function tileGrid(count, mapH, mapW, cellPx) {
   return { cols, rows: Math.ceil(count / cols) };
 }
 
-function tile(maps, cols, rows, mapH, mapW) {
-  const height = rows * mapH + (rows - 1) * GUTTER_CELLS;
-  const width = cols * mapW + (cols - 1) * GUTTER_CELLS;
-  const z = Array.from({ length: height }, () => new Array(width).fill(null));
-  maps.forEach((map, m) => {
-    const row0 = Math.floor(m / cols) * (mapH + GUTTER_CELLS);
-    const col0 = (m % cols) * (mapW + GUTTER_CELLS);
-    for (let i = 0; i < mapH; i++) {
-      const src = map[i];
-      const dst = z[row0 + i];
-      for (let j = 0; j < mapW; j++) dst[col0 + j] = src[j];
-    }
-  });
-  return z;
-}
-
-function extent(values) {
+function extent(data, from = 0, to = data.length) {
   let min = Infinity;
   let max = -Infinity;
-  for (const v of values) {
+  for (let k = from; k < to; k++) {
+    const v = data[k];
     if (v == null || Number.isNaN(v)) continue;
     if (v < min) min = v;
     if (v > max) max = v;
@@ -195,18 +198,12 @@ function extent(values) {
   return [min, max];
 }
 
-function* flatValues(array) {
-  if (Array.isArray(array)) {
-    for (const item of array) yield* flatValues(item);
-  } else {
-    yield array;
-  }
-}
-
-// Colour range of a set of values: symmetric around zero for signed quantities, from
-// min(0, low) to high for activations. A range of width zero is widened so Plotly draws it.
-export function colourRange(values, signed) {
-  const [lo, hi] = extent(values);
+// Colour range of a set of values (an array, a typed array, or any iterable): symmetric
+// around zero for signed quantities, from min(0, low) to high for activations. A range of
+// width zero is widened so it can be drawn.
+export function colourRange(values, signed, from, to) {
+  const data = Array.isArray(values) || ArrayBuffer.isView(values) ? values : Array.from(values);
+  const [lo, hi] = extent(data, from, to);
   if (signed) {
     const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
     return [-m, m];
@@ -215,19 +212,15 @@ export function colourRange(values, signed) {
   return hi > low ? [low, hi] : [low, low + 1];
 }
 
-function normalise(map, range) {
-  const [lo, hi] = range;
-  const span = hi - lo;
-  return map.map((row) => row.map((v) => (v - lo) / span));
-}
-
-// Builds the view model of one layer card: the heatmap matrix, its geometry and colour
-// scale, how to map a heatmap cell back to array indices, and pool winners to mark.
-export function buildCardModel(record, index, view, { perMap = false, markWinners = true, maxWidth = Infinity } = {}) {
+// Builds the view model of one layer card: which values it shows, their tiling, geometry and
+// colour range, how to map a cell back to array indices, and pool winners to mark. The values
+// stay the answer's flat tensor (`data`); `valueAt(x, y)` reads the one under a cell.
+export function buildCardModel(record, index, view, { perMap = false, markWinners = true, maxWidth = Infinity, gradients = "batch" } = {}) {
   const isInput = index === INPUT_LAYER;
   const greyInput = isInput && (view === "a" || view === "z");
   const signed = greyInput ? false : isSignedView(view);
-  const array = layerArray(record, index, view);
+  const array = layerArray(record, index, view, gradients);
+  const source = GRADIENT_VIEWS.includes(view) && array.kind !== "none" ? gradientSource(record, gradients) : null;
   const base = {
     index,
     view,
@@ -237,23 +230,22 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     signed,
     colorscale: greyInput ? GREY_SCALE : signed ? DIVERGING_SCALE : SEQUENTIAL_SCALE,
     colorbarTitle: isInput && view === "delta" ? "dL/dx" : shortViewName(view),
+    gradientSource: source,
   };
   if (array.kind === "none") return base;
+  const data = array.data;
 
   if (array.kind === "maps" || array.kind === "kernels") {
     // kernels: one tile per (filter f, input channel c), rows = filters, cols = channels.
     const isKernels = array.kind === "kernels";
-    const maps = isKernels ? array.data.flat(1) : array.data;
-    const count = maps.length;
-    const mapH = maps[0].length;
-    const mapW = maps[0][0].length;
+    const [mapH, mapW] = array.shape.slice(-2);
+    const count = isKernels ? array.shape[0] * array.shape[1] : array.shape[0];
     const target = isInput ? INPUT_MAP_PX : count <= FEW_MAPS ? MAP_PX_FEW : MAP_PX;
     let cellPx = clamp(Math.round(target / Math.max(mapH, mapW)), MIN_CELL_PX, MAX_CELL_PX);
     let grid;
     if (isKernels) {
-      const filters = array.data.length;
-      const channels = array.data[0].length;
-      grid = { cols: channels, rows: filters };
+      const filters = array.shape[0];
+      grid = { cols: array.shape[1], rows: filters };
       const fit = Math.floor(MAX_FIGURE_HEIGHT_PX / (filters * (mapH + GUTTER_CELLS)));
       cellPx = clamp(Math.min(cellPx, fit), MIN_CELL_PX, MAX_CELL_PX);
     } else {
@@ -263,23 +255,16 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     }
     const fitWidth = Math.floor(maxWidth / (grid.cols * (mapW + GUTTER_CELLS)));
     cellPx = clamp(Math.min(cellPx, fitWidth), MIN_CELL_PX, MAX_CELL_PX);
-    let ranges = null;
-    let shown = maps;
-    let range = colourRange(flatValues(maps), signed);
-    if (perMap) {
-      ranges = maps.map((m) => colourRange(flatValues(m), signed));
-      shown = maps.map((m, k) => normalise(m, ranges[k]));
-      range = [0, 1];
-    }
-    const z = tile(shown, grid.cols, grid.rows, mapH, mapW);
-    const widthCells = z[0].length;
-    const heightCells = z.length;
+    const plane = mapH * mapW;
+    const ranges = perMap ? Array.from({ length: count }, (_, m) => colourRange(data, signed, m * plane, (m + 1) * plane)) : null;
+    const widthCells = grid.cols * mapW + (grid.cols - 1) * GUTTER_CELLS;
+    const heightCells = grid.rows * mapH + (grid.rows - 1) * GUTTER_CELLS;
     const model = {
       ...base,
-      z,
-      raw: maps,
+      data,
+      size: data.length,
       ranges,
-      range,
+      range: perMap ? [0, 1] : colourRange(data, signed),
       perMap,
       mapH,
       mapW,
@@ -287,42 +272,41 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
       rows: grid.rows,
       count,
       isKernels,
-      channels: isKernels ? array.data[0].length : null,
+      channels: isKernels ? array.shape[1] : null,
+      widthCells,
+      heightCells,
       cellW: cellPx,
       cellH: cellPx,
       plotWidth: widthCells * cellPx,
       plotHeight: heightCells * cellPx,
-      showText: mapH * mapW * count <= CELL_TEXT_MAX_CELLS && cellPx >= CELL_TEXT_MIN_PX,
+      showText: plane * count <= CELL_TEXT_MAX_CELLS && cellPx >= CELL_TEXT_MIN_PX,
     };
-    model.winners = markWinners && !isKernels ? poolWinners(record.trace, index, view, model) : null;
+    model.winners = markWinners && !isKernels ? poolWinners(record, index, view, model) : null;
     return model;
   }
 
   if (array.kind === "vector") {
     // A long vector wraps into several columns (read down, then right) so that every unit
     // keeps a row tall enough to aim at and click, within the usual figure height.
-    const values = array.data;
-    const k = values.length;
+    const k = data.length;
     const maxRows = Math.floor(MAX_FIGURE_HEIGHT_PX / MIN_VECTOR_ROW_PX);
     const columns = Math.ceil(k / maxRows);
     const rows = Math.ceil(k / columns);
     const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), MIN_VECTOR_ROW_PX, 28);
     const cellW = columns > 1 ? VECTOR_WRAPPED_COLUMN_PX : cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX;
-    const z = Array.from({ length: rows }, (_, y) =>
-      Array.from({ length: columns }, (_, x) => (x * rows + y < k ? values[x * rows + y] : null)),
-    );
-    const range = colourRange(values, signed);
     return {
       ...base,
-      z,
-      raw: values,
-      range,
+      data,
+      size: k,
+      range: colourRange(data, signed),
       perMap: false,
       count: 1,
       mapH: rows,
       mapW: columns,
       cols: 1,
       rows: 1,
+      widthCells: columns,
+      heightCells: rows,
       cellW,
       cellH,
       plotWidth: columns * cellW,
@@ -332,27 +316,58 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
   }
 
   // matrix (U, K): a dense layer's weights, squeezed to a fixed width.
-  const rows = array.data.length;
-  const cols = array.data[0].length;
+  const [rows, cols] = array.shape;
   const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), 1, 28);
   const plotWidth = Math.min(MATRIX_WIDTH_PX, maxWidth, Math.max(cols * cellH, 24));
   return {
     ...base,
-    z: array.data,
-    raw: array.data,
-    range: colourRange(flatValues(array.data), signed),
+    data,
+    size: data.length,
+    range: colourRange(data, signed),
     perMap: false,
     count: 1,
     mapH: rows,
     mapW: cols,
     cols: 1,
     rows: 1,
+    widthCells: cols,
+    heightCells: rows,
     cellW: plotWidth / cols,
     cellH,
     plotWidth,
     plotHeight: rows * cellH,
     showText: rows * cols <= 16 && cellH >= 20,
   };
+}
+
+// The flat index into `model.data` of tiled cell (x, y), or -1 on a gutter or outside.
+export function flatIndexAt(model, x, y) {
+  if (!model || model.kind === "none") return -1;
+  if (x < 0 || y < 0 || x >= model.widthCells || y >= model.heightCells) return -1;
+  if (model.kind === "vector") {
+    const k = x * model.mapH + y;
+    return k < model.size ? k : -1;
+  }
+  if (model.kind === "matrix") return y * model.mapW + x;
+  const stepW = model.mapW + GUTTER_CELLS;
+  const stepH = model.mapH + GUTTER_CELLS;
+  const tileCol = Math.floor(x / stepW);
+  const tileRow = Math.floor(y / stepH);
+  const j = x - tileCol * stepW;
+  const i = y - tileRow * stepH;
+  if (j >= model.mapW || i >= model.mapH) return -1;
+  const m = tileRow * model.cols + tileCol;
+  if (m >= model.count) return -1;
+  return (m * model.mapH + i) * model.mapW + j;
+}
+
+// The value a cell is drawn with: the array's value, or its place in its map's own range
+// (0..1) when each map is scaled on its own.
+export function shownValue(model, k) {
+  const v = model.data[k];
+  if (!model.perMap) return v;
+  const [lo, hi] = model.ranges[Math.floor(k / (model.mapH * model.mapW))];
+  return (v - lo) / (hi - lo);
 }
 
 function shortViewName(view) {
@@ -364,44 +379,26 @@ function shortViewName(view) {
   return view;
 }
 
-// Maps a heatmap cell (column x, row y of the tiled matrix) back to array indices.
-// Returns null on a gutter. Result: {map, i, j, value} for maps, {f, c, r, s, value} for
-// kernels, {k, value} for vectors, {u, k, value} for matrices.
+// Maps a cell (column x, row y of the tiled picture) back to array indices. Returns null on
+// a gutter. Result: {map, i, j, value} for maps, {f, c, r, s, value} for kernels, {k, value}
+// for vectors, {u, k, value} for matrices.
 export function cellAt(model, x, y) {
-  if (!model || model.kind === "none") return null;
-  if (model.kind === "vector") {
-    const column = Math.round(x);
-    const row = Math.round(y);
-    if (column < 0 || column >= model.mapW || row < 0 || row >= model.mapH) return null;
-    const k = column * model.mapH + row;
-    if (k >= model.raw.length) return null;
-    return { k, value: model.raw[k] };
-  }
-  if (model.kind === "matrix") {
-    const u = Math.round(y);
-    const k = Math.round(x);
-    if (u < 0 || u >= model.raw.length || k < 0 || k >= model.raw[0].length) return null;
-    return { u, k, value: model.raw[u][k] };
-  }
   const col = Math.round(x);
   const row = Math.round(y);
-  const stepW = model.mapW + GUTTER_CELLS;
-  const stepH = model.mapH + GUTTER_CELLS;
-  const tileCol = Math.floor(col / stepW);
-  const tileRow = Math.floor(row / stepH);
-  const j = col - tileCol * stepW;
-  const i = row - tileRow * stepH;
-  if (j < 0 || i < 0 || j >= model.mapW || i >= model.mapH || tileCol >= model.cols) return null;
-  const m = tileRow * model.cols + tileCol;
-  if (m >= model.count) return null;
-  const value = model.raw[m][i][j];
-  if (model.kind === "kernels") {
-    return { f: tileRow, c: tileCol, r: i, s: j, value, map: m, i, j };
-  }
+  const k = flatIndexAt(model, col, row);
+  if (k < 0) return null;
+  const value = model.data[k];
+  if (model.kind === "vector") return { k, value };
+  if (model.kind === "matrix") return { u: row, k: col, value };
+  const plane = model.mapH * model.mapW;
+  const m = Math.floor(k / plane);
+  const i = Math.floor((k % plane) / model.mapW);
+  const j = k % model.mapW;
+  if (model.kind === "kernels") return { f: Math.floor(m / model.channels), c: m % model.channels, r: i, s: j, value, map: m, i, j };
   return { map: m, i, j, value };
 }
 
-// Inverse of cellAt for maps and kernels: the tiled (x, y) of element (map m, i, j).
+// Inverse of cellAt: the tiled (x, y) of element (map m, i, j); for a vector, i is the unit.
 export function cellPosition(model, m, i, j) {
   if (model.kind === "vector") return { x: Math.floor(i / model.mapH), y: i % model.mapH };
   if (model.kind === "matrix") return { x: j, y: i };
@@ -410,25 +407,25 @@ export function cellPosition(model, m, i, j) {
   return { x, y };
 }
 
-// Max-pool winners, marked on the pooled layer's input: when the next layer is a max-pool
-// and the card shows this layer's output, a mask with 1 on every input that won no window
-// (drawn as a veil) and null on the winners and the gutters.
-function poolWinners(trace, index, view, model) {
+// Max-pool winners, marked on the pooled layer's input: when the next layer is a max-pool and
+// the card shows this layer's output, a mask over the card's values with 1 on every input that
+// won a window (the others are veiled).
+function poolWinners(record, index, view, model) {
   if (!["a", "z", "delta"].includes(view)) return null;
-  const next = trace.layers[index + 1];
-  if (!next || next.type !== "maxpool" || !next.argmax) return null;
-  const inputW = next.input_shape[next.input_shape.length - 1];
-  const mask = model.z.map((row) => row.map((v) => (v === null ? null : 1)));
+  const next = record.trace.layers[index + 1];
+  if (!next || next.type !== "maxpool") return null;
+  const argmax = record.answer.tensor(`layers.${index + 1}.argmax`);
+  if (!argmax) return null;
+  const [channels, outH, outW] = argmax.shape;
+  const plane = model.mapH * model.mapW;
+  const mask = new Uint8Array(model.size);
   let winners = 0;
-  next.argmax.forEach((plane, c) => {
-    for (const row of plane) {
-      for (const flat of row) {
-        const p = cellPosition(model, c, Math.floor(flat / inputW), flat % inputW);
-        mask[p.y][p.x] = null;
-        winners += 1;
-      }
+  for (let c = 0; c < channels; c++) {
+    for (let k = 0; k < outH * outW; k++) {
+      mask[c * plane + argmax.data[c * outH * outW + k]] = 1;
+      winners += 1;
     }
-  });
+  }
   return { mask, count: winners, pool: next.name };
 }
 

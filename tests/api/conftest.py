@@ -3,7 +3,11 @@ session to prove a refused request left it exactly as it was."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -76,3 +80,16 @@ def snapshot(app, session_id: str) -> Snapshot:
 def mnist_digit(index: int = 0) -> list[list[float]]:
     from engine import train_split
     return train_split()[0][index, 0].tolist()
+
+
+def engine_testkit() -> ModuleType:
+    """tests/engine/engine_testkit.py (its PyTorch reference), loaded by path: the engine tests'
+    folder is not a package."""
+    name = "engine_testkit_for_api"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "engine" / "engine_testkit.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]

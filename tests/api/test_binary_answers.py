@@ -4,11 +4,8 @@ and a bad format or field is a 422 that changes nothing. Also the step's ``batch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +16,7 @@ from safetensors.numpy import load
 from app.datasets import fit_to_input
 from engine import train_split
 
-from .conftest import create, mnist_digit, snapshot
+from .conftest import create, engine_testkit, mnist_digit, snapshot
 
 LAYER_ARRAYS = ("z", "a", "delta", "grad_a", "argmax")
 ALL_FIELDS = ("z", "a", "delta", "grad_a", "grads", "params", "argmax")
@@ -35,19 +32,6 @@ FLOAT64_SPEC = {"input_shape": [1, 12, 12],
                 "loss": "mse", "dtype": "float64", "seed": 3}
 NETWORKS = {"lenet5": {"preset": "lenet5", "seed": 0}, "tiny": {"preset": "tiny", "seed": 1},
             "float64": {"spec": FLOAT64_SPEC}}
-
-
-def _testkit():
-    """tests/engine/engine_testkit.py (its PyTorch reference), loaded by path: the engine tests'
-    folder is not a package."""
-    name = "engine_testkit_for_api"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "engine" / "engine_testkit.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _post(client, session_id, kind, body, **query):
@@ -252,7 +236,7 @@ def test_batch_of_tiny_skips_nothing_and_predicts_zero_or_one(client):
 
 
 def test_batch_losses_and_predictions_match_pytorch_on_the_weights_before(client):
-    kit = _testkit()
+    kit = engine_testkit()
     session_id = create(client)
     for _ in range(2):
         answer = _post(client, session_id, "step", {"batch_size": 16, "learning_rate": 0.1},

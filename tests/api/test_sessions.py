@@ -122,7 +122,8 @@ def test_store_refuses_sessions_beyond_the_count_cap_with_429_naming_it():
         response = client.post("/api/sessions", json={"preset": "tiny"})
         assert response.status_code == 429
         assert response.json()["cap"] == "max_sessions"
-        assert "CNNVIZ_MAX_SESSIONS" in response.json()["detail"]
+        assert "maximum of 2 sessions" in response.json()["detail"]
+        assert "CNNVIZ" not in response.json()["detail"]
 
 
 def test_store_refuses_a_session_beyond_the_memory_cap_with_429_naming_it():

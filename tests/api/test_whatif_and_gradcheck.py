@@ -6,8 +6,6 @@ cursor, history and optimizer unchanged)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +13,9 @@ import pytest
 from app.datasets import fit_to_input
 from engine import train_split
 
-from .conftest import create, mnist_digit, snapshot
+from .conftest import create, engine_testkit, mnist_digit, snapshot
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))  # the engine tests' PyTorch reference
-from engine_testkit import close, torch_trace  # noqa: E402
+close, torch_trace = engine_testkit().close, engine_testkit().torch_trace  # the engine tests' PyTorch reference
 
 # float64, so the answers can be held to PyTorch at 1e-7; every conv option in play
 SPEC64 = {
@@ -226,6 +223,10 @@ BAD_BODIES = {
     "edit with a text value": ({"edits": [{"layer": 0, "param": "b", "index": [0], "value": "1"}]},
                                ["edits", "value"]),
     "edit missing its value": ({"edits": [{"layer": 0, "param": "b", "index": [0]}]}, ["edits", "value"]),
+    "edit value beyond float32": ({"edits": [{"layer": 0, "param": "b", "index": [0], "value": 1e39}]},
+                                  ["edits[0]", "float32"]),
+    "edits that overflow the pass": ({"edits": [{"layer": 0, "param": "W", "index": [f, 0, 2, 2], "value": 3e38}
+                                                for f in range(6)]}, ["not finite", "smaller"]),
     "too many edits": ({"edits": [{"layer": 0, "param": "b", "index": [0], "value": 1.0}] * 1025},
                        ["edits", "1024"]),
     "label for a pixel input left out": ({"input": {"pixels": mnist_digit()}}, ["label"]),
@@ -291,3 +292,34 @@ def test_openapi_documents_gradcheck_and_edits(client):
     assert "edits" in schemas["TraceRequest"]["properties"]
     assert {"analytic", "numeric", "abs_error", "rel_error", "epsilon", "loss_plus", "loss_minus",
             "kink"} <= set(schemas["GradcheckOut"]["properties"])
+
+
+def test_a_step_can_apply_the_what_if_label(client, app):
+    """After "what if this digit were another?", a real step can train on it with that label."""
+    session_id = create(client)
+    digit = int(train_split()[1][7])
+    other = (digit + 1) % 10
+    answer = post(client, session_id, "step", {"batch_size": 1, "input": {"dataset": "mnist", "index": 7},
+                                               "label": other}).json()
+    assert answer["trace"]["label"] == other and answer["trace"]["source"]["dataset_label"] == digit
+    what_if = post(client, session_id, "trace", {"input": {"dataset": "mnist", "index": 7}, "label": other})
+    assert what_if.json()["loss"] < answer["loss"]  # the step moved the net towards the new label
+
+
+def test_a_what_if_trace_comes_as_safetensors_too(client, tmp_path):
+    from safetensors import safe_open
+
+    session_id = create(client)
+    edit = {"layer": 0, "param": "W", "index": [1, 0, 2, 2], "value": 0.5}
+    body = {"input": {"dataset": "mnist", "index": 2}, "edits": [edit]}
+    as_json = post(client, session_id, "trace", body).json()
+    response = client.post(f"/api/sessions/{session_id}/trace", json=body, params={"format": "safetensors"})
+    assert response.status_code == 200, response.text
+    path = tmp_path / "trace.safetensors"
+    path.write_bytes(response.content)
+    with safe_open(str(path), framework="numpy") as answer:
+        meta = json.loads(answer.metadata()["json"])
+        assert meta["edits"] == as_json["edits"] == [edit]
+        assert answer.get_tensor("layers.0.params.W")[1, 0, 2, 2] == np.float32(0.5)
+        np.testing.assert_array_equal(answer.get_tensor("layers.0.grads.W"),
+                                      np.asarray(as_json["layers"][0]["grads"]["W"], dtype=np.float32))

@@ -114,7 +114,30 @@ def test_a_session_without_examples_refuses_one(client):
     assert "no example 'worked'" in response.json()["detail"]
 
 
-def test_the_step_still_takes_digits_only(client):
+def test_a_step_on_the_worked_example_applies_minus_lr_times_the_notes_gradient(client):
     session_id = create(client, preset="worked")
-    response = client.post(f"/api/sessions/{session_id}/step", json={"batch_size": 1, **EXAMPLE})
-    assert response.status_code == 422
+    response = client.post(f"/api/sessions/{session_id}/step",
+                           json={"batch_size": 1, "learning_rate": 1e-5, **EXAMPLE})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["trace"]["layers"][0]["z"] == [O] and answer["trace"]["input_grad"] == [DL_DX]
+    assert answer["trace"]["label"] is None and answer["trace"]["target"] == [36.0, 47.0, 65.0, 78.0]
+    assert answer["batch"]["labels"] == [None] and answer["batch"]["indices"] == [None]
+    assert answer["batch_grads"][0]["W"] == [[DL_DF]]
+    expected = np.asarray(F) - 1e-5 * np.asarray(DL_DF)
+    np.testing.assert_allclose(answer["params_after"][0]["W"][0][0], expected, rtol=1e-15)
+    assert answer["params_before"][0]["W"] == [[F]]
+    assert answer["loss"] == 3.0 and answer["loss_after"] < answer["loss"]
+    # O = [37,47,67,77] and the target [36,47,65,78] both point at the last output
+    assert answer["batch"]["predicted"] == [3] and answer["batch_accuracy"] == 1.0
+    history = client.get(f"/api/sessions/{session_id}/history").json()
+    assert history["loss"] == [3.0] and history["accuracy"] == [1.0]
+
+
+def test_a_step_mixes_the_example_with_digits(client):
+    session_id = create(client, preset="worked")
+    answer = client.post(f"/api/sessions/{session_id}/step", json={"batch_size": 4, **EXAMPLE}).json()
+    assert answer["batch"]["labels"][0] is None and all(0 <= d <= 3 for d in answer["batch"]["labels"][1:])
+    assert answer["batch"]["indices"][0] is None and None not in answer["batch"]["indices"][1:]
+    assert answer["loss"] == pytest.approx(np.mean(answer["batch"]["losses"]))
+    assert answer["batch"]["losses"][0] == 3.0

@@ -10,32 +10,31 @@ from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.browser
 
-# Per card: what it shows and how many finite numbers its heatmap holds.
+# Per card: what it shows and how many finite numbers its picture holds (the strip draws every
+# card as one image trace of a single Plotly figure laid over the cards' plot boxes).
 CARDS_JS = """() => [...document.querySelectorAll('.layer-card')].map(card => {
+  const strip = window.cnnviz.app.strip;
+  const layer = Number(card.dataset.layer);
   const plot = card.querySelector('.layer-plot');
-  const trace = plot && !plot.hidden && plot.data ? plot.data[0] : null;
+  const shown = strip.shownMatrix(layer);
   let finite = 0, cells = 0, maxAbs = 0;
-  if (trace) for (const row of trace.z) for (const v of row) {
+  if (shown) for (const row of shown) for (const v of row) {
     if (v === null) continue;
     cells += 1;
     if (Number.isFinite(v)) { finite += 1; maxAbs = Math.max(maxAbs, Math.abs(v)); }
   }
-  const model = window.cnnviz.app.strip.modelOf(Number(card.dataset.layer));
-  const size = trace ? plot._fullLayout._size : null;
-  return {layer: Number(card.dataset.layer), type: card.dataset.type, view: card.dataset.view,
+  const model = strip.modelOf(layer);
+  const box = plot.getBoundingClientRect();
+  const image = shown ? strip.imageBox(layer) : null;
+  return {layer, type: card.dataset.type, view: card.dataset.view, gradient: card.dataset.gradient,
           state: card.dataset.state, empty: card.dataset.empty === 'true', cells, finite, maxAbs,
-          plotSize: size ? [size.w, size.h] : null,
-          designedSize: trace ? [model.plotWidth, model.plotHeight] : null};
+          plotSize: image ? [image.width, image.height] : null,
+          boxOffset: image ? [image.left - box.left, image.top - box.top] : null,
+          designedSize: shown ? [model.plotWidth, model.plotHeight] : null};
 })"""
 
-# Page coordinates of heatmap cell (column x, row y) of a layer card's plot.
-CELL_POINT_JS = """([layer, x, y]) => {
-  const plot = document.querySelector(`.layer-card[data-layer="${layer}"] .layer-plot`);
-  const full = plot._fullLayout;
-  const box = plot.getBoundingClientRect();
-  return {x: box.left + full._size.l + full.xaxis.l2p(x), y: box.top + full._size.t + full.yaxis.l2p(y),
-          value: plot.data[0].z[y][x]};
-}"""
+# Page coordinates of cell (column x, row y) of a layer card's picture, and its value.
+CELL_POINT_JS = """([layer, x, y]) => window.cnnviz.app.strip.cellPoint(layer, x, y)"""
 
 
 def set_speed(page, label: str) -> None:
@@ -63,11 +62,13 @@ def cards(page) -> list[dict]:
 
 
 def assert_heatmaps_keep_their_cell_size(shown: list[dict]) -> None:
-    """Plotly drew each heatmap at the size the view model designed (no squashed maps)."""
+    """Plotly drew each card's picture at the size the view model designed (no squashed maps),
+    on the card's plot box (inside its 2 px margin)."""
     for card in shown:
         if card["plotSize"] is not None:
             assert abs(card["plotSize"][0] - card["designedSize"][0]) <= 1.5, card
             assert abs(card["plotSize"][1] - card["designedSize"][1]) <= 1.5, card
+            assert abs(card["boxOffset"][0] - 2) <= 1.5 and abs(card["boxOffset"][1] - 2) <= 1.5, card
 
 
 def wait_until_still(page, position_js: str) -> None:
@@ -166,7 +167,7 @@ def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_pag
     page.select_option("#range-mode", "map")
     page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
     conv1 = page.evaluate("""() => { const card = document.querySelector('.layer-card[data-layer="0"]');
-      const values = card.querySelector('.layer-plot').data[0].z.flat().filter(v => v !== null);
+      const values = window.cnnviz.app.strip.shownMatrix(0).flat().filter(v => v !== null);
       return {ticks: [...card.querySelectorAll('.colorbar-ticks span')].map(s => s.textContent),
               low: Math.min(...values), high: Math.max(...values)}; }""")
     assert conv1["ticks"] == ["−max", "0", "+max"]
@@ -274,7 +275,7 @@ def test_drawing_on_the_canvas_is_preprocessed_and_traced(open_page, screenshot)
     input_card = cards(page)[0]
     assert input_card["cells"] == 28 * 28 and 0.5 < input_card["maxAbs"] <= 1
     # A vertical stroke: MNIST-style centring puts mass in the middle columns, none at the edges.
-    column_mass = page.evaluate("""() => { const z = document.querySelector('.layer-card[data-layer="-1"] .layer-plot').data[0].z;
+    column_mass = page.evaluate("""() => { const z = window.cnnviz.app.strip.shownMatrix(-1);
       return z[0].map((_, j) => z.reduce((s, row) => s + row[j], 0)); }""")
     assert sum(column_mass[10:18]) > 0.9 * sum(column_mass)
     assert all(c["finite"] == c["cells"] > 0 for c in cards(page))
@@ -295,7 +296,7 @@ def test_uploaded_png_is_shown_preprocessed_and_traced(open_page, screenshot, tm
     page.set_input_files("#upload-file", str(path))
     page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('seven.png')", arg=before)
     assert "label 7" in page.inner_text("#input-caption")
-    pixels = page.evaluate("document.querySelector('.layer-card[data-layer=\"-1\"] .layer-plot').data[0].z")
+    pixels = page.evaluate("window.cnnviz.app.strip.shownMatrix(-1)")
     assert len(pixels) == 28 and len(pixels[0]) == 28
     values = [v for row in pixels for v in row]
     assert max(pixels[0] + pixels[1]) < 0.05  # MNIST's empty margin above the digit
@@ -403,7 +404,8 @@ def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot)
     page.get_by_role("button", name="Play", exact=True).click()
     page.wait_for_function(f"() => ({drawn_points})() >= 3", timeout=60_000)
     page.get_by_role("button", name="Pause", exact=True).click()
-    page.wait_for_function("() => !document.getElementById('btn-play').disabled")
+    page.wait_for_function("() => !document.getElementById('btn-play').disabled")  # at once
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")  # the step in flight has landed
     steps = page.evaluate(drawn_points)
     assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == steps
     page.wait_for_timeout(1500)
@@ -420,8 +422,11 @@ def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screensho
     page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('tiny')")
     page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 5")
     set_view(page, "z")
-    texts = page.evaluate("document.querySelector('.layer-card[data-layer=\"0\"] .layer-plot').data[0].texttemplate")
-    assert texts  # 2 maps of 4x4: values printed in the cells
+    texts = page.evaluate("window.cnnviz.app.strip.cards.get(0).picture.texts.text")
+    z = page.evaluate("window.cnnviz.app.record.trace.layers[0].z")
+    assert sorted(texts) == sorted(f"{v:.2f}" for m in z for row in m for v in row)  # 2 maps of 4x4: values printed in the cells
+    drawn = page.evaluate("document.querySelector('.strip-figure').data.filter(t => t.mode === 'text').flatMap(t => t.text)")
+    assert set(texts) <= set(drawn)  # in the figure's text layer
     click_cell(page, 0, 1, 2)
     assert_result_matches(page)
     assert "9 terms" in page.inner_text("#inspector")
@@ -514,10 +519,10 @@ def test_inspector_sums_match_the_engine_everywhere_on_a_strided_network(open_pa
             corners = page.evaluate("""i => { const m = window.cnnviz.app.strip.modelOf(i);
               const middle = [Math.floor(m.mapW / 2), Math.floor(m.mapH / 2)];
               if (m.cellH < 3 || m.cellW < 3) return [middle];
-              if (m.kind === 'vector') { const last = m.raw.length - 1;
+              if (m.kind === 'vector') { const last = m.size - 1;
                 return [[0, 0], middle, [Math.floor(last / m.mapH), last % m.mapH]]; }
-              const lastX = m.z[0].length - 1 - (m.cols - 1 - (m.count - 1) % m.cols) * (m.mapW + 1);
-              return [[0, 0], middle, [lastX, m.z.length - 1]]; }""", card["layer"])
+              const lastX = m.widthCells - 1 - (m.cols - 1 - (m.count - 1) % m.cols) * (m.mapW + 1);
+              return [[0, 0], middle, [lastX, m.heightCells - 1]]; }""", card["layer"])
             for x, y in {tuple(corner) for corner in corners}:
                 page.evaluate("() => document.getElementById('inspector').hidden = true")
                 click_cell(page, card["layer"], x, y)
@@ -574,15 +579,7 @@ STRIP_GEOMETRY_JS = """() => {
 }"""
 
 # Page box of the outline drawn around the clicked cell (the first selection shape of a card).
-SELECTION_BOX_JS = """layer => {
-  const plot = document.querySelector(`.layer-card[data-layer="${layer}"] .layer-plot`);
-  const full = plot._fullLayout;
-  const shape = (full.shapes || []).find(s => s.line && s.line.color === '#ffd400');
-  if (!shape) return null;
-  const box = plot.getBoundingClientRect();
-  return {left: box.left + full._size.l + full.xaxis.l2p(shape.x0), right: box.left + full._size.l + full.xaxis.l2p(shape.x1),
-          top: box.top + full._size.t + full.yaxis.l2p(shape.y0), bottom: box.top + full._size.t + full.yaxis.l2p(shape.y1)};
-}"""
+SELECTION_BOX_JS = """layer => window.cnnviz.app.strip.outlineBox(layer, '#ffd400')"""
 
 
 def wait_for_strip_scroll(page) -> None:
@@ -653,7 +650,7 @@ def test_dense_and_flatten_units_have_rows_tall_enough_to_click(open_page, scree
         assert card["plotSize"][1] >= 8 * model["mapH"] - 1.5
     flatten = next(c["layer"] for c in vectors if c["type"] == "flatten")
     model = page.evaluate("i => window.cnnviz.app.strip.modelOf(i)", flatten)
-    assert model["raw"].__len__() == 400 and model["mapW"] > 1
+    assert model["size"] == 400 and model["mapW"] > 1
     unit = 237
     x, y = unit // model["mapH"], unit % model["mapH"]
     value = click_cell(page, flatten, x, y)

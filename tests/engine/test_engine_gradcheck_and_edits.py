@@ -300,3 +300,12 @@ def test_gradcheck_input_perturbs_sample_zero_only():
     close(result["analytic"], expected, 1e-7)
     assert result["of"] == {"input": (1, 2, 2)}
     assert all(type(result[key]) is float for key in ("analytic", "numeric", "loss_plus", "loss_minus"))
+
+
+def test_an_edit_value_beyond_the_dtype_range_is_refused():
+    spec, net = small_net(dtype="float32")
+    rng = np.random.default_rng(0)
+    x, y = random_input(spec, 1, rng).astype(np.float32), random_targets(spec, 1, rng)
+    with pytest.raises(ValueError, match=r"edits\[0\].*float32"):
+        net.trace(x, y, edits=[{"layer": 0, "param": "b", "index": [0], "value": 1e39}])
+    net.trace(x, y, edits=[{"layer": 0, "param": "b", "index": [0], "value": 3e38}])  # still a float32

@@ -383,6 +383,16 @@ def test_fast_kernels_keep_float32_as_float32(name):
     assert [o.dtype for o in outputs] == [np.float32] * len(outputs)
 
 
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_dense_weight_grad_is_delta_transposed_times_input_for_any_batch(n):
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        delta, x = rng.normal(size=(n, 7)).astype(dtype), rng.normal(size=(n, 11)).astype(dtype)
+        got = kernels.dense_weight_grad(delta, x)
+        assert got.dtype == dtype and got.shape == (7, 11)
+        np.testing.assert_allclose(got, delta.astype(np.float64).T @ x.astype(np.float64), rtol=1e-5)
+
+
 def test_conv_output_size_formula():
     assert kernels.conv_output_size(28, 5, 1, 2) == 28
     assert kernels.conv_output_size(14, 5, 1, 0) == 10
@@ -404,6 +414,34 @@ def test_scratch_reuses_a_buffer_per_slot_and_name_and_trims_when_too_big():
     assert scratch.nbytes() == 160
     scratch.trim(max_bytes=100)
     assert scratch.nbytes() == 0
+
+
+def test_scratch_zeroes_a_buffer_only_when_it_allocates_it():
+    scratch = Scratch()
+    first = scratch.take(0, "margins", (3, 4), np.float64, zeroed=True)
+    assert not first.any()
+    first[...] = 7.0
+    assert (scratch.take(0, "margins", (2, 4), np.float64, zeroed=True) == 7.0).all()  # reused as left
+    assert not scratch.take(0, "margins", (5, 4), np.float64, zeroed=True).any()  # grown: new, zeroed
+
+
+def test_one_scratch_slot_shared_by_many_conv_geometries_in_turn(monkeypatch):
+    """Buffers named after their layout, kept zero where never written, must not leak between the
+    shapes a slot sees (a slot is a layer's position; different networks put different convs there)."""
+    monkeypatch.setattr(kernels, "WIDE_ROWS_MAX_WASTE", 1e9)
+    monkeypatch.setattr(kernels, "WIDE_CHUNK_BYTES", 3000)
+    take = Scratch().taker(0)
+    rng = np.random.default_rng(11)
+    shapes = [(5, 2, 7, 9, 3, 3, 3, (1, 1), (1, 2)), (3, 1, 12, 12, 2, 5, 5, (1, 1), (2, 2)),
+              (7, 2, 7, 9, 3, 3, 3, (1, 1), (1, 2)), (2, 3, 6, 6, 4, 2, 4, (1, 1), (4, 3))]
+    for n, c, h, w_, f, hh, ww, stride, padding in shapes * 2:
+        x, w, b = rng.normal(size=(n, c, h, w_)), rng.normal(size=(f, c, hh, ww)), rng.normal(size=f)
+        z = kernels.conv_forward(x, w, b, stride, padding, scratch=take)
+        np.testing.assert_allclose(z, kernels.conv_forward_naive(x, w, b, stride, padding), rtol=1e-10, atol=1e-12)
+        delta = rng.normal(size=z.shape)
+        for got, want in zip(kernels.conv_backward(delta, x, w, stride, padding, scratch=take),
+                             kernels.conv_backward_naive(delta, x, w, stride, padding)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
 
 
 def test_traces_on_two_threads_at_once_equal_the_same_traces_one_after_the_other():
