@@ -11,7 +11,9 @@ It keeps the SQLite store's guarantees (``app/persistence.py``), with Redis in p
   persistence, ``appendonly yes``, makes them outlive a Redis restart too; see the README's
   "More than one machine".)
 - The session count cap holds across processes: a sorted set of ids scored by last use is
-  counted in the same script that adds a session.
+  counted in the same script that adds a session; at the cap, the least recently used session
+  idle for ``evict_idle_seconds`` is evicted in that script to make room (as in the SQLite
+  store), and only sessions in recent use make the new one wait.
 - Idle expiry: every use of a session (``get``, ``save``) resets its key's time to live to the
   idle limit, on Redis's clock (hosts' clocks never matter), so Redis drops idle sessions itself;
   ``expire_idle`` also clears their ids from the sorted set. A session is only "in use" for
@@ -38,7 +40,7 @@ from app.persistence import SessionConflict, sessions_to_unload
 from app.security import SESSION_ID
 from app.session_codec import decode_session, encode_session
 from app.sessions import Session
-from app.store import SessionNotFound, SessionStore, StoreFull
+from app.store import DEFAULT_EVICT_IDLE_SECONDS, SessionNotFound, SessionStore, StoreFull
 from app.training import Refused
 
 log = logging.getLogger(__name__)
@@ -56,14 +58,24 @@ local function mark_used(index, key, id, idle_ms)
 end
 """
 
-# KEYS: index, session key. ARGV: id, data, step, idle ms, max sessions. 1 if added, 0 if full.
+# KEYS: index, session key. ARGV: id, data, step, idle ms, max sessions, evict idle ms, key
+# prefix. At the cap, the least recently used session idle for the eviction time makes room.
+# {1} if added, {1, evicted id} if added in place of that one, 0 if full of recent sessions.
 _ADD = _LUA_PRELUDE + """
 local idle_ms = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now_ms() - idle_ms))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - idle_ms))
+local added = {1}
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if oldest[1] == nil or tonumber(oldest[2]) >= now - tonumber(ARGV[6]) then return 0 end
+  redis.call('DEL', ARGV[7] .. oldest[1])
+  redis.call('ZREM', KEYS[1], oldest[1])
+  added = {1, oldest[1]}
+end
 redis.call('HSET', KEYS[2], 'data', ARGV[2], 'step', ARGV[3], 'version', 0)
 mark_used(KEYS[1], KEYS[2], ARGV[1], idle_ms)
-return 1
+return added
 """
 
 # KEYS: index, session key. ARGV: id, idle ms, "1" to also read the data.
@@ -120,6 +132,7 @@ class RedisSessionStore(SessionStore):
         max_bytes: int,
         idle_seconds: float,
         max_file_bytes: int,
+        evict_idle_seconds: float = DEFAULT_EVICT_IDLE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``client``: a ``redis.Redis`` (thread-safe: it holds a connection pool)."""
@@ -135,6 +148,7 @@ class RedisSessionStore(SessionStore):
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
         self._idle_ms = max(1, int(idle_seconds * 1000))
+        self.evict_idle_seconds = evict_idle_seconds
         self.max_file_bytes = max_file_bytes
         self._clock = clock
         self._loaded: dict[str, Session] = {}
@@ -176,10 +190,14 @@ class RedisSessionStore(SessionStore):
                                           self.max_bytes, self._clock())
             added = self._redis(self._add, keys=[self._index, self._key(session.id)],
                                 args=[session.id, data, session.step, self._idle_ms,
-                                      self.max_sessions])
+                                      self.max_sessions, int(self.evict_idle_seconds * 1000),
+                                      self._key("")])
             if not added:
-                # Redis expires idle sessions itself (key TTL); none is evicted early here
-                raise StoreFull.sessions(self.max_sessions, None)
+                raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
+            if len(added) > 1:
+                evicted = added[1].decode()
+                self._loaded.pop(evicted, None)
+                log.info("session %s evicted (idle) to make room for a new one", evicted)
             for copy in unloaded:
                 del self._loaded[copy.id]
             self._loaded[session.id] = session

@@ -89,6 +89,26 @@ def test_stores_with_different_key_prefixes_do_not_see_each_other(redis_server):
         theirs.get(session.id)
 
 
+def test_at_the_cap_the_least_recently_used_idle_session_makes_room_on_any_host(redis_server):
+    first, second = (store_on(redis_server, max_sessions=2, evict_idle_seconds=0.6)
+                     for _ in range(2))
+    spec = {"input_shape": [1, 6, 6], "layers": [{"type": "flatten"}], "loss": "mse"}
+    older, newer = Session.create(spec), Session.create(spec)
+    first.add(older)
+    second.add(newer)
+    with pytest.raises(StoreFull) as full:  # both in recent use: the new one waits
+        second.add(Session.create(spec))
+    assert full.value.cap == "max_sessions" and "sessions" in str(full.value)
+    time.sleep(0.8)
+    first.get(newer.id)  # used again through the other host: not idle
+    third = Session.create(spec)
+    second.add(third)  # the idle one makes room
+    for store in (first, second):
+        with pytest.raises(SessionNotFound):
+            store.get(older.id)
+        assert sorted(store.ids()) == sorted([newer.id, third.id])
+
+
 @pytest.mark.slow
 def test_twenty_concurrent_steps_across_two_hosts_lose_none(hosts):
     first, second = hosts(2)
