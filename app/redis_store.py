@@ -11,9 +11,7 @@ It keeps the SQLite store's guarantees (``app/persistence.py``), with Redis in p
   persistence, ``appendonly yes``, makes them outlive a Redis restart too; see the README's
   "More than one machine".)
 - The session count cap holds across processes: a sorted set of ids scored by last use is
-  counted in the same script that adds a session; at the cap, the least recently used session
-  idle for ``evict_idle_seconds`` is evicted in that script to make room (as in the SQLite
-  store), and only sessions in recent use make the new one wait.
+  counted in the same script that adds a session.
 - Idle expiry: every use of a session (``get``, ``save``) resets its key's time to live to the
   idle limit, on Redis's clock (hosts' clocks never matter), so Redis drops idle sessions itself;
   ``expire_idle`` also clears their ids from the sorted set. A session is only "in use" for
@@ -40,7 +38,7 @@ from app.persistence import SessionConflict, sessions_to_unload
 from app.security import SESSION_ID
 from app.session_codec import decode_session, encode_session
 from app.sessions import Session
-from app.store import DEFAULT_EVICT_IDLE_SECONDS, SessionNotFound, SessionStore, StoreFull
+from app.store import SessionNotFound, SessionStore, StoreFull
 from app.training import Refused
 
 log = logging.getLogger(__name__)
@@ -58,24 +56,23 @@ local function mark_used(index, key, id, idle_ms)
 end
 """
 
-# KEYS: index, session key. ARGV: id, data, step, idle ms, max sessions, evict idle ms, key
-# prefix. At the cap, the least recently used session idle for the eviction time makes room.
-# {1} if added, {1, evicted id} if added in place of that one, 0 if full of recent sessions.
+# KEYS: index, session key. ARGV: id, data, step, idle ms, max sessions, evict-idle ms, key
+# prefix. When full, the least recently used session idle for the evict-idle time makes room.
+# {1, evicted id or ""} if added, {0} if full.
 _ADD = _LUA_PRELUDE + """
 local idle_ms = tonumber(ARGV[4])
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - idle_ms))
-local added = {1}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now_ms() - idle_ms))
+local evicted = ''
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if oldest[1] == nil or tonumber(oldest[2]) >= now - tonumber(ARGV[6]) then return 0 end
-  redis.call('DEL', ARGV[7] .. oldest[1])
-  redis.call('ZREM', KEYS[1], oldest[1])
-  added = {1, oldest[1]}
+  if #oldest == 0 or tonumber(oldest[2]) >= now_ms() - tonumber(ARGV[6]) then return {0} end
+  evicted = oldest[1]
+  redis.call('DEL', ARGV[7] .. evicted)
+  redis.call('ZREM', KEYS[1], evicted)
 end
 redis.call('HSET', KEYS[2], 'data', ARGV[2], 'step', ARGV[3], 'version', 0)
 mark_used(KEYS[1], KEYS[2], ARGV[1], idle_ms)
-return added
+return {1, evicted}
 """
 
 # KEYS: index, session key. ARGV: id, idle ms, "1" to also read the data.
@@ -131,8 +128,8 @@ class RedisSessionStore(SessionStore):
         max_sessions: int,
         max_bytes: int,
         idle_seconds: float,
+        evict_idle_seconds: float,
         max_file_bytes: int,
-        evict_idle_seconds: float = DEFAULT_EVICT_IDLE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``client``: a ``redis.Redis`` (thread-safe: it holds a connection pool)."""
@@ -192,10 +189,10 @@ class RedisSessionStore(SessionStore):
                                 args=[session.id, data, session.step, self._idle_ms,
                                       self.max_sessions, int(self.evict_idle_seconds * 1000),
                                       self._key("")])
-            if not added:
+            if not added[0]:
                 raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
-            if len(added) > 1:
-                evicted = added[1].decode()
+            evicted = added[1].decode() if isinstance(added[1], bytes) else added[1]
+            if evicted:
                 self._loaded.pop(evicted, None)
                 log.info("session %s evicted (idle) to make room for a new one", evicted)
             for copy in unloaded:

@@ -304,7 +304,7 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
-    _remember_input(session, x[0], y[0], int(digits[0]), first_source)
+    _remember_input(session, x[0], y[0], batch_labels[0], first_source)
     answer = {
         "step": session.step,
         "loss": batch_trace.loss,

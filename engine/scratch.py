@@ -41,19 +41,22 @@ class Scratch:
         return buffers
 
     def take(self, slot, name: str, shape: tuple, dtype, zeroed: bool = False) -> np.ndarray:
-        """An uninitialised array of `shape` and `dtype`, valid until the same (slot, name) is taken
-        again on this thread.
+        """An uninitialised array of `shape` and `dtype`, valid until the same (slot, name, dtype)
+        is taken again on this thread.
 
         zeroed: a newly allocated buffer is zero-filled (a reused one holds what was left in it).
         A kernel that always writes the same positions of a buffer and needs zeros elsewhere asks
-        for this under a name that spells out that layout, and never zeroes it again."""
+        for this under a name that spells out that layout, and never zeroes it again. The dtype is
+        part of the key because it is part of that layout: float64 rows written into a buffer
+        later read as float32 would land in the other dtype's zero margins."""
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         buffers = self._buffers()
-        buffer = buffers.get((slot, name))
+        key = (slot, name, dtype)
+        buffer = buffers.get(key)
         if buffer is None or buffer.nbytes < nbytes:
             allocate = np.zeros if zeroed else np.empty
-            buffer = buffers[(slot, name)] = allocate(max(nbytes, 1), dtype=np.uint8)
+            buffer = buffers[key] = allocate(max(nbytes, 1), dtype=np.uint8)
         return buffer[:nbytes].view(dtype).reshape(shape)
 
     def taker(self, slot) -> Take:
