@@ -36,14 +36,17 @@ class _FullDisk:
 
 
 def _fill_the_disk(app) -> None:
+    """Both of the store's connections: the one saves commit on, and the one for the rest."""
     store = app.state.store
-    store._db  # opened
+    store._db, store._save_db  # opened
     store._connection = _FullDisk(store._connection)
+    store._save_connection = _FullDisk(store._save_connection)
 
 
 def _room_again(app) -> None:
     store = app.state.store
     store._connection = store._connection.connection
+    store._save_connection = store._save_connection.connection
 
 
 def test_updates_on_a_full_disk_answer_507_and_change_nothing(tmp_path):
