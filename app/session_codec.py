@@ -112,6 +112,8 @@ def _refuse_foreign_members(members: dict[str, np.ndarray], network: Network,
     written by ``encode_session``, and what it carries would be silently dropped."""
     expected = {"meta.json", "history/steps", "history/loss", "history/accuracy"}
     expected.update(f"net/{key}" for key in network.state_dict())
+    if meta.get("last_input") is not None:
+        expected.update(("last_input/x", "last_input/target"))
     pending = [meta.get("optimizer_state")]
     while pending:
         tree = pending.pop()
