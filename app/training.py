@@ -304,7 +304,8 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
-    _remember_input(session, x[0], y[0], int(digits[0]), first_source)
+    # the first sample's digit: a given input's own (None for an example), else the drawn one's
+    _remember_input(session, x[0], y[0], batch_labels[0], first_source)
     answer = {
         "step": session.step,
         "loss": batch_trace.loss,

@@ -264,7 +264,8 @@ def test_gradcheck_respects_the_work_cap(client, app):
     app.state.settings.max_request_macs = 1_000_000  # below even one LeNet-5 trace
     response = post(client, session_id, "gradcheck", {"input": {"dataset": "mnist", "index": 0}, **GOOD_OF})
     assert response.status_code == 422
-    assert "max_request_macs" in response.json()["detail"]
+    assert response.json()["cap"] == "max_request_macs"
+    assert "multiply-adds" in response.json()["detail"]
 
 
 def test_gradcheck_of_an_unknown_session_is_404(client):
