@@ -29,6 +29,12 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+# What parse_fields accepts, said in the OpenAPI document: names separated by commas, spaces
+# around them, empty entries ignored.
+_FIELD_NAME = "(?:" + "|".join(LAYER_FIELDS) + ")"
+FIELDS_PATTERN = f"^ *{_FIELD_NAME}? *(?:, *{_FIELD_NAME}? *)*$"
+
+
 async def get_answer_view(
     answer_format: Annotated[Literal["json", "safetensors"], Query(
         alias="format",
@@ -36,6 +42,7 @@ async def get_answer_view(
                     "answer's arrays named by their JSON path (layers.0.z, trace.layers.0.a, "
                     "params_after.0.W, ...) and whose __metadata__ 'json' is the rest")] = "json",
     fields: Annotated[str | None, Query(
+        pattern=FIELDS_PATTERN,
         description="comma-separated subset of " + ", ".join(LAYER_FIELDS) + ": only these "
                     "per-layer arrays are sent (in a step, params also brings params_before and "
                     "params_after, grads brings batch_grads); the others are left out (their "
