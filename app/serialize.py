@@ -56,11 +56,6 @@ class FastJSONResponse(JSONResponse):
 # The per-layer arrays a client may limit an answer to (``?fields=``); in a step ``params`` also
 # covers ``params_before``/``params_after`` and ``grads`` covers ``batch_grads``.
 LAYER_FIELDS = ("z", "a", "delta", "grad_a", "grads", "params", "argmax")
-# ``?fields=`` as the OpenAPI document states it (names from LAYER_FIELDS, comma-separated, spaces
-# allowed), so a schema-driven client never composes one the server refuses; ``parse_fields``
-# accepts every string it matches (and also other whitespace) and refuses the rest in words.
-_FIELD_NAME = f"(?:{'|'.join(LAYER_FIELDS)}) *"
-FIELDS_PATTERN = f"^ *(?:{_FIELD_NAME})?(?:, *(?:{_FIELD_NAME})?)*$"
 SAFETENSORS_MEDIA_TYPE = "application/octet-stream"
 # Keys that repeat other arrays of the same answer for JSON clients (the first-round contract
 # lists them) and are left out of the binary answer: a step's ``params_before`` is its
