@@ -45,7 +45,7 @@ VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wron
 SESSION_ERROR = _error("unknown, deleted or expired session")
 BUSY_ERROR = _error("every computation slot stayed taken too long (CNNVIZ_MAX_CONCURRENT_"
                     "COMPUTATIONS); try again shortly")
-SESSION_PATH = re.compile(r"/api/sessions/([^/]+)(?:/[a-z]+)?")
+SESSION_PATH = re.compile(r"/api/sessions/([^/]+)(?:/[a-z]+(?:/[0-9]+)?)?")
 CONFLICT_ERROR = _error("another server process saved the session while this request ran; "
                         "nothing was saved")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -61,6 +61,8 @@ SAFETENSORS_MEDIA_TYPE = "application/octet-stream"
 # lists them) and are left out of the binary answer: a step's ``params_before`` is its
 # ``trace.layers.{i}.params``.
 REPEATS_FOR_JSON_ONLY = ("params_before",)
+# A step answer's per-layer lists outside its trace, and the field each comes with.
+STEP_LISTS = {"params_before": "params", "params_after": "params", "batch_grads": "grads"}
 
 
 def parse_fields(text: str | None) -> frozenset[str]:
@@ -88,6 +90,35 @@ class AnswerView:
         if self.format == "safetensors":
             return Response(safetensors_answer(answer), media_type=SAFETENSORS_MEDIA_TYPE)
         return FastJSONResponse(answer)
+
+
+def step_answer_with_fields(answer: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """A step answer holding every array, limited to ``fields`` as ``?fields=`` limits a step
+    (the trace's per-layer arrays, and ``STEP_LISTS`` with their field). Copies the containers,
+    never the arrays, and never changes ``answer``."""
+    limited = {key: value for key, value in answer.items()
+               if key not in STEP_LISTS or STEP_LISTS[key] in fields}
+    trace = answer["trace"]
+    limited["trace"] = {**trace, "layers": [
+        {key: value for key, value in layer.items() if key not in LAYER_FIELDS or key in fields}
+        for layer in trace["layers"]]}
+    return limited
+
+
+def array_bytes(content: Any, seen: set[int] | None = None) -> int:
+    """The bytes of the NumPy arrays in ``content`` (nested dicts and lists), each array counted
+    once however often it appears (a step's ``params_before`` is its trace's params)."""
+    seen = set() if seen is None else seen
+    if isinstance(content, np.ndarray):
+        if id(content) in seen:
+            return 0
+        seen.add(id(content))
+        return int(content.nbytes)
+    if isinstance(content, dict):
+        content = content.values()
+    elif not isinstance(content, list):
+        return 0
+    return sum(array_bytes(item, seen) for item in content)
 
 
 def split_tensors(content: Any, path: str = "",

@@ -86,13 +86,29 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+@dataclass(frozen=True)
+class KeptStep:
+    """A step's answer with every array (``app.training.step``), and the bytes its arrays hold
+    (counted once, when kept: the store sums every session's memory often)."""
+
+    answer: dict[str, Any]
+    nbytes: int
+
+    @property
+    def step(self) -> int:
+        return self.answer["step"]
+
+
 @dataclass(eq=False)
 class Session:
     """``spec`` is the engine's normalized spec. ``positive_class`` is the digit whose target is 1
     for a network with a single output unit (ignored otherwise). ``optimizer`` is the engine
     optimizer with its state (``None`` before the first step). ``cursor`` counts the training
     samples drawn so far; the next batch starts at that position of the session's training pool.
-    ``last_input`` is the input of the last trace or step (``None`` before the first)."""
+    ``last_input`` is the input of the last trace or step (``None`` before the first).
+    ``last_step`` is the latest step's whole answer, kept in this process's memory only (never
+    persisted): the page asks a step for its maps and fetches the weights and gradients of that
+    same step afterwards, and a step cannot be taken twice."""
 
     id: str
     spec: dict[str, Any]
@@ -107,6 +123,7 @@ class Session:
     last_input: TracedInput | None = None
     created_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
+    last_step: KeptStep | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -137,12 +154,13 @@ class Session:
 
     def memory_bytes(self) -> int:
         """What the store charges this session against its memory cap: the parameters, room for
-        the largest optimizer state, and the history."""
+        the largest optimizer state, the history and the latest step's kept answer."""
         return (
             self.parameter_bytes() * (1 + OPTIMIZER_BUFFERS_RESERVED)
             + HISTORY_ENTRY_BYTES * (len(self.history) + len(self.history.evaluations))
             + (self.last_input.x.nbytes + self.last_input.target.nbytes
                if self.last_input is not None else 0)
+            + (self.last_step.nbytes if self.last_step is not None else 0)
         )
 
     @property

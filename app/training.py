@@ -24,8 +24,14 @@ from app.datasets import (
 )
 from app.presets import PRESETS
 from app.schemas import DatasetInput, ExampleInput, PixelsInput, SampleInput, TrainingOptions
-from app.serialize import LAYER_FIELDS, params_json, trace_json
-from app.sessions import Session, TracedInput
+from app.serialize import (
+    LAYER_FIELDS,
+    array_bytes,
+    params_json,
+    step_answer_with_fields,
+    trace_json,
+)
+from app.sessions import KeptStep, Session, TracedInput
 
 EVALUATION_CHUNK = 100
 
@@ -266,7 +272,8 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
          max_history: int, fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> dict[str, Any]:
     """One training iteration; ``first`` (if given) is the batch's first sample. ``fields``
     limits the trace's per-layer arrays, and with ``params`` and ``grads`` the weights before
-    and after and the applied batch gradient."""
+    and after and the applied batch gradient. The whole answer is kept in the session
+    (``last_step``) so the arrays left out can be asked for afterwards (``kept_step``)."""
     rule = target_rule(session)
     drawn = options.batch_size - (first is not None)
     indices = _draw_batch(session, rule, drawn, session.cursor)
@@ -318,16 +325,34 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
         "optimizer": optimizer.name,
         "learning_rate": optimizer.learning_rate,
         "trace": trace_json(first_trace, session.network, rule, label=batch_labels[0],
-                            source=first_source, fields=fields,
+                            source=first_source,
                             target=None if batch_labels[0] is not None else y[0].tolist()),
     }
-    if "params" in fields:
-        # the first sample was traced before the update: its params are the weights before
-        answer["params_before"] = [layer["params"] for layer in answer["trace"]["layers"]]
-        answer["params_after"] = params_json(session.network.params)
-    if "grads" in fields:
-        answer["batch_grads"] = [record.grads for record in batch_trace.layers]
-    return answer
+    # the first sample was traced before the update: its params are the weights before
+    answer["params_before"] = [layer["params"] for layer in answer["trace"]["layers"]]
+    answer["params_after"] = params_json(session.network.params)
+    answer["batch_grads"] = [record.grads for record in batch_trace.layers]
+    session.last_step = KeptStep(answer, array_bytes(answer))
+    return step_answer_with_fields(answer, fields)
+
+
+def kept_step(session: Session, step: int, fields: frozenset[str]) -> dict[str, Any]:
+    """Step ``step``'s answer again, limited to ``fields``, from the arrays the session kept in
+    memory when it took that step; the session is not touched. Refused when the step has not
+    happened (404) or its arrays are gone (409): a newer step or training replaced them, or the
+    server process holding them restarted or is not the one that took the step."""
+    if step > session.step:
+        raise Refused(f"this session has taken {session.step} step"
+                      f"{'' if session.step == 1 else 's'} so far; step {step} has not happened",
+                      404)
+    kept = session.last_step
+    if kept is None or kept.step != step:
+        moved_on = (f" (the session has moved on to step {session.step})"
+                    if step < session.step else "")
+        raise Refused(f"the weights and gradients of step {step} are no longer available"
+                      f"{moved_on}: only the latest step's are kept, for a while, by the server "
+                      "that took it. Take another step to see them.", 409)
+    return step_answer_with_fields(kept.answer, fields)
 
 
 @_divergence_is_checked
@@ -361,6 +386,7 @@ def train(session: Session, options: TrainingOptions, steps: int,
     session.optimizer = optimizer
     session.step += steps
     session.cursor = cursor
+    session.last_step = None  # its weights are not the session's any more
     for entry in zip(new_steps, new_loss, new_accuracy):
         session.history.append(*entry, max_history)
     return {

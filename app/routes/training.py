@@ -7,8 +7,9 @@ The answer is rendered after the lock is released (its arrays are copies)."""
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 
 from app import training
@@ -101,6 +102,21 @@ def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
         if body.input is not None:
             first = training.resolve_sample(session, body.input, body.label)
         answer = training.step(session, body, first, settings.max_history, view.fields)
+    return view.response(answer)
+
+
+@router.get("/steps/{step}", response_model=StepOut,
+            responses={**ERRORS, **BINARY_ANSWER, 409: {
+                "model": ErrorOut, "description": "the step's arrays are no longer kept here"}},
+            summary="The latest step's answer again, with the fields asked; nothing is updated",
+            description="The server process that took a step keeps its arrays in memory until "
+                        "the next step or training, so a client may ask the step for a few "
+                        "fields and fetch the rest (weights, gradients) afterwards. 409 when "
+                        "they are gone: a newer step, or another or restarted server process.")
+def kept_step(session_id: SessionIdPath, step: Annotated[int, Path(ge=1, description="the step's number, as its answer gave it")],
+              store: StoreDep, view: AnswerViewDep) -> Response:
+    with locked_session(store, session_id, save=False) as session:
+        answer = training.kept_step(session, step, view.fields)
     return view.response(answer)
 
 
