@@ -118,6 +118,14 @@ export const api = {
       tensors: "step",
     }),
 
+  // The same step's answer again with other fields: the server keeps the latest step's arrays
+  // (GET /api/sessions/{id}/steps/{step}); a 409 says they are gone (a newer step, a restart).
+  keptStep: (id, step, fields) =>
+    request("GET", `/sessions/${encodeURIComponent(id)}/steps/${step}${binaryQuery(fields)}`, {
+      label: "Fetching the step's weights and gradients",
+      tensors: "step",
+    }),
+
   train: (id, steps, training) =>
     request("POST", `/sessions/${encodeURIComponent(id)}/train`, {
       json: { steps, ...trainingBody(training) },

@@ -15,6 +15,7 @@ import { presetExample, showExampleNote } from "./examples.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
+import { fetchLater, needsLater, stepFields } from "./later.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -408,11 +409,12 @@ class App {
     );
   }
 
-  // answer: an Answer (tensors.js) of a trace or a step; fields: what it was asked to carry.
-  setRecord(answer, isStep, fields = ALL_FIELDS) {
+  // answer: an Answer (tensors.js) of a trace or a step; fields: what it was asked to carry;
+  // live: a step of live training (only the shown view's arrays, nothing fetched later).
+  setRecord(answer, isStep, fields = ALL_FIELDS, live = false) {
     this.recordCounter += 1;
     const trace = answer.trace;
-    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields), live: fields.length < ALL_FIELDS.length };
+    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields), live, later: null };
     this.phases = buildPhases(trace, isStep);
     const timeline = $("timeline");
     timeline.max = String(this.phases.length - 1);
@@ -477,12 +479,14 @@ class App {
   }
 
   // One training iteration on the server; the timings feed the render benchmark. A step the
-  // user will scrub through and inspect carries every array; live training asks only for what
-  // the view shows.
+  // user will scrub through and inspect asks for its maps and fetches its weights and gradients
+  // right after (later.js); live training asks only for what the view shows.
   async runStep({ live = false } = {}) {
     const clicked = performance.now();
     performance.mark("cnnviz:step-start");
-    const fields = live ? this.liveFields() : ALL_FIELDS;
+    const fields = live ? this.liveFields() : stepFields(this.viewMode);
+    // The last step's weights and gradients land first: a new step would make them gone.
+    if (this.record && this.record.later) await this.record.later.promise;
     const request = { input: this.inputs.current, training: this.training(), fields };
     probe.lastStepRequest = request;
     const answer = await api.step(this.session.id, request.input, request.training, fields);
@@ -493,7 +497,8 @@ class App {
     this.history.steps.push(step.step);
     this.history.loss.push(step.loss);
     this.history.accuracy.push(step.batch_accuracy);
-    this.setRecord(answer, true, fields);
+    this.setRecord(answer, true, fields, live);
+    if (!live) fetchLater(this.record, this.session.id);
     this.batch.show(step, this.inputs.current, { thumbnails: false }); // fetched once the maps are drawn
     this.pendingTiming = { clicked, answered };
     return answer;
@@ -634,6 +639,7 @@ class App {
     setPending($("prediction-panel"), phaseNumber < phaseIndex(this.phases, "loss"));
     // (A live step shows the forward pass's end, but its dL/dx was computed and fetched.)
     setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad") && !this.record.live);
+    if (!(await this.awaitLater(phase))) return;
     const complete = await this.strip.render(this.record, (index) => this.viewFor(index, phase), {
       perMap: this.perMap,
       markWinners: this.markWinners,
@@ -668,6 +674,24 @@ class App {
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
     probe.renders += 1;
+  }
+
+  // --- a step's weights and gradients, fetched after its maps (later.js) ---
+  // A phase whose cards show weights or gradients waits for them, saying so; false when the
+  // page moved on meanwhile. If they are gone, the cards and the label say so and offer Step.
+  async awaitLater(phase) {
+    const record = this.record;
+    const later = record.later;
+    if (!later || later.state === "ready") return true;
+    if (!needsLater(this.viewMode) && !(this.viewMode === "auto" && needsLater(phase.view))) return true;
+    if (later.state === "loading") {
+      $("phase-label").textContent = `${this.phaseText(phase)} (loading the weights and gradients of this step…)`;
+      await later.promise;
+      if (this.record !== record || this.phases[this.phase] !== phase) return false;
+      $("phase-label").textContent = this.phaseText(phase);
+    }
+    if (later.state === "gone") $("phase-label").textContent = later.message;
+    return true;
   }
 
   phaseText(phase) {
@@ -720,7 +744,12 @@ class App {
     let sections;
     const missing = ALL_FIELDS.filter((field) => !this.record.fields.has(field));
     try {
-      if (missing.length > 0) {
+      const later = this.record.later;
+      if (missing.length > 0 && later) {
+        const record = this.record;
+        if (later.state === "loading") later.promise.then(() => this.record === record && this.inspected && this.inspected.cell === cell && this.inspect(index, view, cell));
+        sections = [{ heading: later.state === "loading" ? "Loading the weights and gradients of this step…" : "The weights and gradients of this step are no longer available", explanation: later.message || "The arithmetic behind this number needs them; it appears here as soon as they arrive." }];
+      } else if (missing.length > 0) {
         sections = [{ heading: "Not every number of this step was fetched", explanation: `Live training fetched only what the view shows (${[...this.record.fields].join(", ")}), so the arithmetic behind this number is not on the page. Press Step (or Forward) to fetch a full iteration and click again.` }];
       } else {
         sections = explainCell(this.record, index, view, cell, { gradients: gradientSource(this.record, this.gradients) });

@@ -156,6 +156,26 @@ export class Answer {
     return this.isStep ? this.json.trace : this.json;
   }
 
+  // Adds the arrays of `other`, the same answer fetched again with other fields (a step's
+  // weights and gradients after its maps), to this one: tensors, per-layer keys, the step's
+  // lists. Arrays this answer already holds are kept.
+  merge(other) {
+    for (const [name, tensor] of other.tensors) if (!this.tensors.has(name)) this.tensors.set(name, tensor);
+    const mine = this.trace.layers || [];
+    (other.trace.layers || []).forEach((layer, i) => {
+      for (const key of Object.keys(layer)) {
+        if (mine[i] && !(key in mine[i])) Object.defineProperty(mine[i], key, Object.getOwnPropertyDescriptor(layer, key));
+      }
+    });
+    if (this.isStep) {
+      for (const key of ["params_after", "batch_grads"]) {
+        const theirs = other.json[key];
+        if (Array.isArray(theirs) && theirs.some((entry) => Object.keys(entry).length > 0)) this.json[key] = theirs;
+      }
+    }
+    this.flattened.clear(); // it remembers the arrays this answer did not have
+  }
+
   tensor(name) {
     const fileName = this.isStep && !name.startsWith("params_after.") && !name.startsWith("batch_grads.") ? `trace.${name}` : name;
     if (this.tensors.has(fileName)) return this.tensors.get(fileName);

@@ -104,7 +104,7 @@ function hasWeights(layer) {
 export function layerArray(record, index, view, gradients = "batch") {
   const trace = record.trace;
   const tensor = (name) => record.answer.tensor(name);
-  const missing = (what) => ({ kind: "none", note: `${what} was not fetched for this ${record.step ? "step" : "trace"} (live training fetches only what the view shows)` });
+  const missing = (what) => ({ kind: "none", note: record.later && record.later.state !== "ready" ? (record.later.message || "loading the weights and gradients of this step…") : `${what} was not fetched for this ${record.step ? "step" : "trace"} (live training fetches only what the view shows)` });
   if (index === INPUT_LAYER) {
     if (view === "delta") return mapsOrVector(tensor("input_grad"), "dL/dx") || missing("dL/dx");
     if (view === "a" || view === "z") return mapsOrVector(tensor("input"), "x") || missing("the input");

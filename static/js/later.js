@@ -1,0 +1,45 @@
+// A Step asks the server only for the arrays its first phases draw (the maps), draws them, and
+// fetches the same step's weights and gradients right after from the server's kept copy
+// (api.keptStep): the step answer shrinks from every array to the maps, and the phases, views
+// and inspector that need weights or gradients wait for them (never an error or a blank map).
+
+import { api } from "./api.js";
+
+export const MAP_FIELDS = ["z", "a", "delta", "grad_a", "argmax"];
+export const LATER_FIELDS = ["grads", "params"];
+const LATER_VIEWS = new Set(["W", "dW", "db", "W-before", "W-change", "W-after"]);
+
+// Whether a card view shows weights or gradients.
+export function needsLater(view) {
+  return LATER_VIEWS.has(view);
+}
+
+// What a Step asks for: the maps, and at once the weights and gradients if the chosen view
+// shows them (the first thing drawn needs them).
+export function stepFields(viewMode) {
+  return needsLater(viewMode) ? [...MAP_FIELDS, ...LATER_FIELDS] : MAP_FIELDS;
+}
+
+// Starts fetching what a step record lacks: record.later = {state: "loading" | "ready" |
+// "gone", message, promise}; the promise never rejects. On arrival the arrays join
+// record.answer and record.fields.
+export function fetchLater(record, sessionId) {
+  const missing = LATER_FIELDS.filter((field) => !record.fields.has(field));
+  if (missing.length === 0) return;
+  const step = record.step.step;
+  const later = { state: "loading", message: "" };
+  later.promise = api.keptStep(sessionId, step, missing).then(
+    (rest) => {
+      record.answer.merge(rest);
+      for (const field of missing) record.fields.add(field);
+      later.state = "ready";
+    },
+    (error) => {
+      later.state = "gone";
+      later.message = error.status === 404 || error.status === 409
+        ? `The weights and gradients of step ${step} are no longer available: the server keeps only the latest step's, for a while. Press Step again to take a new step and see its weights and gradients.`
+        : `The weights and gradients of step ${step} could not be fetched (${error.message}). Press Step again to take a new step and see its weights and gradients.`;
+    },
+  );
+  record.later = later;
+}
