@@ -40,6 +40,7 @@ def _whole_number(value: Any) -> Any:
 # An int field of a request: a JSON integer, or a number with no fractional part.
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 Digit = Annotated[int, Field(ge=0, le=9), BeforeValidator(_whole_number)]
+Position = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]  # an index along an axis
 
 
 class StrictModel(BaseModel):
@@ -139,7 +140,7 @@ class ExampleInput(StrictModel):
                                                     "/api/presets lists them), with its own target")
 
 
-TracedInput = SampleInput | ExampleInput
+SampleOrExample = SampleInput | ExampleInput
 
 
 class _InputWithLabel(StrictModel):
@@ -164,9 +165,9 @@ MAX_EDITS = 1024
 class WeightEdit(StrictModel):
     """One weight or bias set to a value for a what-if trace (the session keeps its own)."""
 
-    layer: int = Field(ge=0, description="index of a conv or dense layer")
+    layer: Position = Field(description="index of a conv or dense layer")
     param: Literal["W", "b"]
-    index: list[Annotated[int, Field(ge=0)]] = Field(
+    index: list[Position] = Field(
         min_length=1, max_length=4, description="one index per axis: W (F, C, HH, WW) or "
                                                 "(units, inputs), b (F,) or (units,)")
     value: float = Field(allow_inf_nan=False, description="rounded to the network's dtype")
@@ -176,9 +177,9 @@ Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
 
 
 class _WhatIf(_InputWithLabel):
-    input: TracedInput
-    edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
-                                                  "last edit of a cell wins")
+    input: SampleOrExample
+    edits: Edits = Field(None, description=f"at most {MAX_EDITS} weight edits; the last edit of "
+                                           "a cell wins")
 
     def edit_list(self) -> list[dict[str, Any]] | None:
         return None if self.edits is None else [edit.model_dump() for edit in self.edits]
@@ -189,13 +190,13 @@ class TraceRequest(_WhatIf):
 
 
 class ParameterCell(StrictModel):
-    layer: int = Field(ge=0)
+    layer: Position
     param: Literal["W", "b"]
-    index: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=4)
+    index: list[Position] = Field(min_length=1, max_length=4)
 
 
 class InputCell(StrictModel):
-    input: list[Annotated[int, Field(ge=0)]] = Field(
+    input: list[Position] = Field(
         min_length=3, max_length=3, description="(channel, row, column) of the network's input")
 
 
@@ -238,7 +239,7 @@ class StepRequest(TrainingOptions, _InputWithLabel):
     """One iteration; an optional ``input`` (a digit, or a preset's example) becomes the batch's
     first sample."""
 
-    input: TracedInput | None = None
+    input: SampleOrExample | None = None
 
 
 class TrainRequest(TrainingOptions):

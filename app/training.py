@@ -150,6 +150,8 @@ def trace_sample(session: Session, sample: Sample,
                         target=None if sample.target is None else sample.target.tolist())
     if edits is not None:
         answer["edits"] = _applied_edits(session, edits)
+    if edits or "dataset_label" in sample.source:
+        return answer, False  # a what-if leaves the session exactly as it was
     return answer, _remember_input(session, x[0], y[0], sample.digit, sample.source)
 
 
