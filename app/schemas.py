@@ -420,12 +420,26 @@ class TrainOut(BaseModel):
     history: HistoryOut
 
 
+class MisclassifiedOut(BaseModel):
+    index: int = Field(description="index in the MNIST test split")
+    label: int = Field(description="the digit")
+    true_class: int = Field(description="the class the network should predict (the digit, or "
+                                        "1/0 for a single output: is it the positive digit?)")
+    predicted: int
+    probability: float = Field(description="the network's output for the predicted class")
+
+
 class EvaluationOut(BaseModel):
     step: int
     split: Literal["test"]
     samples: int
     accuracy: float
     loss: float
+    classes: int = Field(description="K: the confusion matrix is K x K")
+    confusion: list[list[int]] = Field(description="counts; row: true class, column: predicted")
+    misclassified_count: int
+    misclassified: list[MisclassifiedOut] = Field(
+        description="the first misclassified samples in test-split order (at most 100)")
 
 
 class MnistItem(BaseModel):

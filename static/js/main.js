@@ -15,6 +15,7 @@ import { presetExample, showExampleNote } from "./examples.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
+import { EvaluationPanel } from "./evaluation.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -45,6 +46,10 @@ class App {
     this.chartsDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
     this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
+    this.evaluation = new EvaluationPanel($("evaluation"), {
+      onChoose: (input) => this.exclusive(() => this.traceChosen(input)),
+      onError: (error) => this.showError(error),
+    });
     this.inputs = new InputPanel({
       onInput: (input) => this.exclusive(() => this.traceInput(input)),
       onError: (error) => this.showError(error),
@@ -299,6 +304,7 @@ class App {
     this.describeSession();
     this.history = emptyHistory();
     $("eval-result").textContent = "";
+    this.evaluation.clear();
     await this.drawHistory();
     this.closeInspector();
     this.record = null;
@@ -573,6 +579,16 @@ class App {
     this.history.evalAccuracy.push(answer.accuracy);
     await this.drawHistory();
     $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits (mean loss ${formatNumber(answer.loss)}).`;
+    await this.evaluation.show(answer, this.session.positive_class);
+  }
+
+  // A digit picked outside the input panel (the evaluation's gallery) becomes the input.
+  async traceChosen(input) {
+    this.inputs.current = input;
+    if (input.pixels) this.inputs.describe();
+    else $("input-caption").textContent = `MNIST ${input.split} #${input.index}, label ${input.label}`;
+    await this.traceInput(input);
+    $("strip").scrollIntoView({ block: "nearest", behavior: "smooth" });
   }
 
   drawHistory() {
