@@ -86,6 +86,10 @@ class CreateSessionRequest(StrictModel):
         return self
 
 
+class SpecCheckRequest(StrictModel):
+    spec: dict[str, Any] = Field(description="a network spec, as for POST /api/sessions")
+
+
 class DatasetInput(StrictModel):
     dataset: Literal["mnist"]
     index: WholeNumber = Field(ge=0, description="index within the split")
@@ -464,6 +468,28 @@ class MnistSample(BaseModel):
 
 class PixelsOut(BaseModel):
     pixels: list[list[float]]
+
+
+class SpecLayerOut(BaseModel):
+    index: int
+    name: str
+    type: str
+    input_shape: list[int]
+    output_shape: list[int]
+    parameters: int = Field(description="weights and biases of this layer")
+
+
+class SpecCheckOut(BaseModel):
+    spec: dict[str, Any] = Field(description="the spec normalized (every default filled in)")
+    layers: list[SpecLayerOut]
+    parameters: int
+    output_size: int
+
+
+class SpecErrorOut(BaseModel):
+    detail: str
+    layer: int | None = Field(description="the index of the layer the problem is in, or null "
+                                          "for a problem of the whole spec")
 
 
 class ErrorOut(BaseModel):
