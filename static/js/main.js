@@ -16,6 +16,7 @@ import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
 import { EvaluationPanel } from "./evaluation.js";
+import { LayerBuilder } from "./builder.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -47,6 +48,14 @@ class App {
     this.saliencyDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
     this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
+    // The layer builder and the JSON editor show one spec: each edit in one is written to the other.
+    this.builder = new LayerBuilder($("builder"), {
+      onChange: (spec) => {
+        $("spec-editor").value = formatSpec(spec);
+        this.clearSpecError();
+      },
+      onApply: (spec) => this.exclusive(() => this.applySpec(spec)),
+    });
     this.evaluation = new EvaluationPanel($("evaluation"), {
       onChoose: (input) => this.exclusive(() => this.traceChosen(input)),
       onError: (error) => this.showError(error),
@@ -104,7 +113,16 @@ class App {
         this.showSpecError(`Not valid JSON: ${error.message}`);
       }
     });
-    $("spec-editor").addEventListener("input", () => this.clearSpecError());
+    $("spec-editor").addEventListener("input", () => {
+      this.clearSpecError();
+      let spec = null;
+      try {
+        spec = JSON.parse($("spec-editor").value);
+      } catch {
+        return; // half-typed JSON: the builder keeps the last spec that parsed
+      }
+      this.builder.load(spec);
+    });
 
     $("btn-forward").addEventListener("click", () => this.exclusive(() => this.forward()));
     $("btn-backward").addEventListener("click", () => this.exclusive(() => this.backward()));
@@ -300,6 +318,7 @@ class App {
     this.nameExports();
     if (previous) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
+    this.builder.load(session.spec);
     this.clearSpecError();
     if (session.spec && session.spec.seed !== undefined) $("seed").value = String(session.spec.seed);
     this.describeSession();
@@ -335,13 +354,16 @@ class App {
     $("session-status").textContent = `${name}, seed ${s.spec.seed ?? "—"} · step ${s.step}${rule}`;
   }
 
-  async applySpec() {
-    let spec;
-    try {
-      spec = JSON.parse($("spec-editor").value);
-    } catch (error) {
-      this.showSpecError(`Not valid JSON: ${error.message}`);
-      return;
+  // Builds the JSON editor's spec, or `given` (the layer builder's).
+  async applySpec(given = null) {
+    let spec = given;
+    if (!spec) {
+      try {
+        spec = JSON.parse($("spec-editor").value);
+      } catch (error) {
+        this.showSpecError(`Not valid JSON: ${error.message}`);
+        return;
+      }
     }
     try {
       await this.buildSession({ spec }, { keepSpecText: true });

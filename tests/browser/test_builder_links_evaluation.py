@@ -88,3 +88,110 @@ def test_evaluation_of_a_single_output_network_names_its_two_classes(open_page, 
     page.locator("#evaluation").scroll_into_view_if_needed()
     screenshot(page, "evaluation-390")
     assert problems.messages == []
+
+
+# --- item 16: the layer builder ---------------------------------------------------------------
+
+def page_errors(problems) -> list[str]:
+    """Console errors other than Chromium's note of a refused request (a spec the check
+    refuses answers 422 on purpose)."""
+    return [m for m in problems.messages if "status of 422" not in m]
+
+
+def readouts(page) -> list[str]:
+    return page.locator("#builder .builder-readout").all_inner_texts()
+
+
+def wait_checked(page) -> None:
+    page.wait_for_function("() => !document.getElementById('builder').dataset.checking")
+
+
+def test_the_layer_builder_shows_the_engines_shapes_and_errors_and_builds(open_page, screenshot):
+    page, problems = open_page(1440, 900)
+    wait_checked(page)
+    page.wait_for_function("() => document.querySelectorAll('#builder .builder-readout:not(:empty)').length === 8")
+    answer = page.evaluate("""() => fetch('/api/specs/check', {method: 'POST',
+        headers: {'Content-Type': 'application/json'},
+        body: JSON.stringify({spec: window.cnnviz.app.session.spec})}).then(r => r.json())""")
+    # every number shown is the engine's, from the check
+    assert readouts(page) == [
+        f"→ {'×'.join(map(str, layer['output_shape']))} · {layer['parameters']:,} param"
+        + ("" if layer["parameters"] == 1 else "s") for layer in answer["layers"]]
+    assert readouts(page)[0] == "→ 6×28×28 · 156 params"
+    assert "61,706 params" in page.inner_text("#builder .builder-status")
+
+    # an impossible kernel: the engine's words on the offending field, Build disabled, the
+    # JSON editor showing the same spec
+    page.fill('[aria-label="layer 2 kernel"]', "20")
+    page.wait_for_selector('#builder .builder-layer.has-error[data-index="2"]')
+    wait_checked(page)
+    assert page.get_attribute('[aria-label="layer 2 kernel"]', "aria-invalid") == "true"
+    assert "kernel height 20 is larger than the padded input height 14" in page.inner_text(
+        '#builder .builder-layer[data-index="2"] .builder-error')
+    assert page.is_disabled("#builder-apply")
+    assert '"kernel": 20' in page.input_value("#spec-editor")
+    screenshot(page, "builder-error-1440")
+    page.fill('[aria-label="layer 2 kernel"]', "5")
+    wait_checked(page)
+    assert page.locator("#builder .has-error").count() == 0 and not page.is_disabled("#builder-apply")
+
+    # softmax before the end is refused on the activation menu
+    page.select_option('[aria-label="layer 5 activation"]', "softmax")
+    page.wait_for_selector('#builder .builder-layer.has-error[data-index="5"]')
+    assert page.get_attribute('[aria-label="layer 5 activation"]', "aria-invalid") == "true"
+    page.select_option('[aria-label="layer 5 activation"]', "tanh")
+    wait_checked(page)
+
+    # reorder: the pool first, then shapes follow from the engine
+    page.click('#builder .builder-layer[data-index="1"] [data-action="up"]')
+    wait_checked(page)
+    assert page.locator('#builder .builder-layer[data-index="0"] select').first.input_value() == "maxpool"
+    assert readouts(page)[:2] == ["→ 1×14×14 · 0 params", "→ 6×14×14 · 156 params"]
+    page.click('#builder .builder-layer[data-index="0"] [data-action="down"]')
+    wait_checked(page)
+
+    # remove a dense layer, add a conv with the new options
+    page.click('#builder .builder-layer[data-index="6"] [data-action="remove"]')
+    wait_checked(page)
+    assert page.locator("#builder .builder-layer").count() == 7
+    assert readouts(page)[6] == "→ 10 · 1,210 params"
+    page.click('#builder .builder-layer[data-index="0"] [data-action="insert"]')
+    wait_checked(page)
+    page.select_option('[aria-label="layer 1 pad with"]', "circular")
+    page.select_option('[aria-label="layer 1 operation"]', "convolution")
+    page.fill('[aria-label="layer 1 filters"]', "3")
+    wait_checked(page)
+    assert readouts(page)[1] == "→ 3×28×28 · 165 params"  # 3 filters of 6x3x3 plus 3 biases
+    assert readouts(page)[2:4] == ["→ 3×14×14 · 0 params", "→ 16×10×10 · 1,216 params"]
+
+    # the JSON editor drives the builder too
+    page.click("#spec-details summary")
+    text = page.input_value("#spec-editor").replace('"units": 120', '"units": 100')
+    page.fill("#spec-editor", text)
+    wait_checked(page)
+    assert page.input_value('[aria-label="layer 6 units"]') == "100"
+
+    # Build this network: a session of exactly that spec, drawn
+    page.click("#builder-apply")
+    page.wait_for_function("() => window.cnnviz.app.session && window.cnnviz.app.session.preset === null"
+                           " && window.cnnviz.app.record && window.cnnviz.app.record.trace.layers.length === 8")
+    spec = page.evaluate("() => window.cnnviz.app.session.spec")
+    conv = spec["layers"][1]
+    assert conv["padding_mode"] == "circular" and conv["operation"] == "convolution"
+    assert conv["filters"] == 3 and spec["layers"][6] == {"type": "dense", "units": 100, "activation": "tanh"}
+    assert page.locator(".layer-card").count() == 9  # the input and eight layers
+    assert page_errors(problems) == []
+
+
+def test_the_layer_builder_fits_a_phone(open_page, screenshot):
+    page, problems = open_page(390, 844)
+    wait_checked(page)
+    page.fill('[aria-label="layer 0 filters"]', "0")
+    page.wait_for_selector('#builder .builder-layer.has-error[data-index="0"]')
+    builder = page.locator("#builder").bounding_box()
+    assert builder["x"] >= 0 and builder["x"] + builder["width"] <= 390
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390
+    page.locator("#builder").scroll_into_view_if_needed()
+    screenshot(page, "builder-error-390")
+    assert page_errors(problems) == []
