@@ -104,6 +104,8 @@ export const api = {
   // The engine's shapes and parameter counts of a spec, or a 422 naming the layer (body.layer).
   checkSpec: (spec) => request("POST", "/specs/check", { json: { spec }, label: "Checking the architecture" }),
 
+  getSession: (id) => request("GET", `/sessions/${encodeURIComponent(id)}`, { label: "Opening the linked session" }),
+
   deleteSession: (id) => request("DELETE", `/sessions/${encodeURIComponent(id)}`),
 
   // Trace and step answers come as safetensors files holding only `fields` (every field when

@@ -195,3 +195,122 @@ def test_the_layer_builder_fits_a_phone(open_page, screenshot):
     page.locator("#builder").scroll_into_view_if_needed()
     screenshot(page, "builder-error-390")
     assert page_errors(problems) == []
+
+
+# --- item 17: shareable links -------------------------------------------------------------------
+
+VIEW_STATE_JS = """() => { const app = window.cnnviz.app;
+  return {session: app.session.id, preset: app.session.preset, spec: app.session.spec,
+          input: app.inputs.current && {kind: app.inputs.current.kind, split: app.inputs.current.split,
+                                        index: app.inputs.current.index, label: app.inputs.current.label},
+          phase: app.phase, view: app.viewMode, inspected: app.inspected,
+          title: document.querySelector('[data-role=inspector-title]').textContent,
+          inspectorOpen: !document.getElementById('inspector').hidden}; }"""
+
+
+def choose_digit(page, index: int) -> None:
+    page.locator(f'#mnist-grid .thumb[data-index="{index}"]').click()
+    page.wait_for_function("i => { const t = window.cnnviz.app.record && window.cnnviz.app.record.trace;"
+                           " return t && t.source && t.source.index === i; }", arg=index)
+    page.evaluate("() => window.cnnviz.app.idle()")
+
+
+def click_cell(page, layer: int, x: int, y: int) -> None:
+    point = page.evaluate("([l, x, y]) => window.cnnviz.app.strip.cellPoint(l, x, y)", [layer, x, y])
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_selector("#inspector:not([hidden])")
+
+
+def open_link(browser, url: str, width: int = 1440, height: int = 900):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    problems = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(url)
+    page.wait_for_function("() => window.cnnviz && window.cnnviz.ready")
+    page.evaluate("() => window.cnnviz.app.idle()")
+    return context, page, problems
+
+
+def test_a_link_reopens_the_same_view_and_reuses_the_session(open_page, browser, screenshot):
+    page, problems = open_page(1440, 900)
+    choose_digit(page, 5)
+    page.locator('#view-options label:has(input[value="z"])').click()
+    page.locator("#timeline").focus()
+    page.keyboard.press("Home")
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    click_cell(page, 0, 4, 7)
+    shown = page.evaluate(VIEW_STATE_JS)
+    assert shown["phase"] == 3 and shown["view"] == "z" and shown["inspectorOpen"]
+    url = page.url
+    assert "#" in url and f"s={shown['session']}" in url and "input=test%3A5" in url
+
+    context, linked, errors = open_link(browser, url)
+    try:
+        linked.wait_for_selector("#inspector:not([hidden])")
+        reopened = linked.evaluate(VIEW_STATE_JS)
+        assert reopened == shown  # same session, input, phase, view, inspected cell and title
+        note = linked.locator("#link-note")
+        assert note.get_attribute("data-state") == "reused"
+        assert "reused" in note.inner_text()
+        assert "test #5" in linked.inner_text("#input-caption")
+        screenshot(linked, "link-reused-1440")
+        assert errors == []
+    finally:
+        context.close()
+    assert problems.messages == []
+
+
+def test_a_link_whose_session_is_gone_rebuilds_the_custom_network_and_says_so(open_page, browser, screenshot):
+    page, problems = open_page(390, 844)
+    choose_preset(page, "mlp")
+    page.fill("#seed", "7")
+    page.fill('[aria-label="layer 1 units"]', "32")
+    wait_checked(page)
+    page.click("#builder-apply")
+    page.wait_for_function("() => window.cnnviz.app.session.preset === null"
+                           " && window.cnnviz.app.session.spec.layers[1].units === 32")
+    page.evaluate("() => window.cnnviz.app.idle()")
+    choose_digit(page, 2)
+    shown = page.evaluate(VIEW_STATE_JS)
+    url = page.url
+    assert "spec=" in url and "seed=" in url
+    page.evaluate("id => fetch('/api/sessions/' + id, {method: 'DELETE'})", shown["session"])
+
+    context, linked, errors = open_link(browser, url, 390, 844)
+    try:
+        note = linked.locator("#link-note")
+        note.wait_for()
+        assert note.get_attribute("data-state") == "rebuilt"
+        assert "no longer exists" in note.inner_text()
+        reopened = linked.evaluate(VIEW_STATE_JS)
+        assert reopened["session"] != shown["session"]
+        assert reopened["spec"] == shown["spec"] and reopened["preset"] is None
+        assert reopened["spec"]["seed"] == 7  # the Seed field's, as the builder built it
+        assert reopened["input"] == shown["input"] and reopened["phase"] == shown["phase"]
+        # the same seed, so the same weights: the traced loss is the same number
+        losses = [p.evaluate("() => window.cnnviz.app.record.trace.loss") for p in (page, linked)]
+        assert losses[0] == losses[1]
+        # and the hash now names the new session, ready to share again
+        assert f"s={reopened['session']}" in linked.url
+        screenshot(linked, "link-rebuilt-390")
+        assert errors == []
+    finally:
+        context.close()
+    assert page_errors(problems) == []
+
+
+def test_a_link_with_parts_that_cannot_be_read_opens_what_it_can(browser, server):
+    context, page, errors = open_link(browser, server + "/#preset=tiny&seed=3&input=test:abc&cell=%7Bbad")
+    try:
+        page.locator("#link-note").wait_for()
+        state = page.evaluate(VIEW_STATE_JS)
+        assert state["preset"] == "tiny" and state["spec"]["seed"] == 3
+        text = page.inner_text("#link-note")
+        assert "input could not be read" in text and "selected cell could not be read" in text
+        assert state["input"] is not None  # the first digit, as on a plain load
+        assert errors == []
+    finally:
+        context.close()
