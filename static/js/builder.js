@@ -42,7 +42,8 @@ const NEW_LAYER = {
   dense: { type: "dense", units: 10, activation: "relu" },
 };
 // Which field an engine message is about, after its "layer N (type): " prefix: a quoted key
-// first ('filters' must be ...), else the first word that names one (kernel height 9 is ...).
+// first ('filters' must be ...), else the word naming one that comes first in the message
+// ("stride 2 does not divide ...; change padding, kernel or stride" is about the stride).
 const FIELD_WORDS = [
   [/padding_mode|circular padding/, "padding_mode"],
   [/\boperation\b/, "operation"],
@@ -60,8 +61,12 @@ export function fieldOfMessage(message, type) {
   const text = message.replace(/^invalid spec:\s*/, "").replace(/^layer \d+ \([^)]*\):\s*/, "");
   const keys = new Set([...(FIELDS[type] || []).map((f) => f.key), "type"]);
   for (const quoted of text.matchAll(/'(\w+)'/g)) if (keys.has(quoted[1])) return quoted[1];
-  for (const [pattern, key] of FIELD_WORDS) if (pattern.test(text) && keys.has(key)) return key;
-  return "type";
+  let first = null;
+  for (const [pattern, key] of FIELD_WORDS) {
+    const match = pattern.exec(text);
+    if (match && keys.has(key) && (!first || match.index < first.at)) first = { at: match.index, key };
+  }
+  return first ? first.key : "type";
 }
 
 function showValue(value) {

@@ -186,8 +186,11 @@ def test_the_layer_builder_shows_the_engines_shapes_and_errors_and_builds(open_p
 def test_the_layer_builder_fits_a_phone(open_page, screenshot):
     page, problems = open_page(390, 844)
     wait_checked(page)
-    page.fill('[aria-label="layer 0 filters"]', "0")
-    page.wait_for_selector('#builder .builder-layer.has-error[data-index="0"]')
+    page.fill('[aria-label="layer 2 stride"]', "2")
+    page.wait_for_selector('#builder .builder-layer.has-error[data-index="2"]')
+    # the engine's "stride 2 does not divide ...; change padding, kernel or stride" is about stride
+    assert page.get_attribute('[aria-label="layer 2 stride"]', "aria-invalid") == "true"
+    assert page.locator('#builder [aria-invalid="true"]').count() == 1
     builder = page.locator("#builder").bounding_box()
     assert builder["x"] >= 0 and builder["x"] + builder["width"] <= 390
     width = page.evaluate("() => document.documentElement.scrollWidth")
