@@ -675,7 +675,11 @@ class App {
         await this.idle();
       }
       if (VIEWS.some((v) => v.key === link.view)) this.setView(link.view);
-      if (link.phase !== null && this.record) await this.showPhase(Math.min(link.phase, this.phases.length - 1));
+      if (link.phase !== null && this.record) {
+        // A link made during a step's update phases: replaying the step would train the network.
+        if (link.phase > this.phases.length - 1) notes.push("it showed a training step's update, which is not replayed (that would train the network): this input's forward and backward pass is shown");
+        await this.showPhase(Math.min(link.phase, this.phases.length - 1));
+      }
       if (link.inspected && this.record) {
         const { index, view, cell } = link.inspected;
         if (index >= -1 && index < this.record.trace.layers.length) this.inspect(index, view, cell);

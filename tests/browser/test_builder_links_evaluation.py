@@ -317,3 +317,16 @@ def test_a_link_with_parts_that_cannot_be_read_opens_what_it_can(browser, server
         assert errors == []
     finally:
         context.close()
+
+
+def test_a_link_made_during_a_steps_update_shows_the_trace_and_says_why(browser, server):
+    context, page, errors = open_link(browser, server + "/#preset=tiny&seed=0&input=test:4&phase=99")
+    try:
+        page.locator("#link-note").wait_for()
+        assert "not replayed" in page.inner_text("#link-note")
+        state = page.evaluate("() => ({phase: window.cnnviz.app.phase, last: window.cnnviz.app.phases.length - 1,"
+                              " step: window.cnnviz.app.session.step})")
+        assert state["phase"] == state["last"] and state["step"] == 0
+        assert errors == []
+    finally:
+        context.close()
