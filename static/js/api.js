@@ -6,11 +6,12 @@ import { API_BASE, BUSY_DELAY_MS } from "./config.js";
 import { readAnswer } from "./tensors.js";
 
 export class ApiError extends Error {
-  constructor(status, detail, path) {
+  constructor(status, detail, path, body = null) {
     super(formatDetail(detail));
     this.status = status;
     this.detail = detail;
     this.path = path;
+    this.body = body; // the whole error answer (e.g. the spec check's "layer")
   }
 }
 
@@ -78,7 +79,7 @@ async function request(method, path, { json, form, label, tensors } = {}) {
       }
     }
     if (!response.ok) {
-      throw new ApiError(response.status, body && body.detail !== undefined ? body.detail : response.statusText, path);
+      throw new ApiError(response.status, body && body.detail !== undefined ? body.detail : response.statusText, path, body);
     }
     return body;
   } finally {
@@ -99,6 +100,11 @@ export const api = {
     if (positiveClass !== undefined && positiveClass !== null) body.positive_class = positiveClass;
     return request("POST", "/sessions", { json: body, label: "Building the network" });
   },
+
+  // The engine's shapes and parameter counts of a spec, or a 422 naming the layer (body.layer).
+  checkSpec: (spec) => request("POST", "/specs/check", { json: { spec }, label: "Checking the architecture" }),
+
+  getSession: (id) => request("GET", `/sessions/${encodeURIComponent(id)}`, { label: "Opening the linked session" }),
 
   deleteSession: (id) => request("DELETE", `/sessions/${encodeURIComponent(id)}`),
 
