@@ -163,3 +163,19 @@ def test_openapi_documents_the_kept_step(client):
     assert {"200", "404", "409", "422"} <= set(operation["responses"])
     content = operation["responses"]["200"]["content"]
     assert {"application/json", "application/octet-stream"} <= set(content)
+
+
+def test_a_step_whose_save_fails_leaves_the_previous_kept_step(client, app, monkeypatch):
+    session_id = create(client, preset="tiny", seed=1)
+    _step(client, session_id)
+    kept = _kept(client, session_id, 1).content
+
+    def refuse(session):
+        raise MemoryError
+
+    monkeypatch.setattr(app.state.store, "save", refuse)
+    failed = client.post(f"/api/sessions/{session_id}/step", json=STEP)
+    assert failed.status_code == 503
+    monkeypatch.undo()
+    assert _kept(client, session_id, 1).content == kept  # the session is back at step 1
+    assert _kept(client, session_id, 2).status_code == 404
