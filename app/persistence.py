@@ -385,11 +385,10 @@ def build_store(settings: Settings) -> SessionStore:
         "max_sessions": settings.max_sessions,
         "max_bytes": settings.max_store_bytes,
         "idle_seconds": settings.session_idle_seconds,
+        "evict_idle_seconds": settings.session_evict_idle_seconds,
     }
-    # the in-memory and SQLite stores make room by evicting idle sessions; Redis expires them
-    evicting = {**caps, "evict_idle_seconds": settings.session_evict_idle_seconds}
     if settings.session_store == "memory":
-        return InMemorySessionStore(**evicting)
+        return InMemorySessionStore(**caps)
     if settings.session_store == "redis":
         from app.redis_store import RedisSessionStore  # needs the optional redis package
 
@@ -397,5 +396,5 @@ def build_store(settings: Settings) -> SessionStore:
             settings.redis_url, key_prefix=settings.redis_key_prefix,
             max_file_bytes=settings.max_session_file_bytes, **caps)
     return SQLiteSessionStore(
-        settings.data_dir, max_file_bytes=settings.max_session_file_bytes, **evicting
+        settings.data_dir, max_file_bytes=settings.max_session_file_bytes, **caps
     )

@@ -56,14 +56,23 @@ local function mark_used(index, key, id, idle_ms)
 end
 """
 
-# KEYS: index, session key. ARGV: id, data, step, idle ms, max sessions. 1 if added, 0 if full.
+# KEYS: index, session key. ARGV: id, data, step, idle ms, max sessions, evict-idle ms, key
+# prefix. When full, the least recently used session idle for the evict-idle time makes room.
+# {1, evicted id or ""} if added, {0} if full.
 _ADD = _LUA_PRELUDE + """
 local idle_ms = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now_ms() - idle_ms))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+local evicted = ''
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #oldest == 0 or tonumber(oldest[2]) >= now_ms() - tonumber(ARGV[6]) then return {0} end
+  evicted = oldest[1]
+  redis.call('DEL', ARGV[7] .. evicted)
+  redis.call('ZREM', KEYS[1], evicted)
+end
 redis.call('HSET', KEYS[2], 'data', ARGV[2], 'step', ARGV[3], 'version', 0)
 mark_used(KEYS[1], KEYS[2], ARGV[1], idle_ms)
-return 1
+return {1, evicted}
 """
 
 # KEYS: index, session key. ARGV: id, idle ms, "1" to also read the data.
@@ -119,6 +128,7 @@ class RedisSessionStore(SessionStore):
         max_sessions: int,
         max_bytes: int,
         idle_seconds: float,
+        evict_idle_seconds: float,
         max_file_bytes: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -135,6 +145,7 @@ class RedisSessionStore(SessionStore):
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
         self._idle_ms = max(1, int(idle_seconds * 1000))
+        self.evict_idle_seconds = evict_idle_seconds
         self.max_file_bytes = max_file_bytes
         self._clock = clock
         self._loaded: dict[str, Session] = {}
@@ -176,10 +187,14 @@ class RedisSessionStore(SessionStore):
                                           self.max_bytes, self._clock())
             added = self._redis(self._add, keys=[self._index, self._key(session.id)],
                                 args=[session.id, data, session.step, self._idle_ms,
-                                      self.max_sessions])
-            if not added:
-                # Redis expires idle sessions itself (key TTL); none is evicted early here
-                raise StoreFull.sessions(self.max_sessions, None)
+                                      self.max_sessions, int(self.evict_idle_seconds * 1000),
+                                      self._key("")])
+            if not added[0]:
+                raise StoreFull.sessions(self.max_sessions, self.evict_idle_seconds)
+            evicted = added[1].decode() if isinstance(added[1], bytes) else added[1]
+            if evicted:
+                self._loaded.pop(evicted, None)
+                log.info("session %s evicted (idle) to make room for a new one", evicted)
             for copy in unloaded:
                 del self._loaded[copy.id]
             self._loaded[session.id] = session

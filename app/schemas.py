@@ -40,7 +40,7 @@ def _whole_number(value: Any) -> Any:
 # An int field of a request: a JSON integer, or a number with no fractional part.
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 Digit = Annotated[int, Field(ge=0, le=9), BeforeValidator(_whole_number)]
-Position = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]
+Position = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]  # an index along an axis
 
 
 class StrictModel(BaseModel):
@@ -140,7 +140,7 @@ class ExampleInput(StrictModel):
                                                     "/api/presets lists them), with its own target")
 
 
-TracedInput = SampleInput | ExampleInput
+SampleOrExample = SampleInput | ExampleInput
 
 
 class _InputWithLabel(StrictModel):
@@ -177,9 +177,9 @@ Edits = Annotated[list[WeightEdit], Field(max_length=MAX_EDITS)]
 
 
 class _WhatIf(_InputWithLabel):
-    input: TracedInput
-    edits: Edits | None = Field(None, description=f"at most {MAX_EDITS} weight edits; the "
-                                                  "last edit of a cell wins")
+    input: SampleOrExample
+    edits: Edits = Field(None, description=f"at most {MAX_EDITS} weight edits; the last edit of "
+                                           "a cell wins")
 
     def edit_list(self) -> list[dict[str, Any]] | None:
         return None if self.edits is None else [edit.model_dump() for edit in self.edits]
@@ -239,7 +239,7 @@ class StepRequest(TrainingOptions, _InputWithLabel):
     """One iteration; an optional ``input`` (a digit, or a preset's example) becomes the batch's
     first sample."""
 
-    input: TracedInput | None = None
+    input: SampleOrExample | None = None
 
 
 class TrainRequest(TrainingOptions):

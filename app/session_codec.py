@@ -114,7 +114,7 @@ def _refuse_foreign_members(members: dict[str, np.ndarray], network: Network,
     expected = {"meta.json", "history/steps", "history/loss", "history/accuracy"}
     expected.update(f"net/{key}" for key in network.state_dict())
     if meta.get("last_input") is not None:
-        expected.update(("last_input/x", "last_input/target"))
+        expected.update({"last_input/x", "last_input/target"})
     pending = [meta.get("optimizer_state")]
     while pending:
         tree = pending.pop()

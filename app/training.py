@@ -150,6 +150,8 @@ def trace_sample(session: Session, sample: Sample,
                         target=None if sample.target is None else sample.target.tolist())
     if edits is not None:
         answer["edits"] = _applied_edits(session, edits)
+    if edits or "dataset_label" in sample.source:
+        return answer, False  # a what-if leaves the session exactly as it was
     return answer, _remember_input(session, x[0], y[0], sample.digit, sample.source)
 
 
@@ -304,7 +306,6 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
     session.step += 1
     session.cursor += drawn
     session.history.append(session.step, batch_trace.loss, accuracy, max_history)
-    # the first sample's digit: a given input's own (None for an example), else the drawn one's
     _remember_input(session, x[0], y[0], batch_labels[0], first_source)
     answer = {
         "step": session.step,

@@ -3,10 +3,10 @@
 A trace keeps, per layer and sample, its output, pre-activation, delta and dL/da, the maxpool
 winners, and a copy of the weights and their gradients. The fast kernels add their temporaries
 (scratch.py): per conv layer the padded input, the im2col matrix, the output and delta matrices,
-and the column gradients of dx -- for the whole batch when the batch is innermost, for a
-cache-sized chunk of it in the wide-rows form (kernels.uses_wide_rows). Scratch is keyed by a
-layer's position, so during one trace every conv layer's buffers are alive at once; for a deep net
-with big kernels they dwarf the activations. The figures below follow the kernels' own choices (kernels.py) buffer by buffer and
+and for dL/dx either the spread delta and its im2col matrix (small maps) or the column gradients
+and the padded dx (large ones). Scratch is keyed by a layer's position, so during one trace every
+conv layer's buffers are alive at once; for a deep net with big kernels they dwarf the
+activations. The figures below follow the kernels' own choices (kernels.py) buffer by buffer and
 add the largest temporaries NumPy makes on the side (activation masks, the dense/conv dx); the
 tests check them against what a trace really allocates.
 """
@@ -28,35 +28,29 @@ KEPT_PER_OUTPUT = 4
 # output: in a trace an activation's mask or derivative and a layer's fresh dx before it is handed
 # down; in a forward pass a layer's input, z and a, and an activation's temporary.
 TRANSIENT_OUTPUTS = {True: 3, False: 4}
+# Python objects and small arrays a pass makes on the way (views, shapes, closures, a conv layer's
+# bias and weight-sized gradient temporaries): a few kB whatever the sizes.
+SMALL_ALLOCATIONS_BYTES = 4096
 
 
 def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
                   itemsize: int) -> int:
-    """Elements of one conv layer's scratch buffers (and its dx temporaries) for a batch, in
-    the form the kernel takes for these shapes (kernels.uses_wide_rows)."""
+    """Elements of one conv layer's scratch buffers (and its dx temporaries) for a batch."""
     C, H, W = in_shape
     F, Ho, Wo = out_shape
     (HH, WW), (ph, pw) = layer["kernel"], layer["padding"]
-    elements = 0
-    if layer.get("padding_mode", "zeros") == "circular":
-        # the layer wrap-pads the input (kept for backward) and folds the padded dx back
+    extra = 0
+    if layer.get("padding_mode") == "circular":
+        # the layer wraps the input itself (a copy kept until backward) and the kernel pads nothing;
+        # backward folds the padded dx back through two copies
         H, W, ph, pw = H + 2 * ph, W + 2 * pw, 0, 0
-        elements += C * H * W * batch * (2 if backward else 1)
-    K = C * HH * WW
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+        extra = C * H * W * batch * (1 + (2 if backward else 0))
     if uses_wide_rows((batch, C, H, W), (F, C, HH, WW), layer["stride"], (ph, pw)):
-        length = (Ho - 1) * Wp + Wo
-        chunk = min(batch, max(1, WIDE_CHUNK_BYTES // max(1, K * length * itemsize)))
-        elements += batch * C * Hp * Wp + (K + F) * chunk * length  # planes, cols, z_wide
-        if backward:
-            span = (HH - 1) * Wp + WW - 1 + Hp * Wp
-            # delta_wide, the shifted column gradients, dx_planes, dW
-            elements += F * chunk * length + chunk * K * span + chunk * C * Hp * Wp + 2 * K * F
-        return elements
-    padded = C * Hp * Wp * batch
-    columns = K * Ho * Wo * batch
+        return extra + _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize)
+    padded = C * (H + 2 * ph) * (W + 2 * pw) * batch
+    columns = C * HH * WW * Ho * Wo * batch
     outputs = F * Ho * Wo * batch
-    elements += padded + columns + outputs  # x_pad, cols, z_rows
+    elements = extra + padded + columns + outputs  # x_pad, cols, z_rows
     if not backward:
         return elements
     elements += outputs  # delta_mat
@@ -65,6 +59,21 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
         elements += spread + F * HH * WW * H * W * batch + C * H * W * batch  # + dx_mat
     else:
         elements += columns + padded  # dcols, dx_pad
+    return elements
+
+
+def _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize) -> int:
+    """The "wide rows" form (kernels.py): the padded planes of the whole batch, then per chunk of
+    the batch its im2col rows and products; backward adds the chunk's delta rows, the zero-margined
+    shifted column gradients and the padded dx planes."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Ho, Wo = Hp - HH + 1, Wp - WW + 1
+    K, S, L = C * HH * WW, Hp * Wp, (Ho - 1) * Wp + Wo
+    chunk = min(batch, max(1, WIDE_CHUNK_BYTES // max(1, K * L * itemsize)))
+    elements = C * S * batch + K * chunk * L + F * chunk * L  # x_planes, wide_cols, z_wide
+    if backward:
+        span = (HH - 1) * Wp + WW - 1 + S
+        elements += F * chunk * L + chunk * K * span + chunk * C * S  # delta_wide, shifted, dx_planes
     return elements
 
 
@@ -93,7 +102,7 @@ def _estimate(spec: Any, batch: int, backward: bool) -> int:
             values += outputs * (KEPT_PER_OUTPUT if backward else 0)
         values += parameters * (3 if backward else 1)  # weights; a trace's copy and gradients
     values += TRANSIENT_OUTPUTS[backward] * largest
-    return (values + scratch_values) * itemsize + index_bytes
+    return (values + scratch_values) * itemsize + index_bytes + SMALL_ALLOCATIONS_BYTES
 
 
 def trace_bytes(spec: Any, batch: int) -> int:

@@ -190,8 +190,9 @@ export function whatIfBody(input, { label, edits, pixels } = {}) {
   return body;
 }
 
+// An Answer, like api.trace: the what-if can be shown in the strip as any other trace.
 api.traceWhatIf = (id, input, change) =>
-  request("POST", `/sessions/${encodeURIComponent(id)}/trace`, { json: whatIfBody(input, change), label: "Tracing the what-if" });
+  request("POST", `/sessions/${encodeURIComponent(id)}/trace${binaryQuery()}`, { json: whatIfBody(input, change), label: "Tracing the what-if", tensors: "trace" });
 
 api.gradcheck = (id, input, change, of, epsilon) =>
   request("POST", `/sessions/${encodeURIComponent(id)}/gradcheck`, {

@@ -8,8 +8,6 @@ import { COLORS } from "./config.js";
 import { idx, layerInput, geometry, compare, sumTerms, paddedCell, kernelIndex } from "./terms.js";
 import { convGather, convScatter, scatterPictures, poolRouting, denseColumn, convWeightPicture, biasPicture, PICTURES_SHOWN } from "./backward.js";
 
-export { layerInput, compare } from "./terms.js";
-
 // z of a conv output element: the receptive-field patch times the kernel, plus the bias.
 // The patch grids show each channel's padded window (zeros, or the wrapped input with
 // circular padding) and the kernel as the forward pass applies it (rotated 180° for a true

@@ -189,10 +189,13 @@ function renderTerms(section) {
   const listed = rows.filter((r) => r.product !== 0).sort((p, q) => Math.abs(q.product) - Math.abs(p.product));
   const zeros = rows.length - listed.length;
   const summary =
-    `${rows.length} term${rows.length === 1 ? "" : "s"}` +
-    (rows.length > 1 ? ` — ${listed.length} non-zero, largest first` : "") +
-    (zeros ? `; ${zeros} ${zeros === 1 ? "is" : "are"} exactly 0 and not listed` : "");
+    listed.length === 0
+      ? `${rows.length} term${rows.length === 1 ? "" : "s"}, ${rows.length === 1 ? "exactly 0" : "all exactly 0"}`
+      : `${rows.length} term${rows.length === 1 ? "" : "s"}` +
+        (rows.length > 1 ? ` — ${listed.length} non-zero, largest first` : "") +
+        (zeros ? `; ${zeros} ${zeros === 1 ? "is" : "are"} exactly 0 and not listed` : "");
   details.append(el("summary", { text: summary }));
+  if (listed.length === 0) return details;
   if (rows.length <= 30) details.open = true;
   const table = el("table", { className: "terms-table", "data-role": "terms-table" });
   // Three columns (each factor's name above its value, then the product) so the product

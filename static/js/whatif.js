@@ -58,7 +58,7 @@ function classCount(trace) {
   return last.spec && last.spec.activation === "softmax" ? last.a.length : 0;
 }
 
-// ctx: {record, index, view, cell, sessionId, input, whatIf, onShow(trace, change, description), onClear(), onError(error)}
+// ctx: {record, index, view, cell, sessionId, input, whatIf, onShow(answer, change, description, baseTrace), onClear()}
 export function attachExperiments(container, ctx) {
   const slot = container.querySelector('[data-role="inspector-content"]');
   const trace = ctx.record.trace;
@@ -215,10 +215,10 @@ function whatIfControl(ctx, target, classes) {
     if (!change.pixels) delete change.pixels;
     run.disabled = true;
     try {
-      const baseTrace = stale ? await api.traceWhatIf(ctx.sessionId, ctx.input, {}) : base;
-      const whatTrace = await api.traceWhatIf(ctx.sessionId, ctx.input, change);
+      const baseTrace = stale ? (await api.traceWhatIf(ctx.sessionId, ctx.input, {})).trace : base;
+      const whatAnswer = await api.traceWhatIf(ctx.sessionId, ctx.input, change);
       const description = said.join(", ");
-      out.replaceChildren(renderComparison(baseTrace, whatTrace, description, () => ctx.onShow(whatTrace, change, description, baseTrace)));
+      out.replaceChildren(renderComparison(baseTrace, whatAnswer.trace, description, () => ctx.onShow(whatAnswer, change, description, baseTrace)));
     } catch (error) {
       out.replaceChildren(el("p", { className: "whatif-error", text: `The what-if failed: ${error.message}` }));
     } finally {

@@ -265,7 +265,8 @@ def test_gradcheck_respects_the_work_cap(client, app):
     response = post(client, session_id, "gradcheck", {"input": {"dataset": "mnist", "index": 0}, **GOOD_OF})
     assert response.status_code == 422
     assert response.json()["cap"] == "max_request_macs"
-    assert "multiply-adds" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert "multiply-adds" in detail and "2 only passed forward" in detail  # a trace and two passes
 
 
 def test_gradcheck_of_an_unknown_session_is_404(client):
@@ -324,3 +325,17 @@ def test_a_what_if_trace_comes_as_safetensors_too(client, tmp_path):
         assert answer.get_tensor("layers.0.params.W")[1, 0, 2, 2] == np.float32(0.5)
         np.testing.assert_array_equal(answer.get_tensor("layers.0.grads.W"),
                                       np.asarray(as_json["layers"][0]["grads"]["W"], dtype=np.float32))
+
+
+def test_a_what_if_trace_does_not_become_the_sessions_last_input(app, client):
+    session_id = create(client, preset="lenet5")
+    assert post(client, session_id, "trace", {"input": {"dataset": "mnist", "index": 3}}).status_code == 200
+    remembered = app.state.store.get(session_id).last_input
+    assert remembered.source["index"] == 3
+    label = (int(train_split()[1][5]) + 1) % 10
+    assert post(client, session_id, "trace",
+                {"input": {"dataset": "mnist", "index": 5}, "label": label}).status_code == 200
+    one_edit = {"edits": [{"layer": 0, "param": "W", "index": [0, 0, 1, 1], "value": 0.5}]}
+    assert post(client, session_id, "trace", {"input": {"dataset": "mnist", "index": 7}, **one_edit}
+                ).status_code == 200
+    assert app.state.store.get(session_id).last_input is remembered  # what the export runs on

@@ -10,7 +10,9 @@ import math
 
 import pytest
 
-from test_page import assert_result_matches, click_cell, set_speed, set_view, step_and_wait
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from test_page import assert_result_matches, set_speed, set_view, step_and_wait
+from test_page import click_cell as click_cell_once
 
 pytestmark = pytest.mark.browser
 
@@ -19,6 +21,21 @@ GRIDS_JS = """([section, role]) => [...document.querySelectorAll(`#inspector .in
   .querySelectorAll(`table[data-role="${role}"]`).length === 0 ? [] :
   [...[...document.querySelectorAll(`#inspector .inspector-section`)][section]
   .querySelectorAll(`table[data-role="${role}"]`)].map(t => [...t.rows].map(r => [...r.cells].map(c => Number(c.dataset.value))))"""
+
+
+def click_cell(page, layer: int, x: int, y: int, with_result: bool = True) -> float:
+    """test_page's click_cell, clicked again when the first click found the plot being
+    redrawn (on a loaded machine a click can land while Plotly replaces the heatmap)."""
+    for attempt in range(3):
+        page.set_default_timeout(10_000 if attempt < 2 else 30_000)
+        try:
+            return click_cell_once(page, layer, x, y, with_result)
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+        finally:
+            page.set_default_timeout(30_000)
+    raise AssertionError("unreachable")
 
 
 def grids(page, role: str, section: int = 0) -> list[list[list[float]]]:
@@ -152,6 +169,20 @@ def test_phone_width_inspector_pictures_fit(open_page, screenshot):
     click_cell(page, 0, 3, 2)
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-conv1-dW").with_name("p9-phone-conv1-dW-inspector.png")))
+    # The experiments fit too: a gradient check and a what-if at phone width.
+    page.locator("#inspector [data-role=gradcheck-run]").click()
+    page.wait_for_selector("#inspector [data-role=gradcheck-verdict]")
+    page.locator("#inspector [data-role=whatif-value]").fill("2")
+    page.locator("#inspector [data-role=whatif-run]").click()
+    page.wait_for_selector("#inspector [data-role=whatif-table]")
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    experiments = page.locator("#inspector [data-role=experiments]")
+    experiments.scroll_into_view_if_needed()
+    experiments.screenshot(path=str(screenshot(page, "p9-phone-experiments").with_name("p9-phone-experiments-inspector.png")))
+    set_view(page, "delta")
+    click_cell(page, 5, 0, 17)
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.locator("#inspector").screenshot(path=str(screenshot(page, "p9-phone-dense-column").with_name("p9-phone-dense-column-inspector.png")))
     assert problems.messages == []
 
 
@@ -176,9 +207,38 @@ def apply_spec(page, spec: str, cards_count: int) -> None:
     page.wait_for_function("() => !window.cnnviz.app.actionRunning")
 
 
+# Every cell of every map the inspector explains (z and δ of every layer, dL/dx, every dW
+# and db), run through the page's own arithmetic module: each sum, and each x g'(z), must
+# match the engine's value.
+EVERY_CELL_JS = """async () => {
+  const { explainCell } = await import('/static/js/arithmetic.js');
+  const record = window.cnnviz.app.record;
+  const trace = record.trace;
+  const shape = (a) => { const s = []; while (Array.isArray(a)) { s.push(a.length); a = a[0]; } return s; };
+  let checked = 0; const wrong = [];
+  const check = (what, sections) => { for (const s of sections) {
+    if (s.result) { checked += 1; if (!s.result.match) wrong.push([what, s.heading, s.result.computed, s.result.engine]); }
+    if (s.activation) { checked += 1; if (!s.activation.delta.match) wrong.push([what, 'times the derivative']); } } };
+  for (let li = -1; li < trace.layers.length; li++) {
+    const sh = shape(li === -1 ? trace.input_grad : trace.layers[li].delta);
+    const conv = li >= 0 && trace.layers[li].type === 'conv';
+    if (sh.length === 3) for (let m = 0; m < sh[0]; m++) for (let i = 0; i < sh[1]; i++) for (let j = 0; j < sh[2]; j++) {
+      check(`${li} delta ${m},${i},${j}`, explainCell(record, li, 'delta', { map: m, i, j }));
+      if (conv) check(`${li} z ${m},${i},${j}`, explainCell(record, li, 'z', { map: m, i, j }));
+    }
+    if (conv) { const [F, C, HH, WW] = shape(trace.layers[li].params.W);
+      for (let f = 0; f < F; f++) { check(`${li} db ${f}`, explainCell(record, li, 'db', { k: f }));
+        for (let c = 0; c < C; c++) for (let r = 0; r < HH; r++) for (let s = 0; s < WW; s++) check(`${li} dW`, explainCell(record, li, 'dW', { f, c, r, s })); } }
+  }
+  return { checked, wrong: wrong.slice(0, 5) };
+}"""
+
+
 def test_circular_padding_and_true_convolution_are_shown_and_sum_to_the_engine(open_page, screenshot):
     page, problems = open_page()
     apply_spec(page, CONV_OPTIONS_SPEC, 7)
+    every = page.evaluate(EVERY_CELL_JS)
+    assert every["wrong"] == [] and every["checked"] > 15_000, every
     set_view(page, "z")
     click_cell(page, 0, 0, 0)  # conv1 (circular, pad 2): the window wraps around the corner
     assert_result_matches(page)
@@ -245,6 +305,17 @@ def test_gradient_check_on_click_shows_numeric_and_analytic(open_page, screensho
     assert value("analytic") == pytest.approx(engine_value(page), rel=1e-5, abs=1e-8)
     assert value("numeric") == pytest.approx(value("analytic"), rel=1e-3, abs=1e-6) or \
         page.locator("#inspector [data-role=gradcheck-kinks] li").count() > 0
+    # conv1's bias starts at 0, so over the blank background z = b = 0 exactly: any nudge of
+    # b[0] flips those ReLUs, the loss has a corner there and the engine says so.
+    set_view(page, "db")
+    click_cell(page, 0, 0, 0)
+    page.locator("#inspector [data-role=gradcheck-run]").click()
+    page.wait_for_selector("#inspector [data-role=gradcheck-verdict]")
+    assert page.get_attribute("#inspector [data-role=gradcheck-verdict]", "data-agree") == "false"
+    assert "corner" in page.inner_text("#inspector [data-role=gradcheck-verdict]")
+    kinks = page.inner_text("#inspector [data-role=gradcheck-kinks]")
+    assert "conv1" in kinks and "relu" in kinks
+    shoot(page, screenshot, "p9-gradcheck-kink")
     assert problems.messages == []
 
 
@@ -324,6 +395,8 @@ def test_worked_example_preset_reads_the_notes_numbers_off_the_screen(open_page,
     page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 4")
     page.wait_for_function("() => window.cnnviz.app.record && window.cnnviz.app.record.trace.input.flat(2).length === 9")
     assert "worked" in page.inner_text("#example-note")
+    page.wait_for_function("() => document.getElementById('prediction-summary').textContent.includes('target y = [36, 47, 65, 78]')")
+    assert "output a = [37, 47, 67, 77]" in page.inner_text("#prediction-summary")
     set_view(page, "z")
     click_cell(page, 0, 1, 0)  # O[0, 1] = 2·1 + 3·2 + 5·3 + 6·4 = 47
     assert_result_matches(page)

@@ -224,3 +224,19 @@ def test_bad_conv_options_raise_spec_error_naming_layer_and_problem(case):
     assert mentions_layer(message, 0), message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_scratch_shared_by_float64_and_float32_passes_keeps_each_exact():
+    """One thread's scratch serves networks of both dtypes (a float64 preset beside float32 ones,
+    gradcheck's float64 passes): a buffer one dtype left must never be read as the other's zeros."""
+    from engine import kernels
+    from engine.scratch import Scratch
+
+    take = Scratch().taker(0)
+    rng = np.random.default_rng(0)
+    x, w, delta = rng.normal(size=(2, 2, 8, 8)), rng.normal(size=(3, 2, 3, 3)), rng.normal(size=(2, 3, 8, 8))
+    expected = kernels.conv_backward_naive(delta, x, w, (1, 1), (1, 1))
+    for dtype in (np.float64, np.float32, np.float64):
+        got = kernels.conv_backward(*(a.astype(dtype) for a in (delta, x, w)), (1, 1), (1, 1), scratch=take)
+        for ours, theirs in zip(got, expected):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4)

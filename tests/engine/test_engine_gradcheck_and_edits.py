@@ -309,3 +309,19 @@ def test_an_edit_value_beyond_the_dtype_range_is_refused():
     with pytest.raises(ValueError, match=r"edits\[0\].*float32"):
         net.trace(x, y, edits=[{"layer": 0, "param": "b", "index": [0], "value": 1e39}])
     net.trace(x, y, edits=[{"layer": 0, "param": "b", "index": [0], "value": 3e38}])  # still a float32
+
+
+def test_a_float32_trace_is_the_same_before_and_after_a_gradcheck():
+    """gradcheck runs the same layers in float64: the scratch memory they share with the network's
+    float32 passes must not leak one dtype's bytes into the other's buffers."""
+    spec, net = small_net(dtype="float32", loss="mse")
+    rng = np.random.default_rng(9)
+    x, y = random_input(spec, 2, rng).astype(np.float32), random_targets(spec, 2, rng)
+    first = net.trace(x, y)
+    net.gradcheck(x, y, {"layer": 0, "param": "W", "index": [0, 0, 1, 1]})
+    again = net.trace(x, y)
+    assert again.loss == first.loss
+    np.testing.assert_array_equal(again.input_grad, first.input_grad)
+    for ours, before in zip(again.layers, first.layers):
+        for key in ours.grads:
+            np.testing.assert_array_equal(ours.grads[key], before.grads[key])

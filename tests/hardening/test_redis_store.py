@@ -46,7 +46,8 @@ def hosts(real_server, redis_server, tmp_path):
 
 def store_on(redis_server, **caps) -> RedisSessionStore:
     options = {"key_prefix": "cnnviz", "max_sessions": 64, "max_bytes": 1 << 30,
-               "idle_seconds": 3600.0, "max_file_bytes": 1 << 26, **caps}
+               "idle_seconds": 3600.0, "evict_idle_seconds": 600.0, "max_file_bytes": 1 << 26,
+               **caps}
     return RedisSessionStore.from_url(redis_server.url, **options)
 
 
@@ -87,6 +88,26 @@ def test_stores_with_different_key_prefixes_do_not_see_each_other(redis_server):
     assert theirs.ids() == [] and ours.ids() == [session.id]
     with pytest.raises(SessionNotFound):
         theirs.get(session.id)
+
+
+def test_a_full_store_evicts_the_least_recently_used_idle_session_on_any_host(redis_server):
+    first = store_on(redis_server, max_sessions=2, evict_idle_seconds=0.3)
+    second = store_on(redis_server, max_sessions=2, evict_idle_seconds=0.3)
+    spec = {"input_shape": [1, 6, 6], "layers": [{"type": "flatten"}], "loss": "mse"}
+    older, newer = Session.create(spec), Session.create(spec)
+    first.add(older)
+    time.sleep(0.05)
+    first.add(newer)
+    with pytest.raises(StoreFull) as refused:  # both used just now: nobody is evicted
+        second.add(Session.create(spec))
+    assert refused.value.cap == "max_sessions" and "maximum of 2 sessions" in str(refused.value)
+    time.sleep(0.4)
+    second.get(newer.id)  # used again: only `older` is idle past the eviction time
+    third = Session.create(spec)
+    second.add(third)
+    assert sorted(first.ids()) == sorted([newer.id, third.id])
+    with pytest.raises(SessionNotFound):
+        first.get(older.id)
 
 
 @pytest.mark.slow
