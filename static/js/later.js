@@ -14,10 +14,16 @@ export function needsLater(view) {
   return LATER_VIEWS.has(view);
 }
 
+// The kept copy lives in the memory of the server process that took the step: with several
+// processes or hosts not routed by session, the fetch may reach one that never had it. After
+// one such miss, every Step asks for everything at once (one larger answer, never a missing
+// gradient) for the rest of this page's life.
+let keptStepsReachable = true;
+
 // What a Step asks for: the maps, and at once the weights and gradients if the chosen view
-// shows them (the first thing drawn needs them).
+// shows them (the first thing drawn needs them) or if kept steps proved unreachable.
 export function stepFields(viewMode) {
-  return needsLater(viewMode) ? [...MAP_FIELDS, ...LATER_FIELDS] : MAP_FIELDS;
+  return needsLater(viewMode) || !keptStepsReachable ? [...MAP_FIELDS, ...LATER_FIELDS] : MAP_FIELDS;
 }
 
 // Starts fetching what a step record lacks: record.later = {state: "loading" | "ready" |
@@ -36,8 +42,9 @@ export function fetchLater(record, sessionId) {
     },
     (error) => {
       later.state = "gone";
+      if (error.status === 404 || error.status === 409) keptStepsReachable = false;
       later.message = error.status === 404 || error.status === 409
-        ? `The weights and gradients of step ${step} are no longer available: the server keeps only the latest step's, for a while. Press Step again to take a new step and see its weights and gradients.`
+        ? `The weights and gradients of step ${step} are no longer available: the server keeps only the latest step's, for a while. Press Step again: from now on each step brings its weights and gradients with its maps.`
         : `The weights and gradients of step ${step} could not be fetched (${error.message}). Press Step again to take a new step and see its weights and gradients.`;
     },
   );

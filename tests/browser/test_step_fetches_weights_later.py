@@ -107,6 +107,10 @@ def test_weights_and_gradients_that_are_gone_are_said_so_and_step_brings_new_one
     page.evaluate("() => window.__releaseKept()")
     step_and_wait(page)
     page.wait_for_function("() => window.cnnviz.app.record.later === null || window.cnnviz.app.record.later.state === 'ready'")
+    # After a miss the kept copy is not relied on again (another server process may have taken
+    # the step): this step brought its weights and gradients with its maps.
+    fields = page.evaluate("() => window.cnnviz.lastStepRequest.fields")
+    assert "grads" in fields and "params" in fields
     page.wait_for_function("() => [...document.querySelectorAll('.layer-card[data-layer=\"0\"]')].every(c => c.dataset.empty === 'false')")
     # The browser logs the 409 of the held request as a failed load; nothing else went wrong.
     assert [m for m in problems.messages if "409" not in m] == []
