@@ -6,8 +6,9 @@ import { API_BASE, BUSY_DELAY_MS } from "./config.js";
 import { readAnswer } from "./tensors.js";
 
 export class ApiError extends Error {
-  constructor(status, detail, path) {
+  constructor(status, detail, path, body = null) {
     super(formatDetail(detail));
+    this.body = body; // the whole error answer: a cap refusal carries `cap` and `limit`
     this.status = status;
     this.detail = detail;
     this.path = path;
@@ -78,7 +79,7 @@ async function request(method, path, { json, form, label, tensors } = {}) {
       }
     }
     if (!response.ok) {
-      throw new ApiError(response.status, body && body.detail !== undefined ? body.detail : response.statusText, path);
+      throw new ApiError(response.status, body && body.detail !== undefined ? body.detail : response.statusText, path, body);
     }
     return body;
   } finally {

@@ -93,6 +93,10 @@ export const LIVE_CHARTS_MS = 200;
 export const MNIST_PAGE_SIZE = 24;
 export const DRAW_BRUSH_PX = 20;
 
+// Train steps runs a long run as requests of at most this many steps (the server caps one
+// request's steps and work; the curves and the progress bar move after each request).
+export const TRAIN_CHUNK_STEPS = 25;
+
 export const DEFAULTS = {
   preset: "lenet5",
   seed: 0,

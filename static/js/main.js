@@ -2,7 +2,7 @@
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
 import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
-import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS } from "./config.js";
+import { DEFAULTS, TRAIN_CHUNK_STEPS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS } from "./config.js";
 import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
@@ -86,7 +86,8 @@ class App {
       this.describePreset();
       this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() }));
     });
-    $("build-preset").addEventListener("click", () => this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() })));
+    // Build: the current architecture (a preset's or the applied JSON's) again, with the seed field's seed.
+    $("build-preset").addEventListener("click", () => this.exclusive(() => this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session || !this.session.preset })));
     $("apply-spec").addEventListener("click", () => this.exclusive(() => this.applySpec()));
     for (let digit = 0; digit <= 9; digit++) $("positive-class").append(new Option(String(digit), String(digit)));
     $("positive-class").addEventListener("change", () => this.exclusive(() => this.buildSession(this.rebuildRequest(), { keepSpecText: true })));
@@ -111,6 +112,10 @@ class App {
       this.exclusive(() => this.reset());
     });
     $("train").addEventListener("click", () => this.exclusive(() => this.trainSteps()));
+    $("train-cancel").addEventListener("click", () => {
+      if (this.trainingRun) this.trainingRun.cancelled = true;
+      $("train-cancel").disabled = true;
+    });
     $("evaluate").addEventListener("click", () => this.exclusive(() => this.evaluate()));
     $("error-dismiss").addEventListener("click", () => ($("error-banner").hidden = true));
     $("import-session").addEventListener("change", (event) => {
@@ -369,7 +374,7 @@ class App {
   // positive digit, for a network with one output).
   rebuildRequest() {
     const s = this.session;
-    const request = s.preset ? { preset: s.preset, seed: this.seed() } : { spec: s.spec };
+    const request = s.preset ? { preset: s.preset, seed: this.seed() } : { spec: s.spec, seed: this.seed() };
     if (s.positive_class !== null && s.positive_class !== undefined) request.positive_class = Number($("positive-class").value);
     return request;
   }
@@ -553,17 +558,59 @@ class App {
     this.updateButtons();
   }
 
+  // Long training runs as several requests of at most TRAIN_CHUNK_STEPS steps (the server caps
+  // the steps and the work of one request): the curves grow after each, a progress bar shows
+  // how far the run is, and Cancel stops it after the request in flight (what ran is kept).
   async trainSteps() {
     const steps = Math.max(1, Math.round(Number($("train-steps").value) || DEFAULTS.train_steps));
-    const answer = await api.train(this.session.id, steps, this.training());
-    const h = answer.history;
-    this.history.steps.push(...h.steps);
-    this.history.loss.push(...h.loss);
-    this.history.accuracy.push(...h.accuracy);
-    this.session.step = answer.step;
-    this.describeSession();
-    await this.drawHistory();
-    $("eval-result").textContent = `Trained ${answer.steps_run} steps: last batch loss ${formatNumber(answer.loss)}, batch accuracy ${(answer.accuracy * 100).toFixed(1)}%.`;
+    const run = { cancelled: false };
+    this.trainingRun = run;
+    const bar = $("train-progress-bar");
+    bar.max = steps;
+    bar.value = 0;
+    $("train-progress-text").textContent = `0 / ${steps} steps`;
+    $("train-cancel").disabled = false;
+    $("train-progress").hidden = false;
+    let chunk = Math.min(TRAIN_CHUNK_STEPS, steps);
+    let done = 0;
+    let last = null;
+    try {
+      while (done < steps && !run.cancelled) {
+        const size = Math.min(chunk, steps - done);
+        let answer;
+        try {
+          answer = await api.train(this.session.id, size, this.training());
+        } catch (error) {
+          // Over one of the server's per-request caps: the request changed nothing, so the
+          // same steps are asked again in smaller pieces.
+          if (size > 1 && isCapRefusal(error)) {
+            chunk = Math.max(1, Math.floor(size / 2));
+            continue;
+          }
+          throw error;
+        }
+        last = answer;
+        const h = answer.history;
+        this.history.steps.push(...h.steps);
+        this.history.loss.push(...h.loss);
+        this.history.accuracy.push(...h.accuracy);
+        this.session.step = answer.step;
+        done += answer.steps_run;
+        bar.value = done;
+        $("train-progress-text").textContent = `${done} / ${steps} steps`;
+        this.describeSession();
+        await this.drawHistory();
+      }
+    } finally {
+      this.trainingRun = null;
+      $("train-progress").hidden = true;
+    }
+    if (last) {
+      const summary = `last batch loss ${formatNumber(last.loss)}, batch accuracy ${(last.accuracy * 100).toFixed(1)}%`;
+      $("eval-result").textContent = done < steps ? `Cancelled after ${done} of ${steps} steps: ${summary}.` : `Trained ${done} steps: ${summary}.`;
+    } else {
+      $("eval-result").textContent = "Cancelled before any step ran.";
+    }
     if (this.inputs.current) await this.traceInput(this.inputs.current);
   }
 
@@ -836,6 +883,15 @@ class App {
     $("error-banner").hidden = false;
     probe.errors.push(message);
   }
+}
+
+// A refusal for size (the server's steps, samples or work per request) rather than for what was asked.
+function isCapRefusal(error) {
+  if (!error || error.status !== 422) return false;
+  if (error.body && error.body.cap) return true;
+  const detail = error.detail;
+  if (Array.isArray(detail)) return detail.some((item) => Array.isArray(item.loc) && item.loc.includes("steps"));
+  return typeof detail === "string" && /samples one request may train on/.test(detail);
 }
 
 function setPending(panel, pending) {

@@ -1,0 +1,201 @@
+"""A newcomer's path through the page without a stumble (issue 10, items 1-15): each test here
+failed before its fix, in real headless Chromium against the real server."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.browser
+
+CELL_POINT_JS = """([layer, x, y]) => window.cnnviz.app.strip.cellPoint(layer, x, y)"""
+FIVE_OUTPUTS = {"input_shape": [1, 28, 28], "layers": [
+    {"type": "flatten"},
+    {"type": "dense", "units": 16, "activation": "relu"},
+    {"type": "dense", "units": 5, "activation": "softmax"}], "loss": "cross_entropy", "seed": 3}
+
+
+def idle(page) -> None:
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning && !window.cnnviz.app.playing")
+
+
+def set_speed(page, label: str) -> None:
+    index = {"live": 0, "fast": 1, "normal": 2, "slow": 3, "very slow": 4}[label]
+    page.eval_on_selector("#speed", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(index))
+
+
+def step_and_wait(page) -> None:
+    before = page.evaluate("window.cnnviz.stepTimings.length")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
+    page.wait_for_function("() => { const t = document.getElementById('timeline'); return t.value === t.max; }")
+    idle(page)
+
+
+def choose_preset(page, name: str) -> None:
+    page.select_option("#preset", name)
+    page.wait_for_function("n => window.cnnviz.app.session && window.cnnviz.app.session.preset === n && window.cnnviz.app.record", arg=name)
+    idle(page)
+
+
+def apply_spec(page, spec: dict) -> None:
+    page.locator("#spec-details > summary").click()
+    page.fill("#spec-editor", json.dumps(spec, indent=1))
+    page.get_by_role("button", name="Apply JSON").click()
+    page.wait_for_function("() => window.cnnviz.app.session && !window.cnnviz.app.session.preset")
+    idle(page)
+
+
+def click_cell(page, layer: int, x: int, y: int) -> dict:
+    page.locator(f'.layer-card[data-layer="{layer}"] .layer-plot').scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    point = page.evaluate(CELL_POINT_JS, [layer, x, y])
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_selector("#inspector:not([hidden])")
+    return point
+
+
+def banner_text(page) -> str:
+    return page.inner_text("#error-text") if page.is_visible("#error-banner") else ""
+
+
+def no_developer_words(text: str) -> None:
+    assert "CNNVIZ" not in text, text
+    assert not re.search(r"Error [45]\d\d|HTTP|\b[45]\d\d:", text), text
+    assert "bytes" not in text, text
+
+
+# --- 1. long training runs in chunks, with progress, growing curves and Cancel ------------------
+
+def test_long_training_runs_in_chunks_with_progress_and_cancel(open_page, screenshot):
+    page, problems = open_page()
+    choose_preset(page, "mlp")
+    page.fill("#train-steps", "600")  # over the server's 500 steps per request
+    page.get_by_role("button", name="Train steps").click()
+    progress = page.locator("#train-progress")
+    progress.wait_for(state="visible")
+    # the curves grow while the run goes on, chunk by chunk
+    page.wait_for_function("() => { const p = document.getElementById('train-progress-bar'); return Number(p.value) > 0 && Number(p.value) < Number(p.max); }")
+    partial = page.evaluate("window.cnnviz.app.history.steps.length")
+    assert 0 < partial < 600
+    page.wait_for_function("() => window.cnnviz.app.history.steps.length === 600", timeout=240_000)
+    idle(page)
+    assert progress.is_hidden()
+    assert "Trained 600 steps" in page.inner_text("#eval-result")
+    assert page.evaluate("document.getElementById('curves-plot').data[0].x.length") == 600
+    assert banner_text(page) == ""
+    # Cancel stops a long run after the chunk in flight; what was trained is kept
+    page.fill("#train-steps", "2000")
+    page.get_by_role("button", name="Train steps").click()
+    progress.wait_for(state="visible")
+    page.wait_for_function("() => window.cnnviz.app.history.steps.length > 600")
+    page.get_by_role("button", name="Cancel").click()
+    idle(page)
+    trained = page.evaluate("window.cnnviz.app.history.steps.length")
+    assert 600 < trained < 2600
+    assert "Cancelled" in page.inner_text("#eval-result")
+    assert page.evaluate("window.cnnviz.app.session.step") == trained
+    no_developer_words(page.inner_text("body"))
+    assert problems.messages == []
+
+
+def test_lenet_training_over_the_work_cap_still_runs(open_page):
+    """LeNet-5's 500 steps of 32 are over the server's multiply-add cap per request: the page
+    sizes its chunks so that it never meets it (one chunk is run, then the run is cancelled)."""
+    page, problems = open_page()
+    page.fill("#train-steps", "500")
+    page.get_by_role("button", name="Train steps").click()
+    page.wait_for_function("() => window.cnnviz.app.history.steps.length > 0", timeout=120_000)
+    page.get_by_role("button", name="Cancel").click()
+    idle(page)
+    assert banner_text(page) == ""
+    no_developer_words(page.inner_text("body"))
+    assert problems.messages == []
+
+
+# --- 2. Build after Apply JSON ---------------------------------------------------------------
+
+def test_build_after_applied_json_rebuilds_that_architecture_with_the_new_seed(open_page):
+    page, problems = open_page()
+    apply_spec(page, FIVE_OUTPUTS)
+    assert "seed 3" in page.inner_text("#session-status")
+    page.fill("#seed", "7")
+    page.get_by_role("button", name="Build", exact=True).click()
+    page.wait_for_function("() => document.getElementById('session-status').textContent.includes('seed 7')")
+    idle(page)
+    assert banner_text(page) == ""
+    assert page.evaluate("window.cnnviz.app.session.spec.layers[2].units") == 5
+    assert page.evaluate("window.cnnviz.app.session.spec.seed") == 7
+    assert problems.messages == []
+
+
+# --- 3. a refused input restores the input panel ---------------------------------------------
+
+def test_a_refused_input_restores_the_panel_and_the_shown_digit(open_page, tmp_path):
+    page, problems = open_page()
+    apply_spec(page, FIVE_OUTPUTS)
+    caption = page.inner_text("#input-caption")
+    label_before = page.evaluate("window.cnnviz.app.record.trace.label")
+    assert label_before < 5
+    preview = page.evaluate("document.getElementById('input-preview').toDataURL()")
+    pressed = page.evaluate("[...document.querySelectorAll('#mnist-grid .thumb[aria-pressed=true]')].map(b => b.dataset.index)")
+    seven = page.locator("#mnist-grid .thumb", has=page.locator("span", has_text=re.compile("^7$"))).first
+    seven.click()
+    page.locator("#error-banner").wait_for(state="visible")
+    idle(page)
+    assert page.inner_text("#input-caption") == caption
+    assert page.evaluate("document.getElementById('input-preview').toDataURL()") == preview
+    assert page.evaluate("[...document.querySelectorAll('#mnist-grid .thumb[aria-pressed=true]')].map(b => b.dataset.index)") == pressed
+    assert page.evaluate("window.cnnviz.app.inputs.current.label") == label_before
+    assert page.evaluate("window.cnnviz.app.record.trace.label") == label_before
+    page.get_by_role("button", name="Dismiss").click()
+    # a failed upload: the file picker is emptied and the panel keeps the input in use
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are not pixels")
+    page.get_by_role("tab", name="Upload").click()
+    page.set_input_files("#upload-file", str(not_an_image))
+    page.locator("#error-banner").wait_for(state="visible")
+    idle(page)
+    assert page.evaluate("document.getElementById('upload-file').files.length") == 0
+    assert page.inner_text("#input-caption") == caption
+    assert all("422" in m or "415" in m for m in problems.messages), problems.messages
+
+
+# --- 7. no page error, ever --------------------------------------------------------------------
+
+def test_clicking_a_cell_then_switching_preset_raises_no_page_error(open_page):
+    page, problems = open_page()
+    set_speed(page, "live")
+    step_and_wait(page)
+    click_cell(page, 0, 3, 3)
+    choose_preset(page, "tiny")
+    click_cell(page, 0, 1, 1)
+    choose_preset(page, "lenet5")
+    page.wait_for_timeout(500)
+    assert problems.messages == []
+
+
+def test_a_newcomers_path_raises_no_page_or_console_error(open_page):
+    page, problems = open_page()
+    step_and_wait(page)
+    for view in ("a", "delta", "W", "dW", "auto"):
+        page.locator(f'#view-options label:has(input[value="{view}"])').click()
+    click_cell(page, 1, 2, 2)
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Forward").click()
+    idle(page)
+    page.fill("#train-steps", "5")
+    page.get_by_role("button", name="Train steps").click()
+    idle(page)
+    page.get_by_role("button", name="Evaluate").click()
+    idle(page)
+    choose_preset(page, "tiny")
+    step_and_wait(page)
+    click_cell(page, 0, 0, 0)
+    choose_preset(page, "deep")
+    choose_preset(page, "lenet5")
+    page.wait_for_timeout(500)
+    assert problems.messages == []
