@@ -45,9 +45,7 @@ export class InputPanel {
     this.setupUpload();
     this.labelSelect.addEventListener("change", () => {
       if (this.current && this.current.kind === "pixels") {
-        this.current = { ...this.current, label: Number(this.labelSelect.value) };
-        this.describe();
-        this.onInput(this.current);
+        this.use({ ...this.current, label: Number(this.labelSelect.value) });
       }
     });
   }
@@ -134,12 +132,29 @@ export class InputPanel {
   }
 
   chooseMnist(item) {
-    this.current = { kind: "mnist", split: this.split, index: item.index, label: item.label, pixels: item.pixels };
-    for (const button of this.grid.querySelectorAll(".thumb")) {
-      button.setAttribute("aria-pressed", String(Number(button.dataset.index) === item.index));
-    }
+    return this.use({ kind: "mnist", split: this.split, index: item.index, label: item.label, pixels: item.pixels });
+  }
+
+  // Shows `input` as the current one and hands it to the page; when the page refuses it (a
+  // label the network cannot use, a lost server), the panel goes back to the input in use.
+  async use(input) {
+    const previous = this.current;
+    this.current = input;
+    this.markPressed();
     this.describe();
-    this.onInput(this.current);
+    const accepted = await this.onInput(input);
+    if (accepted === false && this.current === input) {
+      this.current = previous;
+      this.markPressed();
+      this.describe();
+    }
+    return accepted !== false;
+  }
+
+  markPressed() {
+    for (const button of this.grid.querySelectorAll(".thumb")) {
+      button.setAttribute("aria-pressed", String(this.isCurrent(Number(button.dataset.index))));
+    }
   }
 
   setupDrawing() {
@@ -203,20 +218,21 @@ export class InputPanel {
     const file = document.getElementById("upload-file");
     file.addEventListener("change", async () => {
       const chosen = file.files && file.files[0];
-      if (chosen) await this.preprocess(chosen, chosen.name, `upload “${chosen.name}”`);
+      if (!chosen) return;
+      // A refused file is not left named in the picker as if it were the input in use.
+      if (!(await this.preprocess(chosen, chosen.name, `upload “${chosen.name}”`))) file.value = "";
     });
   }
 
   async preprocess(blob, filename, description) {
+    let answer;
     try {
-      const answer = await api.preprocessImage(blob, filename);
-      this.current = { kind: "pixels", pixels: answer.pixels, label: Number(this.labelSelect.value), description };
-      for (const button of this.grid.querySelectorAll(".thumb")) button.setAttribute("aria-pressed", "false");
-      this.describe();
-      this.onInput(this.current);
+      answer = await api.preprocessImage(blob, filename);
     } catch (error) {
       this.onError(error);
+      return false;
     }
+    return this.use({ kind: "pixels", pixels: answer.pixels, label: Number(this.labelSelect.value), description });
   }
 
   describe() {

@@ -209,21 +209,24 @@ class App {
 
   // Runs actions one after another: one that arrives while another runs (a file chosen
   // during a reset, say) waits for its turn instead of interleaving requests.
+  // Resolves to true when the action succeeded, false when it failed (its error shown).
   exclusive(action) {
     const run = this.queue.then(async () => {
       this.actionRunning = true;
       this.updateButtons();
       try {
         await action();
+        return true;
       } catch (error) {
         if (this.sessionLost(error)) await this.recoverSession(error);
         else this.showError(error);
+        return false;
       } finally {
         this.actionRunning = false;
         this.updateButtons();
       }
     });
-    this.queue = run;
+    this.queue = run.then(() => undefined);
     return run;
   }
 
