@@ -174,6 +174,14 @@ def test_clicking_a_cell_then_switching_preset_raises_no_page_error(open_page):
     choose_preset(page, "tiny")
     click_cell(page, 0, 1, 1)
     choose_preset(page, "lenet5")
+    # and while a step is being animated, with the inspector open
+    set_speed(page, "slow")
+    click_cell(page, 0, 4, 4)
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("() => window.cnnviz.app.animating")
+    page.select_option("#preset", "deep")
+    page.wait_for_function("() => window.cnnviz.app.session.preset === 'deep' && window.cnnviz.app.record")
+    idle(page)
     page.wait_for_timeout(500)
     assert problems.messages == []
 
@@ -183,7 +191,7 @@ def test_a_newcomers_path_raises_no_page_or_console_error(open_page):
     step_and_wait(page)
     for view in ("a", "delta", "W", "dW", "auto"):
         page.locator(f'#view-options label:has(input[value="{view}"])').click()
-    click_cell(page, 1, 2, 2)
+    click_cell(page, 0, 2, 2)
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Forward").click()
     idle(page)
