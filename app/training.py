@@ -377,11 +377,18 @@ def train(session: Session, options: TrainingOptions, steps: int,
     }
 
 
-def evaluate(session: Session, limit: int, max_history: int) -> dict[str, Any]:
-    """Accuracy and mean loss on the first ``limit`` usable samples of the test split."""
+def evaluate(session: Session, limit: int, max_history: int,
+             exclude: list[int] | None = None) -> dict[str, Any]:
+    """Accuracy and mean loss on the first ``limit`` usable samples of the test split, leaving
+    out the ``exclude`` indices (test digits the user trained on are not held out)."""
     rule = target_rule(session)
     images, labels = split_arrays("test")
-    pool = evaluation_pool(rule)[:limit]
+    pool = evaluation_pool(rule)
+    if exclude:
+        pool = pool[~np.isin(pool, np.asarray(exclude, dtype=np.int64))]
+    pool = pool[:limit]
+    if len(pool) == 0:
+        raise Refused("no test digit is left to score: every one was left out as trained on")
     correct = 0
     loss_sum = 0.0
     for start in range(0, len(pool), EVALUATION_CHUNK):

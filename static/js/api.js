@@ -125,9 +125,10 @@ export const api = {
       label: `Training ${steps} steps`,
     }),
 
-  evaluate: (id, limit) =>
+  // exclude: test-split indices left out of the score (digits the user trained on).
+  evaluate: (id, limit, exclude) =>
     request("POST", `/sessions/${encodeURIComponent(id)}/evaluate`, {
-      json: limit ? { limit } : {},
+      json: { ...(limit ? { limit } : {}), ...(exclude && exclude.length ? { exclude } : {}) },
       label: "Evaluating on the test split",
     }),
 

@@ -30,7 +30,7 @@ export class InputPanel {
   constructor({ onInput, onError }) {
     this.onInput = onInput;
     this.onError = onError;
-    this.split = "test";
+    this.split = "train"; // the default input is a training digit: Step puts it in every batch
     this.offset = 0;
     this.total = null;
     this.current = null;

@@ -41,6 +41,7 @@ class App {
     this.actionRunning = false;
     this.queue = Promise.resolve();
     this.history = emptyHistory();
+    this.trainedTestDigits = new Set();
     this.inspected = null;
     this.chartsDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
@@ -306,6 +307,7 @@ class App {
     if (session.spec && session.spec.seed !== undefined) $("seed").value = String(session.spec.seed);
     this.describeSession();
     this.history = emptyHistory();
+    this.trainedTestDigits = new Set(); // test-split digits this network was stepped on
     $("eval-result").textContent = "";
     await this.drawHistory();
     this.closeInspector();
@@ -486,6 +488,8 @@ class App {
     const request = { input: this.inputs.current, training: this.training(), fields };
     probe.lastStepRequest = request;
     const answer = await api.step(this.session.id, request.input, request.training, fields);
+    const input = request.input;
+    if (input && input.kind === "mnist" && input.split === "test") this.trainedTestDigits.add(input.index);
     const answered = performance.now();
     const step = answer.json;
     this.session.step = step.step;
@@ -617,12 +621,15 @@ class App {
     if (this.inputs.current) await this.traceInput(this.inputs.current);
   }
 
+  // Test digits the user stepped on were in training batches: they are left out of the score.
   async evaluate() {
-    const answer = await api.evaluate(this.session.id);
+    const trainedOn = [...this.trainedTestDigits];
+    const answer = await api.evaluate(this.session.id, undefined, trainedOn);
     this.history.evalSteps.push(answer.step);
     this.history.evalAccuracy.push(answer.accuracy);
     await this.drawHistory();
-    $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits (mean loss ${formatNumber(answer.loss)}).`;
+    const left = trainedOn.length ? ` (leaving out the ${trainedOn.length === 1 ? "test digit" : `${trainedOn.length} test digits`} you trained on: #${trainedOn.join(", #")})` : "";
+    $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits${left} (mean loss ${formatNumber(answer.loss)}).`;
   }
 
   drawHistory() {
@@ -721,7 +728,7 @@ class App {
       if (gradientSource(this.record, this.gradients) === "batch") {
         return `Gradients: dL/dW and dL/db averaged over the mini-batch of ${s.batch_size} — exactly what the update applies (tick "this image only" for the traced image's own)`;
       }
-      return s ? "Gradients of this image only (sample 0 of the batch): dL/dW = input ⋆ δ, dL/db = Σ δ; the update applies the batch mean" : "Gradients of this image: dL/dW = input ⋆ δ, dL/db = Σ δ (no update yet: press Step or Update to train on a batch)";
+      return s ? "Gradients of your input only (sample 1 of the batch): dL/dW = input ⋆ δ, dL/db = Σ δ; the update applies the batch mean" : "Gradients of this image: dL/dW = input ⋆ δ, dL/db = Σ δ (no update yet: press Step or Update to train on a batch)";
     }
     if (phase.kind === "update-change" && this.record.step) {
       const s = this.record.step;

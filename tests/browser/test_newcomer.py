@@ -207,3 +207,32 @@ def test_a_newcomers_path_raises_no_page_or_console_error(open_page):
     choose_preset(page, "lenet5")
     page.wait_for_timeout(500)
     assert problems.messages == []
+
+
+# --- 13. the default input is a training digit; trained-on test digits are not "held out" ------
+
+def test_default_input_is_a_train_digit_and_evaluation_leaves_out_trained_test_digits(open_page):
+    page, problems = open_page()
+    assert page.inner_text("#input-caption").startswith("MNIST train #0")
+    assert page.input_value("#mnist-split") == "train"
+    set_speed(page, "live")
+    step_and_wait(page)
+    assert "Your input is sample 1 of the batch" in page.inner_text("#batch-strip")
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/evaluate") else None)
+    page.get_by_role("button", name="Evaluate").click()
+    idle(page)
+    assert sent[-1].get("exclude") in (None, [])  # a train digit: nothing to leave out
+    page.select_option("#mnist-split", "test")
+    page.wait_for_function("() => document.getElementById('mnist-page').textContent.includes('of 1000')")
+    page.locator("#mnist-grid .thumb").nth(4).click()
+    page.wait_for_function("() => document.getElementById('input-caption').textContent.startsWith('MNIST test #4')")
+    idle(page)
+    step_and_wait(page)
+    page.get_by_role("button", name="Evaluate").click()
+    idle(page)
+    assert sent[-1]["exclude"] == [4]
+    result = page.inner_text("#eval-result")
+    assert "leaving out the test digit you trained on: #4" in result
+    assert "on 999 held-out digits" in result or "held-out digits" in result
+    assert problems.messages == []

@@ -350,7 +350,7 @@ def test_api_errors_show_a_clear_message(open_page, screenshot, tmp_path):
     page.set_input_files("#upload-file", str(not_an_image))
     banner.wait_for(state="visible")
     assert "Error 4" in banner.inner_text()
-    assert "MNIST test #0" in page.inner_text("#input-caption")  # the input in use is kept
+    assert "MNIST train #0" in page.inner_text("#input-caption")  # the input in use is kept
     assert all("422" in m or "415" in m for m in problems.messages), problems.messages
 
 
