@@ -38,15 +38,19 @@ export class InputPanel {
     this.labelSelect = document.getElementById("label-select");
     this.caption = document.getElementById("input-caption");
     this.preview = document.getElementById("input-preview");
+    // A drawing or an upload has no label until the user says which digit it is (never a silent 0).
+    this.labelSelect.append(new Option("choose…", ""));
     for (let digit = 0; digit <= 9; digit++) this.labelSelect.append(new Option(String(digit), String(digit)));
+    this.pending = null; // a preprocessed drawing or upload waiting for its label
     this.setupTabs();
     this.setupMnist();
     this.setupDrawing();
     this.setupUpload();
     this.labelSelect.addEventListener("change", () => {
-      if (this.current && this.current.kind === "pixels") {
-        this.use({ ...this.current, label: Number(this.labelSelect.value) });
-      }
+      if (this.labelSelect.value === "") return;
+      const label = Number(this.labelSelect.value);
+      if (this.pending) this.use({ ...this.pending, label });
+      else if (this.current && this.current.kind === "pixels") this.use({ ...this.current, label });
     });
   }
 
@@ -139,6 +143,7 @@ export class InputPanel {
   // label the network cannot use, a lost server), the panel goes back to the input in use.
   async use(input) {
     const previous = this.current;
+    this.setPending(null);
     this.current = input;
     this.markPressed();
     this.describe();
@@ -195,22 +200,21 @@ export class InputPanel {
       last = next;
       event.preventDefault();
     });
-    const end = () => {
+    // The drawing is used as soon as the pen lifts (no separate "use" step).
+    const end = async () => {
+      if (!last) return;
       last = null;
+      if (!this.drawn) return;
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+      await this.preprocess(blob, "drawing.png", "your drawing");
     };
     canvas.addEventListener("pointerup", end);
     canvas.addEventListener("pointercancel", end);
     document.getElementById("draw-clear").addEventListener("click", () => {
       clear();
       this.drawn = false;
-    });
-    document.getElementById("draw-use").addEventListener("click", async () => {
-      if (!this.drawn) {
-        this.onError(new Error("Draw a digit first: press and drag on the black square."));
-        return;
-      }
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-      await this.preprocess(blob, "drawing.png", "your drawing");
+      this.labelSelect.value = ""; // the next drawing is a new digit: its label is asked again
+      this.setPending(null);
     });
   }
 
@@ -219,6 +223,7 @@ export class InputPanel {
     file.addEventListener("change", async () => {
       const chosen = file.files && file.files[0];
       if (!chosen) return;
+      this.labelSelect.value = ""; // a new picture: its label is asked again
       // A refused file is not left named in the picker as if it were the input in use.
       if (!(await this.preprocess(chosen, chosen.name, `upload “${chosen.name}”`))) file.value = "";
     });
@@ -232,14 +237,33 @@ export class InputPanel {
       this.onError(error);
       return false;
     }
-    return this.use({ kind: "pixels", pixels: answer.pixels, label: Number(this.labelSelect.value), description });
+    const input = { kind: "pixels", pixels: answer.pixels, description };
+    if (this.labelSelect.value === "") {
+      this.setPending(input);
+      return true;
+    }
+    return this.use({ ...input, label: Number(this.labelSelect.value) });
+  }
+
+  // Shows a drawing or upload that waits for its label (the network keeps the input in use).
+  setPending(input) {
+    this.pending = input;
+    const asking = Boolean(input);
+    this.labelSelect.toggleAttribute("aria-invalid", asking);
+    document.getElementById("own-label").classList.toggle("asking", asking);
+    if (asking) {
+      paintPixels(this.preview, input.pixels);
+      this.caption.textContent = `${input.description} (28×28, preprocessed): which digit is it? Choose its label above to use it.`;
+    } else {
+      this.describe();
+    }
   }
 
   describe() {
     const input = this.current;
     if (!input) return;
     paintPixels(this.preview, input.pixels);
-    if (input.kind === "pixels") this.labelSelect.value = String(input.label);
+    if (input.kind === "pixels" && !this.pending) this.labelSelect.value = String(input.label);
     this.caption.textContent =
       input.kind === "mnist"
         ? `MNIST ${input.split} #${input.index}, label ${input.label}`

@@ -455,8 +455,18 @@ class App {
     await this.showPhase(phaseIndex(this.phases, "loss"));
   }
 
+  // The input Step and Forward use; a drawing or upload still waiting for its label stops them
+  // (they would otherwise run on the previous input).
+  inputInUse() {
+    if (this.inputs.pending) {
+      $("label-select").focus();
+      throw new Error(`Choose which digit ${this.inputs.pending.description} is (“This digit is a”, in the Input panel) first: it is used once it has a label.`);
+    }
+    return this.inputs.current;
+  }
+
   async forward() {
-    this.setRecord(await api.trace(this.session.id, this.inputs.current), false);
+    this.setRecord(await api.trace(this.session.id, this.inputInUse()), false);
     this.batch.clear();
     await this.animate(0, phaseIndex(this.phases, "loss"));
   }
@@ -485,7 +495,7 @@ class App {
     const clicked = performance.now();
     performance.mark("cnnviz:step-start");
     const fields = live ? this.liveFields() : ALL_FIELDS;
-    const request = { input: this.inputs.current, training: this.training(), fields };
+    const request = { input: this.inputInUse(), training: this.training(), fields };
     probe.lastStepRequest = request;
     const answer = await api.step(this.session.id, request.input, request.training, fields);
     const input = request.input;

@@ -236,3 +236,59 @@ def test_default_input_is_a_train_digit_and_evaluation_leaves_out_trained_test_d
     assert "leaving out the test digit you trained on: #4" in result
     assert "on 999 held-out digits" in result or "held-out digits" in result
     assert problems.messages == []
+
+
+# --- 10. a drawing is used when the pen lifts, and drawings and uploads ask for their label -----
+
+def draw_a_stroke(page) -> None:
+    canvas = page.locator("#draw-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    for k in range(1, 13):
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
+    page.mouse.up()
+
+
+def test_a_drawing_is_used_when_the_pen_lifts_once_its_label_is_chosen(open_page, tmp_path):
+    page, problems = open_page()
+    set_speed(page, "live")
+    page.get_by_role("tab", name="Draw").click()
+    assert page.input_value("#label-select") == ""  # no silent 0
+    draw_a_stroke(page)
+    page.wait_for_function("() => document.getElementById('input-caption').textContent.includes('which digit')")
+    # Step before a label is chosen does not train on the previous digit: it asks for the label
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.locator("#error-banner").wait_for(state="visible")
+    assert "Choose which digit" in banner_text(page)
+    idle(page)
+    assert page.evaluate("window.cnnviz.app.session.step") == 0
+    page.get_by_role("button", name="Dismiss").click()
+    before = page.evaluate("window.cnnviz.renders")
+    page.select_option("#label-select", "1")
+    page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('drawing')", arg=before)
+    assert "label 1" in page.inner_text("#input-caption")
+    step_and_wait(page)  # no "Use drawing" step: the drawing is the input
+    request = page.evaluate("window.cnnviz.lastStepRequest.input")
+    assert request["kind"] == "pixels" and request["label"] == 1
+    # a second stroke refines the same digit: used at once with its label
+    before = page.evaluate("window.cnnviz.renders")
+    draw_a_stroke(page)
+    page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
+    assert "label 1" in page.inner_text("#input-caption")
+    # an upload asks for its label too
+    image = Image.new("L", (60, 60), 0)
+    ImageDraw.Draw(image).line([(30, 8), (30, 52)], fill=255, width=7)
+    path = tmp_path / "one.png"
+    image.save(path)
+    page.get_by_role("tab", name="Upload").click()
+    page.set_input_files("#upload-file", str(path))
+    page.wait_for_function("() => document.getElementById('input-caption').textContent.includes('one.png')")
+    assert page.input_value("#label-select") == ""
+    assert "which digit" in page.inner_text("#input-caption")
+    page.select_option("#label-select", "1")
+    page.wait_for_function("() => window.cnnviz.app.inputs.current.description.includes('one.png')")
+    idle(page)
+    assert "label 1" in page.inner_text("#input-caption")
+    assert problems.messages == []

@@ -266,9 +266,9 @@ def test_drawing_on_the_canvas_is_preprocessed_and_traced(open_page, screenshot)
     for k in range(1, 13):
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
     page.mouse.up()
-    page.locator("#label-select").select_option("1")
     before = page.evaluate("window.cnnviz.renders")
-    page.get_by_role("button", name="Use drawing").click()
+    page.wait_for_function("() => window.cnnviz.app.inputs.pending")  # used when the pen lifts, once labelled
+    page.locator("#label-select").select_option("1")
     page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('drawing')", arg=before)
     caption = page.inner_text("#input-caption")
     assert "label 1" in caption
@@ -291,9 +291,10 @@ def test_uploaded_png_is_shown_preprocessed_and_traced(open_page, screenshot, tm
     image.save(path)
     page, problems = open_page()
     page.get_by_role("tab", name="Upload").click()
-    page.locator("#label-select").select_option("7")
     before = page.evaluate("window.cnnviz.renders")
     page.set_input_files("#upload-file", str(path))
+    page.wait_for_function("() => window.cnnviz.app.inputs.pending")  # an upload asks for its label
+    page.locator("#label-select").select_option("7")
     page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('seven.png')", arg=before)
     assert "label 7" in page.inner_text("#input-caption")
     pixels = page.evaluate("window.cnnviz.app.strip.shownMatrix(-1)")
