@@ -5,6 +5,7 @@ dependency on a worker thread, one thread hop (~0.1 ms) per dependency per reque
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Literal
@@ -29,8 +30,10 @@ async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
+# What parse_fields accepts, said in the OpenAPI document: names separated by commas, spaces
+# around them, empty entries ignored.
 _FIELD_NAME = "(?:" + "|".join(LAYER_FIELDS) + ")"
-FIELDS_PATTERN = rf"^\s*(?:{_FIELD_NAME}\s*)?(?:,\s*(?:{_FIELD_NAME}\s*)?)*$"
+FIELDS_PATTERN = f"^ *{_FIELD_NAME}? *(?:, *{_FIELD_NAME}? *)*$"
 
 
 async def get_answer_view(
@@ -40,16 +43,18 @@ async def get_answer_view(
                     "answer's arrays named by their JSON path (layers.0.z, trace.layers.0.a, "
                     "params_after.0.W, ...) and whose __metadata__ 'json' is the rest")] = "json",
     fields: Annotated[str | None, Query(
+        json_schema_extra={"pattern": FIELDS_PATTERN},
         description="comma-separated subset of " + ", ".join(LAYER_FIELDS) + ": only these "
                     "per-layer arrays are sent (in a step, params also brings params_before and "
                     "params_after, grads brings batch_grads); the others are left out (their "
                     "keys absent). Absent: all of them",
-        examples=["z,a,delta,grad_a,argmax"],
-        # documented, not enforced by FastAPI: parse_fields refuses anything else in plain words
-        json_schema_extra={"pattern": FIELDS_PATTERN})] = None,
+        examples=["z,a,delta,grad_a,argmax"])] = None,
 ) -> AnswerView:
     try:
         chosen = parse_fields(fields)
+        if fields is not None and not re.fullmatch(FIELDS_PATTERN, fields):
+            raise ValueError("fields is a comma-separated list of any of "
+                             f"{', '.join(LAYER_FIELDS)}, with only spaces around them")
     except ValueError as error:
         raise RequestValidationError([{"loc": ("query", "fields"), "msg": str(error),
                                        "type": "value_error"}]) from None

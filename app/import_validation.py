@@ -59,7 +59,8 @@ def decode_import(data: bytes, settings: Settings, new_id: str) -> Session:
         check_spec(meta["spec"], settings)
     except (SpecError, TypeError, RecursionError) as exc:
         raise ValueError(f"the session file's spec is not valid: {exc}") from None
-    session = decode_session(data, max_bytes=settings.max_session_file_bytes, new_id=new_id)
+    session = decode_session(data, max_bytes=settings.max_session_file_bytes, new_id=new_id,
+                             max_history=settings.max_history)
     _check_optimizer_arrays(session)
     _check_positive_class(session)
     _cut_history(session, settings.max_history)

@@ -76,7 +76,8 @@ def encode_session(session: Session) -> bytes:
     return buffer.getvalue()
 
 
-def decode_session(data: bytes, *, max_bytes: int, new_id: str | None = None) -> Session:
+def decode_session(data: bytes, *, max_bytes: int, new_id: str | None = None,
+                   max_history: int | None = None) -> Session:
     """Rebuild a session from ``encode_session`` output; ``new_id`` replaces the stored id (an
     imported file must not take over someone else's session id). Raises ``ValueError``."""
     members = _read_members(data, max_bytes)
@@ -98,7 +99,7 @@ def decode_session(data: bytes, *, max_bytes: int, new_id: str | None = None) ->
         cursor=_non_negative(meta, "cursor"),
         created_at=_field(meta, "created_at", float),
         last_used=_field(meta, "last_used", float),
-        history=_read_history(meta, members),
+        history=_read_history(meta, members, max_history),
         last_input=_read_last_input(network, meta, members),
     )
     _restore_optimizer(session, meta, members)
@@ -204,15 +205,20 @@ def _load_weights(network: Network, members: dict[str, np.ndarray]) -> None:
     network.load_state_dict(found)
 
 
-def _read_history(meta: dict[str, Any], members: dict[str, np.ndarray]) -> History:
-    columns = {}
+def _read_history(meta: dict[str, Any], members: dict[str, np.ndarray],
+                  max_history: int | None = None) -> History:
+    """The history columns; with ``max_history``, only their newest entries (cut before they
+    become Python lists, so a file declaring millions of entries costs no more than its bytes)."""
+    arrays = {}
     for name, kind in (("steps", "iu"), ("loss", "f"), ("accuracy", "f")):
         arr = members.get(f"history/{name}")
         if arr is None or arr.ndim != 1 or arr.dtype.kind not in kind:
             raise ValueError(f"the session file's history/{name} is missing or malformed")
-        columns[name] = arr.tolist()
-    if not len(columns["steps"]) == len(columns["loss"]) == len(columns["accuracy"]):
+        arrays[name] = arr
+    if not len(arrays["steps"]) == len(arrays["loss"]) == len(arrays["accuracy"]):
         raise ValueError("the session file's history columns differ in length")
+    first = 0 if max_history is None else max(0, len(arrays["steps"]) - max_history)
+    columns = {name: arr[first:].tolist() for name, arr in arrays.items()}
     evaluations = meta.get("evaluations")
     if not isinstance(evaluations, list) or not all(
         isinstance(e, dict) and isinstance(e.get("step"), int) for e in evaluations

@@ -27,7 +27,8 @@ Request patterns (``--pattern``): ``json`` asks as an API client does (JSON, eve
 ``--baseline DIR`` (a checkout from before a change) with JSON, then this code with JSON and with
 the page's pattern -- and prints each report and the throughput ratios to the first:
 
-    python bench/load.py --students 20 --think 0 --duration 30 --compare --baseline /tmp/main
+    python bench/load.py --students 20 --think 0 --duration 20 --compare --rounds 3 \
+        --baseline /tmp/main
 """
 
 from __future__ import annotations
@@ -447,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", action="store_true",
                         help="run --baseline with json, then this code with json and page")
     parser.add_argument("--baseline", type=Path, help="a checkout of the code before a change")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --compare or several --store: run them in turn this often "
+                             "(ABCABC...) and compare median throughputs, so a burst of load "
+                             "elsewhere on the machine does not decide the comparison")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--store", action="append", choices=STORES,
                         help=f"session store to load, with {STORE_WORKERS} server processes "
@@ -466,23 +471,31 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runs = [(f"this code, {args.pattern}", PROJECT_ROOT, args.pattern, None)]
     reports = []
-    for label, root, pattern, store in runs:
-        report = run_load(students=args.students, duration=args.duration,
-                          max_requests=args.max_requests, preset=args.preset, think=args.think,
-                          mix=args.mix, pattern=pattern, root=root, store=store)
-        reports.append((label, report))
-        if args.json:
-            print(json.dumps({"run": label, **report.as_dict()}, indent=2))
-        else:
-            print(f"=== {label}\n{format_report(report)}")
-    if len(reports) > 1:
-        reference = reports[0][1].throughput
-        print("=== throughput (requests/s) and ratio to the first run")
-        for label, report in reports:
-            print(f"{label:<28}{report.throughput:8.2f}{report.throughput / reference:8.2f}x"
-                  f"   errors {len(report.errors)}")
+    for round_ in range(1, (args.rounds if len(runs) > 1 else 1) + 1):
+        for label, root, pattern, store in runs:
+            report = run_load(students=args.students, duration=args.duration,
+                              max_requests=args.max_requests, preset=args.preset,
+                              think=args.think, mix=args.mix, pattern=pattern, root=root,
+                              store=store)
+            reports.append((label, report))
+            if args.json:
+                print(json.dumps({"run": label, "round": round_, **report.as_dict()}, indent=2))
+            else:
+                print(f"=== round {round_}: {label}\n{format_report(report)}")
+    if len(runs) > 1:
+        medians = {label: float(np.median([r.throughput for name, r in reports if name == label]))
+                   for label, *_ in runs}
+        reference = medians[runs[0][0]]
+        print(f"=== throughput (requests/s, median of {args.rounds} round(s)) and ratio to the "
+              "first")
+        for label, *_ in runs:
+            each = " ".join(f"{r.throughput:.1f}" for name, r in reports if name == label)
+            errors = sum(len(r.errors) for name, r in reports if name == label)
+            print(f"{label:<28}{medians[label]:8.2f}{medians[label] / reference:8.2f}x"
+                  f"   rounds: {each}   errors {errors}")
     if args.store and not args.json:
-        print("=== stores side by side: p99 per kind of request, ratio to the first store")
+        print("=== stores side by side (last round): p99 per kind of request, ratio to the first "
+              "store")
         print(format_store_comparison({label: report for label, report in reports}))
     return 0 if not any(report.errors for _, report in reports) else 1
 

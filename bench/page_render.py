@@ -97,9 +97,13 @@ def choose_view(page, view: str) -> None:
 
 
 def step_and_wait(page) -> None:
+    """Presses Step and waits until its maps and then its charts are drawn (a person presses Step
+    again after looking, not while the charts of the last one are still being drawn)."""
     count = page.evaluate("() => window.cnnviz.stepTimings.length")
     page.get_by_role("button", name="Step", exact=True).click()
     page.wait_for_function("n => window.cnnviz.stepTimings.length > n && !document.getElementById('btn-step').disabled", arg=count)
+    page.wait_for_function("() => window.cnnviz.stepTimings.at(-1).charts !== null")
+    page.wait_for_timeout(100)
 
 
 def main() -> None:

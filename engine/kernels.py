@@ -14,9 +14,11 @@ delta = dL/dz, and dx, dw, db the gradients. `stride` and `padding` are pairs (h
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .scratch import Take, fresh
+from .scratch import Take, fresh, kernel_threads, worker_pool
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -224,6 +226,19 @@ def _wide_chunks(N: int, row_bytes: int):
     return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
 
+def _over_threads(job, chunks) -> list:
+    """[job(group) for each group] with the chunks dealt into kernel_threads() consecutive groups,
+    the first done on the calling thread and the others on the worker pool at the same time. Each
+    thread takes its temporaries from its own scratch; jobs write disjoint parts of the results."""
+    groups = min(kernel_threads(), len(chunks))
+    if groups <= 1:
+        return [job(chunks)]
+    bounds = [len(chunks) * g // groups for g in range(groups + 1)]
+    parts = [chunks[bounds[g]: bounds[g + 1]] for g in range(groups)]
+    others = [worker_pool().submit(job, part) for part in parts[1:]]
+    return [job(parts[0])] + [other.result() for other in others]
+
+
 def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take) -> np.ndarray:
     """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]."""
     _, C, _ = planes.shape
@@ -249,12 +264,16 @@ def _conv_forward_wide(x, w, b, padding, take: Take):
     planes = _padded_planes(x, padding, dtype, take)
     w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
     z = np.empty((N, F, Ho, Wo), dtype=dtype)
-    for n0, n1 in _wide_chunks(N, K * L * dtype.itemsize):
-        n = n1 - n0
-        cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
-        z_wide = take("z_wide", (F, n * L), dtype)
-        np.matmul(w_mat, cols, out=z_wide)  # (f, c hh ww) @ (c hh ww, n q)
-        np.add(_wide_outputs(z_wide, n, F, Ho, Wo, Wp, L), bias, out=z[n0:n1])  # while still in cache
+
+    def job(chunks):
+        for n0, n1 in chunks:
+            n = n1 - n0
+            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
+            z_wide = take("z_wide", (F, n * L), dtype)
+            np.matmul(w_mat, cols, out=z_wide)  # (f, c hh ww) @ (c hh ww, n q)
+            np.add(_wide_outputs(z_wide, n, F, Ho, Wo, Wp, L), bias, out=z[n0:n1])  # while still in cache
+
+    _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
     return z
 
 
@@ -262,8 +281,6 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(delta, x, w)
     K, S = C * HH * WW, Hp * Wp
-    db = np.zeros(F, dtype=dtype)
-    dw_t = np.zeros((K, F), dtype=dtype)
     planes = _padded_planes(x, padding, dtype, take)
     w_mat = w.reshape(F, K)
     dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
@@ -271,32 +288,45 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
     # entry p of the padded plane then reads it at margin + p - (r*Wp + s), always inside the row.
     margin = (HH - 1) * Wp + WW - 1
     span = margin + S
-    for n0, n1 in _wide_chunks(N, K * L * dtype.itemsize):
-        n = n1 - n0
-        # the chunk's delta on wide rows, (f, n q), zero in the wasted columns so they add nothing
-        delta_wide = take("delta_wide", (F, n * L), dtype)
-        if Wp > Wo and Ho > 1:
-            e = delta_wide.strides[1]
-            _strided(delta_wide, (F, n, Ho - 1, Wp - Wo), (delta_wide.strides[0], L * e, Wp * e, e), offset=Wo * e,
-                     writeable=True)[...] = 0
-        np.copyto(_wide_outputs(delta_wide, n, F, Ho, Wo, Wp, L), delta[n0:n1])
-        db += delta_wide.sum(axis=1)  # contiguous rows
-        cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
-        dw_t += cols @ delta_wide.T  # (c hh ww, n q) @ (n q, f); the faster operand order for OpenBLAS
-        if not need_dx:
-            continue
-        # Only [margin, margin + L) of each row is ever written, so under a name fixed by that layout
-        # the zero margins of a new buffer stay zero: no need to clear them again.
-        shifted = take(f"dcols_shifted {K} {span} {margin} {L}", (n, K, span), dtype, zeroed=True)
-        # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
-        np.matmul(w_mat.T, delta_wide.reshape(F, n, L).transpose(1, 0, 2), out=shifted[:, :, margin: margin + L])
-        e = shifted.strides[2]
-        reads = _strided(shifted, (n, C, HH, WW, S),
-                         (shifted.strides[0], HH * WW * span * e, (WW * span - Wp) * e, (span - 1) * e, e),
-                         offset=margin * e)
-        dx_planes = take("dx_planes", (n, C, S), dtype)
-        np.sum(reads, axis=(2, 3), out=dx_planes)
-        dx[n0:n1] = dx_planes.reshape(n, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
+
+    def job(chunks):
+        db = np.zeros(F, dtype=dtype)
+        dw_t = np.zeros((K, F), dtype=dtype)
+        for n0, n1 in chunks:
+            n = n1 - n0
+            # the chunk's delta on wide rows, (f, n q), zero in the wasted columns so they add nothing
+            delta_wide = take("delta_wide", (F, n * L), dtype)
+            if Wp > Wo and Ho > 1:
+                e = delta_wide.strides[1]
+                _strided(delta_wide, (F, n, Ho - 1, Wp - Wo), (delta_wide.strides[0], L * e, Wp * e, e),
+                         offset=Wo * e, writeable=True)[...] = 0
+            np.copyto(_wide_outputs(delta_wide, n, F, Ho, Wo, Wp, L), delta[n0:n1])
+            db += delta_wide.sum(axis=1)  # contiguous rows
+            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
+            dw_t += cols @ delta_wide.T  # (c hh ww, n q) @ (n q, f); the faster operand order for OpenBLAS
+            if not need_dx:
+                continue
+            # Only [margin, margin + L) of each row is ever written, so under a name fixed by that
+            # layout (scratch keys by dtype too) the zero margins of a new buffer stay zero: no need
+            # to clear them again.
+            shifted = take(f"dcols_shifted {K} {span} {margin} {L}", (n, K, span), dtype, zeroed=True)
+            # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
+            np.matmul(w_mat.T, delta_wide.reshape(F, n, L).transpose(1, 0, 2),
+                      out=shifted[:, :, margin: margin + L])
+            e = shifted.strides[2]
+            reads = _strided(shifted, (n, C, HH, WW, S),
+                             (shifted.strides[0], HH * WW * span * e, (WW * span - Wp) * e, (span - 1) * e, e),
+                             offset=margin * e)
+            dx_planes = take("dx_planes", (n, C, S), dtype)
+            np.sum(reads, axis=(2, 3), out=dx_planes)
+            dx[n0:n1] = dx_planes.reshape(n, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
+        return db, dw_t
+
+    parts = _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
+    db, dw_t = parts[0]
+    for more_db, more_dw_t in parts[1:]:
+        db += more_db
+        dw_t += more_dw_t
     return dx, dw_t.T.reshape(w.shape), db
 
 
@@ -493,9 +523,20 @@ def _maxpool_chunk(x, size, stride, out, argmax, scratch: Take) -> None:
         np.not_equal(views[number], out, out=missed)
         winner += 1
         np.multiply(winner, missed, out=winner)
-    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)  # offset number -> r*W + s
+    offset_in_plane, corner = _window_indices(tuple(size), tuple(stride), W, Ho, Wo)
     np.take(offset_in_plane, winner, out=argmax, mode="clip")  # every number is valid; "raise" would buffer
-    argmax += (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw  # the window's corner
+    argmax += corner
+
+
+@functools.lru_cache(maxsize=256)
+def _window_indices(size, stride, W, Ho, Wo):
+    """(offset number -> r*W + s, each window's top-left r*W + s), read-only, made once per shape:
+    at batch 1 building them costs as much as using them."""
+    (kh, kw), (sh, sw) = size, stride
+    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)
+    corner = (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw
+    offset_in_plane.flags.writeable = corner.flags.writeable = False
+    return offset_in_plane, corner
 
 
 def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None):
@@ -508,13 +549,21 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
     """
     N, C, H, W = x_shape
     index = scratch("index", argmax.shape, np.int64)
-    np.add(argmax, (np.arange(N * C, dtype=np.int64) * (H * W)).reshape(N, C, 1, 1), out=index)
+    np.add(argmax, _plane_starts(N, C, H * W), out=index)
     dx = np.zeros(N * C * H * W, dtype=dout.dtype)
     if size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]:
         dx[index.reshape(-1)] = dout.reshape(-1)
     else:
         np.add.at(dx, index.reshape(-1), dout.reshape(-1))
     return dx.reshape(x_shape)
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_starts(N, C, plane_size):
+    """(N, C, 1, 1) flat index of each plane's first element, read-only, made once per shape."""
+    starts = (np.arange(N * C, dtype=np.int64) * plane_size).reshape(N, C, 1, 1)
+    starts.flags.writeable = False
+    return starts
 
 
 # --- average pooling -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
-from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS
+from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS, WIDE_CHUNK_BYTES, uses_wide_rows
 from .spec import normalize_spec
 
 INDEX_BYTES = 8  # maxpool winners (int64) and their flat scatter indices
@@ -28,17 +28,29 @@ KEPT_PER_OUTPUT = 4
 # output: in a trace an activation's mask or derivative and a layer's fresh dx before it is handed
 # down; in a forward pass a layer's input, z and a, and an activation's temporary.
 TRANSIENT_OUTPUTS = {True: 3, False: 4}
+# Python objects and small arrays a pass makes on the way (views, shapes, closures, a conv layer's
+# bias and weight-sized gradient temporaries): a few kB whatever the sizes.
+SMALL_ALLOCATIONS_BYTES = 4096
 
 
-def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool) -> int:
+def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
+                  itemsize: int) -> int:
     """Elements of one conv layer's scratch buffers (and its dx temporaries) for a batch."""
     C, H, W = in_shape
     F, Ho, Wo = out_shape
     (HH, WW), (ph, pw) = layer["kernel"], layer["padding"]
+    extra = 0
+    if layer.get("padding_mode") == "circular":
+        # the layer wraps the input itself (a copy kept until backward) and the kernel pads nothing;
+        # backward folds the padded dx back through two copies
+        H, W, ph, pw = H + 2 * ph, W + 2 * pw, 0, 0
+        extra = C * H * W * batch * (1 + (2 if backward else 0))
+    if uses_wide_rows((batch, C, H, W), (F, C, HH, WW), layer["stride"], (ph, pw)):
+        return extra + _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize)
     padded = C * (H + 2 * ph) * (W + 2 * pw) * batch
     columns = C * HH * WW * Ho * Wo * batch
     outputs = F * Ho * Wo * batch
-    elements = padded + columns + outputs  # x_pad, cols, z_mat
+    elements = extra + padded + columns + outputs  # x_pad, cols, z_rows
     if not backward:
         return elements
     elements += outputs  # delta_mat
@@ -47,6 +59,21 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool) 
         elements += spread + F * HH * WW * H * W * batch + C * H * W * batch  # + dx_mat
     else:
         elements += columns + padded  # dcols, dx_pad
+    return elements
+
+
+def _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize) -> int:
+    """The "wide rows" form (kernels.py): the padded planes of the whole batch, then per chunk of
+    the batch its im2col rows and products; backward adds the chunk's delta rows, the zero-margined
+    shifted column gradients and the padded dx planes."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Ho, Wo = Hp - HH + 1, Wp - WW + 1
+    K, S, L = C * HH * WW, Hp * Wp, (Ho - 1) * Wp + Wo
+    chunk = min(batch, max(1, WIDE_CHUNK_BYTES // max(1, K * L * itemsize)))
+    elements = C * S * batch + K * chunk * L + F * chunk * L  # x_planes, wide_cols, z_wide
+    if backward:
+        span = (HH - 1) * Wp + WW - 1 + S
+        elements += F * chunk * L + chunk * K * span + chunk * C * S  # delta_wide, shifted, dx_planes
     return elements
 
 
@@ -63,7 +90,7 @@ def _estimate(spec: Any, batch: int, backward: bool) -> int:
         largest = max(largest, outputs)
         kind = layer["type"]
         if kind == "conv":
-            scratch_values += _conv_scratch(layer, in_shape, out_shape, batch, backward)
+            scratch_values += _conv_scratch(layer, in_shape, out_shape, batch, backward, itemsize)
             parameters = layer["filters"] * (in_shape[0] * prod(layer["kernel"]) + 1)
         elif kind == "dense":
             parameters = layer["units"] * (in_shape[0] + 1)
@@ -75,7 +102,7 @@ def _estimate(spec: Any, batch: int, backward: bool) -> int:
             values += outputs * (KEPT_PER_OUTPUT if backward else 0)
         values += parameters * (3 if backward else 1)  # weights; a trace's copy and gradients
     values += TRANSIENT_OUTPUTS[backward] * largest
-    return (values + scratch_values) * itemsize + index_bytes
+    return (values + scratch_values) * itemsize + index_bytes + SMALL_ALLOCATIONS_BYTES
 
 
 def trace_bytes(spec: Any, batch: int) -> int:

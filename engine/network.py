@@ -13,7 +13,7 @@ import numpy as np
 
 from .layers import LAYER_CLASSES, Layer
 from .losses import batch_mean, loss_value, output_delta, sample_losses
-from .scratch import SCRATCH
+from .scratch import SCRATCH, on_one_blas_thread
 from .spec import normalize_spec
 
 # A trace keeps several arrays per layer per sample; refuse a batch whose trace alone would need
@@ -142,6 +142,7 @@ class Network:
 
     # --- passes ----------------------------------------------------------------------------------
 
+    @on_one_blas_thread
     def forward(self, x: Any) -> np.ndarray:
         """The last layer's output a for x (N, C, H, W)."""
         a = self.check_input(x)
@@ -152,6 +153,7 @@ class Network:
 
     predict = forward
 
+    @on_one_blas_thread
     def batch_loss(self, x: Any, y: Any) -> float:
         """The batch loss of (x, y) from a forward pass only (no backward, nothing kept)."""
         a = self.check_input(x)
@@ -161,6 +163,7 @@ class Network:
         SCRATCH.trim()
         return loss_value(self.loss, z, a, y)
 
+    @on_one_blas_thread
     def trace(self, x: Any, y: Any, edits: Any = None) -> Trace:
         """Forward and backward on (x, y), keeping every intermediate; updates nothing.
 

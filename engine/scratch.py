@@ -11,13 +11,20 @@ already mapped. Arrays that a trace returns or keeps are never scratch.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
+
+try:  # optional: without it the BLAS keeps whatever thread count it was given
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - installed with the project
+    ThreadpoolController = None
 
 Take = Callable[..., np.ndarray]  # (name, shape, dtype, zeroed=False) -> array
 
@@ -127,3 +134,75 @@ def keep_freed_memory_for_reuse() -> bool:
 
 
 ALLOCATOR_TUNED = keep_freed_memory_for_reuse()
+
+
+
+# --- threads ---------------------------------------------------------------------------------------
+#
+# The engine's matrix products are small and skinny: a second OpenBLAS thread barely speeds them up,
+# and on a loaded machine OpenBLAS's threads, waiting for a core, made a two-thread trace several
+# times slower than a one-thread one. So a decorated pass (Network.trace, forward, batch_loss) runs
+# its products on one BLAS thread, and when the caller had allowed more it splits the fast kernels'
+# batch chunks over that many Python threads instead (NumPy releases the GIL in its loops and
+# products). When the BLAS is already at one thread -- the server's one-thread-per-request rule,
+# app/__init__.py -- nothing is changed and everything runs on the calling thread.
+
+_blas_controllers_found = None
+_blas_lookup_lock = threading.Lock()
+_pass_threads = threading.local()
+_worker_pool = None
+
+
+def _blas_controllers() -> list:
+    global _blas_controllers_found
+    if _blas_controllers_found is None:
+        with _blas_lookup_lock:
+            if _blas_controllers_found is None:
+                _blas_controllers_found = ([] if ThreadpoolController is None else
+                                           list(ThreadpoolController().select(user_api="blas").lib_controllers))
+    return _blas_controllers_found
+
+
+def kernel_threads() -> int:
+    """How many threads the fast kernels may split a batch over in the current pass (1 outside one)."""
+    return getattr(_pass_threads, "count", 1)
+
+
+def worker_pool() -> ThreadPoolExecutor:
+    """The process's pool for kernels' chunks; its threads keep their own scratch between passes."""
+    global _worker_pool
+    if _worker_pool is None:
+        with _blas_lookup_lock:
+            if _worker_pool is None:
+                _worker_pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                                                  thread_name_prefix="engine-kernel")
+    return _worker_pool
+
+
+def on_one_blas_thread(method):
+    """Run `method` with the BLAS on one thread and the kernels on as many threads as the BLAS had."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        raised = [(lib, lib.get_num_threads() or 1) for lib in _blas_controllers()]
+        raised = [(lib, count) for lib, count in raised if count > 1]
+        if not raised:
+            return method(*args, **kwargs)
+        previous = kernel_threads()
+        for lib, _ in raised:
+            lib.set_num_threads(1)
+        # threadpoolctl lets one thread at a time set OpenBLAS's process-wide count; if another one
+        # holds it, keep to one kernel thread rather than stack threads on threads
+        taken = all((lib.get_num_threads() or 1) == 1 for lib, _ in raised)
+        _pass_threads.count = max(count for _, count in raised) if taken else 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _pass_threads.count = previous
+            for lib, count in raised:
+                lib.set_num_threads(count)
+                release = getattr(type(lib), "clear_controlling_thread", None)  # OpenBLAS's only
+                if release is not None:
+                    release()  # only clears it if this thread took it
+
+    return run

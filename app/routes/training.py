@@ -6,6 +6,8 @@ The answer is rendered after the lock is released (its arrays are copies)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
@@ -29,10 +31,12 @@ from app.schemas import (
 from app.security import SessionIdPath
 from app.serialize import SAFETENSORS_MEDIA_TYPE, FastJSONResponse
 from app.sessions import Session
+from app.storage_errors import is_disk_full
 from app.store import SessionStore
 
 router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"],
                    dependencies=[Depends(computation_slot)])
+logger = logging.getLogger("cnnviz")
 
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 # Trace and step answer JSON by default, a safetensors file with ?format=safetensors.
@@ -58,11 +62,16 @@ def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
 def _remember_traced_input(store: SessionStore, session: Session) -> None:
     """Save the session's new last input (the PyTorch export's input). A trace changes no
     weights, so when another server process saved the session meanwhile the trace still
-    answers: only the remembered input is lost, and the newer save is kept."""
+    answers: only the remembered input is lost, and the newer save is kept. Likewise on a full
+    disk: the trace itself needs no room, so it answers (the input is remembered in memory)."""
     try:
         store.save(session)
     except SessionConflict:
         pass
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        logger.warning("disk full: session %s's last traced input was not saved", session.id)
 
 
 @router.post("/gradcheck", response_model=GradcheckOut, responses=ERRORS,

@@ -20,53 +20,65 @@ export class BatchStrip {
   clear() {
     this.shown = null;
     this.container.hidden = true;
-    this.container.querySelector('[data-role="batch-items"]').replaceChildren();
   }
 
   // step: a step answer; input: the page's current input (sample 0 when the batch has no
-  // index for it). With `thumbnails` false (live training), digits not yet fetched stay blank
-  // until a later step shows them.
+  // index for it). With `thumbnails` false, digits not yet fetched stay blank until
+  // `fetchShown` (the page calls it once a step's maps are drawn, and after a live Play). The items are reused from step to step:
+  // only what changed is written, and a thumbnail is painted only when its digit changes.
   show(step, input, { thumbnails = true } = {}) {
     const batch = step.batch || { indices: step.batch_indices || [], labels: [], losses: [], predicted: [] };
     const indices = batch.indices || [];
     this.shown = { batch, input };
-    const items = this.container.querySelector('[data-role="batch-items"]');
-    const cells = indices.map((index, n) => {
-      const item = document.createElement("figure");
-      item.className = "batch-item";
-      item.dataset.sample = String(n);
-      if (index !== null && index !== undefined) item.dataset.index = String(index);
+    const list = this.container.querySelector('[data-role="batch-items"]');
+    while (list.children.length > indices.length) list.lastElementChild.remove();
+    while (list.children.length < indices.length) list.append(newItem(list.children.length));
+    indices.forEach((index, n) => {
+      const item = list.children[n];
+      const given = index === null || index === undefined;
       const label = batch.labels ? batch.labels[n] : undefined;
       const predicted = batch.predicted ? batch.predicted[n] : undefined;
-      if (label !== undefined && predicted !== undefined) item.dataset.correct = String(label === predicted);
-      if (n === 0) item.dataset.traced = "true";
-      const canvas = document.createElement("canvas");
-      canvas.width = 28;
-      canvas.height = 28;
-      const caption = document.createElement("figcaption");
-      const source = index === null || index === undefined ? "given input" : `train #${index}`;
       const loss = batch.losses ? batch.losses[n] : undefined;
-      caption.innerHTML = `<span class="batch-label">${label ?? "?"}→${predicted ?? "?"}</span><span class="batch-loss">${loss === undefined ? "" : formatNumber(loss)}</span>`;
-      item.title = `sample ${n}${n === 0 ? " (traced)" : ""}: ${source}, label ${label ?? "?"}, predicted ${predicted ?? "?"}${loss === undefined ? "" : `, loss ${loss}`}`;
-      item.append(canvas, caption);
-      if (index === null || index === undefined) {
-        if (n === 0 && input && input.pixels) paintPixels(canvas, input.pixels);
-      } else if (this.thumbnails.has(index)) {
-        paintPixels(canvas, this.thumbnails.get(index));
+      setData(item, "index", given ? undefined : String(index));
+      setData(item, "correct", label !== undefined && predicted !== undefined ? String(label === predicted) : undefined);
+      setText(item.querySelector(".batch-label"), `${label ?? "?"}→${predicted ?? "?"}`);
+      setText(item.querySelector(".batch-loss"), loss === undefined ? "" : formatNumber(loss));
+      item.title = `sample ${n}${n === 0 ? " (traced)" : ""}: ${given ? "given input" : `train #${index}`}, label ${label ?? "?"}, predicted ${predicted ?? "?"}${loss === undefined ? "" : `, loss ${loss}`}`;
+      const canvas = item.querySelector("canvas");
+      if (given) {
+        const pixels = n === 0 && input ? input.pixels : null;
+        if (canvas.painted !== pixels) {
+          if (pixels) paintPixels(canvas, pixels);
+          else canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+          canvas.painted = pixels;
+        }
+      } else if (canvas.painted !== index) {
+        if (this.thumbnails.has(index)) {
+          paintPixels(canvas, this.thumbnails.get(index));
+          canvas.painted = index;
+        } else {
+          canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+          canvas.painted = null;
+        }
       }
-      return item;
     });
-    items.replaceChildren(...cells);
     const mean = batch.losses && batch.losses.length ? batch.losses.reduce((a, b) => a + b, 0) / batch.losses.length : null;
     const correct = batch.labels && batch.predicted && batch.labels.length ? batch.labels.filter((l, n) => l === batch.predicted[n]).length : null;
     const given = indices[0] === null || indices[0] === undefined;
-    this.container.querySelector('[data-role="batch-summary"]').textContent =
+    setText(
+      this.container.querySelector('[data-role="batch-summary"]'),
       `Step ${step.step}: ${indices.length} digits` +
-      (correct === null ? "" : `, ${correct} predicted right`) +
-      (mean === null ? "" : `, mean loss ${formatNumber(mean)} (= the batch loss)`) +
-      `. Your input is sample 1 of the batch (marked; the one traced above)${given ? "" : ", drawn from the training set like the others"}; label→prediction and loss before the update.`;
-    this.container.hidden = false;
-    if (thumbnails) this.fetchThumbnails(indices).catch((error) => this.onError(error));
+        (correct === null ? "" : `, ${correct} predicted right`) +
+        (mean === null ? "" : `, mean loss ${formatNumber(mean)} (= the batch loss)`) +
+        `. Your input is sample 1 of the batch (marked; the one traced above)${given ? "" : ", drawn from the training set like the others"}; label→prediction and loss before the update.`,
+    );
+    if (this.container.hidden) this.container.hidden = false;
+    if (thumbnails) this.fetchShown();
+  }
+
+  // The thumbnails of the batch on show that are not on the page yet.
+  fetchShown() {
+    if (this.shown) this.fetchThumbnails(this.shown.batch.indices || []).catch((error) => this.onError(error));
   }
 
   async fetchThumbnails(indices) {
@@ -82,8 +94,36 @@ export class BatchStrip {
       for (const item of items) this.thumbnails.set(item.index, item.pixels);
     }
     for (const item of this.container.querySelectorAll(".batch-item[data-index]")) {
-      const pixels = this.thumbnails.get(Number(item.dataset.index));
-      if (pixels) paintPixels(item.querySelector("canvas"), pixels);
+      const index = Number(item.dataset.index);
+      const canvas = item.querySelector("canvas");
+      if (canvas.painted !== index && this.thumbnails.has(index)) {
+        paintPixels(canvas, this.thumbnails.get(index));
+        canvas.painted = index;
+      }
     }
   }
+}
+
+function newItem(n) {
+  const item = document.createElement("figure");
+  item.className = "batch-item";
+  item.setAttribute("role", "listitem");
+  item.dataset.sample = String(n);
+  if (n === 0) item.dataset.traced = "true";
+  const canvas = document.createElement("canvas");
+  canvas.width = 28;
+  canvas.height = 28;
+  const caption = document.createElement("figcaption");
+  caption.innerHTML = '<span class="batch-label"></span><span class="batch-loss"></span>';
+  item.append(canvas, caption);
+  return item;
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setData(node, key, value) {
+  if (value === undefined) delete node.dataset[key];
+  else if (node.dataset[key] !== value) node.dataset[key] = value;
 }

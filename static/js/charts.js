@@ -90,20 +90,10 @@ export function drawSaliency(element, trace) {
 }
 
 // history: {steps: [], loss: [], accuracy: [], evalSteps: [], evalAccuracy: []}. The page
-// appends to these arrays in place. When only training steps were appended since the last
-// draw, the new points are added with Plotly.extendTraces (cheap, whatever the length);
-// otherwise the figure is drawn again from copies (Plotly.react only redraws arrays it has
-// not seen).
+// appends to these arrays in place, and Plotly.react only redraws arrays it has not seen, so
+// the traces get copies. (Plotly.extendTraces was slower here: 86 ms against 39 ms for react,
+// medians while live training played.) No automargin: it makes Plotly lay the figure out again.
 export function drawCurves(element, growing) {
-  const drawn = element.curvesDrawn;
-  const mode = growing.steps.length > 60 ? "lines" : "lines+markers";
-  const n = growing.steps.length;
-  if (drawn && element.data && n > drawn.steps && drawn.steps > 0 && growing.evalSteps.length === drawn.evals && mode === drawn.mode && lastStep(growing) > 8 && growing.steps[drawn.steps - 1] === drawn.lastStep) {
-    const fresh = growing.steps.slice(drawn.steps);
-    element.curvesDrawn = { ...drawn, steps: n, lastStep: growing.steps[n - 1] };
-    return window.Plotly.extendTraces(element, { x: [fresh, fresh], y: [growing.loss.slice(drawn.steps), growing.accuracy.slice(drawn.steps)] }, [0, 1]);
-  }
-  element.curvesDrawn = { steps: n, evals: growing.evalSteps.length, mode, lastStep: growing.steps[n - 1] };
   const history = Object.fromEntries(Object.entries(growing).map(([key, values]) => [key, [...values]]));
   const data = [
     { type: "scatter", mode: history.steps.length > 60 ? "lines" : "lines+markers", name: "batch loss", x: history.steps, y: history.loss, line: { color: COLORS.loss, width: 1.5 }, marker: { size: 4 }, yaxis: "y" },
@@ -125,7 +115,7 @@ export function drawCurves(element, growing) {
     font: FONT,
     showlegend: true,
     legend: { orientation: "h", y: -0.22, x: 0, font: { size: 10 } },
-    xaxis: { title: { text: "training step", standoff: 2 }, rangemode: "tozero", automargin: true, anchor: "y2", tickformat: "d", dtick: lastStep(history) <= 8 ? 1 : undefined },
+    xaxis: { title: { text: "training step", standoff: 2 }, rangemode: "tozero", anchor: "y2", tickformat: "d", dtick: lastStep(history) <= 8 ? 1 : undefined },
     yaxis: { title: { text: "loss", standoff: 2 }, domain: [0.55, 1], rangemode: "tozero" },
     yaxis2: { title: { text: "accuracy", standoff: 2 }, domain: [0, 0.45], range: [0, 1.05], tickformat: ".0%", anchor: "x" },
     paper_bgcolor: "rgba(0,0,0,0)",

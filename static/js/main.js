@@ -2,7 +2,7 @@
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
 import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
-import { DEFAULTS, TRAIN_CHUNK_STEPS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS } from "./config.js";
+import { DEFAULTS, TRAIN_CHUNK_STEPS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
 import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
@@ -44,6 +44,7 @@ class App {
     this.trainedTestDigits = new Set();
     this.inspected = null;
     this.chartsDrawnAt = -Infinity;
+    this.saliencyDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
     this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
     this.inputs = new InputPanel({
@@ -401,6 +402,9 @@ class App {
       if (parts.length && parts[parts.length - 1].part === part) parts[parts.length - 1].count += 1;
       else parts.push({ part, count: 1 });
     }
+    const key = parts.map((p) => `${p.part}${p.count}`).join(",");
+    if (key === this.timelineKey) return; // the same stretches as the record before
+    this.timelineKey = key;
     const names = { forward: "forward", loss: "loss", backward: "backward", gradients: "grads", update: "update" };
     $("timeline-parts").replaceChildren(
       ...parts.map(({ part, count }) => {
@@ -418,7 +422,7 @@ class App {
   setRecord(answer, isStep, fields = ALL_FIELDS) {
     this.recordCounter += 1;
     const trace = answer.trace;
-    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields) };
+    this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields), live: fields.length < ALL_FIELDS.length };
     this.phases = buildPhases(trace, isStep);
     const timeline = $("timeline");
     timeline.max = String(this.phases.length - 1);
@@ -432,13 +436,17 @@ class App {
 
   // The charts of a new record, drawn once, after its strip. While animating, one chart per
   // frame, so a new answer never holds up the animation for all of them at once.
-  async drawCharts(record, spread) {
+  // While live training plays, the saliency is redrawn at most every LIVE_SALIENCY_MS.
+  async drawCharts(record, spread, { live = false } = {}) {
     const pause = () => (spread ? nextFrame() : null);
     await pause();
     const result = await drawPrediction($("prediction-plot"), record.trace);
     $("prediction-summary").textContent = predictionSummary(result, record.trace);
-    await pause();
-    await drawSaliency($("saliency-plot"), record.trace);
+    if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
+      this.saliencyDrawnAt = performance.now();
+      await pause();
+      await drawSaliency($("saliency-plot"), record.trace);
+    }
     if (record.step) {
       await pause();
       await this.drawHistory();
@@ -508,7 +516,7 @@ class App {
     this.history.loss.push(step.loss);
     this.history.accuracy.push(step.batch_accuracy);
     this.setRecord(answer, true, fields);
-    this.batch.show(step, this.inputs.current, { thumbnails: !live });
+    this.batch.show(step, this.inputs.current, { thumbnails: false }); // fetched once the maps are drawn
     this.pendingTiming = { clicked, answered };
     return answer;
   }
@@ -546,6 +554,7 @@ class App {
       } finally {
         this.playing = false;
         this.stoppingPlay = false;
+        this.batch.fetchShown();
         if (this.record && this.chartsDrawnFor !== this.record.id) {
           this.chartsDrawnFor = this.record.id;
           this.drawCharts(this.record, true).catch((error) => this.showError(error));
@@ -690,7 +699,8 @@ class App {
     $("phase-label").textContent = this.phaseText(phase);
     // The prediction exists once the forward pass is done, dL/dx once the backward pass is.
     setPending($("prediction-panel"), phaseNumber < phaseIndex(this.phases, "loss"));
-    setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad"));
+    // (A live step shows the forward pass's end, but its dL/dx was computed and fetched.)
+    setPending($("saliency-panel"), phaseNumber < phaseIndex(this.phases, "input-grad") && !this.record.live);
     const complete = await this.strip.render(this.record, (index) => this.viewFor(index, phase), {
       perMap: this.perMap,
       markWinners: this.markWinners,
@@ -707,13 +717,15 @@ class App {
       probe.stepTimings.push(timing.entry);
     }
     // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS
-    // (without waiting for them: the next step is already on its way).
+    // (without waiting for them: the next step is already on its way); the batch's thumbnails
+    // wait for Pause.
     const live = this.playing && SPEEDS[this.speedIndex].ms === 0;
+    if (timing && !live) this.batch.fetchShown();
     const chartsWait = live && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
     if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
       this.chartsDrawnFor = this.record.id;
       this.chartsDrawnAt = performance.now();
-      const charts = this.drawCharts(this.record, true)
+      const charts = this.drawCharts(this.record, true, { live })
         .then(() => {
           if (timing) timing.entry.charts = performance.now() - timing.clicked;
         })
@@ -728,6 +740,9 @@ class App {
   phaseText(phase) {
     const trace = this.record.trace;
     if (phase.kind === "loss") {
+      if (this.record.live && this.record.step) {
+        return `Live training, step ${this.record.step.step}: batch loss ${formatNumber(this.record.step.loss)}; the traced digit's L = ${formatNumber(trace.loss)} (label ${trace.label}, predicted ${trace.predicted_class ?? "?"}). (Step fetches a full iteration to scrub and inspect.)`;
+      }
       const binary = Array.isArray(trace.target) && trace.target.length === 1;
       const example = trace.label == null && Array.isArray(trace.target); // a preset's example: a target, no digit
       const truth = example ? `target [${trace.target.map(formatNumber).join(", ")}]` : binary ? `target ${trace.target[0]} for digit ${trace.label}` : `label ${trace.label}`;

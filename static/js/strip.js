@@ -22,12 +22,22 @@ export class Strip {
     this.figure.className = "strip-figure";
     this.figure.setAttribute("aria-hidden", "true");
     this.drawnFigure = null;
+    this.drawing = Promise.resolve();
     this.canvas = document.createElement("canvas");
     this.lookups = new Map();
     this.placing = false;
     // Cards move when the strip reflows (a window resize, the inspector docking, a font
     // arriving): the figure follows on the next frame.
-    this.resizing = new ResizeObserver(() => this.schedulePlacement());
+    // Reading positions forces the browser to lay the page out, so they are measured only when
+    // something may have moved them: a card or the strip changed size (this observer, which
+    // also keeps the strip's width), or a render changed a plot box's size.
+    this.boxes = null;
+    this.stripWidth = null;
+    this.resizing = new ResizeObserver((entries) => {
+      for (const entry of entries) if (entry.target === this.container) this.stripWidth = entry.contentRect.width;
+      this.boxes = null;
+      this.schedulePlacement();
+    });
     this.resizing.observe(container);
   }
 
@@ -99,7 +109,8 @@ export class Strip {
   // The strip's width for sizing maps; never below STRIP_MIN_WIDTH_PX, so a strip narrowed by
   // the docked inspector (where it scrolls sideways) keeps its maps' tiling and cell size.
   availableWidth() {
-    const width = Math.max(this.container.clientWidth || 900, STRIP_MIN_WIDTH_PX);
+    if (this.stripWidth === null) this.stripWidth = this.container.clientWidth;
+    const width = Math.max(this.stripWidth || 900, STRIP_MIN_WIDTH_PX);
     return Math.max(120, width - 24 - FIGURE_MARGIN.l - FIGURE_MARGIN.r);
   }
 
@@ -116,11 +127,17 @@ export class Strip {
       const model = buildCardModel(record, card.index, view, { ...options, maxWidth });
       card.model = model;
       card.drawnKey = key;
-      card.viewTag.textContent = (model.colorbarTitle || "") + gradientTag(model) + (model.perMap ? " · per map" : "");
+      const tag = (model.colorbarTitle || "") + gradientTag(model) + (model.perMap ? " · per map" : "");
+      if (card.viewTag.textContent !== tag) {
+        card.viewTag.textContent = tag;
+        this.boxes = null; // the card's header may have changed its width
+      }
       card.viewTag.title = viewLabel(view) + (model.gradientSource === "batch" ? ": the mean over the mini-batch, what the update applied" : model.gradientSource === "sample" ? ": this image's own gradient" : "");
       card.element.dataset.view = view;
       card.element.dataset.gradient = model.gradientSource || "";
       if (model.kind === "none") {
+        if (!card.plot.hidden) this.boxes = null;
+        card.plotSize = null;
         card.note.textContent = model.note;
         card.note.hidden = false;
         card.plot.hidden = true;
@@ -130,12 +147,18 @@ export class Strip {
         continue;
       }
       card.note.hidden = true;
+      if (card.plot.hidden) this.boxes = null;
       card.plot.hidden = false;
       card.element.dataset.empty = "false";
       const width = Math.round(model.plotWidth + FIGURE_MARGIN.l + FIGURE_MARGIN.r);
       const height = Math.round(model.plotHeight + FIGURE_MARGIN.t + FIGURE_MARGIN.b);
-      card.plot.style.width = `${width}px`;
-      card.plot.style.height = `${height}px`;
+      const size = `${width}x${height}`;
+      if (card.plotSize !== size) {
+        card.plotSize = size;
+        card.plot.style.width = `${width}px`;
+        card.plot.style.height = `${height}px`;
+        this.boxes = null;
+      }
       drawColourBar(card.colorbar, model, Math.max(width, COLORBAR_MIN_PX));
       card.picture = this.paint(model);
       if (card.cursor) this.showCursor(card, false);
@@ -224,6 +247,7 @@ export class Strip {
 
   // Where each card's plot box is in the strip's scrolled content, in CSS pixels.
   plotBoxes() {
+    if (this.boxes) return this.boxes;
     const strip = this.container.getBoundingClientRect();
     const left0 = strip.left + this.container.clientLeft - this.container.scrollLeft;
     const top0 = strip.top + this.container.clientTop - this.container.scrollTop;
@@ -233,6 +257,7 @@ export class Strip {
       const box = card.plot.getBoundingClientRect();
       boxes.set(card.index, { left: box.left - left0 + FIGURE_MARGIN.l, top: box.top - top0 + FIGURE_MARGIN.t });
     }
+    this.boxes = boxes;
     return boxes;
   }
 
@@ -286,7 +311,7 @@ export class Strip {
     height = Math.ceil(height);
     signature.push(width, height, JSON.stringify(shapes));
     const key = signature.join(",");
-    if (key === this.drawnFigure) return Promise.resolve();
+    if (key === this.drawnFigure) return this.drawing;
     this.drawnFigure = key;
     this.figureOrder = order;
     this.figure.style.width = `${width}px`;
@@ -303,7 +328,12 @@ export class Strip {
       shapes,
     };
     this.figureDraws = (this.figureDraws || 0) + 1;
-    return window.Plotly.react(this.figure, data, layout, FIGURE_CONFIG);
+    // One draw at a time: Plotly reuses an image trace's Image object from one draw to the
+    // next, so a draw started while the last one's pictures are still loading would take over
+    // their load handler and the last draw would never finish.
+    const draw = () => window.Plotly.react(this.figure, data, layout, FIGURE_CONFIG);
+    this.drawing = this.drawing.then(draw, draw);
+    return this.drawing;
   }
 
   // The cell under a pointer event on a card's plot box.

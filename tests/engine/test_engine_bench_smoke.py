@@ -1,5 +1,7 @@
-"""The benchmark script runs and prints its ratio and peak lines (timings are never asserted:
-the exit status says whether the targets were met, which depends on the machine's load)."""
+"""The benchmark script runs and prints, per batch and thread count, ours / plain PyTorch step and
+ours / same-work PyTorch, the page faults per trace, the two-thread / one-thread ratio and the
+batch-256 peak (timings are never asserted: the exit status says whether the targets were met,
+which depends on the machine's load)."""
 
 import re
 import subprocess
@@ -7,16 +9,29 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "engine_vs_torch.py"
+ROW = re.compile(r"^\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\S+)",
+                 re.MULTILINE)
 
 
-def test_benchmark_prints_a_ratio_per_batch_and_the_batch_256_peak():
-    result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "2", "--threads", "1", "--repeats", "3"],
-                            capture_output=True, text=True, timeout=300)
+def test_benchmark_prints_both_ratios_faults_thread_scaling_and_the_batch_256_peak():
+    result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "2", "--threads", "1", "2",
+                             "--repeats", "3", "--no-profile"], capture_output=True, text=True, timeout=600)
     assert result.returncode in (0, 1), result.stderr
-    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", result.stdout, re.MULTILINE)
-    assert [row[0] for row in rows] == ["1", "2"], result.stdout
-    for _, ours, theirs, ratio in rows:
-        assert abs(float(ours) / float(theirs) - float(ratio)) < 0.01 + 0.01 * float(ratio)
-    assert re.search(r"torch.get_num_threads\(\) = 1", result.stdout)
+    rows = ROW.findall(result.stdout)
+    assert [(row[0], row[1]) for row in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")], result.stdout
+    for _, threads, ours, plain, plain_ratio, same, same_ratio, _, cpu_ratio in rows:
+        assert abs(float(ours) / float(plain) - float(plain_ratio)) < 0.01 + 0.01 * float(plain_ratio)
+        assert abs(float(ours) / float(same) - float(same_ratio)) < 0.01 + 0.01 * float(same_ratio)
+        assert (cpu_ratio == "-") == (threads != "1")
+    scaling = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*(?:<=.*)?$", result.stdout, re.MULTILINE)
+    assert [row[0] for row in scaling] == ["1", "2"], result.stdout
     assert re.search(r"peak of numpy allocations during one batch-256 trace \(tracemalloc\): [\d.]+ MB",
                      result.stdout)
+
+
+def test_benchmark_profile_lists_every_lenet5_layer():
+    result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "--threads", "1", "--repeats", "3"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode in (0, 1), result.stderr
+    names = re.findall(r"^\s+(\w+\d)\s+[\d.]+\s+[\d.]+$", result.stdout, re.MULTILINE)
+    assert names == ["conv1", "maxpool1", "conv2", "maxpool2", "flatten1", "dense1", "dense2", "dense3"], result.stdout

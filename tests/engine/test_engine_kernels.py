@@ -434,14 +434,16 @@ def test_one_scratch_slot_shared_by_many_conv_geometries_in_turn(monkeypatch):
     rng = np.random.default_rng(11)
     shapes = [(5, 2, 7, 9, 3, 3, 3, (1, 1), (1, 2)), (3, 1, 12, 12, 2, 5, 5, (1, 1), (2, 2)),
               (7, 2, 7, 9, 3, 3, 3, (1, 1), (1, 2)), (2, 3, 6, 6, 4, 2, 4, (1, 1), (4, 3))]
-    for n, c, h, w_, f, hh, ww, stride, padding in shapes * 2:
-        x, w, b = rng.normal(size=(n, c, h, w_)), rng.normal(size=(f, c, hh, ww)), rng.normal(size=f)
+    for index, (n, c, h, w_, f, hh, ww, stride, padding) in enumerate(shapes * 3):
+        dtype = np.float32 if index % 3 == 1 else np.float64  # one geometry in both dtypes in turn
+        x, w, b = (rng.normal(size=shape).astype(dtype) for shape in ((n, c, h, w_), (f, c, hh, ww), (f,)))
+        tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-11}
         z = kernels.conv_forward(x, w, b, stride, padding, scratch=take)
-        np.testing.assert_allclose(z, kernels.conv_forward_naive(x, w, b, stride, padding), rtol=1e-10, atol=1e-12)
-        delta = rng.normal(size=z.shape)
+        np.testing.assert_allclose(z, kernels.conv_forward_naive(x, w, b, stride, padding), **tolerance)
+        delta = rng.normal(size=z.shape).astype(dtype)
         for got, want in zip(kernels.conv_backward(delta, x, w, stride, padding, scratch=take),
                              kernels.conv_backward_naive(delta, x, w, stride, padding)):
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+            np.testing.assert_allclose(got, want, **tolerance)
 
 
 def test_traces_on_two_threads_at_once_equal_the_same_traces_one_after_the_other():

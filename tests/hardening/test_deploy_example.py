@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
+
+from app.main import create_app
 
 from app.security import SESSION_ID
 from app.sessions import new_session_id
@@ -34,8 +37,14 @@ def nginx() -> str:
     return (DEPLOY / "nginx.conf").read_text()
 
 
-def app_settings(service: dict) -> Settings:
-    environment = service["environment"]
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's ``${NAME:-default}``."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: variables.get(m[1]) or m[2], value)
+
+
+def app_settings(service: dict, **variables: str) -> Settings:
+    environment = {key: interpolate(str(value), variables)
+                   for key, value in service["environment"].items()}
     unknown = [key for key in environment if not key.startswith("CNNVIZ_")
                or key[len("CNNVIZ_"):].lower() not in Settings.model_fields]
     assert not unknown, f"settings the app does not know: {unknown}"
@@ -105,6 +114,18 @@ def test_the_proxys_affinity_rule_reads_session_ids_the_app_gives(nginx):
         assert re.match(pattern, path).group(1) == session_id
     for path in ("/api/sessions", "/api/sessions/import", "/api/presets", "/"):
         assert re.match(pattern, path) is None
+
+
+@pytest.mark.parametrize("public_host", [None, "viz.example.edu"])
+def test_the_replicas_answer_to_the_name_the_proxy_passes_on(compose, nginx, public_host):
+    assert "proxy_set_header Host $host;" in nginx
+    variables = {"CNNVIZ_PUBLIC_HOST": public_host} if public_host else {}
+    settings = app_settings(compose["services"]["app1"], **variables)
+    with TestClient(create_app(settings.model_copy(update={"session_store": "memory"}))) as app:
+        for name in ("localhost", public_host or "localhost", "127.0.0.1"):
+            assert app.get("/api/health", headers={"host": name}).status_code == 200, name
+        refused = app.get("/api/health", headers={"host": "rebound.example.net"})
+        assert refused.status_code == 400
 
 
 @pytest.mark.slow

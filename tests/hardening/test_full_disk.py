@@ -35,18 +35,20 @@ class _FullDisk:
         return getattr(self.connection, name)
 
 
+CONNECTIONS = ("_connection", "_save_connection")  # the store's reads and its saves
+
+
 def _fill_the_disk(app) -> None:
-    """Both of the store's connections: the one saves commit on, and the one for the rest."""
     store = app.state.store
     store._db, store._save_db  # opened
-    store._connection = _FullDisk(store._connection)
-    store._save_connection = _FullDisk(store._save_connection)
+    for name in CONNECTIONS:
+        setattr(store, name, _FullDisk(getattr(store, name)))
 
 
 def _room_again(app) -> None:
     store = app.state.store
-    store._connection = store._connection.connection
-    store._save_connection = store._save_connection.connection
+    for name in CONNECTIONS:
+        setattr(store, name, getattr(store, name).connection)
 
 
 def test_updates_on_a_full_disk_answer_507_and_change_nothing(tmp_path):
@@ -98,6 +100,20 @@ def test_a_full_disk_restores_the_weights_too(tmp_path):
         for key, value in session.optimizer.state_dict().items():
             assert (value == velocity[key]) if not hasattr(value, "shape") else (
                 value == velocity[key]).all(), key
+
+
+def test_a_trace_on_a_full_disk_still_answers(tmp_path):
+    """A trace changes no weights; only the remembered input (for the PyTorch export) cannot be
+    written, and the trace answers all the same."""
+    app = create_app(Settings(session_store="sqlite", data_dir=tmp_path))
+    with TestClient(app) as client:
+        session_id = client.post("/api/sessions", json={"preset": "tiny"}).json()["id"]
+        _fill_the_disk(app)
+        for index in (0, 1):
+            response = client.post(f"/api/sessions/{session_id}/trace",
+                                   json={"input": {"dataset": "mnist", "index": index}})
+            assert response.status_code == 200, index
+        assert client.get(f"/api/sessions/{session_id}").json()["step"] == 0
 
 
 @pytest.mark.parametrize("error, full", [

@@ -124,6 +124,25 @@ def refused(client, data: bytes, *words: str) -> str:
     return detail
 
 
+def test_a_traced_session_exports_imports_and_reloads(client, tmp_path):
+    """The last traced input travels in its own members; they are the format's, not foreign."""
+    session_id = client.post("/api/sessions", json={"preset": "tiny"}).json()["id"]
+    assert client.post(f"/api/sessions/{session_id}/trace",
+                       json={"input": {"dataset": "mnist", "index": 3}}).status_code == 200
+    data = client.get(f"/api/sessions/{session_id}/export").content
+    assert "last_input/x" in members_of(data)
+    response = upload(client, data)
+    assert response.status_code == 201, response.text[:300]
+    assert_every_endpoint_works(client, response.json()["id"])
+    settings = Settings(session_store="sqlite", data_dir=tmp_path)
+    with TestClient(create_app(settings)) as first:
+        stored = first.post("/api/sessions/import", files={"file": ("s.npz", data)}).json()["id"]
+        first.post(f"/api/sessions/{stored}/trace", json={"input": {"dataset": "mnist",
+                                                                    "index": 4}})
+    with TestClient(create_app(settings)) as restarted:
+        assert restarted.get(f"/api/sessions/{stored}").status_code == 200
+
+
 def test_an_exported_session_imports_and_works(client, exported):
     response = upload(client, exported)
     assert response.status_code == 201

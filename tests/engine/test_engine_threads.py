@@ -1,0 +1,76 @@
+"""BLAS threads during a pass: one for the matrix products, the rest for the kernels' batch chunks,
+and the caller's setting back afterwards (tests otherwise run with one BLAS thread, conftest.py)."""
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from engine import Network, kernels
+from engine.architectures import lenet5
+from engine.scratch import kernel_threads, on_one_blas_thread
+
+
+def blas_threads() -> list[int]:
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+@on_one_blas_thread
+def seen_inside_a_pass():
+    return blas_threads(), kernel_threads()
+
+
+def test_a_pass_runs_the_blas_on_one_thread_and_the_kernels_on_the_callers_count_then_restores_it():
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert seen_inside_a_pass() == ([1] * len(blas_threads()), 2)
+        assert set(blas_threads()) == {2} and kernel_threads() == 1
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert seen_inside_a_pass() == ([1] * len(blas_threads()), 1)
+
+
+def test_the_callers_blas_threads_come_back_when_the_pass_fails():
+    net = Network.from_spec(lenet5())
+    with threadpool_limits(limits=2, user_api="blas"):
+        with pytest.raises(ValueError):
+            net.trace(np.zeros((1, 1, 5, 5)), [0])
+        assert set(blas_threads()) == {2}
+
+
+def test_a_trace_on_two_threads_equals_the_one_thread_trace():
+    net = Network.from_spec(lenet5(dtype="float64"))
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(size=(48, 1, 28, 28)), rng.integers(0, 10, size=48)
+    one = net.trace(x, y)
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = net.trace(x, y)
+    assert two.loss == pytest.approx(one.loss, rel=1e-12)
+    np.testing.assert_allclose(two.input_grad, one.input_grad, rtol=1e-10, atol=1e-14)
+    for a, b in zip(one.layers, two.layers):
+        np.testing.assert_allclose(b.z, a.z, rtol=1e-10, atol=1e-13)
+        for key in a.grads:
+            np.testing.assert_allclose(b.grads[key], a.grads[key], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monkeypatch):
+    monkeypatch.setattr(kernels, "kernel_threads", lambda: threads)
+    monkeypatch.setattr(kernels, "WIDE_CHUNK_BYTES", 2000)
+    monkeypatch.setattr(kernels, "WIDE_ROWS_MAX_WASTE", 1e9)
+    rng = np.random.default_rng(threads)
+    x, w, b = rng.normal(size=(11, 2, 9, 8)), rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3)
+    z = kernels.conv_forward(x, w, b, (1, 1), (1, 2))
+    np.testing.assert_allclose(z, kernels.conv_forward_naive(x, w, b, (1, 1), (1, 2)), rtol=1e-10, atol=1e-12)
+    delta = rng.normal(size=z.shape)
+    seen = set()
+    original = kernels._wide_im2col
+
+    def recording_im2col(*args):
+        seen.add(threading.get_ident())
+        return original(*args)
+
+    monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
+    for got, want in zip(kernels.conv_backward(delta, x, w, (1, 1), (1, 2)),
+                         kernels.conv_backward_naive(delta, x, w, (1, 1), (1, 2))):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+    assert len(seen) >= 2  # the calling thread and at least one pool thread (the pool has cores - 1)
