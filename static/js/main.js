@@ -113,6 +113,7 @@ class App {
       this.pause();
       this.exclusive(() => this.reset());
     });
+    $("undo-reset").addEventListener("click", () => this.exclusive(() => this.undoReset()));
     $("train").addEventListener("click", () => this.exclusive(() => this.trainSteps()));
     $("train-cancel").addEventListener("click", () => {
       if (this.trainingRun) this.trainingRun.cancelled = true;
@@ -266,12 +267,15 @@ class App {
 
   // --- the network ---------------------------------------------------------------------------
 
-  async buildSession(request, options) {
-    await this.adoptSession(await api.createSession(request), options);
+  async buildSession(request, options = {}) {
+    const session = await api.createSession(request);
+    if (!options.keepPrevious) this.dropUndo();
+    await this.adoptSession(session, options);
   }
 
   async importSession(file) {
     const session = await api.importSession(file);
+    this.dropUndo();
     $("preset").value = this.presets.some((p) => p.name === session.preset) ? session.preset : "";
     await this.adoptSession(session);
     const past = await api.history(session.id);
@@ -293,7 +297,7 @@ class App {
     $("export-pytorch").download = `${stem}-pytorch.zip`;
   }
 
-  async adoptSession(session, { keepSpecText = false } = {}) {
+  async adoptSession(session, { keepSpecText = false, keepPrevious = false } = {}) {
     const previous = this.session;
     this.session = session;
     $("export-session").href = api.exportUrl(session.id);
@@ -302,7 +306,7 @@ class App {
     $("positive-row").hidden = !binary;
     if (binary) $("positive-class").value = String(session.positive_class);
     this.nameExports();
-    if (previous) api.deleteSession(previous.id).catch(() => {});
+    if (previous && !keepPrevious) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
     this.clearSpecError();
     if (session.spec && session.spec.seed !== undefined) $("seed").value = String(session.spec.seed);
@@ -385,9 +389,36 @@ class App {
     return request;
   }
 
+  // Reset builds fresh weights but keeps the trained network on the server until the next
+  // build, so "Undo reset" brings it back with its curves (a reset is never a silent loss).
   async reset() {
-    await this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session.preset });
+    this.dropUndo();
+    const kept = { session: this.session, history: this.history, trainedTestDigits: this.trainedTestDigits };
+    await this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session.preset, keepPrevious: true });
+    this.undo = kept;
+    $("undo-text").textContent = `Reset: fresh weights. The network you had (step ${kept.session.step}) is kept until the next build.`;
+    $("undo-bar").hidden = false;
     $("phase-label").textContent = "Reset: fresh weights. Press Step to train.";
+  }
+
+  async undoReset() {
+    const kept = this.undo;
+    if (!kept) return;
+    this.undo = null;
+    $("undo-bar").hidden = true;
+    await this.adoptSession(kept.session, { keepSpecText: !kept.session.preset });
+    if (kept.session.preset) $("preset").value = kept.session.preset;
+    this.history = kept.history;
+    this.trainedTestDigits = kept.trainedTestDigits;
+    await this.drawHistory();
+    $("phase-label").textContent = `Reset undone: the network is back at step ${kept.session.step}.`;
+  }
+
+  // The network a reset replaced is deleted once it can no longer be brought back.
+  dropUndo() {
+    if (this.undo) api.deleteSession(this.undo.session.id).catch(() => {});
+    this.undo = null;
+    $("undo-bar").hidden = true;
   }
 
   // --- iterations ----------------------------------------------------------------------------
@@ -898,7 +929,9 @@ class App {
     let action = handled[key.length === 1 ? key.toLowerCase() : key];
     if (/^[0-6]$/.test(key)) action = () => this.setView(views[Number(key)]);
     if (target && target.type === "range" && key.startsWith("Arrow")) return;
-    if (target && target.tagName === "BUTTON" && key === " ") return;
+    // Space plays only from the page itself or the player's background, never from a control
+    // (a checkbox, a link, a thumbnail, a map) where Space means something else.
+    if (key === " " && !spaceMayPlay(target)) return;
     if (!action) return;
     event.preventDefault();
     action();
@@ -927,6 +960,12 @@ function isCapRefusal(error) {
   const detail = error.detail;
   if (Array.isArray(detail)) return detail.some((item) => Array.isArray(item.loc) && item.loc.includes("steps"));
   return typeof detail === "string" && /samples one request may train on/.test(detail);
+}
+
+function spaceMayPlay(target) {
+  if (!target || target === document.body || target === document.documentElement) return true;
+  const control = target.closest("button, a, input, select, textarea, summary, label, [tabindex], [contenteditable]");
+  return !control && Boolean(target.closest(".player"));
 }
 
 function setPending(panel, pending) {

@@ -292,3 +292,43 @@ def test_a_drawing_is_used_when_the_pen_lifts_once_its_label_is_chosen(open_page
     idle(page)
     assert "label 1" in page.inner_text("#input-caption")
     assert problems.messages == []
+
+
+# --- 6. Reset can be undone; Space plays only from the page, never from a control --------------
+
+def test_reset_can_be_undone_and_space_never_plays_from_a_control(open_page):
+    page, problems = open_page()
+    set_speed(page, "live")
+    step_and_wait(page)
+    step_and_wait(page)
+    trained_id = page.evaluate("window.cnnviz.app.session.id")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("r")
+    page.locator("#undo-bar").wait_for(state="visible")
+    idle(page)
+    assert page.evaluate("window.cnnviz.app.session.step") == 0
+    assert "step 2" in page.inner_text("#undo-bar")
+    page.get_by_role("button", name="Undo reset").click()
+    page.wait_for_function("id => window.cnnviz.app.session.id === id", arg=trained_id)
+    idle(page)
+    assert page.evaluate("window.cnnviz.app.session.step") == 2
+    assert "step 2" in page.inner_text("#session-status")
+    assert page.evaluate("window.cnnviz.app.history.steps") == [1, 2]
+    assert page.evaluate("document.getElementById('curves-plot').data[0].x.length") == 2
+    assert page.locator("#undo-bar").is_hidden()
+    # Space on a checkbox ticks it and does not start Play
+    page.focus("#own-gradient")
+    page.keyboard.press(" ")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.cnnviz.app.playing") is False
+    page.focus("#speed")
+    page.keyboard.press(" ")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.cnnviz.app.playing") is False
+    # from the page itself, Space plays and pauses
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press(" ")
+    page.wait_for_function("() => window.cnnviz.app.playing")
+    page.keyboard.press(" ")
+    idle(page)
+    assert problems.messages == []
