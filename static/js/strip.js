@@ -125,6 +125,12 @@ export class Strip {
       const key = `${record.id}|${view}|${options.perMap}|${options.markWinners}|${options.gradients}|${maxWidth}`;
       if (card.drawnKey === key) continue;
       const model = buildCardModel(record, card.index, view, { ...options, maxWidth });
+      // A readout names one quantity: it goes when the card shows another one.
+      const quantity = `${view}|${options.gradients}`;
+      if (card.quantity !== quantity) {
+        card.quantity = quantity;
+        card.readout.textContent = "\u00a0";
+      }
       card.model = model;
       card.drawnKey = key;
       const tag = (model.colorbarTitle || "") + gradientTag(model) + (model.perMap ? " · per map" : "");
@@ -601,10 +607,12 @@ function formatTick(value) {
   return value.toExponential(0);
 }
 
+// "δ[0,2,3] = 0.012": the readout names the quantity the card shows (x, a, z, δ, W, dW, db, ΔW …).
 export function describeCell(model, cell) {
+  const name = model.index === INPUT_LAYER && (model.view === "a" || model.view === "z") ? "x" : model.colorbarTitle || model.view;
   const value = formatNumber(cell.value);
-  if (cell.f !== undefined) return `W[${cell.f},${cell.c},${cell.r},${cell.s}] = ${value}`;
-  if (cell.u !== undefined) return `[${cell.u}, ${cell.k}] = ${value}`;
-  if (cell.k !== undefined) return `[${cell.k}] = ${value}`;
-  return `map ${cell.map} (${cell.i}, ${cell.j}) = ${value}`;
+  if (cell.f !== undefined) return `${name}[${cell.f},${cell.c},${cell.r},${cell.s}] = ${value}`;
+  if (cell.u !== undefined) return `${name}[${cell.u},${cell.k}] = ${value}`;
+  if (cell.k !== undefined) return `${name}[${cell.k}] = ${value}`;
+  return `${name}[${cell.map},${cell.i},${cell.j}] = ${value}`;
 }

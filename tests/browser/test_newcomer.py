@@ -136,13 +136,15 @@ def test_build_after_applied_json_rebuilds_that_architecture_with_the_new_seed(o
 
 def test_a_refused_input_restores_the_panel_and_the_shown_digit(open_page, tmp_path):
     page, problems = open_page()
+    page.locator("#mnist-grid .thumb", has=page.locator("span", has_text=re.compile("^[0-4]$"))).first.click()
+    idle(page)
     apply_spec(page, FIVE_OUTPUTS)
     caption = page.inner_text("#input-caption")
     label_before = page.evaluate("window.cnnviz.app.record.trace.label")
     assert label_before < 5
     preview = page.evaluate("document.getElementById('input-preview').toDataURL()")
     pressed = page.evaluate("[...document.querySelectorAll('#mnist-grid .thumb[aria-pressed=true]')].map(b => b.dataset.index)")
-    seven = page.locator("#mnist-grid .thumb", has=page.locator("span", has_text=re.compile("^7$"))).first
+    seven = page.locator("#mnist-grid .thumb", has=page.locator("span", has_text=re.compile("^[5-9]$"))).first
     seven.click()
     page.locator("#error-banner").wait_for(state="visible")
     idle(page)
@@ -331,4 +333,44 @@ def test_reset_can_be_undone_and_space_never_plays_from_a_control(open_page):
     page.wait_for_function("() => window.cnnviz.app.playing")
     page.keyboard.press(" ")
     idle(page)
+    assert problems.messages == []
+
+
+# --- 5. a hover readout names the view's quantity and goes when the view changes ---------------
+
+def readout(page, layer: int) -> str:
+    return page.inner_text(f'.layer-card[data-layer="{layer}"] .layer-readout').strip()
+
+
+def hover_cell(page, layer: int, x: int, y: int) -> None:
+    page.locator(f'.layer-card[data-layer="{layer}"] .layer-plot').scroll_into_view_if_needed()
+    page.wait_for_timeout(200)
+    point = page.evaluate(CELL_POINT_JS, [layer, x, y])
+    page.mouse.move(point["x"], point["y"])
+
+
+def test_hover_readouts_name_the_shown_quantity_and_clear_on_a_view_change(open_page):
+    page, problems = open_page()
+    set_speed(page, "live")
+    step_and_wait(page)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("5")  # dW
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === 'dW'")
+    hover_cell(page, 0, 1, 1)
+    assert readout(page, 0).startswith("dW[0,0,1,1] = ")
+    page.mouse.move(2, 2)
+    hover_cell(page, 0, 1, 1)
+    page.keyboard.press("4")  # W: the dW readout must not stay
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === 'W'")
+    assert readout(page, 0) == ""
+    hover_cell(page, 0, 1, 1)
+    assert readout(page, 0).startswith("W[0,0,1,1] = ")
+    page.keyboard.press("3")  # δ
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === 'delta'")
+    hover_cell(page, 0, 2, 3)
+    assert readout(page, 0).startswith("δ[0,3,2] = ")
+    page.keyboard.press("1")
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"-1\"]').dataset.view === 'a'")
+    hover_cell(page, -1, 5, 6)
+    assert readout(page, -1).startswith("x[0,6,5] = ")
     assert problems.messages == []

@@ -384,7 +384,7 @@ def test_keyboard_shortcuts_step_switch_views_and_scrub(open_page):
     page.focus('.layer-card[data-layer="0"] .layer-plot')
     for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowDown", "ArrowDown"):
         page.keyboard.press(key)
-    assert page.inner_text('.layer-card[data-layer="0"] .layer-readout').startswith("map 0 (2, 3) =")
+    assert page.inner_text('.layer-card[data-layer="0"] .layer-readout').startswith("z[0,2,3] =")
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('[data-role=inspector-title]').textContent === 'conv1 · z [0,2,3]'")
     assert_result_matches(page)
