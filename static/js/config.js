@@ -129,7 +129,6 @@ export const COLORS = {
   accuracy: "#1b8a4b",
   evalAccuracy: "#3153b5",
   winner: "#00c2a8",
-  loserVeil: "rgba(235, 238, 245, 0.42)",
   selected: "#ffd400",
 };
 

@@ -32,7 +32,7 @@ class App {
     this.phase = 0;
     this.viewMode = "auto";
     this.perMap = false;
-    this.markWinners = true;
+    this.markWinners = false; // max-pool winners are outlined on request
     this.gradients = "batch"; // dW/db: the mini-batch mean the update applied, or "sample"
     this.speedIndex = DEFAULT_SPEED_INDEX;
     this.playing = false;

@@ -173,22 +173,24 @@ export class Strip {
     return token === this.renderToken;
   }
 
-  // The card's picture: one RGBA pixel per cell from the colour scale (gutters transparent,
-  // max-pool losers under a pale veil), as a PNG data URL for a Plotly image trace; and the
-  // numbers to print in the cells of a small map.
+  // The card's picture: one RGBA pixel per cell from the colour scale (gutters transparent),
+  // as a PNG data URL for a Plotly image trace; and the numbers to print in the cells of a
+  // small map. With max-pool winners marked, every cell is `scale` × `scale` pixels and a
+  // winner gets an outline in the winner colour (the cells keep the colour bar's colours).
   paint(model) {
     const lookup = this.lookupFor(model.colorscale);
+    const winners = model.winners ? model.winners.mask : null;
+    const scale = winners ? Math.max(3, Math.min(WINNER_MAX_SCALE, Math.round(Math.min(model.cellW, model.cellH)))) : 1;
     const width = model.widthCells;
     const height = model.heightCells;
-    this.canvas.width = width;
-    this.canvas.height = height;
+    this.canvas.width = width * scale;
+    this.canvas.height = height * scale;
     const context = this.canvas.getContext("2d");
-    const image = context.createImageData(width, height);
+    const image = context.createImageData(width * scale, height * scale);
     const pixels = image.data;
     const [lo, hi] = model.range;
     const span = hi - lo || 1;
-    const veil = model.winners ? model.winners.mask : null;
-    const [vr, vg, vb, va] = VEIL_RGBA;
+    const [wr, wg, wb] = hexToRgb(COLORS.winner);
     const texts = model.showText ? { x: [], y: [], text: [], color: [] } : null;
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
@@ -197,19 +199,20 @@ export class Strip {
         const value = shownValue(model, k);
         if (!Number.isFinite(value)) continue;
         const t = Math.max(0, Math.min(255, Math.round(((value - lo) / span) * 255))) * 3;
-        let r = lookup[t];
-        let g = lookup[t + 1];
-        let b = lookup[t + 2];
-        if (veil && !veil[k]) {
-          r = r * (1 - va) + vr * va;
-          g = g * (1 - va) + vg * va;
-          b = b * (1 - va) + vb * va;
+        const r = lookup[t];
+        const g = lookup[t + 1];
+        const b = lookup[t + 2];
+        const outlined = winners && winners[k];
+        for (let sy = 0; sy < scale; sy++) {
+          for (let sx = 0; sx < scale; sx++) {
+            const edge = outlined && (sx === 0 || sy === 0 || sx === scale - 1 || sy === scale - 1);
+            const p = ((y * scale + sy) * width * scale + x * scale + sx) * 4;
+            pixels[p] = edge ? wr : r;
+            pixels[p + 1] = edge ? wg : g;
+            pixels[p + 2] = edge ? wb : b;
+            pixels[p + 3] = 255;
+          }
         }
-        const p = (y * width + x) * 4;
-        pixels[p] = r;
-        pixels[p + 1] = g;
-        pixels[p + 2] = b;
-        pixels[p + 3] = 255;
         if (texts) {
           texts.x.push(x);
           texts.y.push(y);
@@ -219,7 +222,7 @@ export class Strip {
       }
     }
     context.putImageData(image, 0, 0);
-    return { source: this.canvas.toDataURL("image/png"), texts, id: ++paintCount };
+    return { source: this.canvas.toDataURL("image/png"), texts, scale, id: ++paintCount };
   }
 
   // 256 colours of a colour scale, interpolated linearly between its stops as Plotly does.
@@ -287,10 +290,10 @@ export class Strip {
       data.push({
         type: "image",
         source: card.picture.source,
-        x0: box.left + model.cellW / 2,
-        y0: box.top + model.cellH / 2,
-        dx: model.cellW,
-        dy: model.cellH,
+        x0: box.left + model.cellW / card.picture.scale / 2,
+        y0: box.top + model.cellH / card.picture.scale / 2,
+        dx: model.cellW / card.picture.scale,
+        dy: model.cellH / card.picture.scale,
         opacity,
         hoverinfo: "skip",
       });
@@ -542,11 +545,8 @@ export class Strip {
 
 let paintCount = 0;
 
-// The max-pool losers' veil, as RGB plus its opacity.
-const VEIL_RGBA = (() => {
-  const match = COLORS.loserVeil.match(/rgba\(\s*(\d+),\s*(\d+),\s*(\d+),\s*([\d.]+)\)/);
-  return match ? [Number(match[1]), Number(match[2]), Number(match[3]), Number(match[4])] : [235, 238, 245, 0.42];
-})();
+// A winner's outline is one picture pixel wide: a cell is painted this many pixels at most.
+const WINNER_MAX_SCALE = 8;
 
 function hexToRgb(colour) {
   const hex = colour.replace("#", "");

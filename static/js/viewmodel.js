@@ -409,7 +409,9 @@ export function cellPosition(model, m, i, j) {
 
 // Max-pool winners, marked on the pooled layer's input: when the next layer is a max-pool and
 // the card shows this layer's output, a mask over the card's values with 1 on every input that
-// won a window (the others are veiled).
+// won a window (outlined). A window whose inputs are all 0 (a dead ReLU region) has no real
+// winner and is skipped: its winner's activation is 0 and, with no negative activation in the
+// layer, so is every other input of its window.
 function poolWinners(record, index, view, model) {
   if (!["a", "z", "delta"].includes(view)) return null;
   const next = record.trace.layers[index + 1];
@@ -419,14 +421,23 @@ function poolWinners(record, index, view, model) {
   const [channels, outH, outW] = argmax.shape;
   const plane = model.mapH * model.mapW;
   const mask = new Uint8Array(model.size);
+  const activation = record.answer.tensor(`layers.${index}.a`);
+  let nonNegative = Boolean(activation);
+  if (activation) for (let k = 0; k < activation.data.length && nonNegative; k++) nonNegative = activation.data[k] >= 0;
   let winners = 0;
+  let skipped = 0;
   for (let c = 0; c < channels; c++) {
     for (let k = 0; k < outH * outW; k++) {
-      mask[c * plane + argmax.data[c * outH * outW + k]] = 1;
-      winners += 1;
+      const at = c * plane + argmax.data[c * outH * outW + k];
+      if (nonNegative && activation.data[at] === 0) {
+        skipped += 1;
+        continue;
+      }
+      if (!mask[at]) winners += 1;
+      mask[at] = 1;
     }
   }
-  return { mask, count: winners, pool: next.name };
+  return { mask, count: winners, skipped, pool: next.name };
 }
 
 export function argmaxIndex(values) {

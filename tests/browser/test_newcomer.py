@@ -374,3 +374,57 @@ def test_hover_readouts_name_the_shown_quantity_and_clear_on_a_view_change(open_
     hover_cell(page, -1, 5, 6)
     assert readout(page, -1).startswith("x[0,6,5] = ")
     assert problems.messages == []
+
+
+# --- 9. max-pool winners: off by default; outlined (never a veil), windows of zeros skipped -----
+
+PICTURE_PIXELS_JS = """async layer => {
+  const picture = window.cnnviz.app.strip.cards.get(layer).picture;
+  const image = new Image();
+  image.src = picture.source;
+  await image.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = image.width; canvas.height = image.height;
+  const context = canvas.getContext('2d');
+  context.drawImage(image, 0, 0);
+  return {width: image.width, scale: picture.scale, data: [...context.getImageData(0, 0, image.width, image.height).data]};
+}"""
+
+
+def pixel(picture: dict, x: int, y: int) -> tuple:
+    at = (y * picture["width"] + x) * 4
+    return tuple(picture["data"][at:at + 3])
+
+
+def test_max_pool_winners_are_off_by_default_and_outlined_without_a_veil(open_page, screenshot):
+    page, problems = open_page()
+    assert not page.is_checked("#mark-winners")
+    assert page.evaluate("window.cnnviz.app.strip.modelOf(0).winnerCount") == 0
+    plain = page.evaluate(PICTURE_PIXELS_JS, 0)
+    assert plain["scale"] == 1
+    before = page.evaluate("window.cnnviz.renders")
+    page.check("#mark-winners")
+    page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
+    winners = page.evaluate("""() => { const w = window.cnnviz.app.strip.cards.get(0).model.winners;
+      return {count: w.count, skipped: w.skipped}; }""")
+    assert winners["skipped"] > 0  # LeNet-5's conv1 has windows of zeros (a dead ReLU region)
+    assert winners["count"] + winners["skipped"] == 6 * 14 * 14
+    marked = page.evaluate(PICTURE_PIXELS_JS, 0)
+    scale = marked["scale"]
+    assert scale >= 3
+    cells = page.evaluate("""() => { const m = window.cnnviz.app.strip.cards.get(0).model; const w = m.winners.mask;
+      let win = null, lose = null;
+      for (let y = 0; y < 28 && (!win || !lose); y++) for (let x = 0; x < 28; x++) {
+        const k = y * 28 + x;   // map 0 is the top-left tile
+        if (w[k] && !win) win = [x, y]; if (!w[k] && !lose) lose = [x, y]; }
+      return {win, lose}; }""")
+    wx, wy = cells["win"]
+    lx, ly = cells["lose"]
+    winner_colour = (0x00, 0xC2, 0xA8)
+    assert pixel(marked, wx * scale, wy * scale) == winner_colour  # its outline
+    assert pixel(marked, wx * scale + scale // 2, wy * scale + scale // 2) == pixel(plain, wx, wy)  # its colour
+    for sx in range(scale):  # a loser keeps the colour bar's colour: no veil
+        for sy in range(scale):
+            assert pixel(marked, lx * scale + sx, ly * scale + sy) == pixel(plain, lx, ly)
+    screenshot(page, "newcomer-09-winners-outlined")
+    assert problems.messages == []
