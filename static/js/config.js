@@ -94,6 +94,13 @@ export const LIVE_SALIENCY_MS = 1000;
 // MNIST browser page size and drawing canvas.
 export const MNIST_PAGE_SIZE = 24;
 export const DRAW_BRUSH_PX = 20;
+// An upload whose preprocessed 28×28 has more than this share of pixels above this grey level
+// is warned about (MNIST's training digits: 17% on average, 37% at most), and one whose ink
+// fills more than this share of its bounding box (MNIST: 44% typical, 84% at most, boxes of at
+// least 8×8).
+export const DIGIT_INK_LEVEL = 0.1;
+export const DIGIT_MAX_INKED_SHARE = 0.45;
+export const DIGIT_MAX_BOX_FILL = 0.9;
 
 // Train steps runs a long run as requests of at most this many steps (the server caps one
 // request's steps and work; the curves and the progress bar move after each request).

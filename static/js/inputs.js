@@ -2,7 +2,7 @@
 // touch) and an image upload, each ending in one input {kind, ..., label} for the page.
 
 import { api } from "./api.js";
-import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX } from "./config.js";
+import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX, DIGIT_INK_LEVEL, DIGIT_MAX_INKED_SHARE, DIGIT_MAX_BOX_FILL } from "./config.js";
 
 export function paintPixels(canvas, pixels) {
   const height = pixels.length;
@@ -136,6 +136,7 @@ export class InputPanel {
   }
 
   chooseMnist(item) {
+    document.getElementById("input-warning").hidden = true;
     return this.use({ kind: "mnist", split: this.split, index: item.index, label: item.label, pixels: item.pixels });
   }
 
@@ -238,11 +239,38 @@ export class InputPanel {
       return false;
     }
     const input = { kind: "pixels", pixels: answer.pixels, description };
+    this.warnIfNotADigit(answer.pixels);
     if (this.labelSelect.value === "") {
       this.setPending(input);
       return true;
     }
     return this.use({ ...input, label: Number(this.labelSelect.value) });
+  }
+
+  // The network knows MNIST: one light stroke digit on a dark ground, about a fifth of the
+  // 28×28 inked, strokes leaving most of their bounding box dark. A picture inked far more, or
+  // a solid block (a photo, a filled shape, noise), is probably no digit.
+  warnIfNotADigit(pixels) {
+    let inked = 0;
+    let top = Infinity, bottom = -1, left = Infinity, right = -1;
+    pixels.forEach((row, i) =>
+      row.forEach((value, j) => {
+        if (value <= DIGIT_INK_LEVEL) return;
+        inked += 1;
+        top = Math.min(top, i);
+        bottom = Math.max(bottom, i);
+        left = Math.min(left, j);
+        right = Math.max(right, j);
+      }),
+    );
+    const share = inked / (pixels.length * pixels[0].length);
+    const boxHeight = bottom - top + 1;
+    const boxWidth = right - left + 1;
+    const solid = boxHeight >= 8 && boxWidth >= 8 && inked / (boxHeight * boxWidth) > DIGIT_MAX_BOX_FILL;
+    const warning = document.getElementById("input-warning");
+    const reason = share > DIGIT_MAX_INKED_SHARE ? `${Math.round(share * 100)}% of it is ink after preprocessing (an MNIST digit inks about 17%)` : solid ? "it is a solid block of ink rather than strokes" : null;
+    warning.hidden = !reason;
+    warning.textContent = reason ? `This picture does not look like a digit: ${reason}. The network was trained on MNIST digits, one light stroke on a dark ground, so expect odd predictions; a photo cropped to one digit works better.` : "";
   }
 
   // Shows a drawing or upload that waits for its label (the network keeps the input in use).

@@ -945,9 +945,9 @@ class App {
   }
 
   showError(error) {
+    // Plain words only: the server's sentence, never an HTTP status code.
     const message = error && error.message ? error.message : String(error);
-    const prefix = error && error.status ? `Error ${error.status}: ` : "";
-    $("error-text").textContent = `${prefix}${message}`;
+    $("error-text").textContent = message.charAt(0).toUpperCase() + message.slice(1);
     $("error-banner").hidden = false;
     probe.errors.push(message);
   }

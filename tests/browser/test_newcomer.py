@@ -428,3 +428,38 @@ def test_max_pool_winners_are_off_by_default_and_outlined_without_a_veil(open_pa
             assert pixel(marked, lx * scale + sx, ly * scale + sy) == pixel(plain, lx, ly)
     screenshot(page, "newcomer-09-winners-outlined")
     assert problems.messages == []
+
+
+# --- 15. errors in plain words; an upload that is no digit is warned about ---------------------
+
+def test_errors_are_plain_words_and_a_non_digit_upload_is_warned_about(open_page, tmp_path):
+    page, problems = open_page()
+    page.fill("#batch-size", "100000")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.locator("#error-banner").wait_for(state="visible")
+    no_developer_words(banner_text(page))
+    page.get_by_role("button", name="Dismiss").click()
+    page.fill("#batch-size", "32")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG" + bytes(9 * 1024 * 1024))
+    page.get_by_role("tab", name="Upload").click()
+    page.set_input_files("#upload-file", str(huge))
+    page.locator("#error-banner").wait_for(state="visible")
+    text = banner_text(page)
+    assert "8 MB" in text and "resize" in text, text
+    no_developer_words(text)
+    page.get_by_role("button", name="Dismiss").click()
+    noise = tmp_path / "noise.png"
+    import numpy as np
+    Image.fromarray((np.random.default_rng(0).random((200, 300)) * 255).astype("uint8")).save(noise)
+    page.set_input_files("#upload-file", str(noise))
+    page.locator("#input-warning").wait_for(state="visible")
+    assert "does not look like a digit" in page.inner_text("#input-warning")
+    one = tmp_path / "one.png"
+    image = Image.new("L", (60, 60), 0)
+    ImageDraw.Draw(image).line([(30, 8), (30, 52)], fill=255, width=7)
+    image.save(one)
+    page.set_input_files("#upload-file", str(one))
+    page.wait_for_function("() => document.getElementById('input-caption').textContent.includes('one.png')")
+    assert page.locator("#input-warning").is_hidden()
+    assert all("422" in m or "413" in m for m in problems.messages), problems.messages
