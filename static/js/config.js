@@ -113,7 +113,12 @@ export const DEFAULTS = {
   learning_rate: 0.05,
   batch_size: 32,
   train_steps: 50,
+  learning_rate_for: { sgd: 0.05, momentum: 0.02, adam: 0.001 },
 };
+
+// A learning rate above these is unusually high for the optimizer: the page warns before a
+// step (the loss tends to explode; the server refuses a step whose numbers overflow).
+export const HIGH_LEARNING_RATE = { sgd: 1, momentum: 0.5, adam: 0.02 };
 
 export const OPTIMIZERS = [
   { key: "sgd", label: "SGD" },

@@ -2,7 +2,7 @@
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
 import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
-import { DEFAULTS, TRAIN_CHUNK_STEPS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
+import { DEFAULTS, TRAIN_CHUNK_STEPS, HIGH_LEARNING_RATE, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
 import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
@@ -83,6 +83,9 @@ class App {
     $("learning-rate").value = String(DEFAULTS.learning_rate);
     $("batch-size").value = String(DEFAULTS.batch_size);
     $("train-steps").value = String(DEFAULTS.train_steps);
+
+    for (const id of ["learning-rate", "optimizer"]) $(id).addEventListener("input", () => this.checkLearningRate());
+    $("optimizer").addEventListener("change", () => this.checkLearningRate());
 
     $("preset").addEventListener("change", () => {
       this.describePreset();
@@ -190,6 +193,18 @@ class App {
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(() => this.redraw(), 150);
     });
+  }
+
+  // Warns, before any step, about a learning rate far above what the optimizer usually takes.
+  checkLearningRate() {
+    const { optimizer, learning_rate: rate } = this.training();
+    const high = HIGH_LEARNING_RATE[optimizer];
+    const warning = $("lr-warning");
+    const name = OPTIMIZERS.find((o) => o.key === optimizer)?.label || optimizer;
+    warning.hidden = !(rate > high);
+    warning.textContent = warning.hidden ? "" : `A learning rate of ${rate} is unusually high for ${name} (above ${high}): each step may overshoot and the loss explode. Try ${DEFAULTS.learning_rate_for[optimizer]}.`;
+    $("learning-rate").toggleAttribute("aria-invalid", !warning.hidden);
+    if (!warning.hidden) $("learning-rate").setAttribute("aria-describedby", "lr-warning");
   }
 
   describePreset() {

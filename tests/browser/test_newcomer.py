@@ -463,3 +463,47 @@ def test_errors_are_plain_words_and_a_non_digit_upload_is_warned_about(open_page
     page.wait_for_function("() => document.getElementById('input-caption').textContent.includes('one.png')")
     assert page.locator("#input-warning").is_hidden()
     assert all("422" in m or "413" in m for m in problems.messages), problems.messages
+
+
+# --- 8. readable numbers, an unclipped "label" tag, a high learning rate warned, focus rings -----
+
+def test_numbers_read_as_written_tags_fit_high_rates_warn_and_focus_shows(open_page):
+    page, problems = open_page()
+    shown = page.evaluate("""async () => { const f = await import('/static/js/format.js');
+      return [f.formatNumber(4.952e-4), f.formatNumber(9.337e11), f.formatNumber(-2.5e-7), f.formatPrecise(1.234567e-9), f.formatShort(-3.1e5)]; }""")
+    assert shown == ["4.952 × 10⁻⁴", "9.337 × 10¹¹", "-2.5 × 10⁻⁷", "1.23457 × 10⁻⁹", "-3.1 × 10⁵"]
+    # the prediction chart at p = 1 on the label: its "label" tag is inside the chart
+    page.evaluate("""async () => { const c = await import('/static/js/charts.js');
+      const prediction = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+      await c.drawPrediction(document.getElementById('prediction-plot'), {prediction, label: 3, layers: []}); }""")
+    tag = page.evaluate("""() => { const plot = document.getElementById('prediction-plot');
+      const svg = plot.querySelector('svg.main-svg').getBoundingClientRect();
+      const text = [...plot.querySelectorAll('.annotation-text')].find(t => t.textContent === 'label').getBoundingClientRect();
+      return {svgTop: svg.top, top: text.top, bottom: text.bottom}; }""")
+    assert tag["top"] >= tag["svgTop"], tag
+    # a learning rate of 5 for SGD is warned about before any step
+    assert page.locator("#lr-warning").is_hidden()
+    page.fill("#learning-rate", "5")
+    page.locator("#lr-warning").wait_for(state="visible")
+    assert "unusually high" in page.inner_text("#lr-warning")
+    page.fill("#learning-rate", "0.05")
+    page.locator("#lr-warning").wait_for(state="hidden")
+    page.select_option("#optimizer", "adam")
+    page.locator("#lr-warning").wait_for(state="visible")  # 0.05 is a lot for Adam
+    # every control shows where the keyboard is: Import… (a label over a hidden file input) too
+    page.focus("#import-session")
+    ring = page.evaluate("() => getComputedStyle(document.querySelector('label[for=import-session]')).outlineStyle")
+    assert ring != "none"
+    without_ring = []
+    page.locator("body").click(position={"x": 5, "y": 5})
+    for _ in range(45):
+        page.keyboard.press("Tab")
+        info = page.evaluate("""() => { const el = document.activeElement;
+          const target = el.id === 'import-session' ? document.querySelector('label[for=import-session]')
+            : el.type === 'radio' ? el.closest('label') : el;
+          const style = getComputedStyle(target);
+          return {id: el.id || el.textContent.slice(0, 20), ring: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2}; }""")
+        if not info["ring"]:
+            without_ring.append(info["id"])
+    assert without_ring == [], without_ring
+    assert problems.messages == []
