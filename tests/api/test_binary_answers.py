@@ -5,6 +5,7 @@ and a bad format or field is a 422 that changes nothing. Also the step's ``batch
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import numpy as np
@@ -208,6 +209,12 @@ def test_openapi_documents_format_fields_and_the_binary_answer(client):
         parameters = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
         assert parameters["format"]["schema"]["enum"] == ["json", "safetensors"]
         assert all(field in parameters["fields"]["description"] for field in ALL_FIELDS)
+        # the documented pattern admits what the server accepts and nothing it refuses
+        pattern = re.compile(parameters["fields"]["schema"]["pattern"])
+        for accepted in ("", "a", "z,a,delta", " grads , params ", ",".join(ALL_FIELDS), "a,,z"):
+            assert pattern.match(accepted), accepted
+        for refused in ("za", "weights", "grad", "a;z", "Z"):
+            assert not pattern.match(refused), refused
         content = operation["responses"]["200"]["content"]
         assert {"application/json", "application/octet-stream"} <= set(content)
     layer = document["components"]["schemas"]["LayerOut"]
