@@ -72,7 +72,8 @@ export const PENDING_MAP_OPACITY = 0.05;
 
 // Numbers are printed in cells when a map is this small (the tiny worked example).
 export const CELL_TEXT_MAX_CELLS = 64;
-export const CELL_TEXT_MIN_PX = 26;
+// wide enough for "-0.30" in the strip's 11 px digits
+export const CELL_TEXT_MIN_PX = 36;
 
 // Animation: milliseconds per phase for each speed setting. "live" does not animate: Play
 // trains step after step and draws every step's result, fetching only what the view shows.

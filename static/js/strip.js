@@ -216,7 +216,7 @@ export class Strip {
         if (texts) {
           texts.x.push(x);
           texts.y.push(y);
-          texts.text.push(value.toFixed(2));
+          texts.text.push(cellText(value));
           texts.color.push(0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#1d2433" : "#ffffff");
         }
       }
@@ -547,6 +547,18 @@ let paintCount = 0;
 
 // A winner's outline is one picture pixel wide: a cell is painted this many pixels at most.
 const WINNER_MAX_SCALE = 8;
+
+// A number short enough for its cell (at most 5 characters), its sign always kept: 0.31,
+// -0.07, -.004 for thousandths, -4e-5 below; 0 only for an exact zero.
+export function cellText(value) {
+  if (value === 0) return "0";
+  const magnitude = Math.abs(value);
+  if (magnitude >= 100) return value.toExponential(0).replace("+", "");
+  if (magnitude >= 10) return value.toFixed(0);
+  if (magnitude >= 0.01) return value.toFixed(2);
+  if (magnitude >= 0.001) return value.toFixed(3).replace("0.", ".");
+  return value.toExponential(0);
+}
 
 function hexToRgb(colour) {
   const hex = colour.replace("#", "");

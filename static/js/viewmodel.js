@@ -256,6 +256,8 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     const fitWidth = Math.floor(maxWidth / (grid.cols * (mapW + GUTTER_CELLS)));
     cellPx = clamp(Math.min(cellPx, fitWidth), MIN_CELL_PX, MAX_CELL_PX);
     const plane = mapH * mapW;
+    // A map small enough to print its numbers gets cells wide enough for them ("-0.30").
+    if (plane * count <= CELL_TEXT_MAX_CELLS) cellPx = Math.max(cellPx, Math.min(CELL_TEXT_MIN_PX, fitWidth));
     const ranges = perMap ? Array.from({ length: count }, (_, m) => colourRange(data, signed, m * plane, (m + 1) * plane)) : null;
     const widthCells = grid.cols * mapW + (grid.cols - 1) * GUTTER_CELLS;
     const heightCells = grid.rows * mapH + (grid.rows - 1) * GUTTER_CELLS;
@@ -318,7 +320,9 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
   // matrix (U, K): a dense layer's weights, squeezed to a fixed width.
   const [rows, cols] = array.shape;
   const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), 1, 28);
-  const plotWidth = Math.min(MATRIX_WIDTH_PX, maxWidth, Math.max(cols * cellH, 24));
+  // A small matrix prints its numbers: each cell is then wide enough for one ("-0.30").
+  const text = rows * cols <= CELL_TEXT_MAX_CELLS && cellH >= 20 && cols * CELL_TEXT_MIN_PX <= maxWidth;
+  const plotWidth = text ? cols * CELL_TEXT_MIN_PX : Math.min(MATRIX_WIDTH_PX, maxWidth, Math.max(cols * cellH, 24));
   return {
     ...base,
     data,
@@ -336,7 +340,7 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     cellH,
     plotWidth,
     plotHeight: rows * cellH,
-    showText: rows * cols <= 16 && cellH >= 20,
+    showText: text,
   };
 }
 

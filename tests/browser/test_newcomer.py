@@ -507,3 +507,44 @@ def test_numbers_read_as_written_tags_fit_high_rates_warn_and_focus_shows(open_p
             without_ring.append(info["id"])
     assert without_ring == [], without_ring
     assert problems.messages == []
+
+
+# --- 4. every number of `tiny` is printed, fits its cell and keeps its sign --------------------
+
+TINY_TEXTS_JS = """() => {
+  const strip = window.cnnviz.app.strip;
+  const measure = document.createElement('canvas').getContext('2d');
+  measure.font = '11px system-ui, sans-serif';
+  const out = [];
+  for (const card of strip.cards.values()) {
+    const model = card.model;
+    if (!model || model.kind === 'none' || card.plot.hidden) continue;
+    const shown = strip.shownMatrix(card.index);
+    const values = shown.flat().filter(v => v !== null && Number.isFinite(v));
+    const texts = card.picture && card.picture.texts ? card.picture.texts.text : [];
+    const widest = Math.max(0, ...texts.map(t => measure.measureText(t).width));
+    const negatives = values.filter(v => v < 0).length;
+    out.push({layer: card.index, view: model.view, cells: values.length, texts: texts.length,
+              widest, cellW: model.cellW, negatives, minusTexts: texts.filter(t => t.startsWith('-')).length});
+  }
+  return out;
+}"""
+
+
+def test_every_number_of_tiny_is_printed_legibly(open_page, screenshot):
+    page, problems = open_page()
+    choose_preset(page, "tiny")
+    set_speed(page, "live")
+    step_and_wait(page)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    for key, view in (("1", "a"), ("2", "z"), ("3", "delta"), ("4", "W"), ("5", "dW"), ("6", "db")):
+        page.keyboard.press(key)
+        page.wait_for_function("v => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === v", arg=view)
+        page.wait_for_timeout(200)
+        for card in page.evaluate(TINY_TEXTS_JS):
+            assert card["texts"] == card["cells"], (view, card)  # every number printed (the 6x6 input too)
+            assert card["widest"] <= card["cellW"] - 2, (view, card)  # no number runs into the next
+            assert card["minusTexts"] == card["negatives"], (view, card)  # minus signs kept
+        if view in ("W", "dW"):
+            screenshot(page, f"newcomer-04-tiny-{view}")
+    assert problems.messages == []
