@@ -124,6 +124,11 @@ class App {
     });
     $("evaluate").addEventListener("click", () => this.exclusive(() => this.evaluate()));
     $("error-dismiss").addEventListener("click", () => ($("error-banner").hidden = true));
+    $("skip-to-player").addEventListener("click", (event) => {
+      event.preventDefault();
+      $("btn-step").scrollIntoView({ block: "nearest" });
+      $("btn-step").focus();
+    });
     $("import-session").addEventListener("change", (event) => {
       const file = event.target.files && event.target.files[0];
       event.target.value = "";
@@ -488,6 +493,7 @@ class App {
     await pause();
     const result = await drawPrediction($("prediction-plot"), record.trace);
     $("prediction-summary").textContent = predictionSummary(result, record.trace);
+    $("prediction-brief").textContent = `Prediction: ${predictionSummary(result, record.trace).split(";")[0]}`;
     if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
       this.saliencyDrawnAt = performance.now();
       await pause();

@@ -216,7 +216,7 @@ export class Strip {
         if (texts) {
           texts.x.push(x);
           texts.y.push(y);
-          texts.text.push(cellText(value));
+          texts.text.push(model.classLabels ? `${k}: ${cellText(value)}` : cellText(value));
           texts.color.push(0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#1d2433" : "#ffffff");
         }
       }

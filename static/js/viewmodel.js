@@ -295,7 +295,9 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     const columns = Math.ceil(k / maxRows);
     const rows = Math.ceil(k / columns);
     const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), MIN_VECTOR_ROW_PX, 28);
-    const cellW = columns > 1 ? VECTOR_WRAPPED_COLUMN_PX : cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX;
+    // The output layer's units are the classes: each cell is labelled with its class (0-9).
+    const classLabels = index === record.trace.layers.length - 1 && columns === 1 && k > 1 && k <= 10 && cellH >= 20;
+    const cellW = columns > 1 ? VECTOR_WRAPPED_COLUMN_PX : classLabels ? 64 : cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX;
     return {
       ...base,
       data,
@@ -314,6 +316,7 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
       plotWidth: columns * cellW,
       plotHeight: rows * cellH,
       showText: cellH >= 20 && columns === 1,
+      classLabels,
     };
   }
 

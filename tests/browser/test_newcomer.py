@@ -548,3 +548,27 @@ def test_every_number_of_tiny_is_printed_legibly(open_page, screenshot):
         if view in ("W", "dW"):
             screenshot(page, f"newcomer-04-tiny-{view}")
     assert problems.messages == []
+
+
+# --- 12. first load: the hint and the prediction above the fold, classes labelled, a skip link ---
+
+def test_first_load_shows_hint_prediction_and_class_labels_and_skips_to_step(open_page, screenshot):
+    page, problems = open_page(1440, 900)
+    page.wait_for_function("() => document.getElementById('prediction-brief').textContent.includes('predicted')")
+    for selector in (".strip-hint", "#prediction-brief"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 900, (selector, box)
+    assert "click any cell" in page.inner_text(".strip-hint")
+    output = page.evaluate("window.cnnviz.app.record.trace.layers.length - 1")
+    texts = page.evaluate("i => window.cnnviz.app.strip.cards.get(i).picture.texts.text", output)
+    assert [t.split(":")[0] for t in texts] == [str(k) for k in range(10)]  # the softmax column's classes
+    screenshot(page, "newcomer-12-first-load-1440")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "skip-to-player"
+    assert page.locator("#skip-to-player").bounding_box()["y"] >= 0  # shown when focused
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "btn-step"
+    before = page.evaluate("window.cnnviz.stepTimings.length")
+    page.keyboard.press("Enter")
+    page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
+    assert problems.messages == []
