@@ -283,6 +283,8 @@ class App {
     $("btn-reset").disabled = !this.session || busy;
     $("btn-play").disabled = this.playing || busy || !this.session;
     $("btn-pause").disabled = !this.playing && !this.animating;
+    // On a phone the player sticks to the top while an iteration runs (styles.css)
+    document.body.classList.toggle("player-running", Boolean(this.playing || this.animating));
   }
 
   // --- the network ---------------------------------------------------------------------------
@@ -784,9 +786,23 @@ class App {
         .catch((error) => this.showError(error));
       if (!spread && !live) await charts;
     }
+    if (spread || this.playing) this.followActiveCard();
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
     probe.renders += 1;
+  }
+
+  // On a narrow screen (one column) the page scrolls the layer the animation is at into view
+  // just under the sticky player, so the two are watched together.
+  followActiveCard() {
+    if (!window.matchMedia(NARROW_LAYOUT_QUERY).matches) return;
+    const card = document.querySelector('.layer-card[data-state="active"]');
+    if (!card) return;
+    const playerBottom = $("player").getBoundingClientRect().bottom;
+    const box = card.getBoundingClientRect();
+    if (box.top >= playerBottom && box.bottom <= window.innerHeight) return;
+    const behavior = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "instant";
+    window.scrollTo({ top: window.scrollY + box.top - playerBottom - 6, behavior });
   }
 
   phaseText(phase) {
@@ -982,6 +998,8 @@ function isCapRefusal(error) {
   if (Array.isArray(detail)) return detail.some((item) => Array.isArray(item.loc) && item.loc.includes("steps"));
   return typeof detail === "string" && /samples one request may train on/.test(detail);
 }
+
+const NARROW_LAYOUT_QUERY = "(max-width: 900px)";
 
 function spaceMayPlay(target) {
   if (!target || target === document.body || target === document.documentElement) return true;

@@ -572,3 +572,38 @@ def test_first_load_shows_hint_prediction_and_class_labels_and_skips_to_step(ope
     page.keyboard.press("Enter")
     page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
     assert problems.messages == []
+
+
+# --- 11. on a phone the player and the active layer stay in view together ----------------------
+
+PHONE_VIEW_JS = """() => {
+  const player = document.getElementById('player').getBoundingClientRect();
+  const card = document.querySelector('.layer-card[data-state="active"]');
+  const box = card ? card.querySelector('.layer-plot:not([hidden])') || card : null;
+  const active = box ? box.getBoundingClientRect() : null;
+  return {player: [player.top, player.bottom], active: active ? [active.top, active.bottom] : null,
+          layer: card ? card.dataset.layer : null, height: window.innerHeight, animating: window.cnnviz.app.animating};
+}"""
+
+
+def test_phone_keeps_the_player_and_the_active_layer_in_view(open_page, screenshot):
+    page, problems = open_page(390, 844)
+    set_speed(page, "slow")
+    page.get_by_role("button", name="Step", exact=True).click()
+    page.wait_for_function("() => window.cnnviz.app.animating")
+    seen = set()
+    for n in range(14):
+        page.wait_for_timeout(400)
+        view = page.evaluate(PHONE_VIEW_JS)
+        if not view["animating"]:
+            break
+        assert view["player"][0] >= -1 and view["player"][1] <= view["height"] * 0.5, view  # the player on screen
+        if view["active"] is not None:
+            seen.add(view["layer"])
+            assert view["active"][0] >= view["player"][1] - 2 and view["active"][0] < view["height"] - 40, view
+        if n == 5:  # what the phone's screen shows (not the whole page)
+            page.screenshot(path=str(screenshot(page, "newcomer-11-phone-page")).replace("-page", "-screen"))
+    assert len(seen) >= 3, seen  # it followed the animation down the network
+    page.get_by_role("button", name="Pause").click()
+    idle(page)
+    assert problems.messages == []
