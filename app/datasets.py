@@ -110,10 +110,26 @@ class TargetRule:
             return (outputs[:, 0] >= 0.5).astype(np.int64)
         return outputs.argmax(axis=1)
 
-    def correct(self, outputs: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    @property
+    def classes(self) -> int:
+        """How many classes a prediction can be: 2 for a single output (is it the positive
+        digit?), else one per output."""
+        return 2 if self.binary else self.outputs
+
+    def true_classes(self, digits: np.ndarray) -> np.ndarray:
         digits = np.asarray(digits, dtype=np.int64)
-        truth = (digits == self.positive_class).astype(np.int64) if self.binary else digits
-        return self.predicted_class(outputs) == truth
+        return (digits == self.positive_class).astype(np.int64) if self.binary else digits
+
+    def confidence(self, outputs: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """Per sample, the network's output for the class it predicted: the probability of a
+        softmax or a sigmoid (1 - a when a single output predicts 0), or, for other outputs,
+        the winning unit's value."""
+        if self.binary:
+            return np.where(predicted == 1, outputs[:, 0], 1.0 - outputs[:, 0])
+        return outputs[np.arange(len(predicted)), predicted]
+
+    def correct(self, outputs: np.ndarray, digits: np.ndarray) -> np.ndarray:
+        return self.predicted_class(outputs) == self.true_classes(digits)
 
     def target_json(self, digit: int) -> int | list[float]:
         target = self.targets(np.array([digit]))[0]

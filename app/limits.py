@@ -36,7 +36,7 @@ from weakref import WeakKeyDictionary, WeakValueDictionary
 import anyio
 from fastapi import Request
 
-from engine import normalize_spec
+from engine import normalize_spec, parameter_count
 from engine.memory import forward_bytes, trace_bytes
 
 from app.sessions import OPTIMIZER_BUFFERS_RESERVED
@@ -78,13 +78,12 @@ class SpecCost:
         for layer, (in_shape, out_shape) in zip(normalized["layers"], shapes):
             outputs = prod(out_shape)
             activations += outputs
+            parameters += parameter_count(layer, in_shape)
             if layer["type"] == "conv":
                 window = in_shape[0] * prod(layer["kernel"])
-                parameters += layer["filters"] * (window + 1)
                 macs += outputs * window
                 filters = max(filters, layer["filters"])
             elif layer["type"] == "dense":
-                parameters += layer["units"] * (in_shape[0] + 1)
                 macs += layer["units"] * in_shape[0]
                 units = max(units, layer["units"])
             elif layer["type"] in ("maxpool", "avgpool"):

@@ -25,7 +25,7 @@ from app.http_contract import document_errors
 from app.limits import CapExceeded
 from app.middleware import BodySizeLimitMiddleware
 from app.persistence import build_store
-from app.routes import catalog, pages, sessions, training
+from app.routes import catalog, pages, sessions, specs, training
 from app.security import install_security
 from app.serialize import FastJSONResponse
 from app.settings import Settings, get_settings
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(MemoryError, _on_memory_error)
     install_storage_errors(app)
     document_errors(app)
-    for module in (catalog, sessions, training, pages):
+    for module in (catalog, sessions, specs, training, pages):
         app.include_router(module.router)
     app.mount("/static", PageFiles(directory=settings.static_dir, check_dir=False),
               name="static")

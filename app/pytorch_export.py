@@ -204,10 +204,11 @@ def readme(session: Session, traced: TracedInput, was_traced: bool) -> str:
     where = _where(traced.source)
     shows = f", the digit {traced.digit}" if traced.digit is not None else ""
     if was_traced:
-        origin = f"the input of the session's last trace (or the first sample of its last step): {where}"
+        origin = (f"{where}, the input of the session's last trace (or the first sample of its "
+                  "last step)")
     else:
-        origin = (f"this session had not traced anything yet, so it is the sample its next "
-                  f"training step would trace first: {where}")
+        origin = (f"{where}: this session had not traced anything yet, so it is the sample its "
+                  "next training step would trace first")
     return f"""# {session.preset or "custom"} network, step {session.step}
 
 Exported from the CNN backprop visualizer.
@@ -216,7 +217,7 @@ Exported from the CNN backprop visualizer.
 | --- | --- |
 | `model.py` | the network as one `torch.nn.Module`, written layer by layer from its spec |
 | `weights.safetensors` | its weights at step {session.step} (`<layer>.weight`, `<layer>.bias`) |
-| `input.safetensors` | `input` (1 x {"x".join(map(str, traced.x.shape))}) and `target` ({json.dumps(traced.target.tolist())}){shows} |
+| `input.safetensors` | `input` (1×{"×".join(map(str, traced.x.shape))}) and `target` ({json.dumps(traced.target.tolist())}){shows} |
 | `README.md` | this file |
 
 The input is {origin}.
@@ -234,9 +235,16 @@ train it with any `torch.optim` optimizer and `loss_fn`.
 The spec it was built from:
 
 ```json
-{json.dumps(session.spec, indent=2)}
+{_spec_text(session.spec)}
 ```
 """
+
+
+def _spec_text(spec: dict[str, Any]) -> str:
+    """The spec as JSON with one layer per line."""
+    rest = {key: value for key, value in spec.items() if key != "layers"}
+    layers = ",\n".join(f"    {json.dumps(layer)}" for layer in spec["layers"])
+    return f"{json.dumps(rest)[:-1]},\n  \"layers\": [\n{layers}\n  ]}}"
 
 
 def export_zip(session: Session, traced: TracedInput, was_traced: bool) -> bytes:

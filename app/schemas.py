@@ -86,6 +86,10 @@ class CreateSessionRequest(StrictModel):
         return self
 
 
+class SpecCheckRequest(StrictModel):
+    spec: dict[str, Any] = Field(description="a network spec, as for POST /api/sessions")
+
+
 class DatasetInput(StrictModel):
     dataset: Literal["mnist"]
     index: WholeNumber = Field(ge=0, description="index within the split")
@@ -424,12 +428,26 @@ class TrainOut(BaseModel):
     history: HistoryOut
 
 
+class MisclassifiedOut(BaseModel):
+    index: int = Field(description="index in the MNIST test split")
+    label: int = Field(description="the digit")
+    true_class: int = Field(description="the class the network should predict (the digit, or "
+                                        "1/0 for a single output: is it the positive digit?)")
+    predicted: int
+    probability: float = Field(description="the network's output for the predicted class")
+
+
 class EvaluationOut(BaseModel):
     step: int
     split: Literal["test"]
     samples: int
     accuracy: float
     loss: float
+    classes: int = Field(description="K: the confusion matrix is K x K")
+    confusion: list[list[int]] = Field(description="counts; row: true class, column: predicted")
+    misclassified_count: int
+    misclassified: list[MisclassifiedOut] = Field(
+        description="the first misclassified samples in test-split order (at most 100)")
 
 
 class MnistItem(BaseModel):
@@ -454,6 +472,28 @@ class MnistSample(BaseModel):
 
 class PixelsOut(BaseModel):
     pixels: list[list[float]]
+
+
+class SpecLayerOut(BaseModel):
+    index: int
+    name: str
+    type: str
+    input_shape: list[int]
+    output_shape: list[int]
+    parameters: int = Field(description="weights and biases of this layer")
+
+
+class SpecCheckOut(BaseModel):
+    spec: dict[str, Any] = Field(description="the spec normalized (every default filled in)")
+    layers: list[SpecLayerOut]
+    parameters: int
+    output_size: int
+
+
+class SpecErrorOut(BaseModel):
+    detail: str
+    layer: int | None = Field(description="the index of the layer the problem is in, or null "
+                                          "for a problem of the whole spec")
 
 
 class ErrorOut(BaseModel):

@@ -28,6 +28,8 @@ from app.serialize import LAYER_FIELDS, params_json, trace_json
 from app.sessions import Session, TracedInput
 
 EVALUATION_CHUNK = 100
+# The evaluation answer lists this many misclassified test digits at most (the page's gallery).
+MISCLASSIFIED_CAP = 100
 
 
 class Refused(Exception):
@@ -380,7 +382,9 @@ def train(session: Session, options: TrainingOptions, steps: int,
 def evaluate(session: Session, limit: int, max_history: int,
              exclude: list[int] | None = None) -> dict[str, Any]:
     """Accuracy and mean loss on the first ``limit`` usable samples of the test split, leaving
-    out the ``exclude`` indices (test digits the user trained on are not held out)."""
+    out the ``exclude`` indices (test digits the user trained on are not held out), with the
+    confusion counts (row: true class, column: predicted) and the first misclassified samples
+    (at most ``MISCLASSIFIED_CAP``, in test-split order). The history keeps the summary only."""
     rule = target_rule(session)
     images, labels = split_arrays("test")
     pool = evaluation_pool(rule)
@@ -389,16 +393,26 @@ def evaluate(session: Session, limit: int, max_history: int,
     pool = pool[:limit]
     if len(pool) == 0:
         raise Refused("no test digit is left to score: every one was left out as trained on")
-    correct = 0
+    confusion = np.zeros((rule.classes, rule.classes), dtype=np.int64)
+    misclassified: list[dict[str, Any]] = []
     loss_sum = 0.0
     for start in range(0, len(pool), EVALUATION_CHUNK):
         indices = pool[start:start + EVALUATION_CHUNK]
         digits = labels[indices]
         trace = _engine_trace(session, _network_input(session, images[indices]),
                               rule.targets(digits))
-        correct += int(rule.correct(trace.output, digits).sum())
+        truth, predicted = rule.true_classes(digits), rule.predicted_class(trace.output)
+        np.add.at(confusion, (truth, predicted), 1)
+        wrong = np.flatnonzero(truth != predicted)[:MISCLASSIFIED_CAP - len(misclassified)]
+        confidence = rule.confidence(trace.output, predicted)
+        misclassified.extend(
+            {"index": int(indices[row]), "label": int(digits[row]), "true_class": int(truth[row]),
+             "predicted": int(predicted[row]), "probability": float(confidence[row])}
+            for row in wrong)
         loss_sum += trace.loss * len(indices)
     evaluation = {"step": session.step, "split": "test", "samples": int(len(pool)),
-                  "accuracy": correct / len(pool), "loss": loss_sum / len(pool)}
-    session.history.add_evaluation(evaluation, max_history)
-    return evaluation
+                  "accuracy": float(np.trace(confusion)) / len(pool), "loss": loss_sum / len(pool)}
+    session.history.add_evaluation(dict(evaluation), max_history)
+    return {**evaluation, "classes": rule.classes, "confusion": confusion.tolist(),
+            "misclassified_count": int(len(pool) - np.trace(confusion)),
+            "misclassified": misclassified}

@@ -14,7 +14,7 @@ import numpy as np
 from .layers import LAYER_CLASSES, Layer
 from .losses import batch_mean, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH, on_one_blas_thread
-from .spec import normalize_spec
+from .spec import layer_names, normalize_spec
 
 # A trace keeps several arrays per layer per sample; refuse a batch whose trace alone would need
 # more than this, rather than exhausting the machine.
@@ -67,13 +67,9 @@ class Network:
         self.input_shape = tuple(self.spec["input_shape"])
         self.output_size = self.layer_shapes[-1][1][0]
         self.layers: list[Layer] = []
-        self.names: list[str] = []
-        counts: dict[str, int] = {}
+        self.names: list[str] = layer_names(self.spec["layers"])
         for index, (layer_spec, (in_shape, out_shape)) in enumerate(zip(self.spec["layers"], self.layer_shapes)):
-            kind = layer_spec["type"]
-            counts[kind] = counts.get(kind, 0) + 1
-            self.names.append(f"{kind}{counts[kind]}")
-            self.layers.append(LAYER_CLASSES[kind](layer_spec, in_shape, out_shape, slot=index))
+            self.layers.append(LAYER_CLASSES[layer_spec["type"]](layer_spec, in_shape, out_shape, slot=index))
         self._activations_per_sample = sum(int(np.prod(s[1])) for s in self.layer_shapes)
         # the largest im2col matrix (and its gradient) a conv layer builds per sample
         self._window_values_per_sample = max(

@@ -46,7 +46,10 @@ _LAYER_KEYS = {
 
 
 class SpecError(ValueError):
-    """A network spec that cannot be built; the message names the layer and the problem."""
+    """A network spec that cannot be built; the message names the layer and the problem, and
+    ``layer`` is that layer's index (None for a problem of the whole spec)."""
+
+    layer: int | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -131,115 +134,131 @@ def normalize_spec(spec: Any) -> tuple[dict, list[tuple[tuple[int, ...], tuple[i
     parameters = 0
     activations = 0
     for index, layer in enumerate(layers):
-        where = f"layer {index}"
-        if not isinstance(layer, Mapping):
-            raise SpecError(f"{where}: must be an object with a 'type', got {layer!r}")
-        kind = layer.get("type")
-        if kind not in LAYER_TYPES:
-            raise SpecError(f"{where}: unknown layer type {kind!r}; choose one of {', '.join(LAYER_TYPES)}")
-        where = f"layer {index} ({kind})"
-        _check_keys(layer, _LAYER_KEYS[kind], where)
+        try:
+            where = f"layer {index}"
+            if not isinstance(layer, Mapping):
+                raise SpecError(f"{where}: must be an object with a 'type', got {layer!r}")
+            kind = layer.get("type")
+            if kind not in LAYER_TYPES:
+                raise SpecError(f"{where}: unknown layer type {kind!r}; choose one of {', '.join(LAYER_TYPES)}")
+            where = f"layer {index} ({kind})"
+            _check_keys(layer, _LAYER_KEYS[kind], where)
 
-        if kind in ("conv", "maxpool", "avgpool") and len(shape) != 3:
-            raise SpecError(f"{where}: needs a 3-D feature map (channels, height, width) "
-                            f"but its input has shape {list(shape)}")
+            if kind in ("conv", "maxpool", "avgpool") and len(shape) != 3:
+                raise SpecError(f"{where}: needs a 3-D feature map (channels, height, width) "
+                                f"but its input has shape {list(shape)}")
 
-        if kind == "conv":
-            for key in ("filters", "kernel"):
-                if key not in layer:
-                    raise SpecError(f"{where}: missing required key '{key}'")
-            filters = _int(layer["filters"], where, "filters", 1, MAX_FILTERS)
-            kernel = _pair(layer["kernel"], where, "kernel", 1, MAX_WINDOW_SIDE)
-            stride = _pair(layer.get("stride", 1), where, "stride", 1, MAX_WINDOW_SIDE)
-            padding = _pair(layer.get("padding", 0), where, "padding", 0, MAX_WINDOW_SIDE)
-            padding_mode = _choice(layer, "padding_mode", PADDING_MODES, where)
-            operation = _choice(layer, "operation", CONV_OPERATIONS, where)
-            activation = _activation(layer, where)
-            channels, height, width = shape
-            for axis, size, k, s, p in (("height", height, kernel[0], stride[0], padding[0]),
-                                        ("width", width, kernel[1], stride[1], padding[1])):
-                # Padding may equal or exceed the kernel, as in PyTorch; circular padding copies
-                # rows from the far side, so it cannot take more than the whole input side.
-                if padding_mode == "circular" and p > size:
-                    raise SpecError(f"{where}: circular padding {p} is larger than the input {axis} "
-                                    f"{size}; wrapping around can add at most {size} on each side")
-                if k > size + 2 * p:
-                    raise SpecError(f"{where}: kernel {axis} {k} is larger than the padded input "
-                                    f"{axis} {size} + 2*{p} = {size + 2 * p}")
-                if (size + 2 * p - k) % s:
-                    raise SpecError(f"{where}: stride {s} does not divide the input {axis}: "
-                                    f"({size} + 2*{p} - {k}) % {s} = {(size + 2 * p - k) % s}; "
-                                    f"change padding, kernel or stride so the windows tile the input")
-            out = (filters,
-                   conv_output_size(height, kernel[0], stride[0], padding[0]),
-                   conv_output_size(width, kernel[1], stride[1], padding[1]))
-            window_values = channels * kernel[0] * kernel[1] * out[1] * out[2]
-            if window_values > MAX_WINDOW_VALUES_PER_SAMPLE:
-                raise SpecError(f"{where}: its windows hold {window_values:,} values per sample "
-                                f"({channels}*{kernel[0]}*{kernel[1]} at {out[1]}*{out[2]} positions), more "
-                                f"than the limit of {MAX_WINDOW_VALUES_PER_SAMPLE:,}; use a smaller kernel, "
-                                f"fewer channels or a larger stride")
-            parameters += filters * channels * kernel[0] * kernel[1] + filters
-            normalized = {"type": kind, "filters": filters, "kernel": kernel, "stride": stride,
-                          "padding": padding, "padding_mode": padding_mode, "operation": operation,
-                          "activation": activation}
+            if kind == "conv":
+                for key in ("filters", "kernel"):
+                    if key not in layer:
+                        raise SpecError(f"{where}: missing required key '{key}'")
+                filters = _int(layer["filters"], where, "filters", 1, MAX_FILTERS)
+                kernel = _pair(layer["kernel"], where, "kernel", 1, MAX_WINDOW_SIDE)
+                stride = _pair(layer.get("stride", 1), where, "stride", 1, MAX_WINDOW_SIDE)
+                padding = _pair(layer.get("padding", 0), where, "padding", 0, MAX_WINDOW_SIDE)
+                padding_mode = _choice(layer, "padding_mode", PADDING_MODES, where)
+                operation = _choice(layer, "operation", CONV_OPERATIONS, where)
+                activation = _activation(layer, where)
+                channels, height, width = shape
+                for axis, size, k, s, p in (("height", height, kernel[0], stride[0], padding[0]),
+                                            ("width", width, kernel[1], stride[1], padding[1])):
+                    # Padding may equal or exceed the kernel, as in PyTorch; circular padding copies
+                    # rows from the far side, so it cannot take more than the whole input side.
+                    if padding_mode == "circular" and p > size:
+                        raise SpecError(f"{where}: circular padding {p} is larger than the input {axis} "
+                                        f"{size}; wrapping around can add at most {size} on each side")
+                    if k > size + 2 * p:
+                        raise SpecError(f"{where}: kernel {axis} {k} is larger than the padded input "
+                                        f"{axis} {size} + 2*{p} = {size + 2 * p}")
+                    if (size + 2 * p - k) % s:
+                        raise SpecError(f"{where}: stride {s} does not divide the input {axis}: "
+                                        f"({size} + 2*{p} - {k}) % {s} = {(size + 2 * p - k) % s}; "
+                                        f"change padding, kernel or stride so the windows tile the input")
+                out = (filters,
+                       conv_output_size(height, kernel[0], stride[0], padding[0]),
+                       conv_output_size(width, kernel[1], stride[1], padding[1]))
+                window_values = channels * kernel[0] * kernel[1] * out[1] * out[2]
+                if window_values > MAX_WINDOW_VALUES_PER_SAMPLE:
+                    raise SpecError(f"{where}: its windows hold {window_values:,} values per sample "
+                                    f"({channels}*{kernel[0]}*{kernel[1]} at {out[1]}*{out[2]} positions), more "
+                                    f"than the limit of {MAX_WINDOW_VALUES_PER_SAMPLE:,}; use a smaller kernel, "
+                                    f"fewer channels or a larger stride")
+                normalized = {"type": kind, "filters": filters, "kernel": kernel, "stride": stride,
+                              "padding": padding, "padding_mode": padding_mode, "operation": operation,
+                              "activation": activation}
 
-        elif kind in ("maxpool", "avgpool"):
-            if "size" not in layer:
-                raise SpecError(f"{where}: missing required key 'size'")
-            size = _pair(layer["size"], where, "size", 1, MAX_WINDOW_SIDE)
-            stride = _pair(layer.get("stride", size), where, "stride", 1, MAX_WINDOW_SIDE)
-            channels, height, width = shape
-            for axis, extent, k, s in (("height", height, size[0], stride[0]),
-                                       ("width", width, size[1], stride[1])):
-                if k > extent:
-                    raise SpecError(f"{where}: window {axis} {k} is larger than the input {axis} {extent}")
-                if (extent - k) % s:
-                    raise SpecError(f"{where}: window {k} with stride {s} does not divide the input "
-                                    f"{axis} {extent}: ({extent} - {k}) % {s} = {(extent - k) % s}")
-            out = (channels, conv_output_size(height, size[0], stride[0], 0),
-                   conv_output_size(width, size[1], stride[1], 0))
-            normalized = {"type": kind, "size": size, "stride": stride}
+            elif kind in ("maxpool", "avgpool"):
+                if "size" not in layer:
+                    raise SpecError(f"{where}: missing required key 'size'")
+                size = _pair(layer["size"], where, "size", 1, MAX_WINDOW_SIDE)
+                stride = _pair(layer.get("stride", size), where, "stride", 1, MAX_WINDOW_SIDE)
+                channels, height, width = shape
+                for axis, extent, k, s in (("height", height, size[0], stride[0]),
+                                           ("width", width, size[1], stride[1])):
+                    if k > extent:
+                        raise SpecError(f"{where}: window {axis} {k} is larger than the input {axis} {extent}")
+                    if (extent - k) % s:
+                        raise SpecError(f"{where}: window {k} with stride {s} does not divide the input "
+                                        f"{axis} {extent}: ({extent} - {k}) % {s} = {(extent - k) % s}")
+                out = (channels, conv_output_size(height, size[0], stride[0], 0),
+                       conv_output_size(width, size[1], stride[1], 0))
+                normalized = {"type": kind, "size": size, "stride": stride}
 
-        elif kind == "flatten":
-            out = (_product(shape),)
-            normalized = {"type": kind}
+            elif kind == "flatten":
+                out = (_product(shape),)
+                normalized = {"type": kind}
 
-        else:  # dense
-            if "units" not in layer:
-                raise SpecError(f"{where}: missing required key 'units'")
-            if len(shape) != 1:
-                raise SpecError(f"{where}: a dense layer needs a flat input but gets the 3-D map "
-                                f"{list(shape)}; add {{\"type\": \"flatten\"}} before it")
-            units = _int(layer["units"], where, "units", 1, MAX_UNITS)
-            activation = _activation(layer, where)
-            parameters += units * shape[0] + units
-            out = (units,)
-            normalized = {"type": kind, "units": units, "activation": activation}
+            else:  # dense
+                if "units" not in layer:
+                    raise SpecError(f"{where}: missing required key 'units'")
+                if len(shape) != 1:
+                    raise SpecError(f"{where}: a dense layer needs a flat input but gets the 3-D map "
+                                    f"{list(shape)}; add {{\"type\": \"flatten\"}} before it")
+                units = _int(layer["units"], where, "units", 1, MAX_UNITS)
+                activation = _activation(layer, where)
+                out = (units,)
+                normalized = {"type": kind, "units": units, "activation": activation}
 
-        if normalized.get("activation") == "softmax":
-            if index != len(layers) - 1:
-                raise SpecError(f"{where}: softmax is only allowed on the last layer")
-            if kind != "dense":
-                raise SpecError(f"{where}: softmax is only allowed on a dense output layer")
-            if loss != "cross_entropy":
-                raise SpecError(f"{where}: softmax output needs loss 'cross_entropy', not {loss!r}")
-            if out[0] < 2:
-                raise SpecError(f"{where}: softmax needs at least 2 units, got {out[0]}")
+            parameters += parameter_count(normalized, shape)
 
-        activations += _product(out)
-        if parameters > MAX_PARAMETERS:
-            raise SpecError(f"{where}: the network has {parameters:,} parameters up to here, "
-                            f"more than the limit of {MAX_PARAMETERS:,}")
-        if activations > MAX_ACTIVATIONS_PER_SAMPLE:
-            raise SpecError(f"{where}: the feature maps up to here hold {activations:,} values per sample, "
-                            f"more than the limit of {MAX_ACTIVATIONS_PER_SAMPLE:,}")
-        shapes.append((shape, out))
-        normalized_layers.append(normalized)
-        shape = out
+            if normalized.get("activation") == "softmax":
+                if index != len(layers) - 1:
+                    raise SpecError(f"{where}: softmax is only allowed on the last layer")
+                if kind != "dense":
+                    raise SpecError(f"{where}: softmax is only allowed on a dense output layer")
+                if loss != "cross_entropy":
+                    raise SpecError(f"{where}: softmax output needs loss 'cross_entropy', not {loss!r}")
+                if out[0] < 2:
+                    raise SpecError(f"{where}: softmax needs at least 2 units, got {out[0]}")
+
+            activations += _product(out)
+            if parameters > MAX_PARAMETERS:
+                raise SpecError(f"{where}: the network has {parameters:,} parameters up to here, "
+                                f"more than the limit of {MAX_PARAMETERS:,}")
+            if activations > MAX_ACTIVATIONS_PER_SAMPLE:
+                raise SpecError(f"{where}: the feature maps up to here hold {activations:,} values per sample, "
+                                f"more than the limit of {MAX_ACTIVATIONS_PER_SAMPLE:,}")
+            shapes.append((shape, out))
+            normalized_layers.append(normalized)
+            shape = out
+        except SpecError as error:
+            error.layer = index
+            raise
 
     last = normalized_layers[-1]
     where = f"layer {len(layers) - 1} ({last['type']})"
+    try:
+        _check_output(last, shape, loss, where)
+    except SpecError as error:
+        error.layer = len(layers) - 1
+        raise
+    return ({"input_shape": list(shapes[0][0]), "layers": normalized_layers, "loss": loss,
+             "dtype": dtype, "seed": seed}, shapes)
+
+
+def _check_output(last: Mapping, shape: tuple[int, ...], loss: str, where: str) -> None:
+    """The last layer fits the loss: a flat output, softmax for cross-entropy, sigmoid for
+    binary cross-entropy."""
     if len(shape) != 1:
         raise SpecError(f"{where}: the network must end in a flat output (dense or flatten) for the "
                         f"loss, but ends in shape {list(shape)}")
@@ -251,8 +270,26 @@ def normalize_spec(spec: Any) -> tuple[dict, list[tuple[tuple[int, ...], tuple[i
         raise SpecError(f"{where}: loss 'binary_cross_entropy' needs an output layer with activation "
                         f"'sigmoid', got {last_activation or 'no activation'}")
 
-    return ({"input_shape": list(shapes[0][0]), "layers": normalized_layers, "loss": loss,
-             "dtype": dtype, "seed": seed}, shapes)
+
+def parameter_count(layer: Mapping, input_shape: tuple[int, ...]) -> int:
+    """Weights and biases of one normalized layer fed ``input_shape``: conv F*C*HH*WW + F,
+    dense units*in + units, none for pooling and flatten."""
+    if layer["type"] == "conv":
+        kernel = layer["kernel"]
+        return layer["filters"] * (input_shape[0] * kernel[0] * kernel[1] + 1)
+    if layer["type"] == "dense":
+        return layer["units"] * (input_shape[0] + 1)
+    return 0
+
+
+def layer_names(layers: list[Mapping]) -> list[str]:
+    """Each layer's name: its type numbered among layers of that type (conv1, maxpool1, conv2)."""
+    counts: dict[str, int] = {}
+    names = []
+    for layer in layers:
+        counts[layer["type"]] = counts.get(layer["type"], 0) + 1
+        names.append(f"{layer['type']}{counts[layer['type']]}")
+    return names
 
 
 def _product(shape: tuple[int, ...]) -> int:

@@ -12,6 +12,7 @@ export class ApiError extends Error {
     this.status = status;
     this.detail = detail;
     this.path = path;
+    this.body = body; // the whole error answer (e.g. the spec check's "layer")
   }
 }
 
@@ -100,6 +101,11 @@ export const api = {
     if (positiveClass !== undefined && positiveClass !== null) body.positive_class = positiveClass;
     return request("POST", "/sessions", { json: body, label: "Building the network" });
   },
+
+  // The engine's shapes and parameter counts of a spec, or a 422 naming the layer (body.layer).
+  checkSpec: (spec) => request("POST", "/specs/check", { json: { spec }, label: "Checking the architecture" }),
+
+  getSession: (id) => request("GET", `/sessions/${encodeURIComponent(id)}`, { label: "Opening the linked session" }),
 
   deleteSession: (id) => request("DELETE", `/sessions/${encodeURIComponent(id)}`),
 

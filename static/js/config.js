@@ -22,6 +22,12 @@ export const SEQUENTIAL_SCALE = [
   [0.88, "#fe9f6d"],
   [1.0, "#fcfdbf"],
 ];
+// The confusion matrix: a row's share, white (none) to the accent blue (all of the row).
+export const CONFUSION_SCALE = [
+  [0.0, "#f7f9fd"],
+  [0.15, "#c9d7f3"],
+  [1.0, "#2b59c3"],
+];
 export const GREY_SCALE = [
   [0, "#000000"],
   [1, "#ffffff"],

@@ -15,6 +15,9 @@ import { presetExample, showExampleNote } from "./examples.js";
 import { InputPanel } from "./inputs.js";
 import { formatSpec, locateLayer } from "./specedit.js";
 import { formatNumber } from "./format.js";
+import { EvaluationPanel } from "./evaluation.js";
+import { LayerBuilder } from "./builder.js";
+import { encodeLink, decodeLink, linkedSession, linkedInput } from "./permalink.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -47,6 +50,18 @@ class App {
     this.saliencyDrawnAt = -Infinity;
     this.strip = new Strip($("strip"), { onCellClick: (index, view, cell) => this.inspect(index, view, cell) });
     this.batch = new BatchStrip($("batch-strip"), { onError: (error) => this.showError(error) });
+    // The layer builder and the JSON editor show one spec: each edit in one is written to the other.
+    this.builder = new LayerBuilder($("builder"), {
+      onChange: (spec) => {
+        $("spec-editor").value = formatSpec(spec);
+        this.clearSpecError();
+      },
+      onApply: (spec) => this.exclusive(() => this.applySpec(spec)),
+    });
+    this.evaluation = new EvaluationPanel($("evaluation"), {
+      onChoose: (input) => this.exclusive(() => this.traceChosen(input)),
+      onError: (error) => this.showError(error),
+    });
     this.inputs = new InputPanel({
       onInput: (input) => this.exclusive(() => this.traceInput(input)),
       onError: (error) => this.showError(error),
@@ -67,9 +82,15 @@ class App {
       for (const preset of this.presets) $("preset").append(new Option(preset.name, preset.name));
       $("preset").value = this.presets.some((p) => p.name === DEFAULTS.preset) ? DEFAULTS.preset : this.presets[0].name;
       this.describePreset();
-      await this.buildSession({ preset: $("preset").value, seed: DEFAULTS.seed });
-      const items = await this.inputs.loadPage();
-      if (items.length > 0) this.inputs.chooseMnist(items[0]);
+      const link = decodeLink(location.hash);
+      if (link) {
+        await this.inputs.loadPage();
+        await this.openLink(link);
+      } else {
+        await this.buildSession({ preset: $("preset").value, seed: DEFAULTS.seed });
+        const items = await this.inputs.loadPage();
+        if (items.length > 0) this.inputs.chooseMnist(items[0]);
+      }
       await this.idle();
     } catch (error) {
       this.showError(error);
@@ -104,7 +125,16 @@ class App {
         this.showSpecError(`Not valid JSON: ${error.message}`);
       }
     });
-    $("spec-editor").addEventListener("input", () => this.clearSpecError());
+    $("spec-editor").addEventListener("input", () => {
+      this.clearSpecError();
+      let spec = null;
+      try {
+        spec = JSON.parse($("spec-editor").value);
+      } catch {
+        return; // half-typed JSON: the builder keeps the last spec that parsed
+      }
+      this.builder.load(spec);
+    });
 
     $("btn-forward").addEventListener("click", () => this.exclusive(() => this.forward()));
     $("btn-backward").addEventListener("click", () => this.exclusive(() => this.backward()));
@@ -184,6 +214,12 @@ class App {
     });
 
     document.addEventListener("keydown", (event) => this.onKey(event));
+    $("copy-link").addEventListener("click", () => this.copyLink());
+    // A link pasted into this tab's address bar: open it like a fresh load would.
+    window.addEventListener("hashchange", () => {
+      const link = decodeLink(location.hash);
+      if (link) this.exclusive(() => this.openLink(link));
+    });
     // The charts fill their panels; a panel changes width without a window resize when the
     // inspector docks or the grid reflows.
     const resizing = new ResizeObserver((entries) => {
@@ -300,7 +336,13 @@ class App {
     this.dropUndo();
     $("preset").value = this.presets.some((p) => p.name === session.preset) ? session.preset : "";
     await this.adoptSession(session);
-    const past = await api.history(session.id);
+    await this.loadHistory(session.id);
+    $("eval-result").textContent = `Imported ${file.name}: ${session.preset || "custom network"} at step ${session.step}.`;
+  }
+
+  // The curves of a session trained before the page had it (imported, or opened by a link).
+  async loadHistory(id) {
+    const past = await api.history(id);
     this.history = {
       steps: past.steps,
       loss: past.loss,
@@ -309,7 +351,6 @@ class App {
       evalAccuracy: past.evaluations.map((e) => e.accuracy),
     };
     await this.drawHistory();
-    $("eval-result").textContent = `Imported ${file.name}: ${session.preset || "custom network"} at step ${session.step}.`;
   }
 
   /** Download names that say which network and step a file holds. */
@@ -328,14 +369,16 @@ class App {
     $("positive-row").hidden = !binary;
     if (binary) $("positive-class").value = String(session.positive_class);
     this.nameExports();
-    if (previous && !keepPrevious) api.deleteSession(previous.id).catch(() => {});
+    if (previous && previous.id !== session.id && !keepPrevious) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
+    this.builder.load(session.spec);
     this.clearSpecError();
     if (session.spec && session.spec.seed !== undefined) $("seed").value = String(session.spec.seed);
     this.describeSession();
     this.history = emptyHistory();
     this.trainedTestDigits = new Set(); // test-split digits this network was stepped on
     $("eval-result").textContent = "";
+    this.evaluation.clear();
     await this.drawHistory();
     this.closeInspector();
     this.record = null;
@@ -365,16 +408,20 @@ class App {
     $("session-status").textContent = `${name}, seed ${s.spec.seed ?? "—"} · step ${s.step}${rule}`;
   }
 
-  async applySpec() {
-    let spec;
-    try {
-      spec = JSON.parse($("spec-editor").value);
-    } catch (error) {
-      this.showSpecError(`Not valid JSON: ${error.message}`);
-      return;
+  // Builds the JSON editor's spec, or `given` (the layer builder's).
+  async applySpec(given = null) {
+    let spec = given;
+    if (!spec) {
+      try {
+        spec = JSON.parse($("spec-editor").value);
+      } catch (error) {
+        this.showSpecError(`Not valid JSON: ${error.message}`);
+        return;
+      }
     }
     try {
-      await this.buildSession({ spec }, { keepSpecText: true });
+      // The builder's network takes the Seed field's seed; the JSON's own "seed" is the JSON's.
+      await this.buildSession(given ? { spec, seed: this.seed() } : { spec }, { keepSpecText: true });
       $("preset").value = "";
       $("preset-description").textContent = "Custom network from the JSON editor.";
     } catch (error) {
@@ -703,6 +750,126 @@ class App {
     await this.drawHistory();
     const left = trainedOn.length ? ` (leaving out the ${trainedOn.length === 1 ? "test digit" : `${trainedOn.length} test digits`} you trained on: #${trainedOn.join(", #")})` : "";
     $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits${left} (mean loss ${formatNumber(answer.loss)}).`;
+    await this.evaluation.show(answer, this.session.positive_class);
+  }
+
+  // A digit picked outside the input panel (the evaluation's gallery) becomes the input.
+  async traceChosen(input, { reveal = true } = {}) {
+    this.inputs.current = input;
+    if (input.pixels) this.inputs.describe();
+    else $("input-caption").textContent = `MNIST ${input.split} #${input.index}, label ${input.label}`;
+    await this.traceInput(input);
+    if (reveal) $("strip").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  // --- shareable links (issue 10, item 17): js/permalink.js ------------------------------------
+
+  // Rebuilds the view a link describes: its session when the server still has it, else a
+  // fresh network of the same architecture and seed (and says so); then its input, view,
+  // phase and inspected cell.
+  async openLink(link) {
+    this.openingLink = true;
+    const notes = [...link.problems];
+    let session = null;
+    try {
+      session = await linkedSession(link);
+      if (session) {
+        $("preset").value = this.presets.some((p) => p.name === session.preset) ? session.preset : "";
+        await this.adoptSession(session);
+        await this.loadHistory(session.id);
+        notes.unshift(`the linked session was reused (step ${session.step})`);
+      } else {
+        if (link.sessionId) notes.unshift("its session no longer exists on the server, so a fresh network with the same architecture and seed was built (the training done in it is not restored)");
+        await this.buildLinkedNetwork(link, notes);
+      }
+      this.describePresetOf(this.session);
+      let input = null;
+      try {
+        input = await linkedInput(link, () => presetExample(this.presets, this.session.preset));
+      } catch (error) {
+        notes.push(`its input could not be opened (${error.message})`);
+      }
+      if (input) await this.traceChosen(input, { reveal: false });
+      else if (!this.inputs.current) {
+        const first = this.inputs.grid.querySelector(".thumb");
+        if (first) first.click();
+        await this.idle();
+      }
+      if (VIEWS.some((v) => v.key === link.view)) this.setView(link.view);
+      if (link.phase !== null && this.record) {
+        // A link made during a step's update phases: replaying the step would train the network.
+        if (link.phase > this.phases.length - 1) notes.push("it showed a training step's update, which is not replayed (that would train the network): this input's forward and backward pass is shown");
+        await this.showPhase(Math.min(link.phase, this.phases.length - 1));
+      }
+      if (link.inspected && this.record) {
+        const { index, view, cell } = link.inspected;
+        if (index >= -1 && index < this.record.trace.layers.length) this.inspect(index, view, cell);
+        else notes.push("its selected cell is not in this network");
+      }
+    } finally {
+      this.openingLink = false;
+    }
+    const note = $("link-note");
+    note.textContent = `Opened a shared link: ${notes.join("; ")}.`;
+    note.dataset.state = session ? "reused" : "rebuilt";
+    note.hidden = false;
+    this.syncLink();
+  }
+
+  async buildLinkedNetwork(link, notes) {
+    const request = link.preset ? { preset: link.preset } : link.spec ? { spec: link.spec } : { preset: DEFAULTS.preset };
+    if (link.seed !== null) request.seed = link.seed;
+    if (link.positiveClass !== null) request.positive_class = link.positiveClass;
+    try {
+      await this.buildSession(request);
+    } catch (error) {
+      notes.push(`its network could not be built (${error.message}); the default network is shown`);
+      await this.buildSession({ preset: DEFAULTS.preset, seed: DEFAULTS.seed });
+    }
+    $("preset").value = this.session.preset || "";
+  }
+
+  describePresetOf(session) {
+    if (session.preset) this.describePreset();
+    else $("preset-description").textContent = "Custom network (from a link, the builder or the JSON editor).";
+  }
+
+  linkState() {
+    const s = this.session;
+    return {
+      sessionId: s.id,
+      preset: s.preset,
+      spec: s.preset ? null : s.spec,
+      seed: s.spec ? s.spec.seed : null,
+      positiveClass: s.positive_class,
+      input: this.inputs.current,
+      phase: this.record ? this.phase : null,
+      view: this.viewMode,
+      inspected: this.inspected,
+    };
+  }
+
+  // Keeps the URL's hash describing what is shown (replaceState: no history entry per change,
+  // and no hashchange of our own).
+  syncLink() {
+    if (!this.session || this.openingLink) return;
+    const hash = encodeLink(this.linkState());
+    if (hash === this.writtenHash) return;
+    this.writtenHash = hash;
+    history.replaceState(null, "", hash);
+  }
+
+  async copyLink() {
+    this.syncLink();
+    const note = $("link-note");
+    note.hidden = false;
+    note.dataset.state = "copied";
+    try {
+      await navigator.clipboard.writeText(location.href);
+      note.textContent = "Link copied: it opens this network, input, phase and selected cell.";
+    } catch {
+      note.textContent = "Copy this page's address (the link in the address bar): it opens this network, input, phase and selected cell.";
+    }
   }
 
   drawHistory() {
@@ -790,6 +957,7 @@ class App {
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
     probe.renders += 1;
+    this.syncLink();
   }
 
   // On a narrow screen (one column) the page scrolls the layer the animation is at into view
@@ -871,6 +1039,7 @@ class App {
     $("inspector").hidden = false;
     document.body.classList.add("inspecting");
     this.inspected = { index, view, cell };
+    this.syncLink();
     this.strip.mark(this.marksFor(index, view, cell, sections));
     this.strip.reveal(index);
     if (getComputedStyle($("inspector")).position !== "fixed") {
@@ -935,6 +1104,7 @@ class App {
     document.body.classList.remove("inspecting");
     this.inspected = null;
     this.strip.mark([]);
+    this.syncLink();
   }
 
   // --- keyboard and errors -------------------------------------------------------------------

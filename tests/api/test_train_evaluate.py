@@ -110,3 +110,48 @@ def test_200_steps_take_lenet5_above_90_percent_held_out_accuracy(client):
     evaluation = client.post(f"/api/sessions/{session_id}/evaluate", json={"limit": 1000}).json()
     assert evaluation["samples"] == 1000
     assert evaluation["accuracy"] > 0.90, evaluation
+
+
+def test_evaluate_answers_the_confusion_matrix_and_the_misclassified_digits(client, app):
+    session_id = create(client, preset="mlp")
+    client.post(f"/api/sessions/{session_id}/train",
+                json={"steps": 20, "batch_size": 32, "learning_rate": 0.1})
+    answer = client.post(f"/api/sessions/{session_id}/evaluate", json={"limit": 300}).json()
+    confusion = np.array(answer["confusion"])
+    assert answer["classes"] == 10 and confusion.shape == (10, 10)
+    assert confusion.sum() == 300 and answer["accuracy"] == np.trace(confusion) / 300
+    assert answer["misclassified_count"] == 300 - np.trace(confusion) > 0
+
+    # Each listed digit is really misclassified, by the engine's own forward pass.
+    from app.datasets import split_arrays, fit_to_input
+    session = app.state.store.get(session_id)
+    images, labels = split_arrays("test")
+    wrong = answer["misclassified"]
+    assert len(wrong) == min(100, answer["misclassified_count"])
+    assert [w["index"] for w in wrong] == sorted(w["index"] for w in wrong)
+    outputs = session.network.forward(fit_to_input(images[[w["index"] for w in wrong]],
+                                                   session.network.input_shape))
+    for row, item in enumerate(wrong):
+        assert item["label"] == item["true_class"] == labels[item["index"]]
+        assert item["predicted"] == outputs[row].argmax() != item["label"]
+        assert item["probability"] == pytest.approx(outputs[row, item["predicted"]], rel=1e-5)
+    # row sums are the digits' counts among the first 300 test samples
+    assert confusion.sum(axis=1).tolist() == np.bincount(labels[:300], minlength=10).tolist()
+    history = client.get(f"/api/sessions/{session_id}/history").json()
+    assert "confusion" not in history["evaluations"][0]
+
+
+def test_evaluate_of_a_single_output_network_is_a_two_class_confusion(client):
+    session_id = create(client, preset="tiny", positive_class=3)
+    answer = client.post(f"/api/sessions/{session_id}/evaluate", json={"limit": 100}).json()
+    confusion = np.array(answer["confusion"])
+    assert answer["classes"] == 2 and confusion.shape == (2, 2) and confusion.sum() == 100
+    for item in answer["misclassified"]:
+        assert item["true_class"] == int(item["label"] == 3) != item["predicted"]
+        assert 0.5 <= item["probability"] <= 1
+
+
+def test_evaluate_lists_at_most_100_misclassified_digits(client):
+    session_id = create(client, preset="mlp")  # untrained: most digits wrong
+    answer = client.post(f"/api/sessions/{session_id}/evaluate", json={"limit": 1000}).json()
+    assert answer["misclassified_count"] > 100 and len(answer["misclassified"]) == 100

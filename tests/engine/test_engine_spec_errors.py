@@ -236,3 +236,21 @@ def test_a_spec_with_any_junk_value_builds_or_raises_spec_error_only(data):
         assert str(error)
     else:
         assert len(net.params) == len(spec["layers"])
+
+
+@pytest.mark.parametrize(("index", "changes"), [
+    (0, {"kernel": 11}), (1, {"size": 3}), (3, {"units": 0}), (3, {"activation": "softmax"}),
+    (4, {"activation": "relu"}),
+])
+def test_spec_error_carries_the_index_of_the_layer_it_names(index, changes):
+    with pytest.raises(SpecError) as caught:
+        Network.from_spec(with_layer(index, **changes))
+    assert caught.value.layer == index and str(caught.value).startswith(f"layer {index} ")
+
+
+def test_spec_error_of_the_whole_spec_names_no_layer():
+    spec = base_spec()
+    spec["loss"] = "hinge"
+    with pytest.raises(SpecError) as caught:
+        Network.from_spec(spec)
+    assert caught.value.layer is None
