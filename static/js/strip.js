@@ -43,6 +43,7 @@ export class Strip {
 
   // (Re)creates the cards when the architecture changes.
   build(trace) {
+    this.closeZoom(); // its cells belonged to the record before
     const signature = JSON.stringify(trace.layers.map((l) => [l.name, l.type, l.output_shape]));
     if (signature === this.signature) return;
     this.signature = signature;
@@ -365,8 +366,94 @@ export class Strip {
     });
     card.plot.addEventListener("click", (event) => {
       const cell = this.cellFromEvent(card, event);
-      if (cell) this.onCellClick(card.index, card.model.view, cell);
+      if (!cell) return;
+      if (needsZoom(card.model)) this.openZoom(card, event);
+      else this.onCellClick(card.index, card.model.view, cell);
     });
+  }
+
+  // A weight matrix drawn with cells a few pixels (or less) wide cannot be clicked on one
+  // weight: a click opens a magnified window of the cells around it, where one is picked.
+  openZoom(card, event) {
+    this.closeZoom();
+    const model = card.model;
+    const box = card.plot.getBoundingClientRect();
+    const x = Math.floor((event.clientX - box.left - FIGURE_MARGIN.l) / model.cellW);
+    const y = Math.floor((event.clientY - box.top - FIGURE_MARGIN.t) / model.cellH);
+    const cols = Math.min(ZOOM_CELLS, model.widthCells);
+    const rows = Math.min(ZOOM_CELLS, model.heightCells);
+    const col0 = Math.max(0, Math.min(model.widthCells - cols, x - Math.floor(cols / 2)));
+    const row0 = Math.max(0, Math.min(model.heightCells - rows, y - Math.floor(rows / 2)));
+    const zoom = document.createElement("div");
+    zoom.className = "weight-zoom";
+    zoom.setAttribute("role", "dialog");
+    zoom.setAttribute("aria-label", "Magnified weights: click one to explain it");
+    zoom.dataset.row0 = String(row0);
+    zoom.dataset.col0 = String(col0);
+    const name = model.colorbarTitle || model.view;
+    const head = document.createElement("p");
+    head.className = "weight-zoom-head";
+    head.textContent = `${card.plot.dataset.layerName} · ${name} rows ${row0}–${row0 + rows - 1}, columns ${col0}–${col0 + cols - 1}: click one weight`;
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "ghost";
+    close.textContent = "Close";
+    close.addEventListener("click", () => this.closeZoom());
+    head.append(" ", close);
+    const canvas = document.createElement("canvas");
+    canvas.width = cols * ZOOM_CELL_PX;
+    canvas.height = rows * ZOOM_CELL_PX;
+    const context = canvas.getContext("2d");
+    const lookup = this.lookupFor(model.colorscale);
+    const [lo, hi] = model.range;
+    const span = hi - lo || 1;
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const k = flatIndexAt(model, col0 + c, row0 + r);
+        if (k < 0) continue;
+        const t = Math.max(0, Math.min(255, Math.round(((shownValue(model, k) - lo) / span) * 255))) * 3;
+        context.fillStyle = `rgb(${lookup[t]},${lookup[t + 1]},${lookup[t + 2]})`;
+        context.fillRect(c * ZOOM_CELL_PX, r * ZOOM_CELL_PX, ZOOM_CELL_PX - 1, ZOOM_CELL_PX - 1);
+      }
+    }
+    const cellUnder = (move) => {
+      const area = canvas.getBoundingClientRect();
+      const c = Math.floor(((move.clientX - area.left) / area.width) * cols);
+      const r = Math.floor(((move.clientY - area.top) / area.height) * rows);
+      return c >= 0 && r >= 0 && c < cols && r < rows ? cellAt(model, col0 + c, row0 + r) : null;
+    };
+    const readout = document.createElement("p");
+    readout.className = "weight-zoom-readout";
+    readout.textContent = "\u00a0";
+    canvas.addEventListener("mousemove", (move) => {
+      const cell = cellUnder(move);
+      readout.textContent = cell ? describeCell(model, cell) : "\u00a0";
+    });
+    canvas.addEventListener("click", (pick) => {
+      const cell = cellUnder(pick);
+      if (!cell) return;
+      this.closeZoom();
+      this.onCellClick(card.index, model.view, cell);
+    });
+    zoom.append(head, canvas, readout);
+    document.body.append(zoom);
+    const width = zoom.offsetWidth;
+    const height = zoom.offsetHeight;
+    zoom.style.left = `${Math.max(4, Math.min(window.innerWidth - width - 4, event.clientX + 12))}px`;
+    zoom.style.top = `${Math.max(4, Math.min(window.innerHeight - height - 4, event.clientY - height / 2))}px`;
+    this.zoom = zoom;
+    this.zoomKeys = (key) => {
+      if (key.key === "Escape") this.closeZoom();
+    };
+    document.addEventListener("keydown", this.zoomKeys);
+    close.focus();
+  }
+
+  closeZoom() {
+    if (!this.zoom) return;
+    this.zoom.remove();
+    this.zoom = null;
+    document.removeEventListener("keydown", this.zoomKeys);
   }
 
   // Keyboard access to every cell: the plot takes focus, arrow keys move a cursor (jumping
@@ -544,6 +631,16 @@ export class Strip {
 }
 
 let paintCount = 0;
+
+// A weight matrix whose cells are narrower or shorter than ZOOM_BELOW_PX opens a magnified
+// window of ZOOM_CELLS × ZOOM_CELLS cells, each ZOOM_CELL_PX wide, to pick one weight from.
+const ZOOM_BELOW_PX = 6;
+const ZOOM_CELLS = 16;
+const ZOOM_CELL_PX = 14;
+
+function needsZoom(model) {
+  return Boolean(model && model.kind === "matrix" && (model.cellW < ZOOM_BELOW_PX || model.cellH < ZOOM_BELOW_PX));
+}
 
 // A winner's outline is one picture pixel wide: a cell is painted this many pixels at most.
 const WINNER_MAX_SCALE = 8;

@@ -607,3 +607,37 @@ def test_phone_keeps_the_player_and_the_active_layer_in_view(open_page, screensh
     page.get_by_role("button", name="Pause").click()
     idle(page)
     assert problems.messages == []
+
+
+# --- 14. one weight of a 120x400 matrix can be clicked: a click opens a magnifier -------------
+
+def test_a_large_weight_matrix_opens_a_magnifier_to_pick_one_weight(open_page, screenshot):
+    page, problems = open_page(1440, 900)
+    set_speed(page, "live")
+    step_and_wait(page)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("4")
+    page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"5\"]').dataset.view === 'W'")
+    model = page.evaluate("window.cnnviz.app.strip.modelOf(5)")
+    assert (model["mapH"], model["mapW"]) == (120, 400) and model["cellW"] < 1  # dense1: 400 columns in 150 px
+    plot = page.locator('.layer-card[data-layer="5"] .layer-plot')
+    plot.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = plot.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.4)
+    zoom = page.locator(".weight-zoom")
+    zoom.wait_for(state="visible")
+    assert page.locator("#inspector").is_hidden()  # nothing explained yet: a weight is picked first
+    row0 = int(zoom.get_attribute("data-row0"))
+    col0 = int(zoom.get_attribute("data-col0"))
+    assert abs(row0 + 8 - 48) <= 2 and abs(col0 + 8 - 200) <= 2, (row0, col0)
+    canvas = zoom.locator("canvas").bounding_box()
+    cell = canvas["width"] / 16
+    page.mouse.move(canvas["x"] + cell * 3.5, canvas["y"] + cell * 5.5)
+    assert page.inner_text(".weight-zoom-readout").startswith(f"W[{row0 + 5},{col0 + 3}] = ")
+    screenshot(page, "newcomer-14-weight-magnifier")
+    page.mouse.click(canvas["x"] + cell * 3.5, canvas["y"] + cell * 5.5)
+    page.wait_for_selector("#inspector:not([hidden])")
+    assert page.inner_text("[data-role=inspector-title]") == f"dense1 · W [{row0 + 5},{col0 + 3}]"
+    assert zoom.count() == 0
+    assert problems.messages == []
