@@ -756,6 +756,7 @@ class App {
   // A digit picked outside the input panel (the evaluation's gallery) becomes the input.
   async traceChosen(input, { reveal = true } = {}) {
     this.inputs.current = input;
+    this.inputs.setPending(null); // a drawing still waiting for its label is dropped
     if (input.pixels) this.inputs.describe();
     else $("input-caption").textContent = `MNIST ${input.split} #${input.index}, label ${input.label}`;
     await this.traceInput(input);
