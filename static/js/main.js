@@ -915,6 +915,7 @@ class App {
     const phase = this.phases[phaseNumber];
     const started = performance.now();
     this.strip.setStates((index) => (this.viewMode === "auto" || !isUpdate(phase) ? layerState(phase, index) : "done"));
+    if (spread || this.playing) this.followActiveCard();
     $("timeline").value = String(phaseNumber);
     $("timeline").setAttribute("aria-valuetext", phase.label);
     $("phase-counter").textContent = `${phaseNumber + 1} / ${this.phases.length}`;
@@ -1155,7 +1156,7 @@ class App {
   showError(error) {
     // Plain words only: the server's sentence, never an HTTP status code.
     const message = error && error.message ? error.message : String(error);
-    $("error-text").textContent = message.charAt(0).toUpperCase() + message.slice(1);
+    $("error-text").textContent = message;
     $("error-banner").hidden = false;
     probe.errors.push(message);
   }

@@ -390,6 +390,8 @@ export class Strip {
     zoom.setAttribute("aria-label", "Magnified weights: click one to explain it");
     zoom.dataset.row0 = String(row0);
     zoom.dataset.col0 = String(col0);
+    zoom.dataset.rows = String(rows);
+    zoom.dataset.cols = String(cols);
     const name = model.colorbarTitle || model.view;
     const head = document.createElement("p");
     head.className = "weight-zoom-head";

@@ -95,6 +95,7 @@ def click_cell(page, layer: int, x: int, y: int, with_result: bool = True) -> fl
     settle_scroll(page)
     point = page.evaluate(CELL_POINT_JS, [layer, x, y])
     page.mouse.click(point["x"], point["y"])
+    pick_in_magnifier(page, x, y)
     name = page.evaluate("i => document.querySelector(`.layer-card[data-layer=\"${i}\"] .layer-name`).textContent", layer)
     page.wait_for_function("n => document.querySelector('[data-role=inspector-title]').textContent.startsWith(n)", arg=name)
     page.wait_for_selector("#inspector:not([hidden]) [data-role=inspector-result]" if with_result else "#inspector:not([hidden])")
@@ -107,6 +108,17 @@ SUPERSCRIPT_DIGITS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-012345678
 def read_number(text: str) -> str:
     """A number as the page prints it ("4.952 × 10⁻⁴") in Python's notation ("4.952e-4")."""
     return text.replace(" × 10", "e").translate(SUPERSCRIPT_DIGITS)
+
+
+def pick_in_magnifier(page, x: int, y: int) -> None:
+    """A weight matrix with cells under 6 px opens a magnifier on click: pick cell (x, y) in it."""
+    zoom = page.locator(".weight-zoom")
+    if zoom.count() == 0:
+        return
+    row0, col0 = int(zoom.get_attribute("data-row0")), int(zoom.get_attribute("data-col0"))
+    rows, cols = int(zoom.get_attribute("data-rows")), int(zoom.get_attribute("data-cols"))
+    box = zoom.locator("canvas").bounding_box()
+    page.mouse.click(box["x"] + (x - col0 + 0.5) * box["width"] / cols, box["y"] + (y - row0 + 0.5) * box["height"] / rows)
 
 
 def assert_result_matches(page, selector: str = "[data-role=inspector-result]") -> tuple[float, float]:
