@@ -34,7 +34,7 @@ from engine import SpecError
 from engine.optim import MIN_ADAM_EPS, OPTIMIZERS
 
 from app.limits import check_spec
-from app.session_codec import FORMAT_NAME, FORMAT_VERSION, MAX_MEMBERS, decode_session
+from app.session_codec import FORMAT_NAME, FORMAT_VERSION, check_archive_size, decode_session
 from app.sessions import Session
 from app.settings import Settings
 
@@ -75,10 +75,7 @@ def _check_archive(data: bytes, max_bytes: int) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-            if len(infos) > MAX_MEMBERS:
-                raise ValueError(f"the session file has more than {MAX_MEMBERS} members")
-            if sum(info.file_size for info in infos) > max_bytes:
-                raise ValueError(f"the session file unpacks to more than {max_bytes} bytes")
+            check_archive_size(infos, max_bytes)
             names = set()
             for info in infos:
                 if not info.filename.endswith(".npy") or info.filename in names:

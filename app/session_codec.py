@@ -131,16 +131,21 @@ def _refuse_foreign_members(members: dict[str, np.ndarray], network: Network,
                          + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""))
 
 
+def check_archive_size(infos: list[zipfile.ZipInfo], max_bytes: int) -> None:
+    """A session file's member count and unpacked size within bounds (the archive's directory
+    says both before anything is unpacked)."""
+    if len(infos) > MAX_MEMBERS:
+        raise ValueError(f"the session file has more than {MAX_MEMBERS} members")
+    if sum(info.file_size for info in infos) > max_bytes:
+        raise ValueError(f"the session file unpacks to more than {max_bytes} bytes")
+
+
 def _read_members(data: bytes, max_bytes: int) -> dict[str, np.ndarray]:
     if len(data) > max_bytes:
         raise ValueError(f"the session file is larger than the {max_bytes}-byte limit")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            infos = archive.infolist()
-            if len(infos) > MAX_MEMBERS:
-                raise ValueError(f"the session file has more than {MAX_MEMBERS} members")
-            if sum(info.file_size for info in infos) > max_bytes:
-                raise ValueError(f"the session file unpacks to more than {max_bytes} bytes")
+            check_archive_size(archive.infolist(), max_bytes)
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except ValueError as exc:

@@ -7,6 +7,10 @@ Two PyTorch references, both with the engine's weights:
 - same work: forward + backward with `retain_grad()` on every layer's z and a and on the input, so
   PyTorch also keeps every intermediate and dL/dx, as the engine's trace does.
 
+"ours" is the default trace, dL/dx included; the targets are judged on it. "train" is the trace
+the training loop runs, `net.trace(x, y, need_input_grad=False)`: every intermediate still kept,
+only the first layer's input gradient left out -- the plain step does not compute it either.
+
 For each batch it prints, per thread count (both libraries get the same: `torch.set_num_threads(n)`
 and numpy's BLAS limited to n through threadpoolctl), the median time of ours and of each reference
 and the ratios, the page faults (minor faults, getrusage) per trace of ours, at one thread also
@@ -133,7 +137,7 @@ def minor_faults() -> int:
 
 
 def measure(batch: int, thread_counts, repeats: int, warmup: int = 3) -> dict:
-    """{threads: {"ours", "plain", "same", "faults": [per repeat]}} with everything interleaved."""
+    """{threads: {"ours", "train", "plain", "same", "faults": [per repeat]}} with everything interleaved."""
     x, y = batch_data(batch)
     net = Network.from_spec(LENET5)
     plain, same = PlainTorchLeNet(net.params), SameWorkTorchLeNet(net.params)
@@ -147,7 +151,7 @@ def measure(batch: int, thread_counts, repeats: int, warmup: int = 3) -> dict:
     for threads in thread_counts:
         use_threads(threads)
         for _ in range(warmup):
-            net.trace(x, y), plain.trace(xt, yt), same.trace(xt, yt)
+            net.trace(x, y), net.trace(x, y, need_input_grad=False), plain.trace(xt, yt), same.trace(xt, yt)
     for _ in range(repeats):
         for threads in thread_counts:
             use_threads(threads)
@@ -159,6 +163,10 @@ def measure(batch: int, thread_counts, repeats: int, warmup: int = 3) -> dict:
             record["ours cpu"].append(time.thread_time() - cpu)
             record["faults"].append(minor_faults() - faults)
             del trace
+            start, cpu = time.perf_counter(), time.thread_time()
+            net.trace(x, y, need_input_grad=False)
+            record["train"].append(time.perf_counter() - start)
+            record["train cpu"].append(time.thread_time() - cpu)
             for name, reference in (("plain", plain), ("same", same)):
                 start, cpu = time.perf_counter(), time.thread_time()
                 reference.trace(xt, yt)
@@ -223,12 +231,12 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
     return rows, statistics.median(totals) * 1e3
 
 
-def cpu_ratio(result: dict, threads: int) -> str:
+def cpu_ratio(result: dict, threads: int, ours: str = "ours") -> str:
     """ours / plain in this thread's CPU time: with one thread all of both libraries' work runs on
     the calling thread, so this ratio leaves out the time either waited for a busy core."""
     if threads != 1:
         return "-"
-    return f"{result['ours cpu'] / result['plain cpu']:.2f}"
+    return f"{result[ours + ' cpu'] / result['plain cpu']:.2f}"
 
 
 def verdict(value: float, target: float | None) -> str:
@@ -250,11 +258,13 @@ def main(argv=None) -> int:
 
     print(f"torch {torch.__version__}, numpy {np.__version__}, cpus = {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}; times are medians, ours and torch's alternating in one process")
-    print("plain = nn.Sequential zero_grad + forward + cross_entropy + backward; "
-          "same = every intermediate and dL/dx kept, as ours")
+    print("ours = the default trace (every intermediate and dL/dx); train = the training loop's trace "
+          "(need_input_grad=False: no dL/dx); plain = nn.Sequential zero_grad + forward + cross_entropy + "
+          "backward; same = PyTorch keeping every intermediate and dL/dx, as ours")
     met = True
     print(f"{'batch':>5}  {'threads':>7}  {'ours ms':>8}  {'plain ms':>8}  {'ours/plain':>10}  "
-          f"{'same ms':>8}  {'ours/same':>9}  {'faults':>7}  {'cpu o/p':>7}  target (ours/plain)")
+          f"{'same ms':>8}  {'ours/same':>9}  {'faults':>7}  {'cpu o/p':>7}  {'train ms':>8}  {'train/plain':>11}  "
+          f"{'cpu t/p':>7}  target (ours/plain)")
     scaling = []
     for batch in args.batches:
         repeats = args.repeats or max(10, min(200, 2000 // batch))
@@ -266,7 +276,8 @@ def main(argv=None) -> int:
             met &= target is None or ratio <= target
             print(f"{batch:>5}  {threads:>7}  {r['ours'] * 1e3:>8.3f}  {r['plain'] * 1e3:>8.3f}  {ratio:>10.2f}  "
                   f"{r['same'] * 1e3:>8.3f}  {r['ours'] / r['same']:>9.2f}  {r['faults']:>7.0f}  "
-                  f"{cpu_ratio(r, threads):>7}  {verdict(ratio, target)}")
+                  f"{cpu_ratio(r, threads):>7}  {r['train'] * 1e3:>8.3f}  {r['train'] / r['plain']:>11.2f}  "
+                  f"{cpu_ratio(r, threads, 'train'):>7}  {verdict(ratio, target)}")
         if len(thread_counts) > 1:
             most = thread_counts[-1]
             ours = result[most]["ours"] / result[1]["ours"] if 1 in result else float("nan")

@@ -2,7 +2,8 @@
 
 A layer holds no weights of its own: the network passes it its entry of `net.params`, so that the
 live arrays a caller writes into are the ones every forward and backward reads. `forward` returns
-(z, a, argmax, cache); `backward` takes delta = dL/dz and returns (dL/d input, grads).
+(z, a, argmax, cache); `backward` takes delta = dL/dz and returns (dL/d input, grads); with
+need_dx=False it skips dL/d input (returned as None): the first layer of a trace nobody reads it from.
 """
 
 from __future__ import annotations
@@ -109,12 +110,12 @@ class Conv(Layer):
                                        scratch=self.scratch)
         return z, activate(self.activation, z), None, ((x_in, cols) if keep else None)
 
-    def backward(self, delta, cache, params):
+    def backward(self, delta, cache, params, need_dx=True):
         x_in, cols = cache
         dx, dw, db = kernels.conv_backward(delta, x_in, self._kernel_weights(params["W"]),
                                            self.spec["stride"], self.kernel_padding, cols=cols,
-                                           scratch=self.scratch)
-        if self.circular:
+                                           need_dx=need_dx, scratch=self.scratch)
+        if self.circular and need_dx:
             dx = circular_fold(dx, self.spec["padding"])
         if self.rotated:
             dw = np.ascontiguousarray(rotate180(dw))
@@ -128,7 +129,9 @@ class MaxPool(Layer):
         out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch)
         return out, out, argmax, (x.shape, argmax)
 
-    def backward(self, delta, cache, params):
+    def backward(self, delta, cache, params, need_dx=True):
+        if not need_dx:
+            return None, {}
         x_shape, argmax = cache
         return kernels.maxpool_backward(delta, argmax, x_shape, self.scratch,
                                         size=self.spec["size"], stride=self.spec["stride"]), {}
@@ -141,7 +144,9 @@ class AvgPool(Layer):
         out = kernels.avgpool_forward(x, self.spec["size"], self.spec["stride"])
         return out, out, None, x.shape
 
-    def backward(self, delta, cache, params):
+    def backward(self, delta, cache, params, need_dx=True):
+        if not need_dx:
+            return None, {}
         return kernels.avgpool_backward(delta, cache, self.spec["size"], self.spec["stride"]), {}
 
 
@@ -152,8 +157,8 @@ class Flatten(Layer):
         out = x.reshape(x.shape[0], -1)  # C, H, W order
         return out, out, None, x.shape
 
-    def backward(self, delta, cache, params):
-        return delta.reshape(cache), {}
+    def backward(self, delta, cache, params, need_dx=True):
+        return (delta.reshape(cache) if need_dx else None), {}
 
 
 class Dense(Layer):
@@ -170,9 +175,9 @@ class Dense(Layer):
         z += params["b"]
         return z, activate(self.activation, z), None, (x if keep else None)
 
-    def backward(self, delta, cache, params):
+    def backward(self, delta, cache, params, need_dx=True):
         x = cache
-        return delta @ params["W"], {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
+        return (delta @ params["W"] if need_dx else None), {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
 
 
 LAYER_CLASSES = {cls.type: cls for cls in (Conv, MaxPool, AvgPool, Flatten, Dense)}

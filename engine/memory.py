@@ -16,7 +16,7 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
-from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS, WIDE_CHUNK_BYTES, uses_wide_rows
+from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS, WIDE_CHUNK_BYTES, batch_innermost_chunk, uses_wide_rows
 from .spec import normalize_spec
 
 INDEX_BYTES = 8  # maxpool winners (int64) and their flat scatter indices
@@ -47,16 +47,18 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
         extra = C * H * W * batch * (1 + (2 if backward else 0))
     if uses_wide_rows((batch, C, H, W), (F, C, HH, WW), layer["stride"], (ph, pw)):
         return extra + _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize)
-    padded = C * (H + 2 * ph) * (W + 2 * pw) * batch
-    columns = C * HH * WW * Ho * Wo * batch
-    outputs = F * Ho * Wo * batch
+    # the batch-innermost form: every buffer holds one chunk of the batch (kernels.py)
+    chunk = batch_innermost_chunk(batch, C * HH * WW * Ho * Wo, itemsize)
+    padded = C * (H + 2 * ph) * (W + 2 * pw) * chunk
+    columns = C * HH * WW * Ho * Wo * chunk
+    outputs = F * Ho * Wo * chunk
     elements = extra + padded + columns + outputs  # x_pad, cols, z_rows
     if not backward:
         return elements
     elements += outputs  # delta_mat
-    if ph < HH and pw < WW and F * HH * WW * batch * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
-        spread = F * (H + HH - 1) * (W + WW - 1) * batch
-        elements += spread + F * HH * WW * H * W * batch + C * H * W * batch  # + dx_mat
+    if ph < HH and pw < WW and F * HH * WW * chunk * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
+        spread = F * (H + HH - 1) * (W + WW - 1) * chunk
+        elements += spread + F * HH * WW * H * W * chunk + C * H * W * chunk  # + dx_mat
     else:
         elements += columns + padded  # dcols, dx_pad
     return elements

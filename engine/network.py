@@ -48,7 +48,7 @@ class LayerTrace:
 @dataclass
 class Trace:
     loss: float
-    input_grad: np.ndarray       # dL/dx, shape of x
+    input_grad: np.ndarray | None  # dL/dx, shape of x; None from trace(..., need_input_grad=False)
     layers: list[LayerTrace]
     x: np.ndarray
     y: np.ndarray
@@ -160,12 +160,15 @@ class Network:
         return loss_value(self.loss, z, a, y)
 
     @on_one_blas_thread
-    def trace(self, x: Any, y: Any, edits: Any = None) -> Trace:
+    def trace(self, x: Any, y: Any, edits: Any = None, need_input_grad: bool = True) -> Trace:
         """Forward and backward on (x, y), keeping every intermediate; updates nothing.
 
         ``edits`` (a list of ``{"layer", "param", "index", "value"}``) traces the network as if
         those weights had those values (rounded to the network's dtype); ``net.params`` is never
         written: the edited arrays are copies.
+        ``need_input_grad=False`` skips dL/dx (the first layer's input gradient; ``input_grad`` is
+        then None), for a caller that only applies the weights' gradients, as a training loop does;
+        everything else in the trace is the same.
         """
         given_x, given_y = x, y
         x = self.check_input(x)
@@ -176,7 +179,7 @@ class Network:
             x = x.copy()
         if isinstance(given_y, np.ndarray) and np.may_share_memory(y, given_y):
             y = y.copy()
-        return self._trace(x, y, params)
+        return self._trace(x, y, params, need_input_grad)
 
     def _forward_layers(self, x: np.ndarray, params: list[dict], keep: bool) -> list[tuple]:
         """(z, a, argmax, cache) of every layer for a checked x, with the given weights."""
@@ -187,7 +190,8 @@ class Network:
             a = outputs[-1][1]
         return outputs
 
-    def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict]) -> Trace:
+    def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict],
+               need_input_grad: bool = True) -> Trace:
         records: list[LayerTrace] = []
         caches = []
         a = x
@@ -212,7 +216,8 @@ class Network:
                 grad_a = upstream
                 delta = layer.delta_from_grad_a(grad_a, record.z, record.a)
             record.delta, record.grad_a = delta, grad_a
-            upstream, record.grads = layer.backward(delta, caches[index], params[index])
+            upstream, record.grads = layer.backward(delta, caches[index], params[index],
+                                                    need_dx=need_input_grad or index > 0)
             caches[index] = None  # free the im2col matrix as soon as it is used
         SCRATCH.trim()
 

@@ -1,7 +1,7 @@
-"""The benchmark script runs and prints, per batch and thread count, ours / plain PyTorch step and
-ours / same-work PyTorch, the page faults per trace, the two-thread / one-thread ratio and the
-batch-256 peak (timings are never asserted: the exit status says whether the targets were met,
-which depends on the machine's load)."""
+"""The benchmark script runs and prints, per batch and thread count, ours / plain PyTorch step,
+ours / same-work PyTorch, the training loop's trace (no dL/dx) / plain step, the page faults per
+trace, the two-thread / one-thread ratio and the batch-256 peak (timings are never asserted: the
+exit status says whether the targets were met, which depends on the machine's load)."""
 
 import re
 import subprocess
@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "engine_vs_torch.py"
-ROW = re.compile(r"^\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\S+)",
-                 re.MULTILINE)
+ROW = re.compile(r"^\s+(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\S+)"
+                 r"\s+([\d.]+)\s+([\d.]+)\s+(\S+)", re.MULTILINE)
 
 
 def test_benchmark_prints_both_ratios_faults_thread_scaling_and_the_batch_256_peak():
@@ -19,8 +19,10 @@ def test_benchmark_prints_both_ratios_faults_thread_scaling_and_the_batch_256_pe
     assert result.returncode in (0, 1), result.stderr
     rows = ROW.findall(result.stdout)
     assert [(row[0], row[1]) for row in rows] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")], result.stdout
-    for _, threads, ours, plain, plain_ratio, same, same_ratio, _, cpu_ratio in rows:
+    for _, threads, ours, plain, plain_ratio, same, same_ratio, _, cpu_ratio, train, train_ratio, train_cpu in rows:
         assert abs(float(ours) / float(plain) - float(plain_ratio)) < 0.01 + 0.01 * float(plain_ratio)
+        assert abs(float(train) / float(plain) - float(train_ratio)) < 0.01 + 0.01 * float(train_ratio)
+        assert (train_cpu == "-") == (threads != "1")
         assert abs(float(ours) / float(same) - float(same_ratio)) < 0.01 + 0.01 * float(same_ratio)
         assert (cpu_ratio == "-") == (threads != "1")
     scaling = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*(?:<=.*)?$", result.stdout, re.MULTILINE)

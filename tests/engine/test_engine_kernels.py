@@ -269,6 +269,59 @@ def test_conv_layouts_both_equal_the_naive_form_and_torch_for_any_padding(shape,
         np.testing.assert_allclose(dw_only, dw_torch, rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dx_method", ["full_convolution", "col2im"])
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(5, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0)),
+                                   (7, 2, 9, 9, 3, 3, 3, (2, 2), (1, 1)),
+                                   (4, 3, 8, 6, 2, 2, 3, (1, 2), (2, 3))])
+def test_batch_innermost_chunks_equal_the_naive_form_and_torch(shape, chunk, dx_method, threads, monkeypatch):
+    """The batch-innermost conv in chunks of 1, 2 or 3 samples (the last one short), each dx method,
+    the chunks on one thread or dealt over two; the forward's im2col matrix is handed back only
+    when the batch is one chunk."""
+    n, c, h, w_, f, hh, ww, stride, padding = shape
+    monkeypatch.setattr(kernels, "WIDE_ROWS_MAX_WASTE", -1.0)
+    monkeypatch.setattr(kernels, "batch_innermost_chunk", lambda N, columns, itemsize: chunk)
+    monkeypatch.setattr(kernels, "FULL_CONVOLUTION_MAX_ELEMENTS", 2**62 if dx_method == "full_convolution" else 0)
+    monkeypatch.setattr(kernels, "kernel_threads", lambda: threads)
+    rng = np.random.default_rng(n * chunk + h)
+    x = rng.normal(size=(n, c, h, w_))
+    w = rng.normal(size=(f, c, hh, ww))
+    b = rng.normal(size=f)
+    z_naive = kernels.conv_forward_naive(x, w, b, stride, padding)
+    delta = rng.normal(size=z_naive.shape)
+    z_torch, dx_torch, dw_torch, db_torch = torch_conv(x, w, b, delta, stride, padding)
+    take = Scratch().taker(0)
+    for _ in range(2):  # the second time on reused scratch
+        z, cols = kernels.conv_forward(x, w, b, stride, padding, return_cols=True, scratch=take)
+        assert cols is None
+        np.testing.assert_allclose(z, z_naive, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(z, z_torch, rtol=1e-10, atol=1e-12)
+        dx, dw, db = kernels.conv_backward(delta, x, w, stride, padding, cols=cols, scratch=take)
+        np.testing.assert_allclose(dx, dx_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(dw, dw_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-11)
+        no_dx, dw_only, db_only = kernels.conv_backward(delta, x, w, stride, padding, need_dx=False, scratch=take)
+        assert no_dx is None
+        np.testing.assert_allclose(dw_only, dw_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(db_only, db_torch, rtol=1e-10, atol=1e-11)
+
+
+def test_batch_innermost_chunks_follow_the_byte_budget():
+    """LeNet-5's conv2 in float32 (60,000 bytes of im2col per sample): batch 64 in one chunk, whose
+    im2col matrix the backward reuses; batch 256 in four of 64; float64 halves the chunk."""
+    columns = 6 * 5 * 5 * 10 * 10
+    assert kernels.batch_innermost_chunk(1, columns, 4) == 1
+    assert kernels.batch_innermost_chunk(64, columns, 4) == 64
+    assert kernels.batch_innermost_chunk(256, columns, 4) == 64
+    assert kernels.batch_innermost_chunk(256, columns, 8) == 32
+    assert kernels.batch_innermost_chunk(100, columns, 4) == 50  # chunks of even size, not 69 + 31
+    x = np.ones((64, 6, 14, 14), dtype=np.float32)
+    w = np.ones((16, 6, 5, 5), dtype=np.float32)
+    _, cols = kernels.conv_forward(x, w, np.zeros(16, np.float32), return_cols=True)
+    assert cols.shape == (150, 6400)
+
+
 def test_wide_rows_are_chosen_for_lenet5_conv1_and_not_for_conv2_or_strides():
     assert kernels.uses_wide_rows((64, 1, 28, 28), (6, 1, 5, 5), (1, 1), (2, 2))
     assert not kernels.uses_wide_rows((64, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0))

@@ -37,6 +37,9 @@ SPECS = {
     "circular, true convolution": {"input_shape": [2, 16, 16], "loss": "cross_entropy", "layers": [
         {**conv(6, 3, 2), "padding_mode": "circular", "operation": "convolution"},
         {**conv(4, 5, 6), "operation": "convolution"}, *HEAD]},
+    # per sample an 0.9 MB im2col matrix: batch 16 runs the batch-innermost conv in four chunks
+    "strided in chunks, float64": {"input_shape": [3, 64, 64], "dtype": "float64", "loss": "cross_entropy",
+                                   "layers": [conv(8, 6, 2, 2), conv(4, 4, 1, 2), *HEAD]},
     "avgpool, mse": {"input_shape": [1, 12, 12], "loss": "mse", "layers": [
         conv(4, 3, 1), {"type": "avgpool", "size": 2}, {"type": "flatten"},
         {"type": "dense", "units": 3, "activation": "sigmoid"}]},
