@@ -18,7 +18,16 @@ class BodyTooLarge(HTTPException):
     FastAPI's body parsing re-raises it rather than turning it into a generic 400."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+        super().__init__(413, f"the file or request is larger than the limit of {size_in_words(limit)} "
+                              "-- resize or compress it and try again")
+
+
+def size_in_words(count: int) -> str:
+    """A limit as a person says it: 8 MB for 8 MiB, 1.5 MB, 512 kB."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
 
 
 class BodySizeLimitMiddleware:

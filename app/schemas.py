@@ -262,6 +262,10 @@ class TrainRequest(TrainingOptions):
 class EvaluateRequest(StrictModel):
     limit: WholeNumber = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
                        description="how many test-split samples to score")
+    exclude: list[Position] = Field(
+        default_factory=list, max_length=10_000,
+        description="test-split indices left out of the score: digits the user trained on "
+                    "(Step puts the chosen input in every batch), which are no longer held out")
 
 
 # --- responses (documentation only) -----------------------------------------------------------

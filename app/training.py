@@ -406,13 +406,20 @@ def train(session: Session, options: TrainingOptions, steps: int,
     }
 
 
-def evaluate(session: Session, limit: int, max_history: int) -> dict[str, Any]:
-    """Accuracy and mean loss on the first ``limit`` usable samples of the test split, with the
+def evaluate(session: Session, limit: int, max_history: int,
+             exclude: list[int] | None = None) -> dict[str, Any]:
+    """Accuracy and mean loss on the first ``limit`` usable samples of the test split, leaving
+    out the ``exclude`` indices (test digits the user trained on are not held out), with the
     confusion counts (row: true class, column: predicted) and the first misclassified samples
     (at most ``MISCLASSIFIED_CAP``, in test-split order). The history keeps the summary only."""
     rule = target_rule(session)
     images, labels = split_arrays("test")
-    pool = evaluation_pool(rule)[:limit]
+    pool = evaluation_pool(rule)
+    if exclude:
+        pool = pool[~np.isin(pool, np.asarray(exclude, dtype=np.int64))]
+    pool = pool[:limit]
+    if len(pool) == 0:
+        raise Refused("no test digit is left to score: every one was left out as trained on")
     confusion = np.zeros((rule.classes, rule.classes), dtype=np.int64)
     misclassified: list[dict[str, Any]] = []
     loss_sum = 0.0

@@ -136,8 +136,9 @@ def train(session_id: SessionIdPath, body: TrainRequest, store: StoreDep,
 def evaluate(session_id: SessionIdPath, store: StoreDep, settings: SettingsDep,
              body: EvaluateRequest | None = None) -> FastJSONResponse:
     limit = body.limit if body is not None else settings.max_eval_samples
+    exclude = body.exclude if body is not None else []
     with locked_session(store, session_id, save=True) as session:
         check_work(session.spec, settings, batch=min(limit, training.EVALUATION_CHUNK),
                    traced=limit)
-        answer = training.evaluate(session, limit, settings.max_history)
+        answer = training.evaluate(session, limit, settings.max_history, exclude)
     return FastJSONResponse(answer)

@@ -8,6 +8,7 @@ import { readAnswer } from "./tensors.js";
 export class ApiError extends Error {
   constructor(status, detail, path, body = null) {
     super(formatDetail(detail));
+    this.body = body; // the whole error answer: a cap refusal carries `cap` and `limit`
     this.status = status;
     this.detail = detail;
     this.path = path;
@@ -138,9 +139,10 @@ export const api = {
       label: `Training ${steps} steps`,
     }),
 
-  evaluate: (id, limit) =>
+  // exclude: test-split indices left out of the score (digits the user trained on).
+  evaluate: (id, limit, exclude) =>
     request("POST", `/sessions/${encodeURIComponent(id)}/evaluate`, {
-      json: limit ? { limit } : {},
+      json: { ...(limit ? { limit } : {}), ...(exclude && exclude.length ? { exclude } : {}) },
       label: "Evaluating on the test split",
     }),
 

@@ -70,7 +70,7 @@ export class BatchStrip {
       `Step ${step.step}: ${indices.length} digits` +
         (correct === null ? "" : `, ${correct} predicted right`) +
         (mean === null ? "" : `, mean loss ${formatNumber(mean)} (= the batch loss)`) +
-        `. Sample 0 is the traced one${given ? " — your input, put first in the batch" : ""}; label→prediction and loss before the update.`,
+        `. Your input is sample 1 of the batch (marked; the one traced above)${given ? "" : ", drawn from the training set like the others"}; label→prediction and loss before the update.`,
     );
     if (this.container.hidden) this.container.hidden = false;
     if (thumbnails) this.fetchShown();

@@ -38,9 +38,10 @@ export function drawPrediction(element, trace) {
     annotations.push({ x: String(predicted), y: probabilities[predicted], text: "predicted", showarrow: false, yshift: crowded && probabilities[predicted] <= probabilities[label] + 0.1 ? 34 : 22, font: { size: 10, color: COLORS.wrong } });
   }
   const layout = {
-    height: 190,
+    height: 215,
     annotations,
-    margin: { l: 34, r: 8, t: 8, b: 30 },
+    // room above the bars for the "label" / "predicted" tags of a bar at p = 1
+    margin: { l: 34, r: 8, t: 40, b: 30 },
     font: FONT,
     xaxis: { title: { text: binary ? "class (sigmoid output = P(1))" : "class", standoff: 4 }, type: "category", fixedrange: true },
     yaxis: { range: [0, 1.12], fixedrange: true, tickformat: ".1f", title: { text: "probability", standoff: 2 } },

@@ -78,7 +78,8 @@ export const PENDING_MAP_OPACITY = 0.05;
 
 // Numbers are printed in cells when a map is this small (the tiny worked example).
 export const CELL_TEXT_MAX_CELLS = 64;
-export const CELL_TEXT_MIN_PX = 26;
+// wide enough for "-0.30" in the strip's 11 px digits
+export const CELL_TEXT_MIN_PX = 36;
 
 // Animation: milliseconds per phase for each speed setting. "live" does not animate: Play
 // trains step after step and draws every step's result, fetching only what the view shows.
@@ -100,6 +101,17 @@ export const LIVE_SALIENCY_MS = 1000;
 // MNIST browser page size and drawing canvas.
 export const MNIST_PAGE_SIZE = 24;
 export const DRAW_BRUSH_PX = 20;
+// An upload whose preprocessed 28×28 has more than this share of pixels above this grey level
+// is warned about (MNIST's training digits: 17% on average, 37% at most), and one whose ink
+// fills more than this share of its bounding box (MNIST: 44% typical, 84% at most, boxes of at
+// least 8×8).
+export const DIGIT_INK_LEVEL = 0.1;
+export const DIGIT_MAX_INKED_SHARE = 0.45;
+export const DIGIT_MAX_BOX_FILL = 0.9;
+
+// Train steps runs a long run as requests of at most this many steps (the server caps one
+// request's steps and work; the curves and the progress bar move after each request).
+export const TRAIN_CHUNK_STEPS = 25;
 
 export const DEFAULTS = {
   preset: "lenet5",
@@ -108,7 +120,12 @@ export const DEFAULTS = {
   learning_rate: 0.05,
   batch_size: 32,
   train_steps: 50,
+  learning_rate_for: { sgd: 0.05, momentum: 0.02, adam: 0.001 },
 };
+
+// A learning rate above these is unusually high for the optimizer: the page warns before a
+// step (the loss tends to explode; the server refuses a step whose numbers overflow).
+export const HIGH_LEARNING_RATE = { sgd: 1, momentum: 0.5, adam: 0.02 };
 
 export const OPTIMIZERS = [
   { key: "sgd", label: "SGD" },
@@ -131,7 +148,6 @@ export const COLORS = {
   accuracy: "#1b8a4b",
   evalAccuracy: "#3153b5",
   winner: "#00c2a8",
-  loserVeil: "rgba(235, 238, 245, 0.42)",
   selected: "#ffd400",
 };
 

@@ -2,7 +2,7 @@
 // touch) and an image upload, each ending in one input {kind, ..., label} for the page.
 
 import { api } from "./api.js";
-import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX } from "./config.js";
+import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX, DIGIT_INK_LEVEL, DIGIT_MAX_INKED_SHARE, DIGIT_MAX_BOX_FILL } from "./config.js";
 
 export function paintPixels(canvas, pixels) {
   const height = pixels.length;
@@ -30,7 +30,7 @@ export class InputPanel {
   constructor({ onInput, onError }) {
     this.onInput = onInput;
     this.onError = onError;
-    this.split = "test";
+    this.split = "train"; // the default input is a training digit: Step puts it in every batch
     this.offset = 0;
     this.total = null;
     this.current = null;
@@ -38,17 +38,19 @@ export class InputPanel {
     this.labelSelect = document.getElementById("label-select");
     this.caption = document.getElementById("input-caption");
     this.preview = document.getElementById("input-preview");
+    // A drawing or an upload has no label until the user says which digit it is (never a silent 0).
+    this.labelSelect.append(new Option("choose…", ""));
     for (let digit = 0; digit <= 9; digit++) this.labelSelect.append(new Option(String(digit), String(digit)));
+    this.pending = null; // a preprocessed drawing or upload waiting for its label
     this.setupTabs();
     this.setupMnist();
     this.setupDrawing();
     this.setupUpload();
     this.labelSelect.addEventListener("change", () => {
-      if (this.current && this.current.kind === "pixels") {
-        this.current = { ...this.current, label: Number(this.labelSelect.value) };
-        this.describe();
-        this.onInput(this.current);
-      }
+      if (this.labelSelect.value === "") return;
+      const label = Number(this.labelSelect.value);
+      if (this.pending) this.use({ ...this.pending, label });
+      else if (this.current && this.current.kind === "pixels") this.use({ ...this.current, label });
     });
   }
 
@@ -134,12 +136,31 @@ export class InputPanel {
   }
 
   chooseMnist(item) {
-    this.current = { kind: "mnist", split: this.split, index: item.index, label: item.label, pixels: item.pixels };
-    for (const button of this.grid.querySelectorAll(".thumb")) {
-      button.setAttribute("aria-pressed", String(Number(button.dataset.index) === item.index));
-    }
+    document.getElementById("input-warning").hidden = true;
+    return this.use({ kind: "mnist", split: this.split, index: item.index, label: item.label, pixels: item.pixels });
+  }
+
+  // Shows `input` as the current one and hands it to the page; when the page refuses it (a
+  // label the network cannot use, a lost server), the panel goes back to the input in use.
+  async use(input) {
+    const previous = this.current;
+    this.setPending(null);
+    this.current = input;
+    this.markPressed();
     this.describe();
-    this.onInput(this.current);
+    const accepted = await this.onInput(input);
+    if (accepted === false && this.current === input) {
+      this.current = previous;
+      this.markPressed();
+      this.describe();
+    }
+    return accepted !== false;
+  }
+
+  markPressed() {
+    for (const button of this.grid.querySelectorAll(".thumb")) {
+      button.setAttribute("aria-pressed", String(this.isCurrent(Number(button.dataset.index))));
+    }
   }
 
   setupDrawing() {
@@ -180,22 +201,21 @@ export class InputPanel {
       last = next;
       event.preventDefault();
     });
-    const end = () => {
+    // The drawing is used as soon as the pen lifts (no separate "use" step).
+    const end = async () => {
+      if (!last) return;
       last = null;
+      if (!this.drawn) return;
+      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+      await this.preprocess(blob, "drawing.png", "your drawing");
     };
     canvas.addEventListener("pointerup", end);
     canvas.addEventListener("pointercancel", end);
     document.getElementById("draw-clear").addEventListener("click", () => {
       clear();
       this.drawn = false;
-    });
-    document.getElementById("draw-use").addEventListener("click", async () => {
-      if (!this.drawn) {
-        this.onError(new Error("Draw a digit first: press and drag on the black square."));
-        return;
-      }
-      const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-      await this.preprocess(blob, "drawing.png", "your drawing");
+      this.labelSelect.value = ""; // the next drawing is a new digit: its label is asked again
+      this.setPending(null);
     });
   }
 
@@ -203,19 +223,67 @@ export class InputPanel {
     const file = document.getElementById("upload-file");
     file.addEventListener("change", async () => {
       const chosen = file.files && file.files[0];
-      if (chosen) await this.preprocess(chosen, chosen.name, `upload “${chosen.name}”`);
+      if (!chosen) return;
+      this.labelSelect.value = ""; // a new picture: its label is asked again
+      // A refused file is not left named in the picker as if it were the input in use.
+      if (!(await this.preprocess(chosen, chosen.name, `upload “${chosen.name}”`))) file.value = "";
     });
   }
 
   async preprocess(blob, filename, description) {
+    let answer;
     try {
-      const answer = await api.preprocessImage(blob, filename);
-      this.current = { kind: "pixels", pixels: answer.pixels, label: Number(this.labelSelect.value), description };
-      for (const button of this.grid.querySelectorAll(".thumb")) button.setAttribute("aria-pressed", "false");
-      this.describe();
-      this.onInput(this.current);
+      answer = await api.preprocessImage(blob, filename);
     } catch (error) {
       this.onError(error);
+      return false;
+    }
+    const input = { kind: "pixels", pixels: answer.pixels, description };
+    this.warnIfNotADigit(answer.pixels);
+    if (this.labelSelect.value === "") {
+      this.setPending(input);
+      return true;
+    }
+    return this.use({ ...input, label: Number(this.labelSelect.value) });
+  }
+
+  // The network knows MNIST: one light stroke digit on a dark ground, about a fifth of the
+  // 28×28 inked, strokes leaving most of their bounding box dark. A picture inked far more, or
+  // a solid block (a photo, a filled shape, noise), is probably no digit.
+  warnIfNotADigit(pixels) {
+    let inked = 0;
+    let top = Infinity, bottom = -1, left = Infinity, right = -1;
+    pixels.forEach((row, i) =>
+      row.forEach((value, j) => {
+        if (value <= DIGIT_INK_LEVEL) return;
+        inked += 1;
+        top = Math.min(top, i);
+        bottom = Math.max(bottom, i);
+        left = Math.min(left, j);
+        right = Math.max(right, j);
+      }),
+    );
+    const share = inked / (pixels.length * pixels[0].length);
+    const boxHeight = bottom - top + 1;
+    const boxWidth = right - left + 1;
+    const solid = boxHeight >= 8 && boxWidth >= 8 && inked / (boxHeight * boxWidth) > DIGIT_MAX_BOX_FILL;
+    const warning = document.getElementById("input-warning");
+    const reason = share > DIGIT_MAX_INKED_SHARE ? `${Math.round(share * 100)}% of it is ink after preprocessing (an MNIST digit inks about 17%)` : solid ? "it is a solid block of ink rather than strokes" : null;
+    warning.hidden = !reason;
+    warning.textContent = reason ? `This picture does not look like a digit: ${reason}. The network was trained on MNIST digits, one light stroke on a dark ground, so expect odd predictions; a photo cropped to one digit works better.` : "";
+  }
+
+  // Shows a drawing or upload that waits for its label (the network keeps the input in use).
+  setPending(input) {
+    this.pending = input;
+    const asking = Boolean(input);
+    this.labelSelect.toggleAttribute("aria-invalid", asking);
+    document.getElementById("own-label").classList.toggle("asking", asking);
+    if (asking) {
+      paintPixels(this.preview, input.pixels);
+      this.caption.textContent = `${input.description} (28×28, preprocessed): which digit is it? Choose its label above to use it.`;
+    } else {
+      this.describe();
     }
   }
 
@@ -223,7 +291,7 @@ export class InputPanel {
     const input = this.current;
     if (!input) return;
     paintPixels(this.preview, input.pixels);
-    if (input.kind === "pixels") this.labelSelect.value = String(input.label);
+    if (input.kind === "pixels" && !this.pending) this.labelSelect.value = String(input.label);
     this.caption.textContent =
       input.kind === "mnist"
         ? `MNIST ${input.split} #${input.index}, label ${input.label}`

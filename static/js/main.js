@@ -2,7 +2,7 @@
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
 import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
-import { DEFAULTS, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
+import { DEFAULTS, TRAIN_CHUNK_STEPS, HIGH_LEARNING_RATE, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
 import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./phases.js";
 import { Strip } from "./strip.js";
@@ -36,7 +36,7 @@ class App {
     this.phase = 0;
     this.viewMode = "auto";
     this.perMap = false;
-    this.markWinners = true;
+    this.markWinners = false; // max-pool winners are outlined on request
     this.gradients = "batch"; // dW/db: the mini-batch mean the update applied, or "sample"
     this.speedIndex = DEFAULT_SPEED_INDEX;
     this.playing = false;
@@ -45,6 +45,7 @@ class App {
     this.actionRunning = false;
     this.queue = Promise.resolve();
     this.history = emptyHistory();
+    this.trainedTestDigits = new Set();
     this.inspected = null;
     this.chartsDrawnAt = -Infinity;
     this.saliencyDrawnAt = -Infinity;
@@ -105,11 +106,15 @@ class App {
     $("batch-size").value = String(DEFAULTS.batch_size);
     $("train-steps").value = String(DEFAULTS.train_steps);
 
+    for (const id of ["learning-rate", "optimizer"]) $(id).addEventListener("input", () => this.checkLearningRate());
+    $("optimizer").addEventListener("change", () => this.checkLearningRate());
+
     $("preset").addEventListener("change", () => {
       this.describePreset();
       this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() }));
     });
-    $("build-preset").addEventListener("click", () => this.exclusive(() => this.buildSession({ preset: $("preset").value, seed: this.seed() })));
+    // Build: the current architecture (a preset's or the applied JSON's) again, with the seed field's seed.
+    $("build-preset").addEventListener("click", () => this.exclusive(() => this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session || !this.session.preset })));
     $("apply-spec").addEventListener("click", () => this.exclusive(() => this.applySpec()));
     for (let digit = 0; digit <= 9; digit++) $("positive-class").append(new Option(String(digit), String(digit)));
     $("positive-class").addEventListener("change", () => this.exclusive(() => this.buildSession(this.rebuildRequest(), { keepSpecText: true })));
@@ -142,9 +147,19 @@ class App {
       this.pause();
       this.exclusive(() => this.reset());
     });
+    $("undo-reset").addEventListener("click", () => this.exclusive(() => this.undoReset()));
     $("train").addEventListener("click", () => this.exclusive(() => this.trainSteps()));
+    $("train-cancel").addEventListener("click", () => {
+      if (this.trainingRun) this.trainingRun.cancelled = true;
+      $("train-cancel").disabled = true;
+    });
     $("evaluate").addEventListener("click", () => this.exclusive(() => this.evaluate()));
     $("error-dismiss").addEventListener("click", () => ($("error-banner").hidden = true));
+    $("skip-to-player").addEventListener("click", (event) => {
+      event.preventDefault();
+      $("btn-step").scrollIntoView({ block: "nearest" });
+      $("btn-step").focus();
+    });
     $("import-session").addEventListener("change", (event) => {
       const file = event.target.files && event.target.files[0];
       event.target.value = "";
@@ -222,6 +237,18 @@ class App {
     });
   }
 
+  // Warns, before any step, about a learning rate far above what the optimizer usually takes.
+  checkLearningRate() {
+    const { optimizer, learning_rate: rate } = this.training();
+    const high = HIGH_LEARNING_RATE[optimizer];
+    const warning = $("lr-warning");
+    const name = OPTIMIZERS.find((o) => o.key === optimizer)?.label || optimizer;
+    warning.hidden = !(rate > high);
+    warning.textContent = warning.hidden ? "" : `A learning rate of ${rate} is unusually high for ${name} (above ${high}): each step may overshoot and the loss explode. Try ${DEFAULTS.learning_rate_for[optimizer]}.`;
+    $("learning-rate").toggleAttribute("aria-invalid", !warning.hidden);
+    if (!warning.hidden) $("learning-rate").setAttribute("aria-describedby", "lr-warning");
+  }
+
   describePreset() {
     const preset = this.presets.find((p) => p.name === $("preset").value);
     $("preset-description").textContent = preset ? preset.description : "";
@@ -242,21 +269,24 @@ class App {
 
   // Runs actions one after another: one that arrives while another runs (a file chosen
   // during a reset, say) waits for its turn instead of interleaving requests.
+  // Resolves to true when the action succeeded, false when it failed (its error shown).
   exclusive(action) {
     const run = this.queue.then(async () => {
       this.actionRunning = true;
       this.updateButtons();
       try {
         await action();
+        return true;
       } catch (error) {
         if (this.sessionLost(error)) await this.recoverSession(error);
         else this.showError(error);
+        return false;
       } finally {
         this.actionRunning = false;
         this.updateButtons();
       }
     });
-    this.queue = run;
+    this.queue = run.then(() => undefined);
     return run;
   }
 
@@ -290,16 +320,21 @@ class App {
     $("btn-reset").disabled = !this.session || busy;
     $("btn-play").disabled = this.playing || busy || !this.session;
     $("btn-pause").disabled = !this.playing && !this.animating;
+    // On a phone the player sticks to the top while an iteration runs (styles.css)
+    document.body.classList.toggle("player-running", Boolean(this.playing || this.animating));
   }
 
   // --- the network ---------------------------------------------------------------------------
 
-  async buildSession(request, options) {
-    await this.adoptSession(await api.createSession(request), options);
+  async buildSession(request, options = {}) {
+    const session = await api.createSession(request);
+    if (!options.keepPrevious) this.dropUndo();
+    await this.adoptSession(session, options);
   }
 
   async importSession(file) {
     const session = await api.importSession(file);
+    this.dropUndo();
     $("preset").value = this.presets.some((p) => p.name === session.preset) ? session.preset : "";
     await this.adoptSession(session);
     await this.loadHistory(session.id);
@@ -326,7 +361,7 @@ class App {
     $("export-pytorch").download = `${stem}-pytorch.zip`;
   }
 
-  async adoptSession(session, { keepSpecText = false } = {}) {
+  async adoptSession(session, { keepSpecText = false, keepPrevious = false } = {}) {
     const previous = this.session;
     this.session = session;
     $("export-session").href = api.exportUrl(session.id);
@@ -335,13 +370,14 @@ class App {
     $("positive-row").hidden = !binary;
     if (binary) $("positive-class").value = String(session.positive_class);
     this.nameExports();
-    if (previous && previous.id !== session.id) api.deleteSession(previous.id).catch(() => {});
+    if (previous && previous.id !== session.id && !keepPrevious) api.deleteSession(previous.id).catch(() => {});
     if (!keepSpecText) $("spec-editor").value = formatSpec(session.spec);
     this.builder.load(session.spec);
     this.clearSpecError();
     if (session.spec && session.spec.seed !== undefined) $("seed").value = String(session.spec.seed);
     this.describeSession();
     this.history = emptyHistory();
+    this.trainedTestDigits = new Set(); // test-split digits this network was stepped on
     $("eval-result").textContent = "";
     this.evaluation.clear();
     await this.drawHistory();
@@ -418,14 +454,41 @@ class App {
   // positive digit, for a network with one output).
   rebuildRequest() {
     const s = this.session;
-    const request = s.preset ? { preset: s.preset, seed: this.seed() } : { spec: s.spec };
+    const request = s.preset ? { preset: s.preset, seed: this.seed() } : { spec: s.spec, seed: this.seed() };
     if (s.positive_class !== null && s.positive_class !== undefined) request.positive_class = Number($("positive-class").value);
     return request;
   }
 
+  // Reset builds fresh weights but keeps the trained network on the server until the next
+  // build, so "Undo reset" brings it back with its curves (a reset is never a silent loss).
   async reset() {
-    await this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session.preset });
+    this.dropUndo();
+    const kept = { session: this.session, history: this.history, trainedTestDigits: this.trainedTestDigits };
+    await this.buildSession(this.rebuildRequest(), { keepSpecText: !this.session.preset, keepPrevious: true });
+    this.undo = kept;
+    $("undo-text").textContent = `Reset: fresh weights. The network you had (step ${kept.session.step}) is kept until the next build.`;
+    $("undo-bar").hidden = false;
     $("phase-label").textContent = "Reset: fresh weights. Press Step to train.";
+  }
+
+  async undoReset() {
+    const kept = this.undo;
+    if (!kept) return;
+    this.undo = null;
+    $("undo-bar").hidden = true;
+    await this.adoptSession(kept.session, { keepSpecText: !kept.session.preset });
+    if (kept.session.preset) $("preset").value = kept.session.preset;
+    this.history = kept.history;
+    this.trainedTestDigits = kept.trainedTestDigits;
+    await this.drawHistory();
+    $("phase-label").textContent = `Reset undone: the network is back at step ${kept.session.step}.`;
+  }
+
+  // The network a reset replaced is deleted once it can no longer be brought back.
+  dropUndo() {
+    if (this.undo) api.deleteSession(this.undo.session.id).catch(() => {});
+    this.undo = null;
+    $("undo-bar").hidden = true;
   }
 
   // --- iterations ----------------------------------------------------------------------------
@@ -481,6 +544,7 @@ class App {
     await pause();
     const result = await drawPrediction($("prediction-plot"), record.trace);
     $("prediction-summary").textContent = predictionSummary(result, record.trace);
+    $("prediction-brief").textContent = `Prediction: ${predictionSummary(result, record.trace).split(";")[0]}`;
     if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
       this.saliencyDrawnAt = performance.now();
       await pause();
@@ -502,8 +566,18 @@ class App {
     await this.showPhase(phaseIndex(this.phases, "loss"));
   }
 
+  // The input Step and Forward use; a drawing or upload still waiting for its label stops them
+  // (they would otherwise run on the previous input).
+  inputInUse() {
+    if (this.inputs.pending) {
+      $("label-select").focus();
+      throw new Error(`Choose which digit ${this.inputs.pending.description} is (“This digit is a”, in the Input panel) first: it is used once it has a label.`);
+    }
+    return this.inputs.current;
+  }
+
   async forward() {
-    this.setRecord(await api.trace(this.session.id, this.inputs.current), false);
+    this.setRecord(await api.trace(this.session.id, this.inputInUse()), false);
     this.batch.clear();
     await this.animate(0, phaseIndex(this.phases, "loss"));
   }
@@ -534,9 +608,11 @@ class App {
     const fields = live ? this.liveFields() : stepFields(this.viewMode);
     // The last step's weights and gradients land first: a new step would make them gone.
     if (this.record && this.record.later) await this.record.later.promise;
-    const request = { input: this.inputs.current, training: this.training(), fields };
+    const request = { input: this.inputInUse(), training: this.training(), fields };
     probe.lastStepRequest = request;
     const answer = await api.step(this.session.id, request.input, request.training, fields);
+    const input = request.input;
+    if (input && input.kind === "mnist" && input.split === "test") this.trainedTestDigits.add(input.index);
     const answered = performance.now();
     const step = answer.json;
     this.session.step = step.step;
@@ -614,32 +690,78 @@ class App {
     this.updateButtons();
   }
 
+  // Long training runs as several requests of at most TRAIN_CHUNK_STEPS steps (the server caps
+  // the steps and the work of one request): the curves grow after each, a progress bar shows
+  // how far the run is, and Cancel stops it after the request in flight (what ran is kept).
   async trainSteps() {
     const steps = Math.max(1, Math.round(Number($("train-steps").value) || DEFAULTS.train_steps));
-    const answer = await api.train(this.session.id, steps, this.training());
-    const h = answer.history;
-    this.history.steps.push(...h.steps);
-    this.history.loss.push(...h.loss);
-    this.history.accuracy.push(...h.accuracy);
-    this.session.step = answer.step;
-    this.describeSession();
-    await this.drawHistory();
-    $("eval-result").textContent = `Trained ${answer.steps_run} steps: last batch loss ${formatNumber(answer.loss)}, batch accuracy ${(answer.accuracy * 100).toFixed(1)}%.`;
+    const run = { cancelled: false };
+    this.trainingRun = run;
+    const bar = $("train-progress-bar");
+    bar.max = steps;
+    bar.value = 0;
+    $("train-progress-text").textContent = `0 / ${steps} steps`;
+    $("train-cancel").disabled = false;
+    $("train-progress").hidden = false;
+    let chunk = Math.min(TRAIN_CHUNK_STEPS, steps);
+    let done = 0;
+    let last = null;
+    try {
+      while (done < steps && !run.cancelled) {
+        const size = Math.min(chunk, steps - done);
+        let answer;
+        try {
+          answer = await api.train(this.session.id, size, this.training());
+        } catch (error) {
+          // Over one of the server's per-request caps: the request changed nothing, so the
+          // same steps are asked again in smaller pieces.
+          if (size > 1 && isCapRefusal(error)) {
+            chunk = Math.max(1, Math.floor(size / 2));
+            continue;
+          }
+          throw error;
+        }
+        last = answer;
+        const h = answer.history;
+        this.history.steps.push(...h.steps);
+        this.history.loss.push(...h.loss);
+        this.history.accuracy.push(...h.accuracy);
+        this.session.step = answer.step;
+        done += answer.steps_run;
+        bar.value = done;
+        $("train-progress-text").textContent = `${done} / ${steps} steps`;
+        this.describeSession();
+        await this.drawHistory();
+      }
+    } finally {
+      this.trainingRun = null;
+      $("train-progress").hidden = true;
+    }
+    if (last) {
+      const summary = `last batch loss ${formatNumber(last.loss)}, batch accuracy ${(last.accuracy * 100).toFixed(1)}%`;
+      $("eval-result").textContent = done < steps ? `Cancelled after ${done} of ${steps} steps: ${summary}.` : `Trained ${done} steps: ${summary}.`;
+    } else {
+      $("eval-result").textContent = "Cancelled before any step ran.";
+    }
     if (this.inputs.current) await this.traceInput(this.inputs.current);
   }
 
+  // Test digits the user stepped on were in training batches: they are left out of the score.
   async evaluate() {
-    const answer = await api.evaluate(this.session.id);
+    const trainedOn = [...this.trainedTestDigits];
+    const answer = await api.evaluate(this.session.id, undefined, trainedOn);
     this.history.evalSteps.push(answer.step);
     this.history.evalAccuracy.push(answer.accuracy);
     await this.drawHistory();
-    $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits (mean loss ${formatNumber(answer.loss)}).`;
+    const left = trainedOn.length ? ` (leaving out the ${trainedOn.length === 1 ? "test digit" : `${trainedOn.length} test digits`} you trained on: #${trainedOn.join(", #")})` : "";
+    $("eval-result").textContent = `Test accuracy at step ${answer.step}: ${(answer.accuracy * 100).toFixed(1)}% on ${answer.samples} held-out digits${left} (mean loss ${formatNumber(answer.loss)}).`;
     await this.evaluation.show(answer, this.session.positive_class);
   }
 
   // A digit picked outside the input panel (the evaluation's gallery) becomes the input.
   async traceChosen(input, { reveal = true } = {}) {
     this.inputs.current = input;
+    this.inputs.setPending(null); // a drawing still waiting for its label is dropped
     if (input.pixels) this.inputs.describe();
     else $("input-caption").textContent = `MNIST ${input.split} #${input.index}, label ${input.label}`;
     await this.traceInput(input);
@@ -798,6 +920,7 @@ class App {
     const phase = this.phases[phaseNumber];
     const started = performance.now();
     this.strip.setStates((index) => (this.viewMode === "auto" || !isUpdate(phase) ? layerState(phase, index) : "done"));
+    if (spread || this.playing) this.followActiveCard();
     $("timeline").value = String(phaseNumber);
     $("timeline").setAttribute("aria-valuetext", phase.label);
     $("phase-counter").textContent = `${phaseNumber + 1} / ${this.phases.length}`;
@@ -838,6 +961,7 @@ class App {
         .catch((error) => this.showError(error));
       if (!spread && !live) await charts;
     }
+    if (spread || this.playing) this.followActiveCard();
     probe.phaseRenders += 1;
     probe.lastPhase = { index: phaseNumber, kind: phase.kind, ms: performance.now() - started };
     probe.renders += 1;
@@ -862,6 +986,19 @@ class App {
     return true;
   }
 
+  // On a narrow screen (one column) the page scrolls the layer the animation is at into view
+  // just under the sticky player, so the two are watched together.
+  followActiveCard() {
+    if (!window.matchMedia(NARROW_LAYOUT_QUERY).matches) return;
+    const card = document.querySelector('.layer-card[data-state="active"]');
+    if (!card) return;
+    const playerBottom = $("player").getBoundingClientRect().bottom;
+    const box = card.getBoundingClientRect();
+    if (box.top >= playerBottom && box.bottom <= window.innerHeight) return;
+    const behavior = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "instant";
+    window.scrollTo({ top: window.scrollY + box.top - playerBottom - 6, behavior });
+  }
+
   phaseText(phase) {
     const trace = this.record.trace;
     if (phase.kind === "loss") {
@@ -878,7 +1015,7 @@ class App {
       if (gradientSource(this.record, this.gradients) === "batch") {
         return `Gradients: dL/dW and dL/db averaged over the mini-batch of ${s.batch_size} — exactly what the update applies (tick "this image only" for the traced image's own)`;
       }
-      return s ? "Gradients of this image only (sample 0 of the batch): dL/dW = input ⋆ δ, dL/db = Σ δ; the update applies the batch mean" : "Gradients of this image: dL/dW = input ⋆ δ, dL/db = Σ δ (no update yet: press Step or Update to train on a batch)";
+      return s ? "Gradients of your input only (sample 1 of the batch): dL/dW = input ⋆ δ, dL/db = Σ δ; the update applies the batch mean" : "Gradients of this image: dL/dW = input ⋆ δ, dL/db = Σ δ (no update yet: press Step or Update to train on a batch)";
     }
     if (phase.kind === "update-change" && this.record.step) {
       const s = this.record.step;
@@ -1030,7 +1167,9 @@ class App {
     let action = handled[key.length === 1 ? key.toLowerCase() : key];
     if (/^[0-6]$/.test(key)) action = () => this.setView(views[Number(key)]);
     if (target && target.type === "range" && key.startsWith("Arrow")) return;
-    if (target && target.tagName === "BUTTON" && key === " ") return;
+    // Space plays only from the page itself or the player's background, never from a control
+    // (a checkbox, a link, a thumbnail, a map) where Space means something else.
+    if (key === " " && !spaceMayPlay(target)) return;
     if (!action) return;
     event.preventDefault();
     action();
@@ -1044,12 +1183,29 @@ class App {
   }
 
   showError(error) {
+    // Plain words only: the server's sentence, never an HTTP status code.
     const message = error && error.message ? error.message : String(error);
-    const prefix = error && error.status ? `Error ${error.status}: ` : "";
-    $("error-text").textContent = `${prefix}${message}`;
+    $("error-text").textContent = message;
     $("error-banner").hidden = false;
     probe.errors.push(message);
   }
+}
+
+// A refusal for size (the server's steps, samples or work per request) rather than for what was asked.
+function isCapRefusal(error) {
+  if (!error || error.status !== 422) return false;
+  if (error.body && error.body.cap) return true;
+  const detail = error.detail;
+  if (Array.isArray(detail)) return detail.some((item) => Array.isArray(item.loc) && item.loc.includes("steps"));
+  return typeof detail === "string" && /samples one request may train on/.test(detail);
+}
+
+const NARROW_LAYOUT_QUERY = "(max-width: 900px)";
+
+function spaceMayPlay(target) {
+  if (!target || target === document.body || target === document.documentElement) return true;
+  const control = target.closest("button, a, input, select, textarea, summary, label, [tabindex], [contenteditable]");
+  return !control && Boolean(target.closest(".player"));
 }
 
 function setPending(panel, pending) {

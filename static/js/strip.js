@@ -43,6 +43,7 @@ export class Strip {
 
   // (Re)creates the cards when the architecture changes.
   build(trace) {
+    this.closeZoom(); // its cells belonged to the record before
     const signature = JSON.stringify(trace.layers.map((l) => [l.name, l.type, l.output_shape]));
     if (signature === this.signature) return;
     this.signature = signature;
@@ -125,6 +126,12 @@ export class Strip {
       const key = `${record.id}|${view}|${options.perMap}|${options.markWinners}|${options.gradients}|${maxWidth}`;
       if (card.drawnKey === key) continue;
       const model = buildCardModel(record, card.index, view, { ...options, maxWidth });
+      // A readout names one quantity: it goes when the card shows another one.
+      const quantity = `${view}|${options.gradients}`;
+      if (card.quantity !== quantity) {
+        card.quantity = quantity;
+        card.readout.textContent = "\u00a0";
+      }
       card.model = model;
       card.drawnKey = key;
       const tag = (model.colorbarTitle || "") + gradientTag(model) + (model.perMap ? " · per map" : "");
@@ -167,22 +174,24 @@ export class Strip {
     return token === this.renderToken;
   }
 
-  // The card's picture: one RGBA pixel per cell from the colour scale (gutters transparent,
-  // max-pool losers under a pale veil), as a PNG data URL for a Plotly image trace; and the
-  // numbers to print in the cells of a small map.
+  // The card's picture: one RGBA pixel per cell from the colour scale (gutters transparent),
+  // as a PNG data URL for a Plotly image trace; and the numbers to print in the cells of a
+  // small map. With max-pool winners marked, every cell is `scale` × `scale` pixels and a
+  // winner gets an outline in the winner colour (the cells keep the colour bar's colours).
   paint(model) {
     const lookup = this.lookupFor(model.colorscale);
+    const winners = model.winners ? model.winners.mask : null;
+    const scale = winners ? Math.max(3, Math.min(WINNER_MAX_SCALE, Math.round(Math.min(model.cellW, model.cellH)))) : 1;
     const width = model.widthCells;
     const height = model.heightCells;
-    this.canvas.width = width;
-    this.canvas.height = height;
+    this.canvas.width = width * scale;
+    this.canvas.height = height * scale;
     const context = this.canvas.getContext("2d");
-    const image = context.createImageData(width, height);
+    const image = context.createImageData(width * scale, height * scale);
     const pixels = image.data;
     const [lo, hi] = model.range;
     const span = hi - lo || 1;
-    const veil = model.winners ? model.winners.mask : null;
-    const [vr, vg, vb, va] = VEIL_RGBA;
+    const [wr, wg, wb] = hexToRgb(COLORS.winner);
     const texts = model.showText ? { x: [], y: [], text: [], color: [] } : null;
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
@@ -191,29 +200,30 @@ export class Strip {
         const value = shownValue(model, k);
         if (!Number.isFinite(value)) continue;
         const t = Math.max(0, Math.min(255, Math.round(((value - lo) / span) * 255))) * 3;
-        let r = lookup[t];
-        let g = lookup[t + 1];
-        let b = lookup[t + 2];
-        if (veil && !veil[k]) {
-          r = r * (1 - va) + vr * va;
-          g = g * (1 - va) + vg * va;
-          b = b * (1 - va) + vb * va;
+        const r = lookup[t];
+        const g = lookup[t + 1];
+        const b = lookup[t + 2];
+        const outlined = winners && winners[k];
+        for (let sy = 0; sy < scale; sy++) {
+          for (let sx = 0; sx < scale; sx++) {
+            const edge = outlined && (sx === 0 || sy === 0 || sx === scale - 1 || sy === scale - 1);
+            const p = ((y * scale + sy) * width * scale + x * scale + sx) * 4;
+            pixels[p] = edge ? wr : r;
+            pixels[p + 1] = edge ? wg : g;
+            pixels[p + 2] = edge ? wb : b;
+            pixels[p + 3] = 255;
+          }
         }
-        const p = (y * width + x) * 4;
-        pixels[p] = r;
-        pixels[p + 1] = g;
-        pixels[p + 2] = b;
-        pixels[p + 3] = 255;
         if (texts) {
           texts.x.push(x);
           texts.y.push(y);
-          texts.text.push(value.toFixed(2));
+          texts.text.push(model.classLabels ? `${k}: ${cellText(value)}` : cellText(value));
           texts.color.push(0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#1d2433" : "#ffffff");
         }
       }
     }
     context.putImageData(image, 0, 0);
-    return { source: this.canvas.toDataURL("image/png"), texts, id: ++paintCount };
+    return { source: this.canvas.toDataURL("image/png"), texts, scale, id: ++paintCount };
   }
 
   // 256 colours of a colour scale, interpolated linearly between its stops as Plotly does.
@@ -281,10 +291,10 @@ export class Strip {
       data.push({
         type: "image",
         source: card.picture.source,
-        x0: box.left + model.cellW / 2,
-        y0: box.top + model.cellH / 2,
-        dx: model.cellW,
-        dy: model.cellH,
+        x0: box.left + model.cellW / card.picture.scale / 2,
+        y0: box.top + model.cellH / card.picture.scale / 2,
+        dx: model.cellW / card.picture.scale,
+        dy: model.cellH / card.picture.scale,
         opacity,
         hoverinfo: "skip",
       });
@@ -356,8 +366,96 @@ export class Strip {
     });
     card.plot.addEventListener("click", (event) => {
       const cell = this.cellFromEvent(card, event);
-      if (cell) this.onCellClick(card.index, card.model.view, cell);
+      if (!cell) return;
+      if (needsZoom(card.model)) this.openZoom(card, event);
+      else this.onCellClick(card.index, card.model.view, cell);
     });
+  }
+
+  // A weight matrix drawn with cells a few pixels (or less) wide cannot be clicked on one
+  // weight: a click opens a magnified window of the cells around it, where one is picked.
+  openZoom(card, event) {
+    this.closeZoom();
+    const model = card.model;
+    const box = card.plot.getBoundingClientRect();
+    const x = Math.floor((event.clientX - box.left - FIGURE_MARGIN.l) / model.cellW);
+    const y = Math.floor((event.clientY - box.top - FIGURE_MARGIN.t) / model.cellH);
+    const cols = Math.min(ZOOM_CELLS, model.widthCells);
+    const rows = Math.min(ZOOM_CELLS, model.heightCells);
+    const col0 = Math.max(0, Math.min(model.widthCells - cols, x - Math.floor(cols / 2)));
+    const row0 = Math.max(0, Math.min(model.heightCells - rows, y - Math.floor(rows / 2)));
+    const zoom = document.createElement("div");
+    zoom.className = "weight-zoom";
+    zoom.setAttribute("role", "dialog");
+    zoom.setAttribute("aria-label", "Magnified weights: click one to explain it");
+    zoom.dataset.row0 = String(row0);
+    zoom.dataset.col0 = String(col0);
+    zoom.dataset.rows = String(rows);
+    zoom.dataset.cols = String(cols);
+    const name = model.colorbarTitle || model.view;
+    const head = document.createElement("p");
+    head.className = "weight-zoom-head";
+    head.textContent = `${card.plot.dataset.layerName} · ${name} rows ${row0}–${row0 + rows - 1}, columns ${col0}–${col0 + cols - 1}: click one weight`;
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "ghost";
+    close.textContent = "Close";
+    close.addEventListener("click", () => this.closeZoom());
+    head.append(" ", close);
+    const canvas = document.createElement("canvas");
+    canvas.width = cols * ZOOM_CELL_PX;
+    canvas.height = rows * ZOOM_CELL_PX;
+    const context = canvas.getContext("2d");
+    const lookup = this.lookupFor(model.colorscale);
+    const [lo, hi] = model.range;
+    const span = hi - lo || 1;
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const k = flatIndexAt(model, col0 + c, row0 + r);
+        if (k < 0) continue;
+        const t = Math.max(0, Math.min(255, Math.round(((shownValue(model, k) - lo) / span) * 255))) * 3;
+        context.fillStyle = `rgb(${lookup[t]},${lookup[t + 1]},${lookup[t + 2]})`;
+        context.fillRect(c * ZOOM_CELL_PX, r * ZOOM_CELL_PX, ZOOM_CELL_PX - 1, ZOOM_CELL_PX - 1);
+      }
+    }
+    const cellUnder = (move) => {
+      const area = canvas.getBoundingClientRect();
+      const c = Math.floor(((move.clientX - area.left) / area.width) * cols);
+      const r = Math.floor(((move.clientY - area.top) / area.height) * rows);
+      return c >= 0 && r >= 0 && c < cols && r < rows ? cellAt(model, col0 + c, row0 + r) : null;
+    };
+    const readout = document.createElement("p");
+    readout.className = "weight-zoom-readout";
+    readout.textContent = "\u00a0";
+    canvas.addEventListener("mousemove", (move) => {
+      const cell = cellUnder(move);
+      readout.textContent = cell ? describeCell(model, cell) : "\u00a0";
+    });
+    canvas.addEventListener("click", (pick) => {
+      const cell = cellUnder(pick);
+      if (!cell) return;
+      this.closeZoom();
+      this.onCellClick(card.index, model.view, cell);
+    });
+    zoom.append(head, canvas, readout);
+    document.body.append(zoom);
+    const width = zoom.offsetWidth;
+    const height = zoom.offsetHeight;
+    zoom.style.left = `${Math.max(4, Math.min(window.innerWidth - width - 4, event.clientX + 12))}px`;
+    zoom.style.top = `${Math.max(4, Math.min(window.innerHeight - height - 4, event.clientY - height / 2))}px`;
+    this.zoom = zoom;
+    this.zoomKeys = (key) => {
+      if (key.key === "Escape") this.closeZoom();
+    };
+    document.addEventListener("keydown", this.zoomKeys);
+    close.focus();
+  }
+
+  closeZoom() {
+    if (!this.zoom) return;
+    this.zoom.remove();
+    this.zoom = null;
+    document.removeEventListener("keydown", this.zoomKeys);
   }
 
   // Keyboard access to every cell: the plot takes focus, arrow keys move a cursor (jumping
@@ -536,11 +634,30 @@ export class Strip {
 
 let paintCount = 0;
 
-// The max-pool losers' veil, as RGB plus its opacity.
-const VEIL_RGBA = (() => {
-  const match = COLORS.loserVeil.match(/rgba\(\s*(\d+),\s*(\d+),\s*(\d+),\s*([\d.]+)\)/);
-  return match ? [Number(match[1]), Number(match[2]), Number(match[3]), Number(match[4])] : [235, 238, 245, 0.42];
-})();
+// A weight matrix whose cells are narrower or shorter than ZOOM_BELOW_PX opens a magnified
+// window of ZOOM_CELLS × ZOOM_CELLS cells, each ZOOM_CELL_PX wide, to pick one weight from.
+const ZOOM_BELOW_PX = 6;
+const ZOOM_CELLS = 16;
+const ZOOM_CELL_PX = 14;
+
+function needsZoom(model) {
+  return Boolean(model && model.kind === "matrix" && (model.cellW < ZOOM_BELOW_PX || model.cellH < ZOOM_BELOW_PX));
+}
+
+// A winner's outline is one picture pixel wide: a cell is painted this many pixels at most.
+const WINNER_MAX_SCALE = 8;
+
+// A number short enough for its cell (at most 5 characters), its sign always kept: 0.31,
+// -0.07, -.004 for thousandths, -4e-5 below; 0 only for an exact zero.
+export function cellText(value) {
+  if (value === 0) return "0";
+  const magnitude = Math.abs(value);
+  if (magnitude >= 100) return value.toExponential(0).replace("+", "");
+  if (magnitude >= 10) return value.toFixed(0);
+  if (magnitude >= 0.01) return value.toFixed(2);
+  if (magnitude >= 0.001) return value.toFixed(3).replace("0.", ".");
+  return value.toExponential(0);
+}
 
 function hexToRgb(colour) {
   const hex = colour.replace("#", "");
@@ -601,10 +718,12 @@ function formatTick(value) {
   return value.toExponential(0);
 }
 
+// "δ[0,2,3] = 0.012": the readout names the quantity the card shows (x, a, z, δ, W, dW, db, ΔW …).
 export function describeCell(model, cell) {
+  const name = model.index === INPUT_LAYER && (model.view === "a" || model.view === "z") ? "x" : model.colorbarTitle || model.view;
   const value = formatNumber(cell.value);
-  if (cell.f !== undefined) return `W[${cell.f},${cell.c},${cell.r},${cell.s}] = ${value}`;
-  if (cell.u !== undefined) return `[${cell.u}, ${cell.k}] = ${value}`;
-  if (cell.k !== undefined) return `[${cell.k}] = ${value}`;
-  return `map ${cell.map} (${cell.i}, ${cell.j}) = ${value}`;
+  if (cell.f !== undefined) return `${name}[${cell.f},${cell.c},${cell.r},${cell.s}] = ${value}`;
+  if (cell.u !== undefined) return `${name}[${cell.u},${cell.k}] = ${value}`;
+  if (cell.k !== undefined) return `${name}[${cell.k}] = ${value}`;
+  return `${name}[${cell.map},${cell.i},${cell.j}] = ${value}`;
 }

@@ -256,6 +256,8 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     const fitWidth = Math.floor(maxWidth / (grid.cols * (mapW + GUTTER_CELLS)));
     cellPx = clamp(Math.min(cellPx, fitWidth), MIN_CELL_PX, MAX_CELL_PX);
     const plane = mapH * mapW;
+    // A map small enough to print its numbers gets cells wide enough for them ("-0.30").
+    if (plane * count <= CELL_TEXT_MAX_CELLS) cellPx = Math.max(cellPx, Math.min(CELL_TEXT_MIN_PX, fitWidth));
     const ranges = perMap ? Array.from({ length: count }, (_, m) => colourRange(data, signed, m * plane, (m + 1) * plane)) : null;
     const widthCells = grid.cols * mapW + (grid.cols - 1) * GUTTER_CELLS;
     const heightCells = grid.rows * mapH + (grid.rows - 1) * GUTTER_CELLS;
@@ -293,7 +295,9 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     const columns = Math.ceil(k / maxRows);
     const rows = Math.ceil(k / columns);
     const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), MIN_VECTOR_ROW_PX, 28);
-    const cellW = columns > 1 ? VECTOR_WRAPPED_COLUMN_PX : cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX;
+    // The output layer's units are the classes: each cell is labelled with its class (0-9).
+    const classLabels = index === record.trace.layers.length - 1 && columns === 1 && k > 1 && k <= 10 && cellH >= 20;
+    const cellW = columns > 1 ? VECTOR_WRAPPED_COLUMN_PX : classLabels ? 64 : cellH >= 20 ? Math.max(VECTOR_COLUMN_PX, 40) : VECTOR_COLUMN_PX;
     return {
       ...base,
       data,
@@ -312,13 +316,16 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
       plotWidth: columns * cellW,
       plotHeight: rows * cellH,
       showText: cellH >= 20 && columns === 1,
+      classLabels,
     };
   }
 
   // matrix (U, K): a dense layer's weights, squeezed to a fixed width.
   const [rows, cols] = array.shape;
   const cellH = clamp(Math.floor(MAX_FIGURE_HEIGHT_PX / rows), 1, 28);
-  const plotWidth = Math.min(MATRIX_WIDTH_PX, maxWidth, Math.max(cols * cellH, 24));
+  // A small matrix prints its numbers: each cell is then wide enough for one ("-0.30").
+  const text = rows * cols <= CELL_TEXT_MAX_CELLS && cellH >= 20 && cols * CELL_TEXT_MIN_PX <= maxWidth;
+  const plotWidth = text ? cols * CELL_TEXT_MIN_PX : Math.min(MATRIX_WIDTH_PX, maxWidth, Math.max(cols * cellH, 24));
   return {
     ...base,
     data,
@@ -336,7 +343,7 @@ export function buildCardModel(record, index, view, { perMap = false, markWinner
     cellH,
     plotWidth,
     plotHeight: rows * cellH,
-    showText: rows * cols <= 16 && cellH >= 20,
+    showText: text,
   };
 }
 
@@ -409,7 +416,9 @@ export function cellPosition(model, m, i, j) {
 
 // Max-pool winners, marked on the pooled layer's input: when the next layer is a max-pool and
 // the card shows this layer's output, a mask over the card's values with 1 on every input that
-// won a window (the others are veiled).
+// won a window (outlined). A window whose inputs are all 0 (a dead ReLU region) has no real
+// winner and is skipped: its winner's activation is 0 and, with no negative activation in the
+// layer, so is every other input of its window.
 function poolWinners(record, index, view, model) {
   if (!["a", "z", "delta"].includes(view)) return null;
   const next = record.trace.layers[index + 1];
@@ -419,14 +428,23 @@ function poolWinners(record, index, view, model) {
   const [channels, outH, outW] = argmax.shape;
   const plane = model.mapH * model.mapW;
   const mask = new Uint8Array(model.size);
+  const activation = record.answer.tensor(`layers.${index}.a`);
+  let nonNegative = Boolean(activation);
+  if (activation) for (let k = 0; k < activation.data.length && nonNegative; k++) nonNegative = activation.data[k] >= 0;
   let winners = 0;
+  let skipped = 0;
   for (let c = 0; c < channels; c++) {
     for (let k = 0; k < outH * outW; k++) {
-      mask[c * plane + argmax.data[c * outH * outW + k]] = 1;
-      winners += 1;
+      const at = c * plane + argmax.data[c * outH * outW + k];
+      if (nonNegative && activation.data[at] === 0) {
+        skipped += 1;
+        continue;
+      }
+      if (!mask[at]) winners += 1;
+      mask[at] = 1;
     }
   }
-  return { mask, count: winners, pool: next.name };
+  return { mask, count: winners, skipped, pool: next.name };
 }
 
 export function argmaxIndex(values) {

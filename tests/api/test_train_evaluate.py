@@ -73,6 +73,26 @@ def test_evaluate_scores_the_test_split_and_records_it(client):
     assert [e["samples"] for e in history["evaluations"]] == [200, 1000]
 
 
+def test_evaluate_leaves_out_the_test_digits_the_user_trained_on(client):
+    """Step puts the chosen input in every batch: a test digit stepped on is no longer held out."""
+    session_id = create(client, preset="mlp")
+    every = client.post(f"/api/sessions/{session_id}/evaluate", json={"limit": 1}).json()
+    first_only = client.post(f"/api/sessions/{session_id}/evaluate",
+                             json={"limit": 1, "exclude": [0]}).json()
+    assert every["samples"] == first_only["samples"] == 1
+    # test #0 (a 7) and #1 (a 2) give different losses: the second score is test #1's
+    second = client.post(f"/api/sessions/{session_id}/trace",
+                         json={"input": {"dataset": "mnist", "split": "test", "index": 1}}).json()
+    assert first_only["loss"] == pytest.approx(second["loss"], rel=1e-5)
+    assert every["loss"] != pytest.approx(first_only["loss"], rel=1e-5)
+    for bad in ([-1], [0.5], "0"):
+        response = client.post(f"/api/sessions/{session_id}/evaluate", json={"exclude": bad})
+        assert response.status_code == 422, bad
+    everything = client.post(f"/api/sessions/{session_id}/evaluate",
+                             json={"exclude": list(range(10_000))})
+    assert everything.status_code == 422 and "no test digit is left" in everything.json()["detail"]
+
+
 @pytest.mark.parametrize("body", [{"limit": 0}, {"limit": 1001}, {"limit": "all"}, {"split": "x"}])
 def test_bad_evaluate_request_is_422(client, body):
     session_id = create(client, preset="tiny")

@@ -97,7 +97,7 @@ def test_body_over_the_limit_is_413_from_content_length():
     with TestClient(create_app(Settings(max_body_bytes=4096))) as client:
         response = _upload(client, b"\0" * 10_000)
         assert response.status_code == 413
-        assert "4096" in response.json()["detail"]
+        assert "4 kB" in response.json()["detail"]  # said in words, not bytes
         big_json = b'{"preset": "' + b"x" * 5000 + b'"}'
         response = client.post("/api/sessions", content=big_json,
                                headers={"content-type": "application/json"})

@@ -248,7 +248,7 @@ def test_a_link_reopens_the_same_view_and_reuses_the_session(open_page, browser,
     shown = page.evaluate(VIEW_STATE_JS)
     assert shown["phase"] == 3 and shown["view"] == "z" and shown["inspectorOpen"]
     url = page.url
-    assert "#" in url and f"s={shown['session']}" in url and "input=test%3A5" in url
+    assert "#" in url and f"s={shown['session']}" in url and "input=train%3A5" in url  # the default split is train
 
     context, linked, errors = open_link(browser, url)
     try:
@@ -258,7 +258,7 @@ def test_a_link_reopens_the_same_view_and_reuses_the_session(open_page, browser,
         note = linked.locator("#link-note")
         assert note.get_attribute("data-state") == "reused"
         assert "reused" in note.inner_text()
-        assert "test #5" in linked.inner_text("#input-caption")
+        assert "train #5" in linked.inner_text("#input-caption")
         screenshot(linked, "link-reused-1440")
         assert errors == []
     finally:

@@ -44,7 +44,7 @@ def test_a_json_body_over_its_limit_is_413_even_under_the_upload_limit(make_clie
     assert 1024 * 1024 < len(flat) < 8 * 1024 * 1024
     response = _post_json(client, f"/api/sessions/{session_id}/trace", flat)
     assert response.status_code == 413
-    assert "larger than the limit of 1048576 bytes" in response.json()["detail"]
+    assert "larger than the limit of 1 MB" in response.json()["detail"]
 
 
 def test_a_file_upload_keeps_the_larger_limit(make_client):
