@@ -2,16 +2,7 @@
 // makes dL/dO exactly the notes' numbers). When the session's preset has one, the page
 // traces it instead of a digit, with an offer to go back to the chosen digit.
 
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
-}
+import { el } from "./dom.js";
 
 // The page's input record for a preset's first example, or null.
 export function presetExample(presets, presetName) {

@@ -5,17 +5,7 @@
 import { INSPECTOR_MAX_ROWS, INSPECTOR_PREVIEW_TERMS, INSPECTOR_FIRST_ROWS, GRID_TEXT_MAX_SIDE } from "./config.js";
 import { PICTURES_SHOWN } from "./backward.js";
 import { formatNumber, formatPrecise, formatFactor, formatShort } from "./format.js";
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
-}
+import { el } from "./dom.js";
 
 export function renderInspector(container, title, sections) {
   const body = el("div", { className: "inspector-body" });

@@ -6,22 +6,12 @@
 import { api } from "./api.js";
 import { formatNumber, formatPrecise } from "./format.js";
 import { INPUT_LAYER, paramsOfLayer } from "./viewmodel.js";
+import { el } from "./dom.js";
 
 const EPSILONS = [1e-3, 1e-4, 1e-5, 1e-6];
 const DEFAULT_EPSILON = 1e-4;
 // Analytic (float32 engine) and numeric (float64) agree to about this relative difference.
 const AGREEMENT = 1e-3;
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
-}
 
 const at = (array, key) => key.reduce((node, k) => node[k], array);
 
