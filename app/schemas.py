@@ -25,6 +25,8 @@ from app.settings import get_settings
 _settings = get_settings()
 
 MAX_SEED = 2**32 - 1
+# Dataset indices beyond any split; bounded so a huge number is refused, not overflowed in NumPy.
+MAX_DATASET_INDEX = 2**31 - 1
 OptimizerName = Literal["sgd", "momentum", "adam"]
 Split = Literal["train", "test"]
 
@@ -41,6 +43,7 @@ def _whole_number(value: Any) -> Any:
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 Digit = Annotated[int, Field(ge=0, le=9), BeforeValidator(_whole_number)]
 Position = Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]  # an index along an axis
+DatasetIndex = Annotated[int, Field(ge=0, le=MAX_DATASET_INDEX), BeforeValidator(_whole_number)]
 
 
 class StrictModel(BaseModel):
@@ -262,7 +265,7 @@ class TrainRequest(TrainingOptions):
 class EvaluateRequest(StrictModel):
     limit: WholeNumber = Field(_settings.max_eval_samples, ge=1, le=_settings.max_eval_samples,
                        description="how many test-split samples to score")
-    exclude: list[Position] = Field(
+    exclude: list[DatasetIndex] = Field(
         default_factory=list, max_length=10_000,
         description="test-split indices left out of the score: digits the user trained on "
                     "(Step puts the chosen input in every batch), which are no longer held out")

@@ -155,3 +155,12 @@ def test_evaluate_lists_at_most_100_misclassified_digits(client):
     session_id = create(client, preset="mlp")  # untrained: most digits wrong
     answer = client.post(f"/api/sessions/{session_id}/evaluate", json={"limit": 1000}).json()
     assert answer["misclassified_count"] > 100 and len(answer["misclassified"]) == 100
+
+
+def test_evaluate_refuses_an_excluded_index_too_large_for_any_split(client):
+    session_id = client.post("/api/sessions", json={"preset": "tiny"}).json()["id"]
+    response = client.post(f"/api/sessions/{session_id}/evaluate",
+                           json={"limit": 10, "exclude": [3, 2**70]})
+    assert response.status_code == 422
+    assert client.post(f"/api/sessions/{session_id}/evaluate",
+                       json={"limit": 10, "exclude": [3, 2**31 - 1]}).status_code == 200
