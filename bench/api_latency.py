@@ -105,7 +105,8 @@ def app_in_process(count: int, budget_s: float) -> None:
 
     def trace(i, fields, render):
         sample = training.resolve_sample(session, DatasetInput(dataset="mnist", index=i), None)
-        return render(training.trace_sample(session, sample, fields=fields))
+        answer, _ = training.trace_sample(session, sample, fields=fields)  # (answer, input changed)
+        return render(answer)
 
     for name, fields, render in (("JSON", every_field, dumps),
                                  ("safetensors, page fields", page_fields, safetensors_answer)):
