@@ -24,23 +24,14 @@ import {
   CELL_TEXT_MAX_CELLS,
   CELL_TEXT_MIN_PX,
 } from "./config.js";
+import { shapeOfNested } from "./tensors.js";
 
 export const INPUT_LAYER = -1;
-
-export function shapeOf(array) {
-  const shape = [];
-  let node = array;
-  while (Array.isArray(node)) {
-    shape.push(node.length);
-    node = node[0];
-  }
-  return shape;
-}
 
 // The trace's input and dL/dx may come as (H, W) or (C, H, W); the strip wants (C, H, W).
 export function asChannels(array) {
   if (array == null) return null;
-  return shapeOf(array).length === 2 ? [array] : array;
+  return shapeOfNested(array).length === 2 ? [array] : array;
 }
 
 export function isSignedView(view) {
