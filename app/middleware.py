@@ -50,7 +50,7 @@ class BodySizeLimitMiddleware:
             return
 
         received = 0
-        response_started = False
+        response = ResponseTracker(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -61,16 +61,10 @@ class BodySizeLimitMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, response.send)
         except BodyTooLarge:
-            if response_started:
+            if response.started:
                 raise
             await _send_413(send, limit)
 
@@ -93,9 +87,29 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = dumps({"detail": BodyTooLarge(limit).detail})
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send_json_error(send, 413, BodyTooLarge(limit).detail, close=True)
+
+
+async def send_json_error(send: Send, status: int, detail: str, *, close: bool = False) -> None:
+    """A whole ``{"detail": ...}`` answer sent straight over ASGI (from middleware, where no
+    Response class runs); ``close`` asks the client to drop the connection."""
+    body = dumps({"detail": detail})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class ResponseTracker:
+    """Wraps ``send`` and remembers whether an answer has begun: after that, middleware that
+    catches an error can no longer answer in its place."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
