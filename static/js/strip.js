@@ -1,8 +1,13 @@
 // Draws the network as a strip of HTML layer cards and ONE Plotly figure laid over the whole
-// strip: each card's maps are a single `image` trace (an RGBA picture of the tiled maps made
-// from the colour scale), placed over the card's plot box. A redraw is one Plotly call however
-// many cards there are; a card's picture is repainted only when what it shows changes. Hover,
-// click and keyboard are handled on each card's plot box (the figure lets pointer events through).
+// strip: each card's maps are a single layout image (an RGBA picture of the tiled maps made
+// from the colour scale, as a PNG data URL; small maps carry their numbers painted in), placed
+// over the card's plot box, and selections are layout shapes. Both are what Plotly calls
+// "arraydraw" attributes: a Plotly.relayout of just the changed ones updates those few SVG
+// elements and skips the data pipeline (defaults, calc, plotting every trace, measuring the
+// page) that an image trace per card went through on every step -- so a redraw costs about the
+// same however many cards there are, and a card's picture is repainted only when what it shows
+// changes. Hover, click and keyboard are handled on each card's plot box (the figure lets
+// pointer events through).
 
 import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS, STRIP_MIN_WIDTH_PX, PENDING_MAP_OPACITY } from "./config.js";
 import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, flatIndexAt, shownValue, viewLabel } from "./viewmodel.js";
@@ -174,25 +179,46 @@ export class Strip {
     return token === this.renderToken;
   }
 
-  // The card's picture: one RGBA pixel per cell from the colour scale (gutters transparent),
-  // as a PNG data URL for a Plotly image trace; and the numbers to print in the cells of a
-  // small map. With max-pool winners marked, every cell is `scale` × `scale` pixels and a
-  // winner gets an outline in the winner colour (the cells keep the colour bar's colours).
+  // The card's picture, as a PNG data URL for a Plotly layout image (a data URL is set on the
+  // SVG image as it is; Plotly would load any other URL through a canvas first). Normally one
+  // RGBA pixel per cell from the colour scale (gutters transparent), scaled up by the browser.
+  // With max-pool winners marked, every cell is `scale` × `scale` pixels and a winner gets an
+  // outline in the winner colour (the cells keep the colour bar's colours). A small map whose
+  // numbers are printed in its cells is painted at the screen's resolution with the numbers in
+  // it, so that a step redraws pictures only, never text in the figure; `texts` keeps what was
+  // printed where.
   paint(model) {
     const lookup = this.lookupFor(model.colorscale);
     const winners = model.winners ? model.winners.mask : null;
-    const scale = winners ? Math.max(3, Math.min(WINNER_MAX_SCALE, Math.round(Math.min(model.cellW, model.cellH)))) : 1;
+    const texts = model.showText ? { x: [], y: [], text: [], color: [] } : null;
+    const ratio = window.devicePixelRatio || 1;
+    let scaleX = 1;
+    let scaleY = 1;
+    if (texts) {
+      scaleX = Math.max(1, Math.round(model.cellW * ratio));
+      scaleY = Math.max(1, Math.round(model.cellH * ratio));
+    } else if (winners) {
+      scaleX = scaleY = Math.max(3, Math.min(WINNER_MAX_SCALE, Math.round(Math.min(model.cellW, model.cellH))));
+    }
+    const edgeWidth = Math.max(1, Math.round(Math.min(scaleX, scaleY) / WINNER_MAX_SCALE));
     const width = model.widthCells;
     const height = model.heightCells;
-    this.canvas.width = width * scale;
-    this.canvas.height = height * scale;
+    const rowPixels = width * scaleX;
+    this.canvas.width = rowPixels;
+    this.canvas.height = height * scaleY;
     const context = this.canvas.getContext("2d");
-    const image = context.createImageData(width * scale, height * scale);
+    const image = context.createImageData(rowPixels, height * scaleY);
     const pixels = image.data;
     const [lo, hi] = model.range;
     const span = hi - lo || 1;
+    if (scaleX === 1 && scaleY === 1 && LITTLE_ENDIAN) {
+      // The usual picture, one pixel per cell: one 32-bit store per cell from a table of packed
+      // colours, over a cached cell -> element index, without a call per cell.
+      paintCells(model, new Uint32Array(pixels.buffer), packedColours(lookup), lo, span);
+      context.putImageData(image, 0, 0);
+      return { source: this.canvas.toDataURL("image/png"), texts, scaleX, scaleY, id: ++paintCount };
+    }
     const [wr, wg, wb] = hexToRgb(COLORS.winner);
-    const texts = model.showText ? { x: [], y: [], text: [], color: [] } : null;
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
         const k = flatIndexAt(model, x, y);
@@ -204,10 +230,10 @@ export class Strip {
         const g = lookup[t + 1];
         const b = lookup[t + 2];
         const outlined = winners && winners[k];
-        for (let sy = 0; sy < scale; sy++) {
-          for (let sx = 0; sx < scale; sx++) {
-            const edge = outlined && (sx === 0 || sy === 0 || sx === scale - 1 || sy === scale - 1);
-            const p = ((y * scale + sy) * width * scale + x * scale + sx) * 4;
+        for (let sy = 0; sy < scaleY; sy++) {
+          for (let sx = 0; sx < scaleX; sx++) {
+            const edge = outlined && (sx < edgeWidth || sy < edgeWidth || sx >= scaleX - edgeWidth || sy >= scaleY - edgeWidth);
+            const p = ((y * scaleY + sy) * rowPixels + x * scaleX + sx) * 4;
             pixels[p] = edge ? wr : r;
             pixels[p + 1] = edge ? wg : g;
             pixels[p + 2] = edge ? wb : b;
@@ -223,7 +249,16 @@ export class Strip {
       }
     }
     context.putImageData(image, 0, 0);
-    return { source: this.canvas.toDataURL("image/png"), texts, scale, id: ++paintCount };
+    if (texts) {
+      context.font = `${CELL_TEXT_PX * ratio}px ${pageFont()}`;
+      context.textAlign = "center";
+      context.textBaseline = "middle";
+      for (let n = 0; n < texts.text.length; n++) {
+        context.fillStyle = texts.color[n];
+        context.fillText(texts.text[n], (texts.x[n] + 0.5) * scaleX, (texts.y[n] + 0.5) * scaleY);
+      }
+    }
+    return { source: this.canvas.toDataURL("image/png"), texts, scaleX, scaleY, id: ++paintCount };
   }
 
   // 256 colours of a colour scale, interpolated linearly between its stops as Plotly does.
@@ -275,9 +310,8 @@ export class Strip {
   // the selection outlines and the keyboard cursor. Skipped when nothing about it changed.
   place() {
     const boxes = this.plotBoxes();
-    const data = [];
+    const images = [];
     const shapes = [];
-    const text = { x: [], y: [], text: [], color: [] };
     let width = 1;
     let height = 1;
     const signature = [];
@@ -288,34 +322,26 @@ export class Strip {
       order.push(card.index);
       const model = card.model;
       const opacity = card.element.dataset.state === "pending" ? PENDING_MAP_OPACITY : 1;
-      data.push({
-        type: "image",
+      images.push({
         source: card.picture.source,
-        x0: box.left + model.cellW / card.picture.scale / 2,
-        y0: box.top + model.cellH / card.picture.scale / 2,
-        dx: model.cellW / card.picture.scale,
-        dy: model.cellH / card.picture.scale,
+        xref: "x",
+        yref: "y",
+        x: box.left,
+        y: box.top,
+        sizex: model.widthCells * model.cellW,
+        sizey: model.heightCells * model.cellH,
+        xanchor: "left",
+        yanchor: "top",
+        sizing: "stretch",
+        layer: "below",
         opacity,
-        hoverinfo: "skip",
       });
-      if (card.picture.texts && opacity === 1) {
-        const t = card.picture.texts;
-        for (let n = 0; n < t.x.length; n++) {
-          text.x.push(box.left + (t.x[n] + 0.5) * model.cellW);
-          text.y.push(box.top + (t.y[n] + 0.5) * model.cellH);
-          text.text.push(t.text[n]);
-          text.color.push(t.color[n]);
-        }
-      }
       for (const shape of this.selectionShapes(card, model)) {
         shapes.push({ ...shape, x0: box.left + shape.x0 * model.cellW, x1: box.left + shape.x1 * model.cellW, y0: box.top + shape.y0 * model.cellH, y1: box.top + shape.y1 * model.cellH });
       }
       width = Math.max(width, box.left + model.plotWidth + FIGURE_MARGIN.r);
       height = Math.max(height, box.top + model.plotHeight + FIGURE_MARGIN.b);
       signature.push(card.picture.id, Math.round(box.left), Math.round(box.top), opacity);
-    }
-    if (text.x.length) {
-      data.push({ type: "scatter", mode: "text", x: text.x, y: text.y, text: text.text, textfont: { size: 11, color: text.color }, hoverinfo: "skip", cliponaxis: false });
     }
     width = Math.ceil(width);
     height = Math.ceil(height);
@@ -335,13 +361,20 @@ export class Strip {
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
       showlegend: false,
+      images,
       shapes,
     };
     this.figureDraws = (this.figureDraws || 0) + 1;
-    // One draw at a time: Plotly reuses an image trace's Image object from one draw to the
-    // next, so a draw started while the last one's pictures are still loading would take over
-    // their load handler and the last draw would never finish.
-    const draw = () => window.Plotly.react(this.figure, data, layout, FIGURE_CONFIG);
+    // Usually only pictures, their places or outlines changed: then a relayout of just those
+    // attributes, which Plotly applies to the few SVG elements concerned without measuring the
+    // page or revisiting anything else; a new figure size or number of pictures goes through a
+    // whole react (the figure has no traces: everything it shows is layout images and shapes).
+    const previous = this.drawnLayout;
+    const sameFrame = previous && previous.width === width && previous.height === height && previous.images.length === images.length;
+    const edits = sameFrame ? changedAttributes(previous, layout) : null;
+    this.drawnLayout = layout;
+    const draw = edits ? () => window.Plotly.relayout(this.figure, edits) : () => window.Plotly.react(this.figure, [], layout, FIGURE_CONFIG);
+    // One draw at a time, in order: a figure is never drawn over by an older one.
     this.drawing = this.drawing.then(draw, draw);
     return this.drawing;
   }
@@ -633,6 +666,81 @@ export class Strip {
 }
 
 let paintCount = 0;
+
+const IMAGE_ATTRIBUTES = ["source", "x", "y", "sizex", "sizey", "opacity"];
+
+// ImageData is RGBA bytes; a Uint32Array over it reads them in the machine's byte order.
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+// Writes each cell's colour as one word: words[p] for the cell at pixel p of the picture.
+function paintCells(model, words, colours, lo, span) {
+  const index = cellIndex(model);
+  const data = model.data;
+  const plane = model.mapH * model.mapW;
+  const ranges = model.perMap ? model.ranges : null;
+  for (let p = 0; p < index.length; p++) {
+    const k = index[p];
+    if (k < 0) continue;
+    let value = data[k];
+    if (ranges) {
+      const [mapLo, mapHi] = ranges[Math.floor(k / plane)];
+      value = (value - mapLo) / (mapHi - mapLo);
+    }
+    if (!Number.isFinite(value)) continue;
+    const t = Math.round(((value - lo) / span) * 255); // as the other pictures and the zoom round it
+    words[p] = colours[t < 0 ? 0 : t > 255 ? 255 : t];
+  }
+}
+
+// The element index of every cell of a model's tiled picture (-1 on gutters), row by row: the
+// same for every step of a layer and view, so it is made once per layout.
+const cellIndices = new Map();
+function cellIndex(model) {
+  const key = `${model.kind}|${model.widthCells}|${model.heightCells}|${model.mapW}|${model.mapH}|${model.cols}|${model.count}|${model.size}`;
+  let index = cellIndices.get(key);
+  if (!index) {
+    index = new Int32Array(model.widthCells * model.heightCells);
+    for (let y = 0; y < model.heightCells; y++) {
+      for (let x = 0; x < model.widthCells; x++) index[y * model.widthCells + x] = flatIndexAt(model, x, y);
+    }
+    if (cellIndices.size > 64) cellIndices.clear();
+    cellIndices.set(key, index);
+  }
+  return index;
+}
+
+// A colour lookup (256 RGB triples) as opaque RGBA words.
+const packedTables = new WeakMap();
+function packedColours(lookup) {
+  let packed = packedTables.get(lookup);
+  if (!packed) {
+    packed = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) packed[n] = (255 << 24 | lookup[n * 3 + 2] << 16 | lookup[n * 3 + 1] << 8 | lookup[n * 3]) >>> 0;
+    packedTables.set(lookup, packed);
+  }
+  return packed;
+}
+const CELL_TEXT_PX = 11;
+
+// The page's font, for the numbers painted into small maps.
+let fontFamily = null;
+function pageFont() {
+  if (fontFamily === null) fontFamily = getComputedStyle(document.body).fontFamily || "sans-serif";
+  return fontFamily;
+}
+
+// The relayout that turns the figure drawn with layout `before` into `after` (same size):
+// only the image attributes and outlines that differ.
+function changedAttributes(before, after) {
+  const edits = {};
+  after.images.forEach((image, n) => {
+    for (const name of IMAGE_ATTRIBUTES) {
+      if (image[name] !== before.images[n][name]) edits[`images[${n}].${name}`] = image[name];
+    }
+  });
+  if (JSON.stringify(after.shapes) !== JSON.stringify(before.shapes)) edits.shapes = after.shapes;
+  return edits;
+}
 
 // A weight matrix whose cells are narrower or shorter than ZOOM_BELOW_PX opens a magnified
 // window of ZOOM_CELLS × ZOOM_CELLS cells, each ZOOM_CELL_PX wide, to pick one weight from.

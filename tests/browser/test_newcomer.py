@@ -387,7 +387,7 @@ PICTURE_PIXELS_JS = """async layer => {
   canvas.width = image.width; canvas.height = image.height;
   const context = canvas.getContext('2d');
   context.drawImage(image, 0, 0);
-  return {width: image.width, scale: picture.scale, data: [...context.getImageData(0, 0, image.width, image.height).data]};
+  return {width: image.width, scale: picture.scaleX === picture.scaleY ? picture.scaleX : null, data: [...context.getImageData(0, 0, image.width, image.height).data]};
 }"""
 
 
