@@ -179,8 +179,10 @@ export class Strip {
     return token === this.renderToken;
   }
 
-  // The card's picture, as a PNG data URL for a Plotly layout image (a data URL is set on the
-  // SVG image as it is; Plotly would load any other URL through a canvas first). Normally one
+  // The card's picture, as a data URL for a Plotly layout image (a data URL is set on the SVG
+  // image as it is; Plotly would load any other URL through a canvas first): an uncompressed
+  // BMP written straight from the pixels, which costs a copy where a canvas's PNG costs a
+  // compression on every step. Normally one
   // RGBA pixel per cell from the colour scale (gutters transparent), scaled up by the browser.
   // With max-pool winners marked, every cell is `scale` × `scale` pixels and a winner gets an
   // outline in the winner colour (the cells keep the colour bar's colours). A small map whose
@@ -204,19 +206,14 @@ export class Strip {
     const width = model.widthCells;
     const height = model.heightCells;
     const rowPixels = width * scaleX;
-    this.canvas.width = rowPixels;
-    this.canvas.height = height * scaleY;
-    const context = this.canvas.getContext("2d");
-    const image = context.createImageData(rowPixels, height * scaleY);
-    const pixels = image.data;
+    const pixels = new Uint8ClampedArray(rowPixels * height * scaleY * 4); // transparent
     const [lo, hi] = model.range;
     const span = hi - lo || 1;
     if (scaleX === 1 && scaleY === 1 && LITTLE_ENDIAN) {
       // The usual picture, one pixel per cell: one 32-bit store per cell from a table of packed
       // colours, over a cached cell -> element index, without a call per cell.
       paintCells(model, new Uint32Array(pixels.buffer), packedColours(lookup), lo, span);
-      context.putImageData(image, 0, 0);
-      return { source: this.canvas.toDataURL("image/png"), texts, scaleX, scaleY, id: ++paintCount };
+      return { source: bmpDataUrl(pixels, width, height), texts, scaleX, scaleY, id: ++paintCount };
     }
     const [wr, wg, wb] = hexToRgb(COLORS.winner);
     for (let y = 0; y < height; y++) {
@@ -248,15 +245,18 @@ export class Strip {
         }
       }
     }
-    context.putImageData(image, 0, 0);
-    if (texts) {
-      context.font = `${CELL_TEXT_PX * ratio}px ${pageFont()}`;
-      context.textAlign = "center";
-      context.textBaseline = "middle";
-      for (let n = 0; n < texts.text.length; n++) {
-        context.fillStyle = texts.color[n];
-        context.fillText(texts.text[n], (texts.x[n] + 0.5) * scaleX, (texts.y[n] + 0.5) * scaleY);
-      }
+    if (!texts) return { source: bmpDataUrl(pixels, rowPixels, height * scaleY), texts, scaleX, scaleY, id: ++paintCount };
+    // The numbers need a canvas to be written in.
+    this.canvas.width = rowPixels;
+    this.canvas.height = height * scaleY;
+    const context = this.canvas.getContext("2d");
+    context.putImageData(new ImageData(pixels, rowPixels, height * scaleY), 0, 0);
+    context.font = `${CELL_TEXT_PX * ratio}px ${pageFont()}`;
+    context.textAlign = "center";
+    context.textBaseline = "middle";
+    for (let n = 0; n < texts.text.length; n++) {
+      context.fillStyle = texts.color[n];
+      context.fillText(texts.text[n], (texts.x[n] + 0.5) * scaleX, (texts.y[n] + 0.5) * scaleY);
     }
     return { source: this.canvas.toDataURL("image/png"), texts, scaleX, scaleY, id: ++paintCount };
   }
@@ -668,6 +668,36 @@ export class Strip {
 let paintCount = 0;
 
 const IMAGE_ATTRIBUTES = ["source", "x", "y", "sizex", "sizey", "opacity"];
+
+// RGBA pixels (4 bytes each, rows top to bottom) as a 32-bit BMP data URL: a BITMAPV4HEADER
+// with bit fields naming those byte positions, alpha included (gutters stay transparent), and a
+// negative height for rows stored top to bottom.
+const BMP_HEADER_BYTES = 14 + 108;
+function bmpDataUrl(pixels, width, height) {
+  const size = BMP_HEADER_BYTES + pixels.length;
+  const bytes = new Uint8Array(size);
+  const header = new DataView(bytes.buffer);
+  bytes[0] = 0x42; // "BM"
+  bytes[1] = 0x4d;
+  header.setUint32(2, size, true);
+  header.setUint32(10, BMP_HEADER_BYTES, true); // where the pixels start
+  header.setUint32(14, 108, true); // BITMAPV4HEADER
+  header.setInt32(18, width, true);
+  header.setInt32(22, -height, true);
+  header.setUint16(26, 1, true); // planes
+  header.setUint16(28, 32, true); // bits per pixel
+  header.setUint32(30, 3, true); // BI_BITFIELDS
+  header.setUint32(34, pixels.length, true);
+  header.setUint32(54, 0x000000ff, true); // red: the first byte of each pixel
+  header.setUint32(58, 0x0000ff00, true); // green
+  header.setUint32(62, 0x00ff0000, true); // blue
+  header.setUint32(66, 0xff000000, true); // alpha
+  header.setUint32(70, 0x57696e20, true); // "Win ": the sRGB colour space
+  bytes.set(pixels, BMP_HEADER_BYTES);
+  let binary = "";
+  for (let at = 0; at < size; at += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(at, at + 0x8000));
+  return `data:image/bmp;base64,${btoa(binary)}`;
+}
 
 // ImageData is RGBA bytes; a Uint32Array over it reads them in the machine's byte order.
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
