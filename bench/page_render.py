@@ -24,6 +24,7 @@ no task over 50 ms; step answer <= 400 KB with the default view; normal iteratio
 
     python3 bench/page_render.py            # 9 steps, 6 s of Play
     python3 bench/page_render.py --steps 15 --seconds 10
+    python3 bench/page_render.py --project /tmp/before   # another checkout, measured the same way
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def browser_fixtures():
 # The step request alone: the page's own api.step with the arguments of the page's last Step
 # (older pages without `lastStepRequest` get the same defaults their Step used).
 API_STEP_JS = """async (n) => {
-  const { api } = await import('/static/js/api.js');
+  // (pages before static/js was grouped by concern keep api.js at the top)
+  const { api } = await import('/static/js/server/api.js').catch(() => import('/static/js/api.js'));
   const app = window.cnnviz.app;
   const last = window.cnnviz.lastStepRequest || {input: app.inputs.current, training: app.training(), fields: undefined};
   const times = [];
@@ -139,10 +141,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=9, help="steps timed for Step -> drawn (median)")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds of Play at the fastest speed")
+    parser.add_argument("--project", type=Path, default=None,
+                        help="serve this checkout's app and page instead (a 'before', e.g. from git archive)")
     args = parser.parse_args()
     fixtures = browser_fixtures()
     with tempfile.TemporaryDirectory(prefix="cnnviz-bench-") as data_dir:
-        with Server(Path(data_dir)) as server:
+        root = {"root": args.project.resolve()} if args.project else {}
+        with Server(Path(data_dir), **root) as server:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=fixtures.CHROMIUM, args=fixtures.CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})

@@ -1,24 +1,24 @@
 // The page controller: holds the session, the current iteration and the timeline, wires
 // the controls, and asks the drawing modules to draw. All numbers come from the API.
 
-import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./api.js";
+import { api, onBusyChange, formatDetail, ALL_FIELDS } from "./server/api.js";
 import { DEFAULTS, TRAIN_CHUNK_STEPS, HIGH_LEARNING_RATE, OPTIMIZERS, SPEEDS, DEFAULT_SPEED_INDEX, VIEWS, COLORS, LIVE_CHARTS_MS, LIVE_SALIENCY_MS } from "./config.js";
-import { INPUT_LAYER, gradientSource } from "./viewmodel.js";
-import { buildPhases, layerState, phaseIndex } from "./phases.js";
-import { Strip } from "./strip.js";
-import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./charts.js";
-import { BatchStrip } from "./batch.js";
-import { explainCell } from "./arithmetic.js";
-import { renderInspector } from "./inspector.js";
-import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./whatif.js";
-import { presetExample, showExampleNote } from "./examples.js";
-import { InputPanel } from "./inputs.js";
-import { formatSpec, locateLayer } from "./specedit.js";
+import { INPUT_LAYER, gradientSource } from "./views/viewmodel.js";
+import { buildPhases, layerState, phaseIndex } from "./views/phases.js";
+import { Strip } from "./views/strip.js";
+import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./views/charts.js";
+import { BatchStrip } from "./views/batch.js";
+import { explainCell } from "./explain/arithmetic.js";
+import { renderInspector } from "./explain/inspector.js";
+import { attachExperiments, showWhatIfBanner, hideWhatIfBanner } from "./explain/whatif.js";
+import { presetExample, showExampleNote } from "./setup/examples.js";
+import { InputPanel } from "./setup/inputs.js";
+import { formatSpec, locateLayer } from "./setup/specedit.js";
 import { formatNumber } from "./format.js";
-import { EvaluationPanel } from "./evaluation.js";
-import { LayerBuilder } from "./builder.js";
-import { encodeLink, decodeLink, linkedSession, linkedInput } from "./permalink.js";
-import { fetchLater, needsLater, stepFields } from "./later.js";
+import { EvaluationPanel } from "./views/evaluation.js";
+import { LayerBuilder } from "./setup/builder.js";
+import { encodeLink, decodeLink, linkedSession, linkedInput } from "./setup/permalink.js";
+import { fetchLater, needsLater, stepFields } from "./server/later.js";
 
 const $ = (id) => document.getElementById(id);
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 SOURCES = ("pyproject.toml", "README.md", "engine", "app", "static")
 PAGE_FILES = {"/": "index.html", "/static/js/main.js": "js/main.js",
+              "/static/js/views/strip.js": "js/views/strip.js",  # the modules' folders ship too
               "/static/css/style.css": "css/style.css"}
 
 

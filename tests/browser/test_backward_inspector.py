@@ -211,7 +211,7 @@ def apply_spec(page, spec: str, cards_count: int) -> None:
 # and db), run through the page's own arithmetic module: each sum, and each x g'(z), must
 # match the engine's value.
 EVERY_CELL_JS = """async () => {
-  const { explainCell } = await import('/static/js/arithmetic.js');
+  const { explainCell } = await import('/static/js/explain/arithmetic.js');
   const record = window.cnnviz.app.record;
   const trace = record.trace;
   const shape = (a) => { const s = []; while (Array.isArray(a)) { s.push(a.length); a = a[0]; } return s; };

@@ -473,7 +473,7 @@ def test_numbers_read_as_written_tags_fit_high_rates_warn_and_focus_shows(open_p
       return [f.formatNumber(4.952e-4), f.formatNumber(9.337e11), f.formatNumber(-2.5e-7), f.formatPrecise(1.234567e-9), f.formatShort(-3.1e5)]; }""")
     assert shown == ["4.952 × 10⁻⁴", "9.337 × 10¹¹", "-2.5 × 10⁻⁷", "1.23457 × 10⁻⁹", "-3.1 × 10⁵"]
     # the prediction chart at p = 1 on the label: its "label" tag is inside the chart
-    page.evaluate("""async () => { const c = await import('/static/js/charts.js');
+    page.evaluate("""async () => { const c = await import('/static/js/views/charts.js');
       const prediction = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
       await c.drawPrediction(document.getElementById('prediction-plot'), {prediction, label: 3, layers: []}); }""")
     tag = page.evaluate("""() => { const plot = document.getElementById('prediction-plot');

@@ -23,7 +23,7 @@ def test_binary_answers_decode_to_the_same_arrays_as_json(open_page):
     refuses is copied and still read right."""
     page, problems = open_page()
     result = page.evaluate("""async () => {
-      const { readAnswer, decodeSafetensors } = await import('/static/js/tensors.js');
+      const { readAnswer, decodeSafetensors } = await import('/static/js/server/tensors.js');
       const id = window.cnnviz.app.session.id;
       const body = JSON.stringify({input: {dataset: 'mnist', split: 'test', index: 3}});
       const post = (query) => fetch(`/api/sessions/${id}/trace${query}`, {method: 'POST', headers: {'Content-Type': 'application/json'}, body});

@@ -55,7 +55,7 @@ def test_every_kind_of_answer_carries_the_security_headers(make_client):
     answers = [
         client.get("/"),
         client.get("/vendor/plotly.min.js"),
-        client.get("/static/js/api.js"),
+        client.get("/static/js/server/api.js"),
         client.get("/api/health"),
         client.post(f"/api/sessions/{session_id}/trace", json={"input": {"dataset": "mnist", "index": 1}}),
         client.get(f"/api/sessions/{session_id}/export"),

@@ -23,8 +23,8 @@ import {
   GUTTER_CELLS,
   CELL_TEXT_MAX_CELLS,
   CELL_TEXT_MIN_PX,
-} from "./config.js";
-import { shapeOfNested } from "./tensors.js";
+} from "../config.js";
+import { shapeOfNested } from "../server/tensors.js";
 
 export const INPUT_LAYER = -1;
 

@@ -2,9 +2,9 @@
 // heatmap: each cell prints its count, coloured by its share of the true class's row) and a
 // gallery of the misclassified test digits it listed; clicking one traces it.
 
-import { api } from "./api.js";
-import { CONFUSION_SCALE } from "./config.js";
-import { paintPixels } from "./inputs.js";
+import { api } from "../server/api.js";
+import { CONFUSION_SCALE } from "../config.js";
+import { paintPixels } from "../setup/inputs.js";
 
 const PLOT_CONFIG = { displayModeBar: false, responsive: true, doubleClick: false, scrollZoom: false };
 const FONT = { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: "#1d2433" };

@@ -2,10 +2,10 @@
 // with its first terms, the receptive field and kernel side by side, the table of terms,
 // and the sum next to the engine's value.
 
-import { INSPECTOR_MAX_ROWS, INSPECTOR_PREVIEW_TERMS, INSPECTOR_FIRST_ROWS, GRID_TEXT_MAX_SIDE } from "./config.js";
+import { INSPECTOR_MAX_ROWS, INSPECTOR_PREVIEW_TERMS, INSPECTOR_FIRST_ROWS, GRID_TEXT_MAX_SIDE } from "../config.js";
 import { PICTURES_SHOWN } from "./backward.js";
-import { formatNumber, formatPrecise, formatFactor, formatShort } from "./format.js";
-import { el } from "./dom.js";
+import { formatNumber, formatPrecise, formatFactor, formatShort } from "../format.js";
+import { el } from "../dom.js";
 
 export function renderInspector(container, title, sections) {
   const body = el("div", { className: "inspector-body" });

@@ -2,7 +2,7 @@
 // error answers into ApiError (with the server's "detail" made readable) and reports
 // slow requests to the busy indicator.
 
-import { API_BASE, BUSY_DELAY_MS } from "./config.js";
+import { API_BASE, BUSY_DELAY_MS } from "../config.js";
 import { readAnswer } from "./tensors.js";
 
 export class ApiError extends Error {

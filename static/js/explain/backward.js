@@ -9,7 +9,7 @@
 // story is about) or "winner" (a max-pool winner). Marks outline cells on the strip's cards:
 // {index, views, cells: [{map, i, j, h, w}], color}.
 
-import { COLORS } from "./config.js";
+import { COLORS } from "../config.js";
 import { idx, layerInput, geometry, paddedCell, kernelIndex } from "./terms.js";
 
 // How many pictures a story shows before folding the rest away (the sums use all of them).

@@ -2,7 +2,7 @@
 // makes dL/dO exactly the notes' numbers). When the session's preset has one, the page
 // traces it instead of a digit, with an offer to go back to the chosen digit.
 
-import { el } from "./dom.js";
+import { el } from "../dom.js";
 
 // The page's input record for a preset's first example, or null.
 export function presetExample(presets, presetName) {

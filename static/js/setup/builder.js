@@ -5,7 +5,7 @@
 // itself. The JSON editor stays the advanced view of the same spec (main.js keeps the two in
 // sync through onChange and load).
 
-import { api } from "./api.js";
+import { api } from "../server/api.js";
 
 const CHECK_DELAY_MS = 250;
 const LAYER_TYPES = ["conv", "maxpool", "avgpool", "flatten", "dense"];

@@ -3,7 +3,7 @@
 // circular wrap), the kernel as the forward pass applies it (rotated for a true
 // convolution), and sums checked against the engine's value.
 
-import { asChannels } from "./viewmodel.js";
+import { asChannels } from "../views/viewmodel.js";
 
 const FLOAT32_RELATIVE = 1e-4;
 

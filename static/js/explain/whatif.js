@@ -3,10 +3,10 @@
 // analytic gradient) and a what-if (the same trace with one weight, one pixel or the label
 // changed, compared layer by layer with the session's own trace).
 
-import { api } from "./api.js";
-import { formatNumber, formatPrecise } from "./format.js";
-import { INPUT_LAYER, paramsOfLayer } from "./viewmodel.js";
-import { el } from "./dom.js";
+import { api } from "../server/api.js";
+import { formatNumber, formatPrecise } from "../format.js";
+import { INPUT_LAYER, paramsOfLayer } from "../views/viewmodel.js";
+import { el } from "../dom.js";
 
 const EPSILONS = [1e-3, 1e-4, 1e-5, 1e-6];
 const DEFAULT_EPSILON = 1e-4;

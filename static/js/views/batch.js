@@ -3,9 +3,9 @@
 // digit, a drawing, an upload) is sample 0 and is drawn from its own pixels; the other digits'
 // thumbnails come from GET /api/mnist (train split), fetched once and kept.
 
-import { api } from "./api.js";
-import { paintPixels } from "./inputs.js";
-import { formatNumber } from "./format.js";
+import { api } from "../server/api.js";
+import { paintPixels } from "../setup/inputs.js";
+import { formatNumber } from "../format.js";
 
 const MAX_PAGE = 500; // the MNIST listing's largest page
 

@@ -9,9 +9,9 @@
 // changes. Hover, click and keyboard are handled on each card's plot box (the figure lets
 // pointer events through).
 
-import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS, STRIP_MIN_WIDTH_PX, PENDING_MAP_OPACITY } from "./config.js";
+import { COLORBAR_MIN_PX, FIGURE_MARGIN, COLORS, STRIP_MIN_WIDTH_PX, PENDING_MAP_OPACITY } from "../config.js";
 import { INPUT_LAYER, buildCardModel, cellAt, cellPosition, describeLayer, flatIndexAt, shownValue, viewLabel } from "./viewmodel.js";
-import { formatNumber } from "./format.js";
+import { formatNumber } from "../format.js";
 
 const FIGURE_CONFIG = { staticPlot: true, displayModeBar: false, responsive: false };
 

@@ -1,9 +1,9 @@
 // The charts beside the strip: the prediction bars, the dL/dx saliency over the input,
 // and the loss and accuracy curves that grow while training.
 
-import { COLORS, DIVERGING_SCALE, GREY_SCALE } from "./config.js";
+import { COLORS, DIVERGING_SCALE, GREY_SCALE } from "../config.js";
 import { asChannels, argmaxIndex, colourRange } from "./viewmodel.js";
-import { formatNumber } from "./format.js";
+import { formatNumber } from "../format.js";
 
 const PLOT_CONFIG = { displayModeBar: false, responsive: true, doubleClick: false, scrollZoom: false };
 const FONT = { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 11, color: "#1d2433" };

@@ -3,8 +3,8 @@
 // comparison. Every operand is read from the trace; the only computation here is the
 // products and the sum being displayed (and g'(z) from the engine's z and a).
 
-import { asChannels, paramsOfLayer } from "./viewmodel.js";
-import { COLORS } from "./config.js";
+import { asChannels, paramsOfLayer } from "../views/viewmodel.js";
+import { COLORS } from "../config.js";
 import { idx, layerInput, geometry, compare, sumTerms, paddedCell, kernelIndex } from "./terms.js";
 import { convGather, convScatter, scatterPictures, poolRouting, denseColumn, convWeightPicture, biasPicture, PICTURES_SHOWN } from "./backward.js";
 

@@ -5,7 +5,7 @@
 // bytes in base64url with `label`), `phase` (the timeline position), `view`, `cell` (the
 // inspected number: layer, view and cell as JSON). Opening such a link rebuilds that view.
 
-import { api } from "./api.js";
+import { api } from "../server/api.js";
 
 const MNIST_SIDE = 28;
 

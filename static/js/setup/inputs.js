@@ -1,8 +1,8 @@
 // The input panel: MNIST thumbnails, a drawing canvas (pointer events: mouse, pen and
 // touch) and an image upload, each ending in one input {kind, ..., label} for the page.
 
-import { api } from "./api.js";
-import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX, DIGIT_INK_LEVEL, DIGIT_MAX_INKED_SHARE, DIGIT_MAX_BOX_FILL } from "./config.js";
+import { api } from "../server/api.js";
+import { MNIST_PAGE_SIZE, DRAW_BRUSH_PX, DIGIT_INK_LEVEL, DIGIT_MAX_INKED_SHARE, DIGIT_MAX_BOX_FILL } from "../config.js";
 
 export function paintPixels(canvas, pixels) {
   const height = pixels.length;
