@@ -236,9 +236,18 @@ def open_link(browser, url: str, width: int = 1440, height: int = 900):
     return context, page, problems
 
 
-def test_a_link_reopens_the_same_view_and_reuses_the_session(open_page, browser, screenshot):
+SESSION_STEP_JS = "id => fetch('/api/sessions/' + id).then(r => r.ok ? r.json().then(s => s.step) : r.status)"
+# The loss of training digit 5 under a session's current weights.
+LOSS_OF_JS = """id => fetch('/api/sessions/' + id + '/trace', {method: 'POST', headers: {'Content-Type': 'application/json'},
+  body: JSON.stringify({input: {dataset: 'mnist', split: 'train', index: 5}})}).then(r => r.json()).then(t => t.loss)"""
+
+
+def test_a_link_opens_the_same_view_on_a_copy_of_the_session(open_page, browser, screenshot):
     page, problems = open_page(1440, 900)
     choose_digit(page, 5)
+    page.get_by_role("button", name="Step", exact=True).click()  # a trained session: step 1
+    page.wait_for_function("() => window.cnnviz.app.session.step === 1 && !window.cnnviz.app.actionRunning")
+    page.evaluate("() => window.cnnviz.app.idle()")
     page.locator('#view-options label:has(input[value="z"])').click()
     page.locator("#timeline").focus()
     page.keyboard.press("Home")
@@ -249,20 +258,56 @@ def test_a_link_reopens_the_same_view_and_reuses_the_session(open_page, browser,
     assert shown["phase"] == 3 and shown["view"] == "z" and shown["inspectorOpen"]
     url = page.url
     assert "#" in url and f"s={shown['session']}" in url and "input=train%3A5" in url  # the default split is train
+    original_loss = page.evaluate(LOSS_OF_JS, shown["session"])
 
+    # another person (another browser profile) opens it: a copy of the session, the same view
     context, linked, errors = open_link(browser, url)
     try:
         linked.wait_for_selector("#inspector:not([hidden])")
         reopened = linked.evaluate(VIEW_STATE_JS)
-        assert reopened == shown  # same session, input, phase, view, inspected cell and title
+        copy = reopened.pop("session")
+        assert copy != shown["session"]
+        assert reopened == {k: v for k, v in shown.items() if k != "session"}  # input, phase, view, cell, title
         note = linked.locator("#link-note")
-        assert note.get_attribute("data-state") == "reused"
-        assert "reused" in note.inner_text()
+        assert note.get_attribute("data-state") == "copied"
+        assert "copy of the linked session" in note.inner_text() and "step 1" in note.inner_text()
         assert "train #5" in linked.inner_text("#input-caption")
-        screenshot(linked, "link-reused-1440")
+        # the copy holds the same trained weights and curves
+        assert linked.evaluate(LOSS_OF_JS, copy) == original_loss
+        assert linked.evaluate("() => window.cnnviz.app.history.steps") == [1]
+        assert f"s={copy}" in linked.url  # the hash names the copy, ready to share again
+        screenshot(linked, "link-copied-1440")
+        # training and rebuilding the copy leave the shared session as it was
+        linked.evaluate("() => window.cnnviz.app.idle()")
+        linked.get_by_role("button", name="Step", exact=True).click()
+        linked.wait_for_function("() => window.cnnviz.app.session.step === 2")
+        linked.evaluate("() => window.cnnviz.app.idle()")
+        assert page.evaluate(SESSION_STEP_JS, shown["session"]) == 1
+        linked.select_option("#preset", "tiny")
+        linked.wait_for_function("() => window.cnnviz.app.session.preset === 'tiny'")
+        linked.evaluate("() => window.cnnviz.app.idle()")
+        assert page.evaluate(SESSION_STEP_JS, shown["session"]) == 1  # not deleted with the copy
         assert errors == []
     finally:
         context.close()
+    assert problems.messages == []
+
+
+def test_the_browser_that_made_a_link_reopens_its_own_session(open_page):
+    page, problems = open_page(1280, 800)
+    choose_digit(page, 3)
+    shown = page.evaluate(VIEW_STATE_JS)
+    again = page.context.new_page()  # the same browser profile: a reload, another tab
+    try:
+        again.goto(page.url)
+        again.wait_for_function("() => window.cnnviz && window.cnnviz.ready")
+        again.evaluate("() => window.cnnviz.app.idle()")
+        note = again.locator("#link-note")
+        note.wait_for()
+        assert note.get_attribute("data-state") == "reused"
+        assert again.evaluate(VIEW_STATE_JS)["session"] == shown["session"]
+    finally:
+        again.close()
     assert problems.messages == []
 
 

@@ -46,8 +46,9 @@ function notifyBusy(label) {
   for (const listener of busyListeners) listener(pendingSlow > 0, label);
 }
 
-// `tensors`: "trace" or "step" to read a trace or step answer (binary or JSON) as an Answer.
-async function request(method, path, { json, form, label, tensors } = {}) {
+// `tensors`: "trace" or "step" to read a trace or step answer (binary or JSON) as an Answer;
+// `blob`: the answer's bytes as a Blob.
+async function request(method, path, { json, form, label, tensors, blob } = {}) {
   const options = { method, headers: {} };
   if (json !== undefined) {
     options.headers["Content-Type"] = "application/json";
@@ -70,6 +71,7 @@ async function request(method, path, { json, form, label, tensors } = {}) {
     }
     if (response.status === 204) return null;
     if (tensors && response.ok) return await readAnswer(response, tensors === "step");
+    if (blob && response.ok) return await response.blob();
     const text = await response.text();
     let body = null;
     if (text) {
@@ -155,6 +157,13 @@ export const api = {
     const form = new FormData();
     form.append("file", file, file.name);
     return request("POST", "/sessions/import", { form, label: "Importing the session" });
+  },
+
+  // A new session holding what session `id` holds (weights, optimizer state, step, history):
+  // its exported file imported again, under a new id.
+  copySession: async (id) => {
+    const file = await request("GET", `/sessions/${encodeURIComponent(id)}/export?format=session`, { label: "Copying the linked session", blob: true });
+    return api.importSession(new File([file], "linked-session.npz"));
   },
 
   mnistPage: (split, offset, limit) =>

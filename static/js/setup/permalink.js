@@ -107,6 +107,36 @@ export function decodeLink(hash) {
   return state;
 }
 
+// Sessions this browser built, imported or copied, newest last (localStorage, at most
+// OWN_SESSIONS_KEPT): a link naming one of them reopens that session; a link naming anyone
+// else's opens a copy of it, so that whoever opens a shared link trains -- and later replaces,
+// which deletes -- their own copy, never the session of the person who shared it.
+const OWN_SESSIONS_KEY = "cnnviz.ownSessions";
+const OWN_SESSIONS_KEPT = 50;
+
+function ownSessions() {
+  try {
+    const ids = JSON.parse(window.localStorage.getItem(OWN_SESSIONS_KEY) || "[]");
+    return Array.isArray(ids) ? ids.filter((id) => typeof id === "string") : [];
+  } catch {
+    return []; // storage unavailable or unreadable: every linked session is someone else's
+  }
+}
+
+export function rememberOwnSession(id) {
+  const ids = ownSessions().filter((known) => known !== id);
+  ids.push(id);
+  try {
+    window.localStorage.setItem(OWN_SESSIONS_KEY, JSON.stringify(ids.slice(-OWN_SESSIONS_KEPT)));
+  } catch {
+    // storage unavailable: this page's own link opens a copy next time, never a shared session
+  }
+}
+
+export function isOwnSession(id) {
+  return ownSessions().includes(id);
+}
+
 // The session a link names when the server still has it, else null (it expired, the server
 // restarted without its store, or someone built another network in that tab meanwhile).
 export async function linkedSession(state) {
