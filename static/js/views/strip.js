@@ -182,13 +182,12 @@ export class Strip {
   // The card's picture, as a data URL for a Plotly layout image (a data URL is set on the SVG
   // image as it is; Plotly would load any other URL through a canvas first): an uncompressed
   // BMP written straight from the pixels, which costs a copy where a canvas's PNG costs a
-  // compression on every step. Normally one
-  // RGBA pixel per cell from the colour scale (gutters transparent), scaled up by the browser.
-  // With max-pool winners marked, every cell is `scale` × `scale` pixels and a winner gets an
-  // outline in the winner colour (the cells keep the colour bar's colours). A small map whose
-  // numbers are printed in its cells is painted at the screen's resolution with the numbers in
-  // it, so that a step redraws pictures only, never text in the figure; `texts` keeps what was
-  // printed where.
+  // compression on every step. Normally one RGBA pixel per cell from the colour scale
+  // (gutters transparent), scaled up by the browser. With max-pool winners marked, every cell
+  // is `scale` × `scale` pixels and a winner gets an outline in the winner colour (the cells
+  // keep the colour bar's colours). A small map whose numbers are printed in its cells is
+  // painted on a canvas at the screen's resolution with the numbers in it, so that a step
+  // redraws pictures only, never text in the figure; `texts` keeps what was printed where.
   paint(model) {
     const lookup = this.lookupFor(model.colorscale);
     const winners = model.winners ? model.winners.mask : null;
