@@ -8,6 +8,7 @@ import re
 
 import pytest
 from PIL import Image, ImageDraw
+from pictures import PICTURE_PIXELS_JS, pixel
 
 pytestmark = pytest.mark.browser
 
@@ -377,24 +378,6 @@ def test_hover_readouts_name_the_shown_quantity_and_clear_on_a_view_change(open_
 
 
 # --- 9. max-pool winners: off by default; outlined (never a veil), windows of zeros skipped -----
-
-PICTURE_PIXELS_JS = """async layer => {
-  const picture = window.cnnviz.app.strip.cards.get(layer).picture;
-  const image = new Image();
-  image.src = picture.source;
-  await image.decode();
-  const canvas = document.createElement('canvas');
-  canvas.width = image.width; canvas.height = image.height;
-  const context = canvas.getContext('2d');
-  context.drawImage(image, 0, 0);
-  return {width: image.width, scale: picture.scaleX === picture.scaleY ? picture.scaleX : null, data: [...context.getImageData(0, 0, image.width, image.height).data]};
-}"""
-
-
-def pixel(picture: dict, x: int, y: int) -> tuple:
-    at = (y * picture["width"] + x) * 4
-    return tuple(picture["data"][at:at + 3])
-
 
 def test_max_pool_winners_are_off_by_default_and_outlined_without_a_veil(open_page, screenshot):
     page, problems = open_page()

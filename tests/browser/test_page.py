@@ -7,6 +7,7 @@ import math
 
 import pytest
 from PIL import Image, ImageDraw
+from pictures import PICTURE_PIXELS_JS, cells_with_text
 
 pytestmark = pytest.mark.browser
 
@@ -437,34 +438,6 @@ def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot)
     assert problems.messages == []
 
 
-# For each cell of a card's picture, whether pixels of the cell's text colour differ from the
-# cell's own colour: the numbers are painted into the picture the figure shows.
-PAINTED_NUMBERS_JS = """async layer => {
-  const strip = window.cnnviz.app.strip;
-  const card = strip.cards.get(layer);
-  const picture = card.picture;
-  const n = strip.figureOrder.indexOf(layer);
-  const shown = strip.figure.querySelectorAll('image')[n].getAttribute('href') === picture.source;
-  const image = new Image();
-  image.src = picture.source;
-  await image.decode();
-  const canvas = document.createElement('canvas');
-  canvas.width = image.width; canvas.height = image.height;
-  const context = canvas.getContext('2d');
-  context.drawImage(image, 0, 0);
-  const {scaleX, scaleY, texts} = picture;
-  let cellsWithText = 0;
-  for (let k = 0; k < texts.x.length; k++) {
-    const cell = context.getImageData(texts.x[k] * scaleX, texts.y[k] * scaleY, scaleX, scaleY).data;
-    const corner = [cell[0], cell[1], cell[2]];
-    let differing = 0;
-    for (let p = 0; p < cell.length; p += 4) if (Math.abs(cell[p] - corner[0]) + Math.abs(cell[p + 1] - corner[1]) + Math.abs(cell[p + 2] - corner[2]) > 60) differing++;
-    if (differing >= 4) cellsWithText++;
-  }
-  return {shown, scaleX, scaleY, cellsWithText};
-}"""
-
-
 def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screenshot):
     page, problems = open_page()
     page.select_option("#preset", "tiny")
@@ -477,10 +450,10 @@ def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screensho
     assert len(texts) == len(values) == 32  # 2 maps of 4x4: values printed in the cells
     for text, value in zip(sorted(texts, key=float), sorted(values)):
         assert abs(float(text) - value) <= max(0.005, abs(value) * 0.05), (text, value)
-    painted = page.evaluate(PAINTED_NUMBERS_JS, 0)
-    assert painted["shown"], "the card's picture is not the image the figure shows"
-    assert painted["scaleX"] >= 10 and painted["scaleY"] >= 10  # painted at screen resolution
-    assert painted["cellsWithText"] == 32  # every number painted into its cell, in the shown picture
+    picture = page.evaluate(PICTURE_PIXELS_JS, 0)
+    assert picture["shown"], "the card's picture is not the image the figure shows"
+    assert picture["scaleX"] >= 10 and picture["scaleY"] >= 10  # painted at screen resolution
+    assert cells_with_text(picture) == 32  # every number painted into its cell, in the shown picture
     click_cell(page, 0, 1, 2)
     assert_result_matches(page)
     assert "9 terms" in page.inner_text("#inspector")
