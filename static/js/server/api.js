@@ -8,11 +8,10 @@ import { readAnswer } from "./tensors.js";
 export class ApiError extends Error {
   constructor(status, detail, path, body = null) {
     super(formatDetail(detail));
-    this.body = body; // the whole error answer: a cap refusal carries `cap` and `limit`
     this.status = status;
     this.detail = detail;
     this.path = path;
-    this.body = body; // the whole error answer (e.g. the spec check's "layer")
+    this.body = body; // the whole error answer: a cap refusal's `cap` and `limit`, the spec check's `layer`
   }
 }
 
