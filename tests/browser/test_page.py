@@ -438,6 +438,27 @@ def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot)
     assert problems.messages == []
 
 
+def test_a_step_redraws_the_strip_by_relayout_of_its_pictures_only(open_page):
+    page, problems = open_page()
+    set_speed(page, "instant")
+    set_view(page, "a")
+    step_and_wait(page)
+    before = page.evaluate("() => { const s = window.cnnviz.app.strip; return {draws: s.figureDraws, whole: s.wholeDraws,"
+                           " sources: [...s.figure.querySelectorAll('image')].map(i => i.getAttribute('href'))}; }")
+    step_and_wait(page)
+    after = page.evaluate("() => { const s = window.cnnviz.app.strip; return {draws: s.figureDraws, whole: s.wholeDraws,"
+                          " sources: [...s.figure.querySelectorAll('image')].map(i => i.getAttribute('href'))}; }")
+    assert after["draws"] > before["draws"]  # the strip was drawn again ...
+    assert after["whole"] == before["whole"]  # ... without rebuilding the figure
+    assert len(after["sources"]) == len(before["sources"]) == 9  # input and 8 layers, one picture each
+    changed = sum(a != b for a, b in zip(after["sources"], before["sources"]))
+    assert changed >= 8  # every map that a step changes shows its new picture
+    # written straight from the pixels; only the output column, whose numbers are printed, uses a canvas
+    assert sum(source.startswith("data:image/bmp;base64,") for source in after["sources"]) == 8
+    assert after["sources"][-1].startswith("data:image/png;base64,")
+    assert problems.messages == []
+
+
 def test_tiny_preset_prints_every_number_and_its_arithmetic(open_page, screenshot):
     page, problems = open_page()
     page.select_option("#preset", "tiny")

@@ -372,6 +372,7 @@ export class Strip {
     const sameFrame = previous && previous.width === width && previous.height === height && previous.images.length === images.length;
     const edits = sameFrame ? changedAttributes(previous, layout) : null;
     this.drawnLayout = layout;
+    if (!edits) this.wholeDraws = (this.wholeDraws || 0) + 1; // for tests: how often the figure was rebuilt
     const draw = edits ? () => window.Plotly.relayout(this.figure, edits) : () => window.Plotly.react(this.figure, [], layout, FIGURE_CONFIG);
     // One draw at a time, in order: a figure is never drawn over by an older one.
     this.drawing = this.drawing.then(draw, draw);
