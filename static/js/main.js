@@ -553,6 +553,7 @@ class App {
     this.recordCounter += 1;
     const trace = answer.trace;
     this.record = { id: this.recordCounter, answer, trace, step: isStep ? answer.json : null, fields: new Set(fields), live, later: null };
+    this.pendingBatch = null;
     this.phases = buildPhases(trace, isStep);
     const timeline = $("timeline");
     timeline.max = String(this.phases.length - 1);
@@ -629,7 +630,9 @@ class App {
 
   // One training iteration on the server; the timings feed the render benchmark. A step the
   // user will scrub through and inspect asks for its maps and fetches its weights and gradients
-  // right after (later.js); live training asks only for what the view shows.
+  // once they are drawn, or sooner if a phase or the inspector needs them (later.js,
+  // startLater); live training asks only for what the view shows. The batch strip, which is
+  // not a map, is also filled in once the maps are drawn.
   async runStep({ live = false } = {}) {
     const clicked = performance.now();
     performance.mark("cnnviz:step-start");
@@ -649,8 +652,7 @@ class App {
     this.history.loss.push(step.loss);
     this.history.accuracy.push(step.batch_accuracy);
     this.setRecord(answer, true, fields, live);
-    if (!live) fetchLater(this.record, this.session.id);
-    this.batch.show(step, this.inputs.current, { thumbnails: false }); // fetched once the maps are drawn
+    this.pendingBatch = { step, input: this.inputs.current };
     this.pendingTiming = { clicked, answered };
     return answer;
   }
@@ -993,6 +995,11 @@ class App {
     // (without waiting for them: the next step is already on its way); the batch's thumbnails
     // wait for Pause.
     const live = this.playing && SPEEDS[this.speedIndex].ms === 0;
+    if (this.pendingBatch) {
+      this.batch.show(this.pendingBatch.step, this.pendingBatch.input, { thumbnails: false }); // fetched just below, or after a live Play
+      this.pendingBatch = null;
+    }
+    if (!this.record.live) this.startLater();
     if (timing && !live) this.batch.fetchShown();
     const chartsWait = live && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
     if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
@@ -1013,13 +1020,19 @@ class App {
   }
 
   // --- a step's weights and gradients, fetched after its maps (later.js) ---
+  // Starts fetching what a step record lacks, once (record.later; null when it lacks nothing).
+  startLater(record = this.record) {
+    if (record && record.step && !record.live && !record.later) fetchLater(record, this.session.id);
+    return record ? record.later : null;
+  }
+
   // A phase whose cards show weights or gradients waits for them, saying so; false when the
   // page moved on meanwhile. If they are gone, the cards and the label say so and offer Step.
   async awaitLater(phase) {
     const record = this.record;
-    const later = record.later;
-    if (!later || later.state === "ready") return true;
     if (!needsLater(this.viewMode) && !(this.viewMode === "auto" && needsLater(phase.view))) return true;
+    const later = this.startLater(record);
+    if (!later || later.state === "ready") return true;
     if (later.state === "loading") {
       $("phase-label").textContent = `${this.phaseText(phase)} (loading the weights and gradients of this step…)`;
       await later.promise;
@@ -1093,7 +1106,7 @@ class App {
     let sections;
     const missing = ALL_FIELDS.filter((field) => !this.record.fields.has(field));
     try {
-      const later = this.record.later;
+      const later = this.startLater();
       if (missing.length > 0 && later) {
         const record = this.record;
         if (later.state === "loading") later.promise.then(() => this.record === record && this.inspected && this.inspected.cell === cell && this.inspect(index, view, cell));

@@ -1,5 +1,6 @@
 // A Step asks the server only for the arrays its first phases draw (the maps), draws them, and
-// fetches the same step's weights and gradients right after from the server's kept copy
+// then fetches the same step's weights and gradients (sooner when a phase or the inspector
+// needs them first: main.js, startLater) from the server's kept copy
 // (api.keptStep): the step answer shrinks from every array to the maps, and the phases, views
 // and inspector that need weights or gradients wait for them (never an error or a blank map).
 
