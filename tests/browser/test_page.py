@@ -453,9 +453,8 @@ def test_a_step_redraws_the_strip_by_relayout_of_its_pictures_only(open_page):
     assert len(after["sources"]) == len(before["sources"]) == 9  # input and 8 layers, one picture each
     changed = sum(a != b for a, b in zip(after["sources"], before["sources"]))
     assert changed >= 8  # every map that a step changes shows its new picture
-    # written straight from the pixels; only the output column, whose numbers are printed, uses a canvas
-    assert sum(source.startswith("data:image/bmp;base64,") for source in after["sources"]) == 8
-    assert after["sources"][-1].startswith("data:image/png;base64,")
+    # uncompressed pictures, written straight from the pixels (the output column's after its numbers)
+    assert all(source.startswith("data:image/bmp;base64,") for source in after["sources"])
     assert problems.messages == []
 
 

@@ -186,8 +186,9 @@ export class Strip {
   // (gutters transparent), scaled up by the browser. With max-pool winners marked, every cell
   // is `scale` × `scale` pixels and a winner gets an outline in the winner colour (the cells
   // keep the colour bar's colours). A small map whose numbers are printed in its cells is
-  // painted on a canvas at the screen's resolution with the numbers in it, so that a step
-  // redraws pictures only, never text in the figure; `texts` keeps what was printed where.
+  // painted on a canvas at the screen's resolution with the numbers in it (then read back into
+  // a BMP), so that a step redraws pictures only, never text in the figure; `texts` keeps what
+  // was printed where.
   paint(model) {
     const lookup = this.lookupFor(model.colorscale);
     const winners = model.winners ? model.winners.mask : null;
@@ -245,10 +246,11 @@ export class Strip {
       }
     }
     if (!texts) return { source: bmpDataUrl(pixels, rowPixels, height * scaleY), texts, scaleX, scaleY, id: ++paintCount };
-    // The numbers need a canvas to be written in.
+    // The numbers need a canvas to be written in; its pixels are read back into a BMP too (a
+    // PNG of a picture this size took longer to compress than all the other cards together).
     this.canvas.width = rowPixels;
     this.canvas.height = height * scaleY;
-    const context = this.canvas.getContext("2d");
+    const context = this.canvas.getContext("2d", { willReadFrequently: true });
     context.putImageData(new ImageData(pixels, rowPixels, height * scaleY), 0, 0);
     context.font = `${CELL_TEXT_PX * ratio}px ${pageFont()}`;
     context.textAlign = "center";
@@ -257,7 +259,8 @@ export class Strip {
       context.fillStyle = texts.color[n];
       context.fillText(texts.text[n], (texts.x[n] + 0.5) * scaleX, (texts.y[n] + 0.5) * scaleY);
     }
-    return { source: this.canvas.toDataURL("image/png"), texts, scaleX, scaleY, id: ++paintCount };
+    const painted = context.getImageData(0, 0, rowPixels, height * scaleY).data;
+    return { source: bmpDataUrl(painted, rowPixels, height * scaleY), texts, scaleX, scaleY, id: ++paintCount };
   }
 
   // 256 colours of a colour scale, interpolated linearly between its stops as Plotly does.
