@@ -27,7 +27,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    with Server(tmp_path_factory.mktemp("cnnviz-browser-data")) as running:
+    # Every page these tests open builds a session and leaves it (as a closed tab does): the
+    # suite opens more than the default cap of 64, all within the 10 minutes that protect a
+    # session from eviction. The cap itself is tested in tests/hardening.
+    with Server(tmp_path_factory.mktemp("cnnviz-browser-data"), {"CNNVIZ_MAX_SESSIONS": "1000"}) as running:
         yield running.url
 
 
