@@ -15,7 +15,6 @@ from fastapi.responses import Response
 from app import training
 from app.deps import AnswerViewDep, SettingsDep, StoreDep, locked_session
 from app.limits import check_work, computation_slot
-from app.persistence import SessionConflict
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -53,22 +52,19 @@ def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
     with locked_session(store, session_id, save=False) as session:
         check_work(session.spec, settings, batch=1, traced=1)
         sample = training.resolve_sample(session, body.input, body.label)
-        answer, input_changed = training.trace_sample(session, sample, body.edit_list(),
-                                                      view.fields)
-        if input_changed:
-            _remember_traced_input(store, session)
+        answer, remembered = training.trace_sample(session, sample, body.edit_list(),
+                                                   view.fields)
+        if remembered:
+            _record_traced_input(store, session)
     return view.response(answer)
 
 
-def _remember_traced_input(store: SessionStore, session: Session) -> None:
-    """Save the session's new last input (the PyTorch export's input). A trace changes no
-    weights, so when another server process saved the session meanwhile the trace still
-    answers: only the remembered input is lost, and the newer save is kept. Likewise on a full
-    disk: the trace itself needs no room, so it answers (the input is remembered in memory)."""
+def _record_traced_input(store: SessionStore, session: Session) -> None:
+    """Record the session's new last input (the PyTorch export's input) for every server
+    process; the session itself is not rewritten (a trace changes nothing else). On a full disk
+    the trace still answers: it needs no room itself, and the input stays remembered here."""
     try:
-        store.save(session)
-    except SessionConflict:
-        pass
+        store.remember_input(session)
     except Exception as exc:
         if not is_disk_full(exc):
             raise
