@@ -14,7 +14,14 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from app import training
-from app.deps import AnswerViewDep, SettingsDep, StoreDep, locked_session
+from app.deps import (
+    AnswerFields,
+    AnswerFormat,
+    SettingsDep,
+    StoreDep,
+    answer_view,
+    locked_session,
+)
 from app.limits import check_work, computation
 from app.schemas import (
     ErrorOut,
@@ -48,7 +55,10 @@ BINARY_ANSWER = {200: {"content": {SAFETENSORS_MEDIA_TYPE: {
 @router.post("/trace", response_model=TraceOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="Forward and backward pass of one sample; nothing is updated")
 async def trace(request: Request, session_id: SessionIdPath, body: TraceRequest,
-                store: StoreDep, settings: SettingsDep, view: AnswerViewDep) -> Response:
+                store: StoreDep, settings: SettingsDep, answer_format: AnswerFormat = "json",
+                fields: AnswerFields = None) -> Response:
+    view = answer_view(answer_format, fields)
+
     def work() -> Response:
         with locked_session(store, session_id, save=False) as session:
             check_work(session.spec, settings, batch=1, traced=1)
@@ -94,7 +104,10 @@ async def gradcheck(request: Request, session_id: SessionIdPath, body: Gradcheck
 @router.post("/step", response_model=StepOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="One training iteration on a mini-batch, with the trace of its first sample")
 async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
-               store: StoreDep, settings: SettingsDep, view: AnswerViewDep) -> Response:
+               store: StoreDep, settings: SettingsDep, answer_format: AnswerFormat = "json",
+               fields: AnswerFields = None) -> Response:
+    view = answer_view(answer_format, fields)
+
     def work() -> Response:
         with locked_session(store, session_id, save=True) as session:
             # a trace of the first sample, a traced batch, and the batch forward again after the
@@ -120,7 +133,10 @@ async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
                         "fields and fetch the rest (weights, gradients) afterwards. 409 when "
                         "they are gone: a newer step, or another or restarted server process.")
 async def kept_step(request: Request, session_id: SessionIdPath, step: Annotated[int, Path(ge=1, description="the step's number, as its answer gave it")],
-                    store: StoreDep, view: AnswerViewDep) -> Response:
+                    store: StoreDep, answer_format: AnswerFormat = "json",
+                    fields: AnswerFields = None) -> Response:
+    view = answer_view(answer_format, fields)
+
     def work() -> Response:
         with locked_session(store, session_id, save=False) as session:
             answer = training.kept_step(session, step, view.fields)
