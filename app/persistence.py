@@ -297,9 +297,7 @@ class SQLiteSessionStore(SessionStore):
         if session.last_input is None:
             return
         with self._write_lock:
-            connection = self._input_db
-            with connection:
-                self._write_last_input(connection, session)
+            self._write_last_input(self._input_db, session)  # one statement: its own transaction
 
     def refresh_last_input(self, session: Session) -> None:
         with self._mutex:
@@ -349,16 +347,18 @@ class SQLiteSessionStore(SessionStore):
 
     @property
     def _input_db(self) -> sqlite3.Connection:
-        """The connection a trace records its input on (no fsync), used only under
-        ``_write_lock``."""
+        """The connection a trace records its input on (no fsync; each statement its own
+        transaction), used only under ``_write_lock``."""
         if self._input_connection is None:
-            self._input_connection = self._open(synchronous="NORMAL")
+            self._input_connection = self._open(synchronous="NORMAL", autocommit=True)
         return self._input_connection
 
-    def _open(self, synchronous: str = "FULL") -> sqlite3.Connection:
-        # Python's sqlite3 opens a transaction before each write; `with connection:` commits.
+    def _open(self, synchronous: str = "FULL", autocommit: bool = False) -> sqlite3.Connection:
+        # Python's sqlite3 opens a transaction before each write; `with connection:` commits
+        # (autocommit: no transaction is opened, each statement commits by itself).
         # A connection is shared by the request threads; a lock serialises its use.
-        connection = sqlite3.connect(self.path, check_same_thread=False)
+        connection = sqlite3.connect(self.path, check_same_thread=False,
+                                     **({"isolation_level": None} if autocommit else {}))
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={synchronous}")
         connection.executescript(_SCHEMA)
