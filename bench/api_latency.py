@@ -9,7 +9,9 @@ code before a change (JSON; e.g. ``git worktree``/``git archive main`` into /tmp
 The engine's own ``Network.trace`` of one sample and of a batch of 32 is timed in this process
 right before each server variant, and each variant's ratio is to that reference, so the HTTP and
 serialisation overhead can be read independently of how busy the machine is. Also printed: the
-answer sizes, and the app's work per request without HTTP (route logic + rendering).
+answer sizes, the app's work per request without HTTP (route logic + rendering), and the engine's
+trace with a pause before each (requests reach a server with gaps; an idle CPU is slower to
+start, which the tight-loop reference does not see).
 Timings include reading the whole response body, not parsing it.
 
     python3 bench/api_latency.py                        # sqlite store, 60 traces, 40 steps
@@ -88,6 +90,28 @@ def engine_alone(count: int, budget_s: float) -> tuple[np.ndarray, np.ndarray]:
     batch = timed(lambda i: network.trace(images[32 * i:32 * i + 32], labels[32 * i:32 * i + 32]),
                   max(count // 3, 5), budget_s)
     return one, batch
+
+
+def engine_between_pauses(count: int, budget_s: float, pause_s: float = 0.001) -> None:
+    """For reading the ratios, not part of them: the same engine trace with a pause before each
+    one, as a server gets its requests (one at a time, with the network between). An idle CPU
+    comes back slower than the tight loop of the reference (here ~0.15 ms of a 0.43 ms trace)."""
+    network = Network.from_spec(PRESETS["lenet5"].spec_with_seed(0))
+    images, labels = train_split()
+
+    def trace(i):
+        network.trace(images[i:i + 1], labels[i:i + 1])
+
+    trace(0)
+    print(summary("engine trace, tight loop (the reference)", timed(trace, count, budget_s)))
+    samples = []
+    for i in range(count):
+        time.sleep(pause_s)
+        started = time.perf_counter()
+        trace(i)
+        samples.append(time.perf_counter() - started)
+    print(summary(f"engine trace, {pause_s * 1e3:g} ms pause before each",
+                  np.array(samples) * 1e3))
 
 
 def app_in_process(count: int, budget_s: float) -> None:
@@ -228,6 +252,7 @@ def main() -> None:
         variants.append(Variant("this code, page, asyncio+h11", ROOT, PAGE_QUERY, "asyncio+h11"))
 
     app_in_process(args.traces, args.budget)
+    engine_between_pauses(args.traces, args.budget)
     measured: dict[tuple[str, int], list[tuple[float, float, dict]]] = {}
     for round_ in range(1, args.rounds + 1):
         for store in (["memory", "sqlite"] if args.store == "both" else [args.store]):
