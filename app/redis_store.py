@@ -136,6 +136,13 @@ return expired
 """
 
 
+def _record_fields(session: Session) -> list[bytes]:
+    """The session's last input as the hash's last-input fields, in ``LAST_INPUT_FIELDS``
+    order (the scripts' arguments)."""
+    record = last_input_record(session.last_input)
+    return [record[name] for name in LAST_INPUT_FIELDS]
+
+
 class StoreUnavailable(Refused):
     """Redis did not answer; the request changed nothing that was saved."""
 
@@ -260,8 +267,7 @@ class RedisSessionStore(SessionStore):
         # Outside the store-wide mutex, as the SQLite store's commit: Redis may sync its
         # append-only file before answering, and other sessions' requests need not wait for it.
         # The caller holds session.lock, so this copy's version cannot change meanwhile.
-        last_input = ([] if session.last_input is None else
-                      list(last_input_record(session.last_input).values()))
+        last_input = [] if session.last_input is None else _record_fields(session)
         result = self._redis(self._save, keys=[self._index, self._key(session.id)],
                              args=[session.id, version, data, session.step, self._idle_ms,
                                    *last_input])
@@ -279,9 +285,8 @@ class RedisSessionStore(SessionStore):
 
     def remember_input(self, session: Session) -> None:
         if session.last_input is not None:
-            record = last_input_record(session.last_input)
             self._redis(self._remember_input, keys=[self._key(session.id)],
-                        args=[record[name] for name in LAST_INPUT_FIELDS])
+                        args=_record_fields(session))
 
     def refresh_last_input(self, session: Session) -> None:
         overlay_last_input(session, self._redis(
