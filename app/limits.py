@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from math import prod
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary, WeakValueDictionary
 
 import anyio
+import orjson
 from fastapi import Request
 
 from engine import normalize_spec, parameter_count
@@ -45,6 +48,7 @@ from app.store import describe_bytes
 from app.training import Refused
 
 TRACE_COST = 3  # forward + backward, in forward passes
+T = TypeVar("T")
 
 log = logging.getLogger("cnnviz")
 
@@ -156,20 +160,31 @@ def check_work(spec: Any, settings: Settings, *, batch: int, traced: int,
     largest number of samples traced at once (counting every trace the request holds at the
     same time), ``traced`` the samples traced in all (forward and backward), ``forward_only``
     the samples that only go forward."""
-    cost = SpecCost.of(spec)
-    macs = cost.forward_macs * (TRACE_COST * traced + forward_only)
+    forward_macs, memory = _work_estimates(orjson.dumps(spec, option=orjson.OPT_SORT_KEYS),
+                                           batch, bool(forward_only))
+    macs = forward_macs * (TRACE_COST * traced + forward_only)
     if macs > settings.max_request_macs:
         raise CapExceeded("max_request_macs", settings.max_request_macs,
                           f"this request needs about {macs:,} multiply-adds ({traced:,} samples "
                           f"traced and {forward_only:,} only passed forward); the server allows "
                           f"{settings.max_request_macs:,} per request -- use fewer samples or "
                           "steps, or a smaller network")
-    memory = max(trace_bytes(spec, batch), forward_bytes(spec, batch) if forward_only else 0)
     if memory > settings.max_request_bytes:
         raise CapExceeded("max_request_bytes", settings.max_request_bytes,
                           f"this request needs about {describe_bytes(memory)} of working memory; "
                           f"the server allows {describe_bytes(settings.max_request_bytes)} per "
                           "request -- use a smaller batch or network")
+
+
+@lru_cache(maxsize=1024)
+def _work_estimates(spec_json: bytes, batch: int, forward_only: bool) -> tuple[int, int]:
+    """(multiply-adds of one sample's forward pass, working memory of a batch) of the spec
+    written as ``spec_json``. Cached: estimating normalizes the spec layer by layer, which took
+    longer than the rest of a LeNet-5 trace request's bookkeeping, and a session asks the same
+    question on every request."""
+    spec = orjson.loads(spec_json)
+    memory = max(trace_bytes(spec, batch), forward_bytes(spec, batch) if forward_only else 0)
+    return SpecCost.of(spec).forward_macs, memory
 
 
 def _per_loop(app: Any, name: str, build: Any) -> Any:
@@ -185,23 +200,26 @@ def _per_loop(app: Any, name: str, build: Any) -> Any:
     return by_loop[loop]
 
 
+@asynccontextmanager
 async def computation_slot(request: Request) -> AsyncIterator[None]:
-    """A route dependency: wait for the session's turn, then for one computation slot, and hold
-    both for the request (429 if they do not come within the wait).
+    """Wait for the session's turn, then for one computation slot, and hold both for the block
+    (429 if they do not come within the wait).
 
     Requests on one session run one at a time anyway (the session's lock), so each session
     queues behind its own turn first, and only the request whose turn it is competes for a slot.
     A client that fires a hundred requests at one session therefore holds at most one slot, and
     the slots go round the sessions in the order they asked (both queues are first come, first
-    served). Waiting happens on the event loop, so queued requests tie up no worker thread."""
+    served). Waiting happens on the event loop, so queued requests tie up no worker thread.
+    asyncio's own lock and semaphore: free, they are taken without a pass through the event
+    loop, as anyio's are not."""
     settings: Settings = request.app.state.settings
     slots = _per_loop(request.app, "computation_slots",
-                      lambda: anyio.Semaphore(settings.max_concurrent_computations))
+                      lambda: asyncio.Semaphore(settings.max_concurrent_computations))
     turns: WeakValueDictionary = _per_loop(request.app, "session_turns", WeakValueDictionary)
     session_id = request.path_params.get("session_id", "")
     turn = turns.get(session_id)
     if turn is None:
-        turn = turns[session_id] = anyio.Lock()
+        turn = turns[session_id] = asyncio.Lock()
     has_turn = has_slot = False
     try:
         with anyio.move_on_after(settings.computation_wait_seconds):
@@ -225,3 +243,13 @@ async def computation_slot(request: Request) -> AsyncIterator[None]:
             slots.release()
         if has_turn:
             turn.release()
+
+
+async def computation(request: Request, work: Callable[[], T]) -> T:
+    """What a training route does: ``work`` (the engine's part, with the session's lock) on a
+    worker thread once the request has its session's turn and a computation slot, both
+    released as soon as it returns. The routes are ``async def`` and call this rather than
+    being plain functions with the slot as a dependency: FastAPI's machinery for a yielding
+    dependency and a sync route cost more than a LeNet-5 trace's own bookkeeping."""
+    async with computation_slot(request):
+        return await anyio.to_thread.run_sync(work)

@@ -22,6 +22,13 @@ under a write lock, not under the store-wide mutex that every ``get`` takes, so 
 sessions never wait behind a disk sync. The version check stays inside the ``UPDATE`` (atomic in
 SQLite), and the save still returns only after its commit is durable.
 
+A session's last traced input (the PyTorch export's input) has a small row of its own in
+``last_inputs``: a trace writes that row alone, on a connection with ``synchronous=NORMAL`` (no
+fsync: losing the newest traced input to a power cut costs nothing but which input the export
+shows, while a whole-session save per trace cost more than the trace). A save writes it too, in
+the session's transaction, so the row is always the newest input: loading a session and
+exporting one read it. A trigger deletes it with its session.
+
 The database path is built from the data folder alone; session ids only ever reach SQLite as
 bound parameters, never a file name.
 """
@@ -32,11 +39,17 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
-from app.session_codec import decode_session, encode_session
+from app.session_codec import (
+    LAST_INPUT_FIELDS,
+    decode_session,
+    encode_session,
+    last_input_record,
+    read_last_input_record,
+)
 from app.security import SESSION_ID
 from app.sessions import Session
 from app.settings import Settings
@@ -89,6 +102,20 @@ def sessions_to_unload(loaded: Iterable[Session], needed: int, max_bytes: int,
     return unloaded
 
 
+def overlay_last_input(session: Session, fields: Sequence[bytes | None] | None) -> None:
+    """Set ``session.last_input`` from a store's last-input record (``LAST_INPUT_FIELDS``, as
+    read; None or Nones: no input was recorded apart from the session's bytes). Shared by the
+    stores that keep the record (SQLite, Redis)."""
+    if not fields or fields[0] is None:
+        return
+    try:
+        session.last_input = read_last_input_record(
+            session.network, dict(zip(LAST_INPUT_FIELDS, fields)))
+    except ValueError as error:
+        # Only damage to the stored bytes can get here; the session's own copy stands.
+        log.error("session %s: %s", session.id, error)
+
+
 class SessionConflict(Refused):
     """The session was saved by another server process after this copy was loaded."""
 
@@ -105,8 +132,24 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_used REAL NOT NULL,
     saved_at REAL NOT NULL,
     version INTEGER NOT NULL DEFAULT 0
-)
+);
+CREATE TABLE IF NOT EXISTS last_inputs (
+    id TEXT PRIMARY KEY,
+    input_meta BLOB NOT NULL,
+    input_x BLOB NOT NULL,
+    input_target BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS last_input_goes_with_its_session AFTER DELETE ON sessions
+BEGIN
+    DELETE FROM last_inputs WHERE id = old.id;
+END;
 """
+# Records the input only while the session exists (a deleted one stays deleted).
+_WRITE_LAST_INPUT = (
+    "INSERT INTO last_inputs (id, input_meta, input_x, input_target) "
+    "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?) "
+    "ON CONFLICT (id) DO UPDATE SET input_meta = excluded.input_meta, "
+    "input_x = excluded.input_x, input_target = excluded.input_target")
 
 
 class SQLiteSessionStore(SessionStore):
@@ -141,6 +184,7 @@ class SQLiteSessionStore(SessionStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection: sqlite3.Connection | None = None
         self._save_connection: sqlite3.Connection | None = None
+        self._input_connection: sqlite3.Connection | None = None
         with self._mutex:
             self._db.execute("SELECT 1")  # a data folder that cannot hold the database fails now
 
@@ -233,6 +277,8 @@ class SQLiteSessionStore(SessionStore):
                     "version = version + 1 WHERE id = ? AND version = ?",
                     (data, session.step, session.last_used, self._clock(), session.id, version),
                 ).rowcount
+                if updated and session.last_input is not None:
+                    self._write_last_input(connection, session)
         with self._mutex:
             if updated:
                 self._versions[session] = version + 1
@@ -246,6 +292,19 @@ class SQLiteSessionStore(SessionStore):
             if self._loaded.get(session.id) is session:
                 del self._loaded[session.id]  # outdated: the next request reads the saved one
         raise SessionConflict(session.id)
+
+    def remember_input(self, session: Session) -> None:
+        if session.last_input is None:
+            return
+        with self._write_lock:
+            self._write_last_input(self._input_db, session)  # one statement: its own transaction
+
+    def refresh_last_input(self, session: Session) -> None:
+        with self._mutex:
+            row = self._db.execute(
+                "SELECT input_meta, input_x, input_target FROM last_inputs WHERE id = ?",
+                (session.id,)).fetchone()
+        overlay_last_input(session, row)
 
     def ids(self) -> list[str]:
         with self._mutex:
@@ -266,9 +325,10 @@ class SQLiteSessionStore(SessionStore):
             with self._write_lock:
                 self._connection.close()
                 self._connection = None
-                if self._save_connection is not None:
-                    self._save_connection.close()
-                    self._save_connection = None
+                for name in ("_save_connection", "_input_connection"):
+                    if getattr(self, name) is not None:
+                        getattr(self, name).close()
+                        setattr(self, name, None)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -285,13 +345,23 @@ class SQLiteSessionStore(SessionStore):
             self._save_connection = self._open()
         return self._save_connection
 
-    def _open(self) -> sqlite3.Connection:
-        # Python's sqlite3 opens a transaction before each write; `with connection:` commits.
+    @property
+    def _input_db(self) -> sqlite3.Connection:
+        """The connection a trace records its input on (no fsync; each statement its own
+        transaction), used only under ``_write_lock``."""
+        if self._input_connection is None:
+            self._input_connection = self._open(synchronous="NORMAL", autocommit=True)
+        return self._input_connection
+
+    def _open(self, synchronous: str = "FULL", autocommit: bool = False) -> sqlite3.Connection:
+        # Python's sqlite3 opens a transaction before each write; `with connection:` commits
+        # (autocommit: no transaction is opened, each statement commits by itself).
         # A connection is shared by the request threads; a lock serialises its use.
-        connection = sqlite3.connect(self.path, check_same_thread=False)
+        connection = sqlite3.connect(self.path, check_same_thread=False,
+                                     **({"isolation_level": None} if autocommit else {}))
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute(_SCHEMA)
+        connection.execute(f"PRAGMA synchronous={synchronous}")
+        connection.executescript(_SCHEMA)
         columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
         if "version" not in columns:  # a database written before rows had versions
             connection.execute(
@@ -318,13 +388,20 @@ class SQLiteSessionStore(SessionStore):
     def _idle_past_limit(self, last_used: float) -> bool:
         return last_used < self._clock() - self.idle_seconds
 
+    @staticmethod
+    def _write_last_input(connection: sqlite3.Connection, session: Session) -> None:
+        record = last_input_record(session.last_input)
+        connection.execute(_WRITE_LAST_INPUT, (session.id, *(record[name] for name in
+                                                              LAST_INPUT_FIELDS), session.id))
+
     def _load_locked(self, session_id: str) -> Session:
         row = self._db.execute(
-            "SELECT data, last_used, version FROM sessions WHERE id = ?", (session_id,)
+            "SELECT data, last_used, version, input_meta, input_x, input_target "
+            "FROM sessions LEFT JOIN last_inputs USING (id) WHERE id = ?", (session_id,)
         ).fetchone()
         if row is None:
             raise SessionNotFound(session_id)
-        data, last_used, version = row
+        data, last_used, version, *last_input = row
         if self._idle_past_limit(last_used):
             self._delete_locked(session_id)
             raise SessionNotFound(session_id)
@@ -334,6 +411,7 @@ class SQLiteSessionStore(SessionStore):
             # Only damage to the disk itself can get here; the row is kept for inspection.
             log.error("session %s is stored but cannot be decoded: %s", session_id, error)
             raise SessionNotFound(session_id) from None
+        overlay_last_input(session, last_input)
         self._make_room_locked(session.memory_bytes())
         self._loaded[session_id] = session
         self._versions[session] = version

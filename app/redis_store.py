@@ -18,6 +18,10 @@ It keeps the SQLite store's guarantees (``app/persistence.py``), with Redis in p
   Redis while a request touches it, so a single request running longer than the idle limit
   would lose its session (requests are bounded to about a minute; the limit is an hour).
 
+A session's last traced input (the PyTorch export's input) is kept in fields of its own in the
+session's hash (``input_meta``, ``input_x``, ``input_target``): a trace writes those alone, a save
+writes them with the session, and loading or exporting a session reads them.
+
 Each process keeps the sessions it has loaded in memory, as the SQLite store does: routes hold
 ``session.lock`` on the live object, a copy is reloaded when another process saved since, and
 the memory cap unloads least recently used idle copies (``sessions_to_unload``).
@@ -34,9 +38,14 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from app.persistence import SessionConflict, sessions_to_unload
+from app.persistence import SessionConflict, overlay_last_input, sessions_to_unload
 from app.security import SESSION_ID
-from app.session_codec import decode_session, encode_session
+from app.session_codec import (
+    LAST_INPUT_FIELDS,
+    decode_session,
+    encode_session,
+    last_input_record,
+)
 from app.sessions import Session
 from app.store import SessionNotFound, SessionStore, StoreFull
 from app.training import Refused
@@ -76,7 +85,8 @@ return {1, evicted}
 """
 
 # KEYS: index, session key. ARGV: id, idle ms, "1" to also read the data.
-# {version} or {version, data}; nil when the session does not exist (deleted or expired).
+# {version} or {version, data, input_meta, input_x, input_target} (the last input's fields are
+# false when no input was recorded); nil when the session does not exist (deleted or expired).
 _TOUCH = _LUA_PRELUDE + """
 local version = redis.call('HGET', KEYS[2], 'version')
 if not version then
@@ -84,11 +94,15 @@ if not version then
   return false
 end
 mark_used(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
-if ARGV[3] == '1' then return {version, redis.call('HGET', KEYS[2], 'data')} end
+if ARGV[3] == '1' then
+  local stored = redis.call('HMGET', KEYS[2], 'data', 'input_meta', 'input_x', 'input_target')
+  return {version, stored[1], stored[2], stored[3], stored[4]}
+end
 return {version}
 """
 
-# KEYS: index, session key. ARGV: id, expected version, data, step, idle ms.
+# KEYS: index, session key. ARGV: id, expected version, data, step, idle ms, and the last
+# input's three fields when the session has one.
 # The new version; -1 if the session is gone, -2 if another process saved since.
 _SAVE = _LUA_PRELUDE + """
 local version = redis.call('HGET', KEYS[2], 'version')
@@ -96,8 +110,19 @@ if not version then return -1 end
 version = tonumber(version)
 if version ~= tonumber(ARGV[2]) then return -2 end
 redis.call('HSET', KEYS[2], 'data', ARGV[3], 'step', ARGV[4], 'version', version + 1)
+if #ARGV >= 8 then
+  redis.call('HSET', KEYS[2], 'input_meta', ARGV[6], 'input_x', ARGV[7], 'input_target', ARGV[8])
+end
 mark_used(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[5]))
 return version + 1
+"""
+
+# KEYS: session key. ARGV: the last input's three fields. Written only while the session
+# exists, so a deleted or expired one is not brought back as a hash without a session.
+_REMEMBER_INPUT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'input_meta', ARGV[1], 'input_x', ARGV[2], 'input_target', ARGV[3])
+return 1
 """
 
 # KEYS: index. ARGV: idle ms, key prefix. Removes the ids idle past the limit (and their keys,
@@ -109,6 +134,13 @@ for _, id in ipairs(expired) do redis.call('DEL', ARGV[2] .. id) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', deadline)
 return expired
 """
+
+
+def _record_fields(session: Session) -> list[bytes]:
+    """The session's last input as the hash's last-input fields, in ``LAST_INPUT_FIELDS``
+    order (the scripts' arguments)."""
+    record = last_input_record(session.last_input)
+    return [record[name] for name in LAST_INPUT_FIELDS]
 
 
 class StoreUnavailable(Refused):
@@ -156,6 +188,7 @@ class RedisSessionStore(SessionStore):
         self._touch = client.register_script(_TOUCH)
         self._save = client.register_script(_SAVE)
         self._expire = client.register_script(_EXPIRE)
+        self._remember_input = client.register_script(_REMEMBER_INPUT)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "RedisSessionStore":
@@ -234,8 +267,10 @@ class RedisSessionStore(SessionStore):
         # Outside the store-wide mutex, as the SQLite store's commit: Redis may sync its
         # append-only file before answering, and other sessions' requests need not wait for it.
         # The caller holds session.lock, so this copy's version cannot change meanwhile.
+        last_input = [] if session.last_input is None else _record_fields(session)
         result = self._redis(self._save, keys=[self._index, self._key(session.id)],
-                             args=[session.id, version, data, session.step, self._idle_ms])
+                             args=[session.id, version, data, session.step, self._idle_ms,
+                                   *last_input])
         with self._mutex:
             if result >= 0:
                 self._versions[session] = result
@@ -247,6 +282,15 @@ class RedisSessionStore(SessionStore):
             if self._loaded.get(session.id) is session:
                 del self._loaded[session.id]  # outdated: the next request reads the saved one
         raise SessionConflict(session.id)
+
+    def remember_input(self, session: Session) -> None:
+        if session.last_input is not None:
+            self._redis(self._remember_input, keys=[self._key(session.id)],
+                        args=_record_fields(session))
+
+    def refresh_last_input(self, session: Session) -> None:
+        overlay_last_input(session, self._redis(
+            self._client.hmget, self._key(session.id), *LAST_INPUT_FIELDS))
 
     def ids(self) -> list[str]:
         with self._mutex:
@@ -305,13 +349,14 @@ class RedisSessionStore(SessionStore):
                 return held
             del self._loaded[session_id]  # another process saved since: read its copy
             reply = self._touch_locked(session_id, with_data=True)
-        version, data = reply
+        version, data, *last_input = reply
         try:
             session = decode_session(data, max_bytes=self.max_file_bytes)
         except ValueError as error:
             # Only damage to the stored bytes can get here; the key is kept for inspection.
             log.error("session %s is stored but cannot be decoded: %s", session_id, error)
             raise SessionNotFound(session_id) from None
+        overlay_last_input(session, last_input)
         for copy in sessions_to_unload(self._loaded.values(), session.memory_bytes(),
                                        self.max_bytes, self._clock()):
             del self._loaded[copy.id]

@@ -132,15 +132,23 @@ def split_tensors(content: Any, path: str = "",
         for key, value in content.items():
             if isinstance(value, np.ndarray):
                 tensors[f"{path}{key}"] = _tensor(value)
-            elif isinstance(value, (dict, list)):
+            elif isinstance(value, dict) or (isinstance(value, list) and _holds_containers(value)):
                 kept[key] = split_tensors(value, f"{path}{key}.", tensors)[0]
             else:
                 kept[key] = value
         return kept, tensors
-    if isinstance(content, list) and any(isinstance(item, (dict, list)) for item in content):
+    if isinstance(content, list) and _holds_containers(content):
         return [split_tensors(item, f"{path}{i}.", tensors)[0]
                 for i, item in enumerate(content)], tensors
     return content, tensors
+
+
+def _holds_containers(items: list) -> bool:
+    """Whether a list holds dicts or lists (walked into) rather than only values (kept whole)."""
+    for item in items:
+        if isinstance(item, (dict, list)):
+            return True
+    return False
 
 
 def _tensor(value: np.ndarray) -> np.ndarray:

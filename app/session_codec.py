@@ -13,6 +13,10 @@ Members:
   "source"}``) in ``meta.json``; all absent before the first trace, and in files written before
   sessions remembered it (those still load, with no last input).
 
+A session store also keeps the last input apart from the session's bytes (``last_input_record``,
+``read_last_input_record``): a trace changes only that, and rewriting the whole session for it
+cost more than the trace itself.
+
 Decoding a session that was encoded gives back the same values bit for bit. Anything that is not
 such a file (wrong format, truncated, foreign arrays, shapes that do not fit the spec, non-finite
 weights, oversized) raises ``ValueError`` with a message saying what was wrong.
@@ -254,6 +258,38 @@ def _read_last_input(network: Network, meta: dict[str, Any],
     if not isinstance(source, dict):
         raise ValueError("the session file's last input has no valid source")
     return TracedInput(x=x, target=target, digit=digit, source=source)
+
+
+LAST_INPUT_FIELDS = ("input_meta", "input_x", "input_target")
+
+
+def last_input_record(traced: TracedInput) -> dict[str, bytes]:
+    """``traced`` as a store keeps it beside a session (``LAST_INPUT_FIELDS``): the arrays' raw
+    bytes, and JSON with the digit, the source and each array's dtype and shape."""
+    meta = {"digit": traced.digit, "source": traced.source,
+            "x": [traced.x.dtype.str, list(traced.x.shape)],
+            "target": [traced.target.dtype.str, list(traced.target.shape)]}
+    return {"input_meta": json.dumps(meta).encode("utf-8"),
+            "input_x": np.ascontiguousarray(traced.x).tobytes(),
+            "input_target": np.ascontiguousarray(traced.target).tobytes()}
+
+
+def read_last_input_record(network: Network, record: dict[str, bytes]) -> TracedInput:
+    """The input ``last_input_record`` wrote, checked as a session file's last input is;
+    ``ValueError`` when the record is damaged."""
+    try:
+        meta = json.loads(bytes(record["input_meta"]).decode("utf-8"))
+        arrays = {}
+        for name in ("x", "target"):
+            dtype, shape = meta[name]
+            if np.dtype(dtype).kind not in "iuf":
+                raise ValueError(f"{name} is not numeric")
+            arrays[f"last_input/{name}"] = np.frombuffer(
+                bytes(record[f"input_{name}"]), dtype=np.dtype(dtype)).reshape(shape).copy()
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the stored last input is not readable: {exc}") from exc
+    described = {"digit": meta.get("digit"), "source": meta.get("source")}
+    return _read_last_input(network, {"last_input": described}, arrays)
 
 
 def _restore_optimizer(

@@ -76,11 +76,6 @@ class TracedInput:
     digit: int | None
     source: dict[str, Any]
 
-    def same_as(self, other: "TracedInput | None") -> bool:
-        return (other is not None and self.digit == other.digit and self.source == other.source
-                and all(mine.dtype == theirs.dtype and np.array_equal(mine, theirs)
-                        for mine, theirs in ((self.x, other.x), (self.target, other.target))))
-
 
 def new_session_id() -> str:
     return secrets.token_urlsafe(16)

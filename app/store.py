@@ -80,6 +80,15 @@ class SessionStore(abc.ABC):
         """Record that ``session`` changed (called with ``session.lock`` held). A store that
         persists writes it out; saving a session that was deleted meanwhile does not revive it."""
 
+    def remember_input(self, session: Session) -> None:
+        """Record ``session.last_input`` (set by a trace; called with ``session.lock`` held) for
+        every server process, without rewriting the session: a trace changes nothing else.
+        Nothing to do where the live session is the only copy (this in-memory store)."""
+
+    def refresh_last_input(self, session: Session) -> None:
+        """Set ``session.last_input`` to the input recorded last for it by any server process
+        (a trace elsewhere records only that; called with ``session.lock`` held)."""
+
     @abc.abstractmethod
     def ids(self) -> list[str]:
         """Ids of the sessions currently held (expired ones dropped first)."""

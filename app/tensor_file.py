@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from operator import itemgetter
 from typing import Mapping
 
 import numpy as np
@@ -39,30 +40,27 @@ def encode_safetensors(tensors: Mapping[str, np.ndarray],
                        metadata: Mapping[str, str] | None = None) -> bytes:
     """The safetensors file holding ``tensors`` (dtypes of ``DTYPE_NAMES`` only) and ``metadata``
     (string to string, stored as the header's ``__metadata__``)."""
-    arrays = {}
-    names = {}
+    entries = []  # (-item size, name, little-endian C-ordered array, dtype name)
     for name, value in tensors.items():
         array = np.asarray(value)
         little = _little_endian(array.dtype)
         if little is None:
             raise TypeError(f"tensor {name!r}: dtype {array.dtype} has no safetensors name here")
         # asarray, not ascontiguousarray: the latter turns a 0-d array (a loss) into shape (1,)
-        arrays[name] = np.asarray(array, dtype=little[0], order="C")
-        names[name] = little[1]
-    order = sorted(arrays, key=lambda name: (-arrays[name].dtype.itemsize, name))
+        array = np.asarray(array, dtype=little[0], order="C")
+        entries.append((-array.itemsize, name, array, little[1]))
+    entries.sort(key=itemgetter(0, 1))
 
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(key): str(value) for key, value in metadata.items()}
     offset = 0
-    for name in order:
-        array = arrays[name]
-        header[name] = {"dtype": names[name], "shape": list(array.shape),
+    for _, name, array, dtype_name in entries:
+        header[name] = {"dtype": dtype_name, "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     header_bytes = orjson.dumps(header)
     header_bytes += b" " * (-len(header_bytes) % HEADER_ALIGNMENT)
-
-    parts = [struct.pack("<Q", len(header_bytes)), header_bytes]
-    parts.extend(arrays[name].tobytes() for name in order)
-    return b"".join(parts)
+    # join reads each array's memory in place (buffer protocol): one copy into the file
+    return b"".join([struct.pack("<Q", len(header_bytes)), header_bytes,
+                     *(array for _, _, array, _ in entries)])

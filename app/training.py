@@ -146,8 +146,8 @@ def trace_sample(session: Session, sample: Sample,
                  fields: frozenset[str] = frozenset(LAYER_FIELDS)) -> tuple[dict[str, Any], bool]:
     """The trace answer of one sample, with the per-layer arrays named in ``fields``; with
     ``edits`` as if those weights had those values (the session's weights are not touched: the
-    engine edits copies). Also whether it changed the session's remembered last input (then the
-    session is worth saving)."""
+    engine edits copies). Also whether the sample became the session's last input (every trace
+    but a what-if), which the store then records."""
     x, y = _sample_arrays(session, sample)
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
         trace = _engine_trace(session, x, y, edits=edits)
@@ -161,16 +161,14 @@ def trace_sample(session: Session, sample: Sample,
         answer["edits"] = _applied_edits(session, edits)
     if edits or "dataset_label" in sample.source:
         return answer, False  # a what-if leaves the session exactly as it was
-    return answer, _remember_input(session, x[0], y[0], sample.digit, sample.source)
+    _remember_input(session, x[0], y[0], sample.digit, sample.source)
+    return answer, True
 
 
 def _remember_input(session: Session, x: np.ndarray, target: np.ndarray, digit: int | None,
-                    source: dict[str, Any]) -> bool:
-    traced = TracedInput(x=x.copy(), target=np.array(target), digit=digit, source=dict(source))
-    if traced.same_as(session.last_input):
-        return False
-    session.last_input = traced
-    return True
+                    source: dict[str, Any]) -> None:
+    session.last_input = TracedInput(x=x.copy(), target=np.array(target), digit=digit,
+                                     source=dict(source))
 
 
 def export_input(session: Session) -> tuple[TracedInput, bool]:

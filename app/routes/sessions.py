@@ -118,6 +118,7 @@ def history(session_id: SessionIdPath, store: StoreDep, since: int = -1) -> Fast
 def export_session(session_id: SessionIdPath, store: StoreDep,
                    format: Literal["session", "pytorch"] = "session") -> Response:
     with locked_session(store, session_id, save=False) as session:
+        store.refresh_last_input(session)  # a trace in another server process records only that
         # An imported file can carry any preset text; only safe characters reach the header.
         label = UNSAFE_IN_FILE_NAME.sub("", session.preset or "") or "custom"
         stem = f"cnnviz-{label}-step{session.step}"

@@ -1,6 +1,7 @@
 """The teaching loop: trace a sample, take a training step, train a while, evaluate.
 
-Routes are plain ``def`` so the CPU-bound engine runs in the threadpool; each holds the session's
+Each route hands its work to ``computation`` (app/limits.py): once the request has its session's
+turn and a computation slot, the CPU-bound engine runs on a worker thread, holding the session's
 lock for the whole computation, so two requests never interleave an update of one session.
 The answer is rendered after the lock is released (its arrays are copies)."""
 
@@ -9,13 +10,19 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from app import training
-from app.deps import AnswerViewDep, SettingsDep, StoreDep, locked_session
-from app.limits import check_work, computation_slot
-from app.persistence import SessionConflict
+from app.deps import (
+    AnswerFields,
+    AnswerFormat,
+    SettingsDep,
+    StoreDep,
+    answer_view,
+    locked_session,
+)
+from app.limits import check_work, computation
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -35,8 +42,7 @@ from app.sessions import Session
 from app.storage_errors import is_disk_full
 from app.store import SessionStore
 
-router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"],
-                   dependencies=[Depends(computation_slot)])
+router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"])
 logger = logging.getLogger("cnnviz")
 
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
@@ -48,27 +54,30 @@ BINARY_ANSWER = {200: {"content": {SAFETENSORS_MEDIA_TYPE: {
 
 @router.post("/trace", response_model=TraceOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="Forward and backward pass of one sample; nothing is updated")
-def trace(session_id: SessionIdPath, body: TraceRequest, store: StoreDep,
-          settings: SettingsDep, view: AnswerViewDep) -> Response:
-    with locked_session(store, session_id, save=False) as session:
-        check_work(session.spec, settings, batch=1, traced=1)
-        sample = training.resolve_sample(session, body.input, body.label)
-        answer, input_changed = training.trace_sample(session, sample, body.edit_list(),
-                                                      view.fields)
-        if input_changed:
-            _remember_traced_input(store, session)
-    return view.response(answer)
+async def trace(request: Request, session_id: SessionIdPath, body: TraceRequest,
+                store: StoreDep, settings: SettingsDep, answer_format: AnswerFormat = "json",
+                fields: AnswerFields = None) -> Response:
+    view = answer_view(answer_format, fields)
+
+    def work() -> Response:
+        with locked_session(store, session_id, save=False) as session:
+            check_work(session.spec, settings, batch=1, traced=1)
+            sample = training.resolve_sample(session, body.input, body.label)
+            answer, remembered = training.trace_sample(session, sample, body.edit_list(),
+                                                       view.fields)
+            if remembered:
+                _record_traced_input(store, session)
+        return view.response(answer)
+
+    return await computation(request, work)
 
 
-def _remember_traced_input(store: SessionStore, session: Session) -> None:
-    """Save the session's new last input (the PyTorch export's input). A trace changes no
-    weights, so when another server process saved the session meanwhile the trace still
-    answers: only the remembered input is lost, and the newer save is kept. Likewise on a full
-    disk: the trace itself needs no room, so it answers (the input is remembered in memory)."""
+def _record_traced_input(store: SessionStore, session: Session) -> None:
+    """Record the session's new last input (the PyTorch export's input) for every server
+    process; the session itself is not rewritten (a trace changes nothing else). On a full disk
+    the trace still answers: it needs no room itself, and the input stays remembered here."""
     try:
-        store.save(session)
-    except SessionConflict:
-        pass
+        store.remember_input(session)
     except Exception as exc:
         if not is_disk_full(exc):
             raise
@@ -78,31 +87,41 @@ def _remember_traced_input(store: SessionStore, session: Session) -> None:
 @router.post("/gradcheck", response_model=GradcheckOut, responses=ERRORS,
              summary="Analytic gradient of one weight, bias or input value beside a central "
                      "difference; nothing is updated")
-def gradcheck(session_id: SessionIdPath, body: GradcheckRequest, store: StoreDep,
-              settings: SettingsDep) -> FastJSONResponse:
-    with locked_session(store, session_id, save=False) as session:
-        # a trace for the analytic value, and two forward passes for the central difference
-        check_work(session.spec, settings, batch=1, traced=1, forward_only=2)
-        sample = training.resolve_sample(session, body.input, body.label)
-        answer = training.gradcheck(session, sample, body.target(), body.epsilon,
-                                    body.edit_list())
-    return FastJSONResponse(answer)
+async def gradcheck(request: Request, session_id: SessionIdPath, body: GradcheckRequest,
+                    store: StoreDep, settings: SettingsDep) -> FastJSONResponse:
+    def work() -> FastJSONResponse:
+        with locked_session(store, session_id, save=False) as session:
+            # a trace for the analytic value, and two forward passes for the central difference
+            check_work(session.spec, settings, batch=1, traced=1, forward_only=2)
+            sample = training.resolve_sample(session, body.input, body.label)
+            answer = training.gradcheck(session, sample, body.target(), body.epsilon,
+                                        body.edit_list())
+        return FastJSONResponse(answer)
+
+    return await computation(request, work)
 
 
 @router.post("/step", response_model=StepOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="One training iteration on a mini-batch, with the trace of its first sample")
-def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
-         settings: SettingsDep, view: AnswerViewDep) -> Response:
-    with locked_session(store, session_id, save=True) as session:
-        # a trace of the first sample, a traced batch, and the batch forward again after the update
-        # (the first sample's trace is held beside the batch's: batch_size + 1 in memory)
-        check_work(session.spec, settings, batch=body.batch_size + 1,
-                   traced=body.batch_size + 1, forward_only=body.batch_size)
-        first = None
-        if body.input is not None:
-            first = training.resolve_sample(session, body.input, body.label)
-        answer = training.step(session, body, first, settings.max_history, view.fields)
-    return view.response(answer)
+async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
+               store: StoreDep, settings: SettingsDep, answer_format: AnswerFormat = "json",
+               fields: AnswerFields = None) -> Response:
+    view = answer_view(answer_format, fields)
+
+    def work() -> Response:
+        with locked_session(store, session_id, save=True) as session:
+            # a trace of the first sample, a traced batch, and the batch forward again after the
+            # update (the first sample's trace is held beside the batch's: batch_size + 1 in
+            # memory)
+            check_work(session.spec, settings, batch=body.batch_size + 1,
+                       traced=body.batch_size + 1, forward_only=body.batch_size)
+            first = None
+            if body.input is not None:
+                first = training.resolve_sample(session, body.input, body.label)
+            answer = training.step(session, body, first, settings.max_history, view.fields)
+        return view.response(answer)
+
+    return await computation(request, work)
 
 
 @router.get("/steps/{step}", response_model=StepOut,
@@ -113,32 +132,45 @@ def step(session_id: SessionIdPath, body: StepRequest, store: StoreDep,
                         "the next step or training, so a client may ask the step for a few "
                         "fields and fetch the rest (weights, gradients) afterwards. 409 when "
                         "they are gone: a newer step, or another or restarted server process.")
-def kept_step(session_id: SessionIdPath, step: Annotated[int, Path(ge=1, description="the step's number, as its answer gave it")],
-              store: StoreDep, view: AnswerViewDep) -> Response:
-    with locked_session(store, session_id, save=False) as session:
-        answer = training.kept_step(session, step, view.fields)
-    return view.response(answer)
+async def kept_step(request: Request, session_id: SessionIdPath, step: Annotated[int, Path(ge=1, description="the step's number, as its answer gave it")],
+                    store: StoreDep, answer_format: AnswerFormat = "json",
+                    fields: AnswerFields = None) -> Response:
+    view = answer_view(answer_format, fields)
+
+    def work() -> Response:
+        with locked_session(store, session_id, save=False) as session:
+            answer = training.kept_step(session, step, view.fields)
+        return view.response(answer)
+
+    return await computation(request, work)
 
 
 @router.post("/train", response_model=TrainOut, responses=ERRORS,
              summary="Run several training steps at once (all or nothing)")
-def train(session_id: SessionIdPath, body: TrainRequest, store: StoreDep,
-          settings: SettingsDep) -> FastJSONResponse:
-    with locked_session(store, session_id, save=True) as session:
-        check_work(session.spec, settings, batch=body.batch_size,
-                   traced=body.steps * body.batch_size)
-        answer = training.train(session, body, body.steps, settings.max_history)
-    return FastJSONResponse(answer)
+async def train(request: Request, session_id: SessionIdPath, body: TrainRequest,
+                store: StoreDep, settings: SettingsDep) -> FastJSONResponse:
+    def work() -> FastJSONResponse:
+        with locked_session(store, session_id, save=True) as session:
+            check_work(session.spec, settings, batch=body.batch_size,
+                       traced=body.steps * body.batch_size)
+            answer = training.train(session, body, body.steps, settings.max_history)
+        return FastJSONResponse(answer)
+
+    return await computation(request, work)
 
 
 @router.post("/evaluate", response_model=EvaluationOut, responses=ERRORS,
              summary="Held-out accuracy and loss on the MNIST test split")
-def evaluate(session_id: SessionIdPath, store: StoreDep, settings: SettingsDep,
-             body: EvaluateRequest | None = None) -> FastJSONResponse:
+async def evaluate(request: Request, session_id: SessionIdPath, store: StoreDep,
+                   settings: SettingsDep, body: EvaluateRequest | None = None) -> FastJSONResponse:
     limit = body.limit if body is not None else settings.max_eval_samples
     exclude = body.exclude if body is not None else []
-    with locked_session(store, session_id, save=True) as session:
-        check_work(session.spec, settings, batch=min(limit, training.EVALUATION_CHUNK),
-                   traced=limit)
-        answer = training.evaluate(session, limit, settings.max_history, exclude)
-    return FastJSONResponse(answer)
+
+    def work() -> FastJSONResponse:
+        with locked_session(store, session_id, save=True) as session:
+            check_work(session.spec, settings, batch=min(limit, training.EVALUATION_CHUNK),
+                       traced=limit)
+            answer = training.evaluate(session, limit, settings.max_history, exclude)
+        return FastJSONResponse(answer)
+
+    return await computation(request, work)

@@ -35,12 +35,13 @@ class _FullDisk:
         return getattr(self.connection, name)
 
 
-CONNECTIONS = ("_connection", "_save_connection")  # the store's reads and its saves
+# the store's reads, its saves and the traces' last inputs
+CONNECTIONS = ("_connection", "_save_connection", "_input_connection")
 
 
 def _fill_the_disk(app) -> None:
     store = app.state.store
-    store._db, store._save_db  # opened
+    store._db, store._save_db, store._input_db  # opened
     for name in CONNECTIONS:
         setattr(store, name, _FullDisk(getattr(store, name)))
 
