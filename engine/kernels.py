@@ -18,6 +18,7 @@ import functools
 
 import numpy as np
 
+from .activations import activate_into
 from .scratch import Take, fresh, kernel_threads, worker_pool
 
 
@@ -140,19 +141,32 @@ def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str =
     return cols
 
 
-def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh):
+def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh,
+                 activation: str | None = None):
     """Fast conv: im2col of the padded input, then matrix products.
 
     Two layouts, the same sum (see `uses_wide_rows`): stride-1 convolutions whose rows waste little
     work the "wide rows" way, in NCHW and in cache-sized chunks of the batch; the others with the
     batch innermost. With return_cols the batch-innermost im2col matrix is returned too, for
     conv_backward to reuse (None for the wide form, whose backward rebuilds its chunks in cache).
-    `scratch` supplies the temporaries (see scratch.py); the returned z is always a new array.
+    With an `activation` (a name for activations.activate), a = g(z) is returned after z, computed
+    chunk by chunk while each chunk of z is still in cache: (z, a) or (z, a, cols).
+    `scratch` supplies the temporaries (see scratch.py); the returned z and a are always new arrays.
     """
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        z = _conv_forward_wide(x, w, b, padding, scratch)
-        return (z, None) if return_cols else z
-    return _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch)
+        z, a = _conv_forward_wide(x, w, b, padding, scratch, activation)
+        cols = None
+    else:
+        z, a, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, activation)
+    result = (z,) if activation is None else (z, a)
+    if return_cols:
+        result += (cols,)
+    return result if len(result) > 1 else z
+
+
+def _activated(activation: str | None, z: np.ndarray) -> np.ndarray | None:
+    """The array a conv's forward writes g(z) into, chunk by chunk (None without an activation)."""
+    return None if activation is None else np.empty_like(z)
 
 
 def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
@@ -222,8 +236,38 @@ def _padded_planes(x, padding, dtype, take: Take) -> np.ndarray:
 
 def _wide_chunks(N: int, row_bytes: int):
     """(n0, n1) ranges of the batch whose im2col rows take about WIDE_CHUNK_BYTES."""
-    step = max(1, WIDE_CHUNK_BYTES // max(1, row_bytes))
+    return _batch_chunks(N, max(1, WIDE_CHUNK_BYTES // max(1, row_bytes)), row_bytes)
+
+
+# A pass deals a batch over its threads only when each thread gets at least this many bytes of work
+# (a kernel's temporaries per sample, times its samples): handing a part to another thread and
+# waiting for it costs tens of microseconds, more than a smaller part takes.
+THREAD_PART_MIN_BYTES = 2**18
+
+
+def _batch_chunks(N: int, step: int, bytes_per_sample: int):
+    """(n0, n1) ranges of at most `step` samples, and at least kernel_threads() of them when the
+    batch is big enough to be worth dealing over the threads (THREAD_PART_MIN_BYTES)."""
+    threads = kernel_threads()
+    if threads > 1 and N * bytes_per_sample >= threads * THREAD_PART_MIN_BYTES:
+        step = min(step, -(-N // threads))
     return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+# Element-wise passes over a batch go in chunks of about this many bytes per operand, small enough
+# that a chunk's temporaries (a comparison's mask) stay in the core's L2 cache.
+ELEMENTWISE_CHUNK_BYTES = 2**18
+
+
+def over_batch(function, N: int, sample_bytes: int) -> None:
+    """function(n0, n1) over cache-sized ranges of a batch of N samples of sample_bytes each, dealt
+    over the pass's threads when the batch is big enough (for element-wise work that writes
+    disjoint parts of its results)."""
+    def job(chunks):
+        for n0, n1 in chunks:
+            function(n0, n1)
+
+    _over_threads(job, _batch_chunks(N, max(1, ELEMENTWISE_CHUNK_BYTES // max(1, sample_bytes)), sample_bytes))
 
 
 def _over_threads(job, chunks) -> list:
@@ -257,13 +301,14 @@ def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndar
     return _strided(wide, (N, F, Ho, Wo), (length * e, wide.strides[0], row_length * e, e), writeable=True)
 
 
-def _conv_forward_wide(x, w, b, padding, take: Take):
+def _conv_forward_wide(x, w, b, padding, take: Take, activation=None):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(x, w)
     K = C * HH * WW
     planes = _padded_planes(x, padding, dtype, take)
     w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
     z = np.empty((N, F, Ho, Wo), dtype=dtype)
+    a = _activated(activation, z)
 
     def job(chunks):
         for n0, n1 in chunks:
@@ -272,9 +317,11 @@ def _conv_forward_wide(x, w, b, padding, take: Take):
             z_wide = take("z_wide", (F, n * L), dtype)
             np.matmul(w_mat, cols, out=z_wide)  # (f, c hh ww) @ (c hh ww, n q)
             np.add(_wide_outputs(z_wide, n, F, Ho, Wo, Wp, L), bias, out=z[n0:n1])  # while still in cache
+            if a is not None:
+                activate_into(activation, z[n0:n1], a[n0:n1])
 
     _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
-    return z
+    return z, a
 
 
 def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
@@ -347,17 +394,16 @@ def batch_innermost_chunk(N: int, columns_per_sample: int, itemsize: int) -> int
 
 
 def _batch_innermost_chunks(N, columns_per_sample, itemsize):
-    step = batch_innermost_chunk(N, columns_per_sample, itemsize)
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+    return _batch_chunks(N, batch_innermost_chunk(N, columns_per_sample, itemsize), columns_per_sample * itemsize)
 
 
-def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch: Take):
-    """im2col with the batch innermost, then one matrix product, per chunk of the batch.
+def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activation=None):
+    """im2col with the batch innermost, then one matrix product, per chunk of the batch: (z, a, cols).
 
     # (ho wo n, c hh ww) @ (c hh ww, f) -> (ho, wo, n, f) -> nfhw
     (cols.T @ w.T rather than w @ cols: the same products, in the operand order OpenBLAS runs
-    faster for these shapes.) With return_cols, the im2col matrix is returned for the backward
-    when the batch is one chunk; with several, None (the backward rebuilds each chunk's in cache).
+    faster for these shapes.) cols is the im2col matrix, for the backward, when the batch is one
+    chunk; with several, None (the backward rebuilds each chunk's in cache).
     """
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
@@ -366,6 +412,7 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch
     dtype = np.result_type(x, w)
     w_t = w.reshape(F, -1).T
     z = np.empty((N, F, Ho, Wo), dtype=dtype)
+    a = _activated(activation, z)
     chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
 
     def job(part):
@@ -375,12 +422,12 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch
             np.matmul(cols.T, w_t, out=z_rows)
             z_rows += b
             np.copyto(z[n0:n1], z_rows.reshape(Ho, Wo, n1 - n0, F).transpose(2, 3, 0, 1))
+            if a is not None:
+                activate_into(activation, z[n0:n1], a[n0:n1])
         return cols
 
     cols = _over_threads(job, chunks)[0]
-    if not return_cols:
-        return z
-    return z, (cols if len(chunks) == 1 else None)
+    return z, a, (cols if len(chunks) == 1 else None)
 
 
 def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch: Take):
@@ -541,9 +588,13 @@ def maxpool_forward(x, size, stride, scratch: Take = fresh):
     Ho, Wo = _pool_output_size(x.shape, size, stride)
     out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
     argmax = np.empty((N, C, Ho, Wo), dtype=np.int64)
-    step = max(1, POOL_CHUNK_BYTES // max(1, C * H * W * x.itemsize))
-    for n0 in range(0, N, step):
-        _maxpool_chunk(x[n0: n0 + step], size, stride, out[n0: n0 + step], argmax[n0: n0 + step], scratch)
+    sample_bytes = C * H * W * x.itemsize
+
+    def job(chunks):
+        for n0, n1 in chunks:
+            _maxpool_chunk(x[n0:n1], size, stride, out[n0:n1], argmax[n0:n1], scratch)
+
+    _over_threads(job, _batch_chunks(N, max(1, POOL_CHUNK_BYTES // sample_bytes), sample_bytes))
     return out, argmax
 
 
@@ -594,14 +645,23 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
     scatter-add, so that inputs winning several windows add them up.
     """
     N, C, H, W = x_shape
-    index = scratch("index", argmax.shape, np.int64)
-    np.add(argmax, _plane_starts(N, C, H * W), out=index)
-    dx = np.zeros(N * C * H * W, dtype=dout.dtype)
-    if size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]:
-        dx[index.reshape(-1)] = dout.reshape(-1)
-    else:
-        np.add.at(dx, index.reshape(-1), dout.reshape(-1))
-    return dx.reshape(x_shape)
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    disjoint = size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]
+    if not disjoint:
+        index = scratch("index", argmax.shape, np.int64)
+        np.add(argmax, _plane_starts(N, C, H * W), out=index)
+        np.add.at(dx.reshape(-1), index.reshape(-1), dout.reshape(-1))
+        return dx
+
+    def job(chunks):  # each sample's planes are its own: chunks of the batch never meet
+        for n0, n1 in chunks:
+            index = scratch("index", argmax[n0:n1].shape, np.int64)
+            np.add(argmax[n0:n1], _plane_starts(n1 - n0, C, H * W), out=index)
+            dx[n0:n1].reshape(-1)[index.reshape(-1)] = dout[n0:n1].reshape(-1)
+
+    sample_bytes = C * H * W * dout.itemsize
+    _over_threads(job, _batch_chunks(N, max(1, POOL_CHUNK_BYTES // sample_bytes), sample_bytes))
+    return dx
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .activations import activate, backprop
+from .activations import activate, backprop_into
 from .scratch import SCRATCH, fresh
 
 
@@ -34,7 +34,13 @@ class Layer:
         """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same."""
         if self.activation is None:
             return grad_a
-        return backprop(self.activation, grad_a, z, a)
+        delta = np.empty_like(grad_a)
+
+        def chunk(n0, n1):
+            backprop_into(self.activation, grad_a[n0:n1], z[n0:n1], a[n0:n1], delta[n0:n1])
+
+        kernels.over_batch(chunk, grad_a.shape[0], grad_a[:1].nbytes)
+        return delta
 
 
 def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
@@ -105,10 +111,12 @@ class Conv(Layer):
 
     def forward(self, x, params, keep=True):
         x_in = circular_pad(x, self.spec["padding"]) if self.circular else x
-        z, cols = kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"],
-                                       self.spec["stride"], self.kernel_padding, return_cols=True,
-                                       scratch=self.scratch)
-        return z, activate(self.activation, z), None, ((x_in, cols) if keep else None)
+        # the kernel applies the activation chunk by chunk; the identity's a is z itself, as elsewhere
+        applied = None if self.activation in (None, "identity") else self.activation
+        z, *a, cols = kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"],
+                                           self.spec["stride"], self.kernel_padding, return_cols=True,
+                                           scratch=self.scratch, activation=applied)
+        return z, (a[0] if a else z), None, ((x_in, cols) if keep else None)
 
     def backward(self, delta, cache, params, need_dx=True):
         x_in, cols = cache
