@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from .activations import activate_into
-from .scratch import Take, fresh, kernel_threads, worker_pool
+from .scratch import Take, fresh, kernel_threads, over_threads
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -142,7 +142,7 @@ def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str =
 
 
 def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh,
-                 activation: str | None = None):
+                 activation: str | None = None, z_out=None, a_out=None):
     """Fast conv: im2col of the padded input, then matrix products.
 
     Two layouts, the same sum (see `uses_wide_rows`): stride-1 convolutions whose rows waste little
@@ -151,32 +151,41 @@ def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scra
     conv_backward to reuse (None for the wide form, whose backward rebuilds its chunks in cache).
     With an `activation` (a name for activations.activate), a = g(z) is returned after z, computed
     chunk by chunk while each chunk of z is still in cache: (z, a) or (z, a, cols).
-    `scratch` supplies the temporaries (see scratch.py); the returned z and a are always new arrays.
+    `scratch` supplies the temporaries (see scratch.py); z and a are new arrays, or written into
+    z_out and a_out when given (a block of a bigger batch's arrays, Network.trace).
     """
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        z, a = _conv_forward_wide(x, w, b, padding, scratch, activation)
+        z, a = _conv_forward_wide(x, w, b, padding, scratch, activation, z_out, a_out)
         cols = None
     else:
-        z, a, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, activation)
+        z, a, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, activation, z_out, a_out)
     result = (z,) if activation is None else (z, a)
     if return_cols:
         result += (cols,)
     return result if len(result) > 1 else z
 
 
-def _activated(activation: str | None, z: np.ndarray) -> np.ndarray | None:
-    """The array a conv's forward writes g(z) into, chunk by chunk (None without an activation)."""
-    return None if activation is None else np.empty_like(z)
+def _conv_outputs(shape, dtype, activation, z_out, a_out):
+    """(z, a) a conv's forward writes into, chunk by chunk: the given arrays, or new ones (a is None
+    without an activation)."""
+    z = np.empty(shape, dtype=dtype) if z_out is None else z_out
+    if activation is None:
+        return z, None
+    return z, (np.empty(shape, dtype=dtype) if a_out is None else a_out)
 
 
-def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
+def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh,
+                  dx_out=None):
     """Fast conv backward: dw = delta @ im2col(x).T, db = sum(delta), and dx by the transpose of
     im2col (or, for small batch-innermost maps, as the full convolution of the dilated delta with the
     rotated kernel); every form is the same sum as the naive one. `cols` is what conv_forward
-    returned with return_cols (None: rebuilt here)."""
+    returned with return_cols (None: rebuilt here). dx is a new array, or written into dx_out."""
+    dx = None
+    if need_dx:
+        dx = np.empty(x.shape, dtype=np.result_type(delta, x, w)) if dx_out is None else dx_out
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        return _conv_backward_wide(delta, x, w, padding, need_dx, scratch)
-    return _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch)
+        return _conv_backward_wide(delta, x, w, padding, dx, scratch)
+    return _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scratch)
 
 
 # --- convolution, "wide rows" (stride 1, NCHW) -----------------------------------------------------
@@ -271,16 +280,7 @@ def over_batch(function, N: int, sample_bytes: int) -> None:
 
 
 def _over_threads(job, chunks) -> list:
-    """[job(group) for each group] with the chunks dealt into kernel_threads() consecutive groups,
-    the first done on the calling thread and the others on the worker pool at the same time. Each
-    thread takes its temporaries from its own scratch; jobs write disjoint parts of the results."""
-    groups = min(kernel_threads(), len(chunks))
-    if groups <= 1:
-        return [job(chunks)]
-    bounds = [len(chunks) * g // groups for g in range(groups + 1)]
-    parts = [chunks[bounds[g]: bounds[g + 1]] for g in range(groups)]
-    others = [worker_pool().submit(job, part) for part in parts[1:]]
-    return [job(parts[0])] + [other.result() for other in others]
+    return over_threads(job, chunks, kernel_threads())
 
 
 def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take) -> np.ndarray:
@@ -301,14 +301,13 @@ def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndar
     return _strided(wide, (N, F, Ho, Wo), (length * e, wide.strides[0], row_length * e, e), writeable=True)
 
 
-def _conv_forward_wide(x, w, b, padding, take: Take, activation=None):
+def _conv_forward_wide(x, w, b, padding, take: Take, activation=None, z_out=None, a_out=None):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(x, w)
     K = C * HH * WW
     planes = _padded_planes(x, padding, dtype, take)
     w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
-    z = np.empty((N, F, Ho, Wo), dtype=dtype)
-    a = _activated(activation, z)
+    z, a = _conv_outputs((N, F, Ho, Wo), dtype, activation, z_out, a_out)
 
     def job(chunks):
         for n0, n1 in chunks:
@@ -324,13 +323,13 @@ def _conv_forward_wide(x, w, b, padding, take: Take, activation=None):
     return z, a
 
 
-def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
+def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(delta, x, w)
     K, S = C * HH * WW, Hp * Wp
     planes = _padded_planes(x, padding, dtype, take)
     w_mat = w.reshape(F, K)
-    dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
+    need_dx = dx is not None
     # dcols row k = (c, r, s) goes at [margin, margin + L) of a row `span` long, zero elsewhere;
     # entry p of the padded plane then reads it at margin + p - (r*Wp + s), always inside the row.
     margin = (HH - 1) * Wp + WW - 1
@@ -397,7 +396,8 @@ def _batch_innermost_chunks(N, columns_per_sample, itemsize):
     return _batch_chunks(N, batch_innermost_chunk(N, columns_per_sample, itemsize), columns_per_sample * itemsize)
 
 
-def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activation=None):
+def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activation=None, z_out=None,
+                                  a_out=None):
     """im2col with the batch innermost, then one matrix product, per chunk of the batch: (z, a, cols).
 
     # (ho wo n, c hh ww) @ (c hh ww, f) -> (ho, wo, n, f) -> nfhw
@@ -411,8 +411,7 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activ
     Wo = conv_output_size(W, WW, stride[1], padding[1])
     dtype = np.result_type(x, w)
     w_t = w.reshape(F, -1).T
-    z = np.empty((N, F, Ho, Wo), dtype=dtype)
-    a = _activated(activation, z)
+    z, a = _conv_outputs((N, F, Ho, Wo), dtype, activation, z_out, a_out)
     chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
 
     def job(part):
@@ -430,7 +429,7 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activ
     return z, a, (cols if len(chunks) == 1 else None)
 
 
-def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch: Take):
+def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scratch: Take):
     """dw = delta @ im2col(x).T, db = sum(delta), and dx either as the full convolution of the
     dilated delta with the rotated kernel (small maps) or by col2im (large ones), per chunk of the
     batch as in the forward; `cols` (one chunk only) is the forward's im2col matrix."""
@@ -440,7 +439,7 @@ def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, 
     ph, pw = padding
     dtype = np.result_type(delta, x, w)
     chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
-    dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
+    need_dx = dx is not None
 
     def job(part):
         dw_t = np.zeros((C * HH * WW, F), dtype=dtype)
@@ -579,15 +578,16 @@ def _pool_output_size(x_shape, size, stride):
 POOL_CHUNK_BYTES = 2**21
 
 
-def maxpool_forward(x, size, stride, scratch: Take = fresh):
+def maxpool_forward(x, size, stride, scratch: Take = fresh, out=None, argmax_out=None):
     """Fast max-pool: the maximum over the kh*kw window offsets, each a whole-map operation, then
     the winner as the first offset, in row-major window order, whose input equals that maximum (the
-    notes' rule for ties). argmax is row * W + col in the input plane.
+    notes' rule for ties). argmax is row * W + col in the input plane. Both are new arrays, or written
+    into out and argmax_out when given.
     """
     N, C, H, W = x.shape
     Ho, Wo = _pool_output_size(x.shape, size, stride)
-    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
-    argmax = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype) if out is None else out
+    argmax = np.empty((N, C, Ho, Wo), dtype=np.int64) if argmax_out is None else argmax_out
     sample_bytes = C * H * W * x.itemsize
 
     def job(chunks):
@@ -636,18 +636,20 @@ def _window_indices(size, stride, W, Ho, Wo):
     return offset_in_plane, corner
 
 
-def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None):
+def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None, dx_out=None):
     """Each output's delta goes to its winning input only.
 
     With `size` and `stride` given and windows that do not overlap (stride >= size on both axes),
     every input wins at most one window, so the deltas are simply stored at their winners' flat
     (n, c, row * W + col) indices; otherwise (overlapping, or the window unknown) one unbuffered
-    scatter-add, so that inputs winning several windows add them up.
+    scatter-add, so that inputs winning several windows add them up. dx is a new array, or written
+    into dx_out.
     """
     N, C, H, W = x_shape
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    dx = np.empty(x_shape, dtype=dout.dtype) if dx_out is None else dx_out
     disjoint = size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]
     if not disjoint:
+        dx.fill(0)
         index = scratch("index", argmax.shape, np.int64)
         np.add(argmax, _plane_starts(N, C, H * W), out=index)
         np.add.at(dx.reshape(-1), index.reshape(-1), dout.reshape(-1))
@@ -657,6 +659,7 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
         for n0, n1 in chunks:
             index = scratch("index", argmax[n0:n1].shape, np.int64)
             np.add(argmax[n0:n1], _plane_starts(n1 - n0, C, H * W), out=index)
+            dx[n0:n1] = 0
             dx[n0:n1].reshape(-1)[index.reshape(-1)] = dout[n0:n1].reshape(-1)
 
     sample_bytes = C * H * W * dout.itemsize

@@ -179,6 +179,26 @@ def worker_pool() -> ThreadPoolExecutor:
     return _worker_pool
 
 
+def over_threads(job, items, threads: int | None = None) -> list:
+    """[job(group) for each group] with the items dealt into `threads` (default kernel_threads())
+    consecutive groups,
+    the first done on the calling thread and the others on the worker pool at the same time. Inside
+    a job kernel_threads() is 1: a job never deals its own work out again. Each thread takes its
+    temporaries from its own scratch; jobs must write disjoint parts of their results."""
+    groups = min(kernel_threads() if threads is None else threads, len(items))
+    if groups <= 1:
+        return [job(items)]
+    bounds = [len(items) * g // groups for g in range(groups + 1)]
+    parts = [items[bounds[g]: bounds[g + 1]] for g in range(groups)]
+    others = [worker_pool().submit(job, part) for part in parts[1:]]
+    previous, _pass_threads.count = kernel_threads(), 1
+    try:
+        first = job(parts[0])
+    finally:
+        _pass_threads.count = previous
+    return [first] + [other.result() for other in others]
+
+
 def on_one_blas_thread(method):
     """Run `method` with the BLAS on one thread and the kernels on as many threads as the BLAS had."""
 
