@@ -283,15 +283,19 @@ def _over_threads(job, chunks) -> list:
     return over_threads(job, chunks, kernel_threads())
 
 
-def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take) -> np.ndarray:
-    """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]."""
+def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take, ones_row: bool = False) -> np.ndarray:
+    """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]; with
+    ones_row, one more row of ones below them (a product with it sums the other operand's rows)."""
     _, C, _ = planes.shape
     HH, WW = window
     s_n, s_c, s_q = planes.strides
     n = n1 - n0
+    K = C * HH * WW
     view = _strided(planes, (C, HH, WW, n, length), (s_c, row_length * s_q, s_q, s_n, s_q), offset=n0 * s_n)
-    cols = take("wide_cols", (C * HH * WW, n * length), planes.dtype)
-    np.copyto(cols.reshape(view.shape), view)
+    cols = take("wide_cols", (K + ones_row, n * length), planes.dtype)
+    np.copyto(cols[:K].reshape(view.shape), view)
+    if ones_row:
+        cols[K] = 1
     return cols
 
 
@@ -336,8 +340,9 @@ def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
     span = margin + S
 
     def job(chunks):
-        db = np.zeros(F, dtype=dtype)
-        dw_t = np.zeros((K, F), dtype=dtype)
+        # rows (c, hh, ww) of dw.T, and db as one more row: the im2col matrix's row of ones times
+        # delta.T sums delta over its columns inside the product, saving a pass over delta
+        dw_t_db = np.zeros((K + 1, F), dtype=dtype)
         for n0, n1 in chunks:
             n = n1 - n0
             # the chunk's delta on wide rows, (f, n q), zero in the wasted columns so they add nothing
@@ -347,9 +352,8 @@ def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
                 _strided(delta_wide, (F, n, Ho - 1, Wp - Wo), (delta_wide.strides[0], L * e, Wp * e, e),
                          offset=Wo * e, writeable=True)[...] = 0
             np.copyto(_wide_outputs(delta_wide, n, F, Ho, Wo, Wp, L), delta[n0:n1])
-            db += delta_wide.sum(axis=1)  # contiguous rows
-            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
-            dw_t += cols @ delta_wide.T  # (c hh ww, n q) @ (n q, f); the faster operand order for OpenBLAS
+            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take, ones_row=True)
+            dw_t_db += cols @ delta_wide.T  # (c hh ww + 1, n q) @ (n q, f); the faster operand order for OpenBLAS
             if not need_dx:
                 continue
             # Only [margin, margin + L) of each row is ever written, so under a name fixed by that
@@ -366,14 +370,13 @@ def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
             dx_planes = take("dx_planes", (n, C, S), dtype)
             np.sum(reads, axis=(2, 3), out=dx_planes)
             dx[n0:n1] = dx_planes.reshape(n, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
-        return db, dw_t
+        return dw_t_db
 
     parts = _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
-    db, dw_t = parts[0]
-    for more_db, more_dw_t in parts[1:]:
-        db += more_db
-        dw_t += more_dw_t
-    return dx, dw_t.T.reshape(w.shape), db
+    dw_t_db = parts[0]
+    for more in parts[1:]:
+        dw_t_db += more
+    return dx, np.ascontiguousarray(dw_t_db[:K].T).reshape(w.shape), dw_t_db[K].copy()
 
 
 # --- convolution, batch innermost (any stride) -----------------------------------------------------

@@ -75,6 +75,7 @@ def _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize) -> int:
     elements = C * S * batch + K * chunk * L + F * chunk * L  # x_planes, wide_cols, z_wide
     if backward:
         span = (HH - 1) * Wp + WW - 1 + S
+        elements += chunk * L  # wide_cols' row of ones
         elements += F * chunk * L + chunk * K * span + chunk * C * S  # delta_wide, shifted, dx_planes
     return elements
 

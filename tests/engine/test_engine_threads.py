@@ -65,9 +65,9 @@ def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monke
     seen = set()
     original = kernels._wide_im2col
 
-    def recording_im2col(*args):
+    def recording_im2col(*args, **kwargs):
         seen.add(threading.get_ident())
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
     for got, want in zip(kernels.conv_backward(delta, x, w, (1, 1), (1, 2)),
