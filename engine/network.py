@@ -31,7 +31,7 @@ EDIT_KEYS = {"layer", "param", "index", "value"}
 TRACE_BLOCK_BYTES = 3 * 2**19
 # With more than one thread, a batch is dealt over them in blocks when each thread gets at least
 # this many bytes of the largest layer output (else the kernels deal their own chunks, if big enough).
-THREAD_BLOCK_MIN_BYTES = 2**18
+THREAD_BLOCK_MIN_BYTES = 2**20
 
 
 def _is_int(value: Any) -> bool:
