@@ -382,11 +382,13 @@ def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
 # --- convolution, batch innermost (any stride) -----------------------------------------------------
 
 # The batch goes through in chunks whose im2col matrix takes at most about this many bytes: LeNet-5's
-# conv2 in float32 runs batch 64 in one chunk (3.8 MB) and batch 256 in four, which measured 15 %
-# faster than one (the column gradients of 256 samples, 15 MB, go through memory twice in col2im).
-# Smaller chunks make col2im's runs short and lose the forward's im2col matrix (a backward over
-# several chunks rebuilds each chunk's): two chunks of 32 were slower than one of 64.
-BATCH_INNERMOST_CHUNK_BYTES = 2**22
+# conv2 in float32 runs in chunks of 32 (1.9 MB). One chunk of 256 measured 15 % slower than four
+# of 64 (the column gradients of 256 samples, 15 MB, go through memory twice in col2im), and within
+# a whole trace chunks of 32 measured 3-8 % faster again than chunks of 64 at batch 64 and 256:
+# the backward rebuilds each chunk's im2col matrix in cache (instead of reusing the forward's, kept
+# only when the batch is one chunk), but the trace's other arrays stay in cache. Chunks of 16 make
+# col2im's runs short and gained nothing.
+BATCH_INNERMOST_CHUNK_BYTES = 2**21
 
 
 def batch_innermost_chunk(N: int, columns_per_sample: int, itemsize: int) -> int:
@@ -576,6 +578,10 @@ def _pool_output_size(x_shape, size, stride):
             conv_output_size(x_shape[3], size[1], stride[1], 0))
 
 
+# The fast max-pool's winners (row * W + col within one input plane, which the spec keeps far below
+# 2**31): half the memory of int64, and a batch-256 LeNet-5 trace writes and reads 1.6 MB less.
+WINNER_DTYPE = np.int32
+
 # Max-pooling makes several passes over its input: a batch whose input is larger than this is done
 # in chunks of about this size, each of which stays in the core's L2 cache through all of them.
 POOL_CHUNK_BYTES = 2**21
@@ -584,13 +590,13 @@ POOL_CHUNK_BYTES = 2**21
 def maxpool_forward(x, size, stride, scratch: Take = fresh, out=None, argmax_out=None):
     """Fast max-pool: the maximum over the kh*kw window offsets, each a whole-map operation, then
     the winner as the first offset, in row-major window order, whose input equals that maximum (the
-    notes' rule for ties). argmax is row * W + col in the input plane. Both are new arrays, or written
+    notes' rule for ties). argmax (WINNER_DTYPE) is row * W + col in the input plane. Both are new arrays, or written
     into out and argmax_out when given.
     """
     N, C, H, W = x.shape
     Ho, Wo = _pool_output_size(x.shape, size, stride)
     out = np.empty((N, C, Ho, Wo), dtype=x.dtype) if out is None else out
-    argmax = np.empty((N, C, Ho, Wo), dtype=np.int64) if argmax_out is None else argmax_out
+    argmax = np.empty((N, C, Ho, Wo), dtype=WINNER_DTYPE) if argmax_out is None else argmax_out
     sample_bytes = C * H * W * x.itemsize
 
     def job(chunks):
@@ -633,8 +639,8 @@ def _window_indices(size, stride, W, Ho, Wo):
     """(offset number -> r*W + s, each window's top-left r*W + s), read-only, made once per shape:
     at batch 1 building them costs as much as using them."""
     (kh, kw), (sh, sw) = size, stride
-    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)
-    corner = (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw
+    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1).astype(WINNER_DTYPE)
+    corner = ((np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw).astype(WINNER_DTYPE)
     offset_in_plane.flags.writeable = corner.flags.writeable = False
     return offset_in_plane, corner
 

@@ -169,7 +169,7 @@ class MaxPool(Layer):
 
     def outputs(self, x, N):
         out = np.empty((N,) + tuple(self.output_shape), dtype=x.dtype)
-        return out, out, np.empty(out.shape, dtype=np.int64)
+        return out, out, np.empty(out.shape, dtype=kernels.WINNER_DTYPE)
 
     def forward_block(self, x, params, out):
         z, _, argmax = out

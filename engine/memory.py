@@ -19,7 +19,7 @@ from typing import Any
 from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS, WIDE_CHUNK_BYTES, batch_innermost_chunk, uses_wide_rows
 from .spec import normalize_spec
 
-INDEX_BYTES = 8  # maxpool winners (int64) and their flat scatter indices
+INDEX_BYTES = 8  # maxpool winners (int32, kernels.WINNER_DTYPE) and their flat scatter indices (int64), at most
 # maxpool_forward's scratch per output: the winning offset and the claim (int16 or int32) and a bool
 MAXPOOL_SCRATCH_BYTES = 4 + 4 + 1
 # Arrays a trace keeps per layer output: z, a, delta and dL/da.
