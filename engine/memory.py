@@ -80,7 +80,7 @@ def _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize) -> int:
     return elements
 
 
-def _estimate(spec: Any, batch: int, backward: bool) -> int:
+def _estimate(spec: Any, batch: int, backward: bool, threads: int) -> int:
     normalized, shapes = normalize_spec(spec)
     itemsize = 4 if normalized["dtype"] == "float32" else 8
     input_values = prod(normalized["input_shape"]) * batch
@@ -105,14 +105,17 @@ def _estimate(spec: Any, batch: int, backward: bool) -> int:
             values += outputs * (KEPT_PER_OUTPUT if backward else 0)
         values += parameters * (3 if backward else 1)  # weights; a trace's copy and gradients
     values += TRANSIENT_OUTPUTS[backward] * largest
-    return (values + scratch_values) * itemsize + index_bytes + SMALL_ALLOCATIONS_BYTES
+    # each thread of a pass dealt over several keeps its own scratch (scratch.py), at most a whole
+    # batch's worth each
+    return (values + scratch_values * max(1, threads)) * itemsize + index_bytes + SMALL_ALLOCATIONS_BYTES
 
 
-def trace_bytes(spec: Any, batch: int) -> int:
-    """Bytes ``Network.trace`` of a batch allocates at its peak (kept arrays and scratch)."""
-    return _estimate(spec, batch, backward=True)
+def trace_bytes(spec: Any, batch: int, threads: int = 1) -> int:
+    """Bytes ``Network.trace`` of a batch allocates at its peak (kept arrays and scratch), run
+    with `threads` kernel threads (one: the server's rule, app/__init__.py)."""
+    return _estimate(spec, batch, backward=True, threads=threads)
 
 
-def forward_bytes(spec: Any, batch: int) -> int:
+def forward_bytes(spec: Any, batch: int, threads: int = 1) -> int:
     """Bytes a forward pass alone (``forward``, ``batch_loss``) of a batch allocates at its peak."""
-    return _estimate(spec, batch, backward=False)
+    return _estimate(spec, batch, backward=False, threads=threads)
