@@ -179,6 +179,14 @@ def worker_pool() -> ThreadPoolExecutor:
     return _worker_pool
 
 
+def _trimmed(job, part):
+    """job(part) on a pool thread, whose scratch nothing else trims (the caller's is trimmed by the pass)."""
+    try:
+        return job(part)
+    finally:
+        SCRATCH.trim()
+
+
 def over_threads(job, items, threads: int | None = None) -> list:
     """[job(group) for each group] with the items dealt into `threads` (default kernel_threads())
     consecutive groups,
@@ -190,7 +198,7 @@ def over_threads(job, items, threads: int | None = None) -> list:
         return [job(items)]
     bounds = [len(items) * g // groups for g in range(groups + 1)]
     parts = [items[bounds[g]: bounds[g + 1]] for g in range(groups)]
-    others = [worker_pool().submit(job, part) for part in parts[1:]]
+    others = [worker_pool().submit(_trimmed, job, part) for part in parts[1:]]
     previous, _pass_threads.count = kernel_threads(), 1
     try:
         first = job(parts[0])
