@@ -179,32 +179,49 @@ def worker_pool() -> ThreadPoolExecutor:
     return _worker_pool
 
 
-def _trimmed(job, part):
-    """job(part) on a pool thread, whose scratch nothing else trims (the caller's is trimmed by the pass)."""
-    try:
-        return job(part)
-    finally:
-        SCRATCH.trim()
-
-
 def over_threads(job, items, threads: int | None = None) -> list:
-    """[job(group) for each group] with the items dealt into `threads` (default kernel_threads())
-    consecutive groups,
-    the first done on the calling thread and the others on the worker pool at the same time. Inside
-    a job kernel_threads() is 1: a job never deals its own work out again. Each thread takes its
+    """The results of job(group) over groups of consecutive items covering them all, in item order.
+
+    On one thread (`threads`, default kernel_threads()), job(items) alone. On more, job([item]) for
+    each item, the items taken one at a time and in order by the calling thread and threads - 1
+    pool threads alike until none are left: a pool thread that gets no core (a loaded machine)
+    leaves its share to the calling thread instead of holding the pass up, and the results, summed
+    in item order by the callers, are the same numbers whichever thread made each. Inside a job
+    kernel_threads() is 1: a job never deals its own work out again. Each thread takes its
     temporaries from its own scratch; jobs must write disjoint parts of their results."""
-    groups = min(kernel_threads() if threads is None else threads, len(items))
-    if groups <= 1:
+    workers = min(kernel_threads() if threads is None else threads, len(items)) - 1
+    if workers <= 0:
         return [job(items)]
-    bounds = [len(items) * g // groups for g in range(groups + 1)]
-    parts = [items[bounds[g]: bounds[g + 1]] for g in range(groups)]
-    others = [worker_pool().submit(_trimmed, job, part) for part in parts[1:]]
+    results = [None] * len(items)
+    positions = iter(range(len(items)))
+    taking = threading.Lock()
+
+    def next_position():
+        with taking:
+            return next(positions, None)
+
+    def take_until_done(trim: bool) -> None:
+        try:
+            while (position := next_position()) is not None:
+                results[position] = job(items[position: position + 1])
+        finally:
+            if trim:  # a pool thread's scratch: nothing else trims it
+                SCRATCH.trim()
+
+    others = [worker_pool().submit(take_until_done, True) for _ in range(workers)]
     previous, _pass_threads.count = kernel_threads(), 1
     try:
-        first = job(parts[0])
+        take_until_done(False)
+    except BaseException:
+        while next_position() is not None:  # leave the pool threads nothing more to start
+            pass
+        raise
     finally:
         _pass_threads.count = previous
-    return [first] + [other.result() for other in others]
+    for other in others:
+        if not other.cancel():  # one that has not started (the pool is busy elsewhere) has nothing left to do
+            other.result()
+    return results
 
 
 def on_one_blas_thread(method):

@@ -1,6 +1,8 @@
 """A trace done in blocks of the batch (network.py: big batches, and batches dealt over threads)
 equals the trace done in one go, array for array, and still matches PyTorch."""
 
+import threading
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -106,8 +108,17 @@ def test_blocks_dealt_over_two_threads_equal_the_one_thread_trace(monkeypatch):
     monkeypatch.setattr(network, "THREAD_BLOCK_MIN_BYTES", 0)
     seen = []
     original = net.layers[0].forward_block
-    monkeypatch.setattr(net.layers[0], "forward_block",
-                        lambda *args: seen.append(__import__("threading").get_ident()) or original(*args))
+    caller, pool_took_one = threading.get_ident(), threading.Event()
+
+    def recording_forward_block(*args):
+        seen.append(threading.get_ident())
+        if threading.get_ident() == caller:
+            pool_took_one.wait(timeout=30)  # blocks go to whichever thread is free: let the pool take one
+        else:
+            pool_took_one.set()
+        return original(*args)
+
+    monkeypatch.setattr(net.layers[0], "forward_block", recording_forward_block)
     with threadpool_limits(limits=2, user_api="blas"):
         dealt = net.trace(x, y)
     assert len(set(seen)) == 2  # the calling thread and a pool thread, one block each

@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from engine import Network, kernels
 from engine.architectures import lenet5
-from engine.scratch import kernel_threads, on_one_blas_thread
+from engine.scratch import kernel_threads, on_one_blas_thread, over_threads, worker_pool
 
 
 def blas_threads() -> list[int]:
@@ -64,9 +64,16 @@ def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monke
     delta = rng.normal(size=z.shape)
     seen = set()
     original = kernels._wide_im2col
+    caller, pool_took_one = threading.get_ident(), threading.Event()
 
     def recording_im2col(*args, **kwargs):
         seen.add(threading.get_ident())
+        if threading.get_ident() == caller:
+            # the chunks go to whichever thread is free first: hold the calling thread until a pool
+            # thread has taken one, so that both really run
+            pool_took_one.wait(timeout=30)
+        else:
+            pool_took_one.set()
         return original(*args, **kwargs)
 
     monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
@@ -74,3 +81,23 @@ def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monke
                          kernels.conv_backward_naive(delta, x, w, (1, 1), (1, 2))):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
     assert len(seen) >= 2  # the calling thread and at least one pool thread (the pool has cores - 1)
+
+
+def test_work_the_pool_cannot_start_is_done_by_the_calling_thread_in_item_order():
+    """A pool thread that gets no core (here: busy with something else) holds nothing up."""
+    release = threading.Event()
+    busy = [worker_pool().submit(release.wait, 30) for _ in range(worker_pool()._max_workers)]
+    try:
+        ran_on = []
+
+        def job(group):
+            ran_on.append(threading.get_ident())
+            return [item * 10 for item in group]
+
+        assert over_threads(job, [1, 2, 3, 4], threads=2) == [[10], [20], [30], [40]]
+        assert set(ran_on) == {threading.get_ident()}
+    finally:
+        release.set()
+        for future in busy:
+            future.result()
+    assert over_threads(job, [1, 2, 3], threads=1) == [[10, 20, 30]]  # one thread: one job over all
