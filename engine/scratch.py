@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -151,6 +152,11 @@ _blas_controllers_found = None
 _blas_lookup_lock = threading.Lock()
 _pass_threads = threading.local()
 _worker_pool = None
+# When the calling thread had to wait for the pool longer than it worked itself, the pool's threads
+# are not getting a core (other processes hold them): for this long, passes keep to the calling
+# thread rather than wait for them again. The next pass after it tries the pool once more.
+POOL_BACKOFF_SECONDS = 1.0
+_pool_backoff_until = 0.0
 
 
 def _blas_controllers() -> list:
@@ -185,12 +191,15 @@ def over_threads(job, items, threads: int | None = None) -> list:
     On one thread (`threads`, default kernel_threads()), job(items) alone. On more, job([item]) for
     each item, the items taken one at a time and in order by the calling thread and threads - 1
     pool threads alike until none are left: a pool thread that gets no core (a loaded machine)
-    leaves its share to the calling thread instead of holding the pass up, and the results, summed
+    leaves its share to the calling thread instead of holding the pass up (and when one held it up
+    anyway, longer than the calling thread worked, passes keep to the calling thread for
+    POOL_BACKOFF_SECONDS), and the results, summed
     in item order by the callers, are the same numbers whichever thread made each. Inside a job
     kernel_threads() is 1: a job never deals its own work out again. Each thread takes its
     temporaries from its own scratch; jobs must write disjoint parts of their results."""
+    global _pool_backoff_until
     workers = min(kernel_threads() if threads is None else threads, len(items)) - 1
-    if workers <= 0:
+    if workers <= 0 or time.monotonic() < _pool_backoff_until:
         return [job(items)]
     results = [None] * len(items)
     positions = iter(range(len(items)))
@@ -210,6 +219,7 @@ def over_threads(job, items, threads: int | None = None) -> list:
 
     others = [worker_pool().submit(take_until_done, True) for _ in range(workers)]
     previous, _pass_threads.count = kernel_threads(), 1
+    started = time.monotonic()
     try:
         take_until_done(False)
     except BaseException:
@@ -218,9 +228,12 @@ def over_threads(job, items, threads: int | None = None) -> list:
         raise
     finally:
         _pass_threads.count = previous
+    worked = time.monotonic() - started
     for other in others:
         if not other.cancel():  # one that has not started (the pool is busy elsewhere) has nothing left to do
             other.result()
+    if time.monotonic() - started > 2 * worked:
+        _pool_backoff_until = time.monotonic() + POOL_BACKOFF_SECONDS
     return results
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from engine import Network, network
+from engine import Network, network, scratch
 from engine_testkit import (
     LENET5_LAYERS,
     assert_trace_matches_torch,
@@ -106,6 +106,8 @@ def test_blocks_dealt_over_two_threads_equal_the_one_thread_trace(monkeypatch):
     monkeypatch.setattr(network, "TRACE_BLOCK_BYTES", 2**62)
     whole = net.trace(x, y)
     monkeypatch.setattr(network, "THREAD_BLOCK_MIN_BYTES", 0)
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 0.0)  # a slow pool thread must not stop the dealing
+    monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
     seen = []
     original = net.layers[0].forward_block
     caller, pool_took_one = threading.get_ident(), threading.Event()

@@ -2,14 +2,23 @@
 and the caller's setting back afterwards (tests otherwise run with one BLAS thread, conftest.py)."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from engine import Network, kernels
+from engine import Network, kernels, scratch
 from engine.architectures import lenet5
 from engine.scratch import kernel_threads, on_one_blas_thread, over_threads, worker_pool
+
+
+@pytest.fixture(autouse=True)
+def pool_never_backs_off(monkeypatch):
+    """These tests check what runs where: a pass held up by a slow pool thread (a loaded machine)
+    must not make the next one keep to the calling thread."""
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
 
 
 def blas_threads() -> list[int]:
@@ -101,3 +110,22 @@ def test_work_the_pool_cannot_start_is_done_by_the_calling_thread_in_item_order(
         for future in busy:
             future.result()
     assert over_threads(job, [1, 2, 3], threads=1) == [[10, 20, 30]]  # one thread: one job over all
+
+
+def test_after_the_pool_held_a_pass_up_passes_keep_to_the_calling_thread_for_a_while(monkeypatch):
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 60.0)
+    caller, pool_took_one = threading.get_ident(), threading.Event()
+
+    def job(group):  # the pool's item is slow, as on a machine whose other core is busy
+        if threading.get_ident() == caller:
+            pool_took_one.wait(timeout=30)
+        else:
+            pool_took_one.set()
+            time.sleep(0.2)
+        return threading.get_ident()
+
+    first = over_threads(job, list(range(20)), threads=2)
+    assert len(first) == 20 and len(set(first)) == 2
+    assert over_threads(job, list(range(20)), threads=2) == [caller]  # one job over all, here
+    monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
+    assert len(over_threads(job, list(range(20)), threads=2)) == 20  # dealt again
