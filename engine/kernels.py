@@ -18,7 +18,6 @@ import functools
 
 import numpy as np
 
-from .activations import activate_into
 from .scratch import Take, fresh, kernel_threads, over_threads
 
 
@@ -142,36 +141,27 @@ def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str =
 
 
 def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh,
-                 activation: str | None = None, z_out=None, a_out=None):
+                 z_out=None):
     """Fast conv: im2col of the padded input, then matrix products.
 
     Two layouts, the same sum (see `uses_wide_rows`): stride-1 convolutions whose rows waste little
     work the "wide rows" way, in NCHW and in cache-sized chunks of the batch; the others with the
     batch innermost. With return_cols the batch-innermost im2col matrix is returned too, for
     conv_backward to reuse (None for the wide form, whose backward rebuilds its chunks in cache).
-    With an `activation` (a name for activations.activate), a = g(z) is returned after z, computed
-    chunk by chunk while each chunk of z is still in cache: (z, a) or (z, a, cols).
-    `scratch` supplies the temporaries (see scratch.py); z and a are new arrays, or written into
-    z_out and a_out when given (a block of a bigger batch's arrays, Network.trace).
+    `scratch` supplies the temporaries (see scratch.py); z is a new array, or written into z_out
+    when given (a block of a bigger batch's array, Network.trace). (Applying the activation chunk by
+    chunk here, while each chunk of z is in cache, measured no faster with warm caches and 10 %
+    slower for conv1 at batch 256 with cold ones than one pass after.)
     """
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        z, a = _conv_forward_wide(x, w, b, padding, scratch, activation, z_out, a_out)
-        cols = None
+        z, cols = _conv_forward_wide(x, w, b, padding, scratch, z_out), None
     else:
-        z, a, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, activation, z_out, a_out)
-    result = (z,) if activation is None else (z, a)
-    if return_cols:
-        result += (cols,)
-    return result if len(result) > 1 else z
+        z, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, z_out)
+    return (z, cols) if return_cols else z
 
 
-def _conv_outputs(shape, dtype, activation, z_out, a_out):
-    """(z, a) a conv's forward writes into, chunk by chunk: the given arrays, or new ones (a is None
-    without an activation)."""
-    z = np.empty(shape, dtype=dtype) if z_out is None else z_out
-    if activation is None:
-        return z, None
-    return z, (np.empty(shape, dtype=dtype) if a_out is None else a_out)
+def _conv_output(shape, dtype, z_out):
+    return np.empty(shape, dtype=dtype) if z_out is None else z_out
 
 
 def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh,
@@ -305,13 +295,13 @@ def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndar
     return _strided(wide, (N, F, Ho, Wo), (length * e, wide.strides[0], row_length * e, e), writeable=True)
 
 
-def _conv_forward_wide(x, w, b, padding, take: Take, activation=None, z_out=None, a_out=None):
+def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(x, w)
     K = C * HH * WW
     planes = _padded_planes(x, padding, dtype, take)
     w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
-    z, a = _conv_outputs((N, F, Ho, Wo), dtype, activation, z_out, a_out)
+    z = _conv_output((N, F, Ho, Wo), dtype, z_out)
 
     def job(chunks):
         for n0, n1 in chunks:
@@ -320,11 +310,9 @@ def _conv_forward_wide(x, w, b, padding, take: Take, activation=None, z_out=None
             z_wide = take("z_wide", (F, n * L), dtype)
             np.matmul(w_mat, cols, out=z_wide)  # (f, c hh ww) @ (c hh ww, n q)
             np.add(_wide_outputs(z_wide, n, F, Ho, Wo, Wp, L), bias, out=z[n0:n1])  # while still in cache
-            if a is not None:
-                activate_into(activation, z[n0:n1], a[n0:n1])
 
     _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
-    return z, a
+    return z
 
 
 def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
@@ -382,13 +370,13 @@ def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
 # --- convolution, batch innermost (any stride) -----------------------------------------------------
 
 # The batch goes through in chunks whose im2col matrix takes at most about this many bytes: LeNet-5's
-# conv2 in float32 runs in chunks of 32 (1.9 MB). One chunk of 256 measured 15 % slower than four
-# of 64 (the column gradients of 256 samples, 15 MB, go through memory twice in col2im), and within
-# a whole trace chunks of 32 measured 3-8 % faster again than chunks of 64 at batch 64 and 256:
-# the backward rebuilds each chunk's im2col matrix in cache (instead of reusing the forward's, kept
-# only when the batch is one chunk), but the trace's other arrays stay in cache. Chunks of 16 make
-# col2im's runs short and gained nothing.
-BATCH_INNERMOST_CHUNK_BYTES = 2**21
+# conv2 in float32 runs batch 64 in one chunk (3.8 MB) and batch 256 in four, which measured 15 %
+# faster than one (the column gradients of 256 samples, 15 MB, go through memory twice in col2im).
+# Smaller chunks make col2im's runs short and lose the forward's im2col matrix (a backward over
+# several chunks rebuilds each chunk's): chunks of 32 were 3-8 % faster with warm caches but as
+# slow with cold ones (a trace after other work, as in the benchmark), where conv2's backward at
+# batch 64 took 1.89 ms instead of 1.53.
+BATCH_INNERMOST_CHUNK_BYTES = 2**22
 
 
 def batch_innermost_chunk(N: int, columns_per_sample: int, itemsize: int) -> int:
@@ -401,9 +389,8 @@ def _batch_innermost_chunks(N, columns_per_sample, itemsize):
     return _batch_chunks(N, batch_innermost_chunk(N, columns_per_sample, itemsize), columns_per_sample * itemsize)
 
 
-def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activation=None, z_out=None,
-                                  a_out=None):
-    """im2col with the batch innermost, then one matrix product, per chunk of the batch: (z, a, cols).
+def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, z_out=None):
+    """im2col with the batch innermost, then one matrix product, per chunk of the batch: (z, cols).
 
     # (ho wo n, c hh ww) @ (c hh ww, f) -> (ho, wo, n, f) -> nfhw
     (cols.T @ w.T rather than w @ cols: the same products, in the operand order OpenBLAS runs
@@ -416,7 +403,7 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activ
     Wo = conv_output_size(W, WW, stride[1], padding[1])
     dtype = np.result_type(x, w)
     w_t = w.reshape(F, -1).T
-    z, a = _conv_outputs((N, F, Ho, Wo), dtype, activation, z_out, a_out)
+    z = _conv_output((N, F, Ho, Wo), dtype, z_out)
     chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
 
     def job(part):
@@ -426,12 +413,10 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, activ
             np.matmul(cols.T, w_t, out=z_rows)
             z_rows += b
             np.copyto(z[n0:n1], z_rows.reshape(Ho, Wo, n1 - n0, F).transpose(2, 3, 0, 1))
-            if a is not None:
-                activate_into(activation, z[n0:n1], a[n0:n1])
         return cols
 
     cols = _over_threads(job, chunks)[0]
-    return z, a, (cols if len(chunks) == 1 else None)
+    return z, (cols if len(chunks) == 1 else None)
 
 
 def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scratch: Take):
@@ -505,14 +490,18 @@ def _dx_by_col2im(delta_mat, w, out_size, stride, padding, scratch: Take, out):
     N, C, H, W = out.shape
     F, _, HH, WW = w.shape
     (Ho, Wo), (sh, sw), (ph, pw) = out_size, stride, padding
-    dcols = scratch("dcols", (C * HH * WW, Ho * Wo * N), delta_mat.dtype)
-    np.matmul(w.reshape(F, -1).T, delta_mat, out=dcols)
-    dcols = dcols.reshape(C, HH, WW, Ho, Wo, N)
     dx_pad = scratch("dx_pad", (C, H + 2 * ph, W + 2 * pw, N), delta_mat.dtype)
     dx_pad.fill(0)
+    # One kernel row at a time: that row's column gradients (HH times fewer than all of them: 0.8 MB
+    # for LeNet-5's conv2 at batch 64) stay in cache between their product and their adds, where all
+    # of them at once went out to memory and back.
+    dcols = scratch("dcols", (C * WW, Ho * Wo * N), delta_mat.dtype)
     for r in range(HH):
+        w_row = np.ascontiguousarray(w[:, :, r, :].reshape(F, C * WW).T)  # (c ww, f)
+        np.matmul(w_row, delta_mat, out=dcols)
+        row = dcols.reshape(C, WW, Ho, Wo, N)
         for s in range(WW):
-            dx_pad[:, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += dcols[:, r, s]
+            dx_pad[:, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += row[:, s]
     np.copyto(out, dx_pad[:, ph: ph + H, pw: pw + W].transpose(3, 0, 1, 2))
 
 
@@ -655,10 +644,13 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
     into dx_out.
     """
     N, C, H, W = x_shape
-    dx = np.empty(x_shape, dtype=dout.dtype) if dx_out is None else dx_out
+    # a new dx is zeroed whole (calloc: measured faster than zeroing it chunk by chunk); a given one,
+    # a block of a bigger batch's, chunk by chunk
+    dx = np.zeros(x_shape, dtype=dout.dtype) if dx_out is None else dx_out
     disjoint = size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]
     if not disjoint:
-        dx.fill(0)
+        if dx_out is not None:
+            dx.fill(0)
         index = scratch("index", argmax.shape, np.int64)
         np.add(argmax, _plane_starts(N, C, H * W), out=index)
         np.add.at(dx.reshape(-1), index.reshape(-1), dout.reshape(-1))
@@ -668,7 +660,8 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
         for n0, n1 in chunks:
             index = scratch("index", argmax[n0:n1].shape, np.int64)
             np.add(argmax[n0:n1], _plane_starts(n1 - n0, C, H * W), out=index)
-            dx[n0:n1] = 0
+            if dx_out is not None:
+                dx[n0:n1] = 0
             dx[n0:n1].reshape(-1)[index.reshape(-1)] = dout[n0:n1].reshape(-1)
 
     sample_bytes = C * H * W * dout.itemsize

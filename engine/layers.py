@@ -128,20 +128,19 @@ class Conv(Layer):
 
     def forward(self, x, params, keep=True):
         x_in = circular_pad(x, self.spec["padding"]) if self.circular else x
-        # the kernel applies the activation chunk by chunk; the identity's a is z itself, as elsewhere
-        applied = None if self.activation in (None, "identity") else self.activation
-        z, *a, cols = kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"],
-                                           self.spec["stride"], self.kernel_padding, return_cols=True,
-                                           scratch=self.scratch, activation=applied)
-        return z, (a[0] if a else z), None, ((x_in, cols) if keep else None)
+        z, cols = kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"],
+                                       self.spec["stride"], self.kernel_padding, return_cols=True,
+                                       scratch=self.scratch)
+        return z, activate(self.activation, z), None, ((x_in, cols) if keep else None)
 
     def forward_block(self, x, params, out):
         # the im2col matrix is not kept: the next block takes the same scratch
         z, a, _ = out
         x_in = circular_pad(x, self.spec["padding"]) if self.circular else x
-        applied = None if a is z else self.activation
         kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"], self.spec["stride"],
-                             self.kernel_padding, scratch=self.scratch, activation=applied, z_out=z, a_out=a)
+                             self.kernel_padding, scratch=self.scratch, z_out=z)
+        if a is not z:
+            activate_into(self.activation, z, a)
         return x_in, None
 
     def backward(self, delta, cache, params, need_dx=True, dx_out=None):

@@ -60,7 +60,7 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
         spread = F * (H + HH - 1) * (W + WW - 1) * chunk
         elements += spread + F * HH * WW * H * W * chunk + C * H * W * chunk  # + dx_mat
     else:
-        elements += columns + padded  # dcols, dx_pad
+        elements += columns // HH + padded  # dcols (one kernel row's), dx_pad
     return elements
 
 

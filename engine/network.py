@@ -23,15 +23,15 @@ MAX_TRACE_BYTES = 4 * 2**30
 
 EDIT_KEYS = {"layer", "param", "index", "value"}
 
-# A trace of a big batch runs in blocks of the batch, each through every layer before the next
-# block starts, so that a layer reads its input while the previous layer's output is still in the
-# core's L2 cache: a block holds about this many bytes of the network's largest layer output.
-# LeNet-5 in float32 (18.8 kB of conv1 output per sample) runs batch 64 as one block and batch 256
-# as four, which measured N % faster per sample than one block of 256.
-TRACE_BLOCK_BYTES = 3 * 2**19
-# With more than one thread, a batch is dealt over them in blocks when each thread gets at least
-# this many bytes of the largest layer output (else the kernels deal their own chunks, if big enough).
+# With more than one thread, a trace deals its batch over them in blocks (each block through every
+# layer, writing its rows of the whole batch's arrays) when each thread gets at least this many
+# bytes of the largest layer output; a smaller batch is traced in one go and the kernels deal their
+# own chunks, if big enough. LeNet-5 in float32 (18.8 kB of conv1 output per sample): batch 256 in
+# blocks, batch 64 in one go. On one thread a trace is never blocked: blocks of 64 measured the same
+# as one of 256 with warm caches and 6 % slower with cold ones (the per-block Python work).
 THREAD_BLOCK_MIN_BYTES = 2**20
+# Blocks per thread: more than one, so that a thread that finishes first takes another block.
+BLOCKS_PER_THREAD = 2
 
 
 def _is_int(value: Any) -> bool:
@@ -202,14 +202,13 @@ class Network:
         return outputs
 
     def trace_blocks(self, N: int) -> list[tuple[int, int]]:
-        """The (n0, n1) blocks a trace of N samples runs in (see TRACE_BLOCK_BYTES), as many as the
-        pass's threads when the batch is big enough to be dealt over them."""
+        """The (n0, n1) blocks a trace of N samples runs in: one, or BLOCKS_PER_THREAD per thread of
+        the pass when the batch is big enough to be dealt over them (THREAD_BLOCK_MIN_BYTES)."""
         sample_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
-        count = -(-N * sample_bytes // TRACE_BLOCK_BYTES)
         threads = kernel_threads()
+        count = 1
         if threads > 1 and N * sample_bytes >= threads * THREAD_BLOCK_MIN_BYTES:
-            count = max(count, threads)
-        count = max(1, min(N, count))
+            count = min(N, threads * BLOCKS_PER_THREAD)
         return [(N * k // count, N * (k + 1) // count) for k in range(count)]
 
     def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict],

@@ -63,12 +63,14 @@ def assert_same_trace(got, want):
             np.testing.assert_allclose(mine.grads[key], theirs.grads[key], rtol=1e-10, atol=1e-13)
 
 
+def every_sample_its_own_block(monkeypatch):
+    monkeypatch.setattr(Network, "trace_blocks", lambda self, N: [(n, n + 1) for n in range(N)])
+
+
 def in_blocks_and_whole(net, x, y, monkeypatch, need_input_grad=True):
-    monkeypatch.setattr(network, "TRACE_BLOCK_BYTES", 2**62)
     assert len(net.trace_blocks(len(x))) == 1
     whole = net.trace(x, y, need_input_grad=need_input_grad)
-    monkeypatch.setattr(network, "TRACE_BLOCK_BYTES", 1)  # every sample its own block
-    assert len(net.trace_blocks(len(x))) == len(x)
+    every_sample_its_own_block(monkeypatch)
     return net.trace(x, y, need_input_grad=need_input_grad), whole
 
 
@@ -88,7 +90,7 @@ def test_a_trace_in_blocks_equals_the_trace_in_one_go(name, need_input_grad, mon
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_conv_options_in_blocks_match_pytorch(seed, monkeypatch):
-    monkeypatch.setattr(network, "TRACE_BLOCK_BYTES", 1)
+    every_sample_its_own_block(monkeypatch)
     spec = random_conv_spec(seed)
     rng = np.random.default_rng(200 + seed)
     net = Network.from_spec(spec)
@@ -103,7 +105,6 @@ def test_blocks_dealt_over_two_threads_equal_the_one_thread_trace(monkeypatch):
     net = Network.from_spec(spec)
     rng = np.random.default_rng(4)
     x, y = random_input(spec, 7, rng), random_targets(spec, 7, rng)
-    monkeypatch.setattr(network, "TRACE_BLOCK_BYTES", 2**62)
     whole = net.trace(x, y)
     monkeypatch.setattr(network, "THREAD_BLOCK_MIN_BYTES", 0)
     monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 0.0)  # a slow pool thread must not stop the dealing
@@ -123,12 +124,12 @@ def test_blocks_dealt_over_two_threads_equal_the_one_thread_trace(monkeypatch):
     monkeypatch.setattr(net.layers[0], "forward_block", recording_forward_block)
     with threadpool_limits(limits=2, user_api="blas"):
         dealt = net.trace(x, y)
-    assert len(set(seen)) == 2  # the calling thread and a pool thread, one block each
+    assert len(seen) == 4 and len(set(seen)) == 2  # four blocks: two per thread, dealt to either
     assert_same_trace(dealt, whole)
 
 
 def test_a_trace_in_blocks_shares_no_memory_with_the_next(monkeypatch):
-    monkeypatch.setattr(network, "TRACE_BLOCK_BYTES", 1)
+    every_sample_its_own_block(monkeypatch)
     net = Network.from_spec(SPECS["lenet5"])
     rng = np.random.default_rng(5)
     first = net.trace(rng.uniform(size=(4, 1, 28, 28)), rng.integers(0, 10, size=4))
@@ -140,9 +141,9 @@ def test_a_trace_in_blocks_shares_no_memory_with_the_next(monkeypatch):
         np.testing.assert_array_equal(before, now)
 
 
-def test_big_batches_run_in_blocks_and_small_ones_in_one_go():
+def test_only_big_batches_on_several_threads_run_in_blocks(monkeypatch):
     net = Network.from_spec(make_spec((1, 28, 28), LENET5_LAYERS, dtype="float32"))
-    assert net.trace_blocks(64) == [(0, 64)]
-    blocks = net.trace_blocks(256)
-    assert len(blocks) > 1 and blocks[0][0] == 0 and blocks[-1][1] == 256
-    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert net.trace_blocks(256) == [(0, 256)]  # one thread: never
+    monkeypatch.setattr(network, "kernel_threads", lambda: 2)
+    assert net.trace_blocks(64) == [(0, 64)]  # 1.2 MB of conv1 output: the kernels deal their chunks
+    assert net.trace_blocks(256) == [(0, 64), (64, 128), (128, 192), (192, 256)]

@@ -308,19 +308,18 @@ def test_batch_innermost_chunks_equal_the_naive_form_and_torch(shape, chunk, dx_
 
 
 def test_batch_innermost_chunks_follow_the_byte_budget():
-    """LeNet-5's conv2 in float32 (60,000 bytes of im2col per sample): batch 32 in one chunk, whose
-    im2col matrix the backward reuses; batches 64 and 256 in chunks of 32; float64 halves the chunk."""
+    """LeNet-5's conv2 in float32 (60,000 bytes of im2col per sample): batch 64 in one chunk, whose
+    im2col matrix the backward reuses; batch 256 in four of 64; float64 halves the chunk."""
     columns = 6 * 5 * 5 * 10 * 10
     assert kernels.batch_innermost_chunk(1, columns, 4) == 1
-    assert kernels.batch_innermost_chunk(32, columns, 4) == 32
-    assert kernels.batch_innermost_chunk(64, columns, 4) == 32
-    assert kernels.batch_innermost_chunk(256, columns, 4) == 32
-    assert kernels.batch_innermost_chunk(128, columns, 8) == 16
-    assert kernels.batch_innermost_chunk(50, columns, 4) == 25  # chunks of even size, not 34 + 16
-    x = np.ones((32, 6, 14, 14), dtype=np.float32)
+    assert kernels.batch_innermost_chunk(64, columns, 4) == 64
+    assert kernels.batch_innermost_chunk(256, columns, 4) == 64
+    assert kernels.batch_innermost_chunk(256, columns, 8) == 32
+    assert kernels.batch_innermost_chunk(100, columns, 4) == 50  # chunks of even size, not 69 + 31
+    x = np.ones((64, 6, 14, 14), dtype=np.float32)
     w = np.ones((16, 6, 5, 5), dtype=np.float32)
     _, cols = kernels.conv_forward(x, w, np.zeros(16, np.float32), return_cols=True)
-    assert cols.shape == (150, 3200)
+    assert cols.shape == (150, 6400)
 
 
 def test_wide_rows_are_chosen_for_lenet5_conv1_and_not_for_conv2_or_strides():
