@@ -579,8 +579,8 @@ POOL_CHUNK_BYTES = 2**21
 def maxpool_forward(x, size, stride, scratch: Take = fresh, out=None, argmax_out=None):
     """Fast max-pool: the maximum over the kh*kw window offsets, each a whole-map operation, then
     the winner as the first offset, in row-major window order, whose input equals that maximum (the
-    notes' rule for ties). argmax (WINNER_DTYPE) is row * W + col in the input plane. Both are new arrays, or written
-    into out and argmax_out when given.
+    notes' rule for ties). argmax (WINNER_DTYPE) is row * W + col in the input plane. Both are new
+    arrays, or written into out and argmax_out when given.
     """
     N, C, H, W = x.shape
     Ho, Wo = _pool_output_size(x.shape, size, stride)

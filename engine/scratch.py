@@ -143,9 +143,9 @@ ALLOCATOR_TUNED = keep_freed_memory_for_reuse()
 # The engine's matrix products are small and skinny: a second OpenBLAS thread barely speeds them up,
 # and on a loaded machine OpenBLAS's threads, waiting for a core, made a two-thread trace several
 # times slower than a one-thread one. So a decorated pass (Network.trace, forward, batch_loss) runs
-# its products on one BLAS thread, and when the caller had allowed more it splits the fast kernels'
-# batch chunks over that many Python threads instead (NumPy releases the GIL in its loops and
-# products). When the BLAS is already at one thread -- the server's one-thread-per-request rule,
+# its products on one BLAS thread, and when the caller had allowed more it deals the batch over that
+# many Python threads instead (NumPy releases the GIL in its loops and products): in blocks through
+# every layer for a big batch (network.py), else the fast kernels' chunks. When the BLAS is already at one thread -- the server's one-thread-per-request rule,
 # app/__init__.py -- nothing is changed and everything runs on the calling thread.
 
 _blas_controllers_found = None
@@ -193,10 +193,10 @@ def over_threads(job, items, threads: int | None = None) -> list:
     pool threads alike until none are left: a pool thread that gets no core (a loaded machine)
     leaves its share to the calling thread instead of holding the pass up (and when one held it up
     anyway, longer than the calling thread worked, passes keep to the calling thread for
-    POOL_BACKOFF_SECONDS), and the results, summed
-    in item order by the callers, are the same numbers whichever thread made each. Inside a job
-    kernel_threads() is 1: a job never deals its own work out again. Each thread takes its
-    temporaries from its own scratch; jobs must write disjoint parts of their results."""
+    POOL_BACKOFF_SECONDS). The results, summed in item order by the callers, are the same numbers
+    whichever thread made each. Inside a job kernel_threads() is 1: a job never deals its own work
+    out again. Each thread takes its temporaries from its own scratch; jobs must write disjoint
+    parts of their results."""
     global _pool_backoff_until
     workers = min(kernel_threads() if threads is None else threads, len(items)) - 1
     if workers <= 0 or time.monotonic() < _pool_backoff_until:
