@@ -153,8 +153,9 @@ _blas_lookup_lock = threading.Lock()
 _pass_threads = threading.local()
 _worker_pool = None
 # When the calling thread had to wait for the pool longer than it worked itself, the pool's threads
-# are not getting a core (other processes hold them): for this long, passes keep to the calling
-# thread rather than wait for them again. The next pass after it tries the pool once more.
+# are not getting a core (other processes hold them): for this long, passes run as on one thread
+# (kernel_threads() is 1: no blocks, no chunks split for threads) rather than wait for them again.
+# The next pass after it tries the pool once more.
 POOL_BACKOFF_SECONDS = 1.0
 _pool_backoff_until = 0.0
 
@@ -170,8 +171,10 @@ def _blas_controllers() -> list:
 
 
 def kernel_threads() -> int:
-    """How many threads the fast kernels may split a batch over in the current pass (1 outside one)."""
-    return getattr(_pass_threads, "count", 1)
+    """How many threads the fast kernels may split a batch over in the current pass (1 outside one,
+    and while the pool is backed off: then a pass is exactly what it is on one thread)."""
+    count = getattr(_pass_threads, "count", 1)
+    return 1 if count > 1 and time.monotonic() < _pool_backoff_until else count
 
 
 def worker_pool() -> ThreadPoolExecutor:

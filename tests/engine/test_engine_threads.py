@@ -127,5 +127,7 @@ def test_after_the_pool_held_a_pass_up_passes_keep_to_the_calling_thread_for_a_w
     first = over_threads(job, list(range(20)), threads=2)
     assert len(first) == 20 and len(set(first)) == 2
     assert over_threads(job, list(range(20)), threads=2) == [caller]  # one job over all, here
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert seen_inside_a_pass()[1] == 1  # a pass runs as on one thread: no blocks, no split chunks
     monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
     assert len(over_threads(job, list(range(20)), threads=2)) == 20  # dealt again
