@@ -158,6 +158,12 @@ _worker_pool = None
 # The next pass after it tries the pool once more.
 POOL_BACKOFF_SECONDS = 1.0
 _pool_backoff_until = 0.0
+# A pool thread that ran on a core for less than this share of the time it spent on its items (over
+# at least POOL_STARVED_MIN_SECONDS) shared its core with other processes: the same back-off. (A
+# thread with a core of its own runs all the time but for waits on the interpreter lock; with the
+# machine's load average at 6 the pool thread measured a median share of 0.42 on batch-256 blocks.)
+POOL_STARVED_CPU_SHARE = 0.6
+POOL_STARVED_MIN_SECONDS = 5e-4
 
 
 def _blas_controllers() -> list:
@@ -212,13 +218,19 @@ def over_threads(job, items, threads: int | None = None) -> list:
         with taking:
             return next(positions, None)
 
-    def take_until_done(trim: bool) -> None:
+    def take_until_done(trim: bool) -> tuple[float, float]:
+        """(seconds of this thread's CPU time, seconds of wall time) spent on the items it took."""
+        cpu = wall = 0.0
         try:
             while (position := next_position()) is not None:
+                started_cpu, started_wall = time.thread_time(), time.monotonic()
                 results[position] = job(items[position: position + 1])
+                cpu += time.thread_time() - started_cpu
+                wall += time.monotonic() - started_wall
         finally:
             if trim:  # a pool thread's scratch: nothing else trims it
                 SCRATCH.trim()
+        return cpu, wall
 
     others = [worker_pool().submit(take_until_done, True) for _ in range(workers)]
     previous, _pass_threads.count = kernel_threads(), 1
@@ -232,10 +244,12 @@ def over_threads(job, items, threads: int | None = None) -> list:
     finally:
         _pass_threads.count = previous
     worked = time.monotonic() - started
+    starved = False
     for other in others:
         if not other.cancel():  # one that has not started (the pool is busy elsewhere) has nothing left to do
-            other.result()
-    if time.monotonic() - started > 2 * worked:
+            cpu, wall = other.result()
+            starved |= wall > POOL_STARVED_MIN_SECONDS and cpu < POOL_STARVED_CPU_SHARE * wall
+    if starved or time.monotonic() - started > 2 * worked:
         _pool_backoff_until = time.monotonic() + POOL_BACKOFF_SECONDS
     return results
 

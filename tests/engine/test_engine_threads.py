@@ -131,3 +131,24 @@ def test_after_the_pool_held_a_pass_up_passes_keep_to_the_calling_thread_for_a_w
         assert seen_inside_a_pass()[1] == 1  # a pass runs as on one thread: no blocks, no split chunks
     monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
     assert len(over_threads(job, list(range(20)), threads=2)) == 20  # dealt again
+
+
+def test_a_pool_thread_that_got_little_of_a_core_backs_the_pool_off(monkeypatch):
+    """Sleeping stands for a thread waiting for a core that other processes hold: its items took
+    wall time but little CPU time, even though the calling thread never waited for it."""
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 60.0)
+    caller, pool_took_one = threading.get_ident(), threading.Event()
+
+    def job(group):
+        if threading.get_ident() == caller:
+            pool_took_one.wait(timeout=30)
+            spin_until = time.thread_time() + 0.005
+            while time.thread_time() < spin_until:  # the calling thread works on a core of its own
+                pass
+        else:
+            pool_took_one.set()
+            time.sleep(0.01)
+        return threading.get_ident()
+
+    assert len(set(over_threads(job, list(range(12)), threads=2))) == 2
+    assert over_threads(job, list(range(12)), threads=2) == [caller]
