@@ -49,6 +49,16 @@ def activate(name: str, z: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def activate_into(name: str, z: np.ndarray, out: np.ndarray) -> None:
+    """out[...] = activate(name, z), without a temporary where NumPy allows (relu, identity)."""
+    if name == "relu":
+        np.maximum(z, 0, out=out)
+    elif name == "identity":
+        np.copyto(out, z)
+    else:
+        out[...] = activate(name, z)
+
+
 def backprop(name: str, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
     """delta = grad_a * g'(z), computed into one new array (the trace keeps both).
 
@@ -72,3 +82,13 @@ def backprop(name: str, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.
         raise ValueError(f"activation {name!r} has no element-wise derivative")
     delta *= grad_a
     return delta
+
+
+def backprop_into(name: str, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, out: np.ndarray) -> None:
+    """out[...] = backprop(name, grad_a, z, a), without the full-size temporaries where NumPy allows."""
+    if name == "relu":
+        np.multiply(grad_a, z > 0, out=out)
+    elif name == "identity":
+        np.copyto(out, grad_a)
+    else:
+        out[...] = backprop(name, grad_a, z, a)

@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from .scratch import Take, fresh, kernel_threads, worker_pool
+from .scratch import Take, fresh, kernel_threads, over_threads
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -140,29 +140,42 @@ def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str =
     return cols
 
 
-def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh):
+def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scratch: Take = fresh,
+                 z_out=None):
     """Fast conv: im2col of the padded input, then matrix products.
 
     Two layouts, the same sum (see `uses_wide_rows`): stride-1 convolutions whose rows waste little
     work the "wide rows" way, in NCHW and in cache-sized chunks of the batch; the others with the
     batch innermost. With return_cols the batch-innermost im2col matrix is returned too, for
     conv_backward to reuse (None for the wide form, whose backward rebuilds its chunks in cache).
-    `scratch` supplies the temporaries (see scratch.py); the returned z is always a new array.
+    `scratch` supplies the temporaries (see scratch.py); z is a new array, or written into z_out
+    when given (a block of a bigger batch's array, Network.trace). (Applying the activation chunk by
+    chunk here, while each chunk of z is in cache, measured no faster with warm caches and 10 %
+    slower for conv1 at batch 256 with cold ones than one pass after.)
     """
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        z = _conv_forward_wide(x, w, b, padding, scratch)
-        return (z, None) if return_cols else z
-    return _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch)
+        z, cols = _conv_forward_wide(x, w, b, padding, scratch, z_out), None
+    else:
+        z, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, z_out)
+    return (z, cols) if return_cols else z
 
 
-def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh):
+def _conv_output(shape, dtype, z_out):
+    return np.empty(shape, dtype=dtype) if z_out is None else z_out
+
+
+def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx=True, scratch: Take = fresh,
+                  dx_out=None):
     """Fast conv backward: dw = delta @ im2col(x).T, db = sum(delta), and dx by the transpose of
     im2col (or, for small batch-innermost maps, as the full convolution of the dilated delta with the
     rotated kernel); every form is the same sum as the naive one. `cols` is what conv_forward
-    returned with return_cols (None: rebuilt here)."""
+    returned with return_cols (None: rebuilt here). dx is a new array, or written into dx_out."""
+    dx = None
+    if need_dx:
+        dx = np.empty(x.shape, dtype=np.result_type(delta, x, w)) if dx_out is None else dx_out
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        return _conv_backward_wide(delta, x, w, padding, need_dx, scratch)
-    return _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch)
+        return _conv_backward_wide(delta, x, w, padding, dx, scratch)
+    return _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scratch)
 
 
 # --- convolution, "wide rows" (stride 1, NCHW) -----------------------------------------------------
@@ -222,32 +235,57 @@ def _padded_planes(x, padding, dtype, take: Take) -> np.ndarray:
 
 def _wide_chunks(N: int, row_bytes: int):
     """(n0, n1) ranges of the batch whose im2col rows take about WIDE_CHUNK_BYTES."""
-    step = max(1, WIDE_CHUNK_BYTES // max(1, row_bytes))
+    return _batch_chunks(N, max(1, WIDE_CHUNK_BYTES // max(1, row_bytes)), row_bytes)
+
+
+# A pass deals a batch over its threads only when each thread gets at least this many bytes of work
+# (a kernel's temporaries per sample, times its samples): handing a part to another thread and
+# waiting for it costs tens of microseconds, more than a smaller part takes.
+THREAD_PART_MIN_BYTES = 2**18
+
+
+def _batch_chunks(N: int, step: int, bytes_per_sample: int):
+    """(n0, n1) ranges of at most `step` samples, and at least kernel_threads() of them when the
+    batch is big enough to be worth dealing over the threads (THREAD_PART_MIN_BYTES)."""
+    threads = kernel_threads()
+    if threads > 1 and N * bytes_per_sample >= threads * THREAD_PART_MIN_BYTES:
+        step = min(step, -(-N // threads))
     return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
 
+# Element-wise passes over a batch go in chunks of about this many bytes per operand, small enough
+# that a chunk's temporaries (a comparison's mask) stay in the core's L2 cache.
+ELEMENTWISE_CHUNK_BYTES = 2**18
+
+
+def over_batch(function, N: int, sample_bytes: int) -> None:
+    """function(n0, n1) over cache-sized ranges of a batch of N samples of sample_bytes each, dealt
+    over the pass's threads when the batch is big enough (for element-wise work that writes
+    disjoint parts of its results)."""
+    def job(chunks):
+        for n0, n1 in chunks:
+            function(n0, n1)
+
+    _over_threads(job, _batch_chunks(N, max(1, ELEMENTWISE_CHUNK_BYTES // max(1, sample_bytes)), sample_bytes))
+
+
 def _over_threads(job, chunks) -> list:
-    """[job(group) for each group] with the chunks dealt into kernel_threads() consecutive groups,
-    the first done on the calling thread and the others on the worker pool at the same time. Each
-    thread takes its temporaries from its own scratch; jobs write disjoint parts of the results."""
-    groups = min(kernel_threads(), len(chunks))
-    if groups <= 1:
-        return [job(chunks)]
-    bounds = [len(chunks) * g // groups for g in range(groups + 1)]
-    parts = [chunks[bounds[g]: bounds[g + 1]] for g in range(groups)]
-    others = [worker_pool().submit(job, part) for part in parts[1:]]
-    return [job(parts[0])] + [other.result() for other in others]
+    return over_threads(job, chunks, kernel_threads())
 
 
-def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take) -> np.ndarray:
-    """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]."""
+def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take, ones_row: bool = False) -> np.ndarray:
+    """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]; with
+    ones_row, one more row of ones below them (a product with it sums the other operand's rows)."""
     _, C, _ = planes.shape
     HH, WW = window
     s_n, s_c, s_q = planes.strides
     n = n1 - n0
+    K = C * HH * WW
     view = _strided(planes, (C, HH, WW, n, length), (s_c, row_length * s_q, s_q, s_n, s_q), offset=n0 * s_n)
-    cols = take("wide_cols", (C * HH * WW, n * length), planes.dtype)
-    np.copyto(cols.reshape(view.shape), view)
+    cols = take("wide_cols", (K + ones_row, n * length), planes.dtype)
+    np.copyto(cols[:K].reshape(view.shape), view)
+    if ones_row:
+        cols[K] = 1
     return cols
 
 
@@ -257,13 +295,13 @@ def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndar
     return _strided(wide, (N, F, Ho, Wo), (length * e, wide.strides[0], row_length * e, e), writeable=True)
 
 
-def _conv_forward_wide(x, w, b, padding, take: Take):
+def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(x, w)
     K = C * HH * WW
     planes = _padded_planes(x, padding, dtype, take)
     w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
-    z = np.empty((N, F, Ho, Wo), dtype=dtype)
+    z = _conv_output((N, F, Ho, Wo), dtype, z_out)
 
     def job(chunks):
         for n0, n1 in chunks:
@@ -277,21 +315,22 @@ def _conv_forward_wide(x, w, b, padding, take: Take):
     return z
 
 
-def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
+def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(delta, x, w)
     K, S = C * HH * WW, Hp * Wp
     planes = _padded_planes(x, padding, dtype, take)
     w_mat = w.reshape(F, K)
-    dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
+    need_dx = dx is not None
     # dcols row k = (c, r, s) goes at [margin, margin + L) of a row `span` long, zero elsewhere;
     # entry p of the padded plane then reads it at margin + p - (r*Wp + s), always inside the row.
     margin = (HH - 1) * Wp + WW - 1
     span = margin + S
 
     def job(chunks):
-        db = np.zeros(F, dtype=dtype)
-        dw_t = np.zeros((K, F), dtype=dtype)
+        # rows (c, hh, ww) of dw.T, and db as one more row: the im2col matrix's row of ones times
+        # delta.T sums delta over its columns inside the product, saving a pass over delta
+        dw_t_db = np.zeros((K + 1, F), dtype=dtype)
         for n0, n1 in chunks:
             n = n1 - n0
             # the chunk's delta on wide rows, (f, n q), zero in the wasted columns so they add nothing
@@ -301,9 +340,8 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
                 _strided(delta_wide, (F, n, Ho - 1, Wp - Wo), (delta_wide.strides[0], L * e, Wp * e, e),
                          offset=Wo * e, writeable=True)[...] = 0
             np.copyto(_wide_outputs(delta_wide, n, F, Ho, Wo, Wp, L), delta[n0:n1])
-            db += delta_wide.sum(axis=1)  # contiguous rows
-            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
-            dw_t += cols @ delta_wide.T  # (c hh ww, n q) @ (n q, f); the faster operand order for OpenBLAS
+            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take, ones_row=True)
+            dw_t_db += cols @ delta_wide.T  # (c hh ww + 1, n q) @ (n q, f); the faster operand order for OpenBLAS
             if not need_dx:
                 continue
             # Only [margin, margin + L) of each row is ever written, so under a name fixed by that
@@ -320,14 +358,13 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
             dx_planes = take("dx_planes", (n, C, S), dtype)
             np.sum(reads, axis=(2, 3), out=dx_planes)
             dx[n0:n1] = dx_planes.reshape(n, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
-        return db, dw_t
+        return dw_t_db
 
     parts = _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
-    db, dw_t = parts[0]
-    for more_db, more_dw_t in parts[1:]:
-        db += more_db
-        dw_t += more_dw_t
-    return dx, dw_t.T.reshape(w.shape), db
+    dw_t_db = parts[0]
+    for more in parts[1:]:
+        dw_t_db += more
+    return dx, np.ascontiguousarray(dw_t_db[:K].T).reshape(w.shape), dw_t_db[K].copy()
 
 
 # --- convolution, batch innermost (any stride) -----------------------------------------------------
@@ -336,7 +373,9 @@ def _conv_backward_wide(delta, x, w, padding, need_dx, take: Take):
 # conv2 in float32 runs batch 64 in one chunk (3.8 MB) and batch 256 in four, which measured 15 %
 # faster than one (the column gradients of 256 samples, 15 MB, go through memory twice in col2im).
 # Smaller chunks make col2im's runs short and lose the forward's im2col matrix (a backward over
-# several chunks rebuilds each chunk's): two chunks of 32 were slower than one of 64.
+# several chunks rebuilds each chunk's): chunks of 32 were 3-8 % faster with warm caches but as
+# slow with cold ones (a trace after other work, as in the benchmark), where conv2's backward at
+# batch 64 took 1.89 ms instead of 1.53.
 BATCH_INNERMOST_CHUNK_BYTES = 2**22
 
 
@@ -347,17 +386,16 @@ def batch_innermost_chunk(N: int, columns_per_sample: int, itemsize: int) -> int
 
 
 def _batch_innermost_chunks(N, columns_per_sample, itemsize):
-    step = batch_innermost_chunk(N, columns_per_sample, itemsize)
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+    return _batch_chunks(N, batch_innermost_chunk(N, columns_per_sample, itemsize), columns_per_sample * itemsize)
 
 
-def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch: Take):
-    """im2col with the batch innermost, then one matrix product, per chunk of the batch.
+def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, z_out=None):
+    """im2col with the batch innermost, then one matrix product, per chunk of the batch: (z, cols).
 
     # (ho wo n, c hh ww) @ (c hh ww, f) -> (ho, wo, n, f) -> nfhw
     (cols.T @ w.T rather than w @ cols: the same products, in the operand order OpenBLAS runs
-    faster for these shapes.) With return_cols, the im2col matrix is returned for the backward
-    when the batch is one chunk; with several, None (the backward rebuilds each chunk's in cache).
+    faster for these shapes.) cols is the im2col matrix, for the backward, when the batch is one
+    chunk; with several, None (the backward rebuilds each chunk's in cache).
     """
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
@@ -365,7 +403,7 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch
     Wo = conv_output_size(W, WW, stride[1], padding[1])
     dtype = np.result_type(x, w)
     w_t = w.reshape(F, -1).T
-    z = np.empty((N, F, Ho, Wo), dtype=dtype)
+    z = _conv_output((N, F, Ho, Wo), dtype, z_out)
     chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
 
     def job(part):
@@ -378,12 +416,10 @@ def _conv_forward_batch_innermost(x, w, b, stride, padding, return_cols, scratch
         return cols
 
     cols = _over_threads(job, chunks)[0]
-    if not return_cols:
-        return z
     return z, (cols if len(chunks) == 1 else None)
 
 
-def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, scratch: Take):
+def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scratch: Take):
     """dw = delta @ im2col(x).T, db = sum(delta), and dx either as the full convolution of the
     dilated delta with the rotated kernel (small maps) or by col2im (large ones), per chunk of the
     batch as in the forward; `cols` (one chunk only) is the forward's im2col matrix."""
@@ -393,7 +429,7 @@ def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, need_dx, 
     ph, pw = padding
     dtype = np.result_type(delta, x, w)
     chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
-    dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
+    need_dx = dx is not None
 
     def job(part):
         dw_t = np.zeros((C * HH * WW, F), dtype=dtype)
@@ -454,14 +490,18 @@ def _dx_by_col2im(delta_mat, w, out_size, stride, padding, scratch: Take, out):
     N, C, H, W = out.shape
     F, _, HH, WW = w.shape
     (Ho, Wo), (sh, sw), (ph, pw) = out_size, stride, padding
-    dcols = scratch("dcols", (C * HH * WW, Ho * Wo * N), delta_mat.dtype)
-    np.matmul(w.reshape(F, -1).T, delta_mat, out=dcols)
-    dcols = dcols.reshape(C, HH, WW, Ho, Wo, N)
     dx_pad = scratch("dx_pad", (C, H + 2 * ph, W + 2 * pw, N), delta_mat.dtype)
     dx_pad.fill(0)
+    # One kernel row at a time: that row's column gradients (HH times fewer than all of them: 0.8 MB
+    # for LeNet-5's conv2 at batch 64) stay in cache between their product and their adds, where all
+    # of them at once went out to memory and back.
+    dcols = scratch("dcols", (C * WW, Ho * Wo * N), delta_mat.dtype)
     for r in range(HH):
+        w_row = np.ascontiguousarray(w[:, :, r, :].reshape(F, C * WW).T)  # (c ww, f)
+        np.matmul(w_row, delta_mat, out=dcols)
+        row = dcols.reshape(C, WW, Ho, Wo, N)
         for s in range(WW):
-            dx_pad[:, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += dcols[:, r, s]
+            dx_pad[:, r: r + sh * (Ho - 1) + 1: sh, s: s + sw * (Wo - 1) + 1: sw] += row[:, s]
     np.copyto(out, dx_pad[:, ph: ph + H, pw: pw + W].transpose(3, 0, 1, 2))
 
 
@@ -527,23 +567,32 @@ def _pool_output_size(x_shape, size, stride):
             conv_output_size(x_shape[3], size[1], stride[1], 0))
 
 
+# The fast max-pool's winners (row * W + col within one input plane, which the spec keeps far below
+# 2**31): half the memory of int64, and a batch-256 LeNet-5 trace writes and reads 1.6 MB less.
+WINNER_DTYPE = np.int32
+
 # Max-pooling makes several passes over its input: a batch whose input is larger than this is done
 # in chunks of about this size, each of which stays in the core's L2 cache through all of them.
 POOL_CHUNK_BYTES = 2**21
 
 
-def maxpool_forward(x, size, stride, scratch: Take = fresh):
+def maxpool_forward(x, size, stride, scratch: Take = fresh, out=None, argmax_out=None):
     """Fast max-pool: the maximum over the kh*kw window offsets, each a whole-map operation, then
     the winner as the first offset, in row-major window order, whose input equals that maximum (the
-    notes' rule for ties). argmax is row * W + col in the input plane.
+    notes' rule for ties). argmax (WINNER_DTYPE) is row * W + col in the input plane. Both are new
+    arrays, or written into out and argmax_out when given.
     """
     N, C, H, W = x.shape
     Ho, Wo = _pool_output_size(x.shape, size, stride)
-    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
-    argmax = np.empty((N, C, Ho, Wo), dtype=np.int64)
-    step = max(1, POOL_CHUNK_BYTES // max(1, C * H * W * x.itemsize))
-    for n0 in range(0, N, step):
-        _maxpool_chunk(x[n0: n0 + step], size, stride, out[n0: n0 + step], argmax[n0: n0 + step], scratch)
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype) if out is None else out
+    argmax = np.empty((N, C, Ho, Wo), dtype=WINNER_DTYPE) if argmax_out is None else argmax_out
+    sample_bytes = C * H * W * x.itemsize
+
+    def job(chunks):
+        for n0, n1 in chunks:
+            _maxpool_chunk(x[n0:n1], size, stride, out[n0:n1], argmax[n0:n1], scratch)
+
+    _over_threads(job, _batch_chunks(N, max(1, POOL_CHUNK_BYTES // sample_bytes), sample_bytes))
     return out, argmax
 
 
@@ -579,29 +628,45 @@ def _window_indices(size, stride, W, Ho, Wo):
     """(offset number -> r*W + s, each window's top-left r*W + s), read-only, made once per shape:
     at batch 1 building them costs as much as using them."""
     (kh, kw), (sh, sw) = size, stride
-    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1)
-    corner = (np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw
+    offset_in_plane = (np.arange(kh)[:, None] * W + np.arange(kw)).reshape(-1).astype(WINNER_DTYPE)
+    corner = ((np.arange(Ho) * (sh * W))[:, None] + np.arange(Wo) * sw).astype(WINNER_DTYPE)
     offset_in_plane.flags.writeable = corner.flags.writeable = False
     return offset_in_plane, corner
 
 
-def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None):
+def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None, dx_out=None):
     """Each output's delta goes to its winning input only.
 
     With `size` and `stride` given and windows that do not overlap (stride >= size on both axes),
     every input wins at most one window, so the deltas are simply stored at their winners' flat
     (n, c, row * W + col) indices; otherwise (overlapping, or the window unknown) one unbuffered
-    scatter-add, so that inputs winning several windows add them up.
+    scatter-add, so that inputs winning several windows add them up. dx is a new array, or written
+    into dx_out.
     """
     N, C, H, W = x_shape
-    index = scratch("index", argmax.shape, np.int64)
-    np.add(argmax, _plane_starts(N, C, H * W), out=index)
-    dx = np.zeros(N * C * H * W, dtype=dout.dtype)
-    if size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]:
-        dx[index.reshape(-1)] = dout.reshape(-1)
-    else:
-        np.add.at(dx, index.reshape(-1), dout.reshape(-1))
-    return dx.reshape(x_shape)
+    # a new dx is zeroed whole (calloc: measured faster than zeroing it chunk by chunk); a given one,
+    # a block of a bigger batch's, chunk by chunk
+    dx = np.zeros(x_shape, dtype=dout.dtype) if dx_out is None else dx_out
+    disjoint = size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]
+    if not disjoint:
+        if dx_out is not None:
+            dx.fill(0)
+        index = scratch("index", argmax.shape, np.int64)
+        np.add(argmax, _plane_starts(N, C, H * W), out=index)
+        np.add.at(dx.reshape(-1), index.reshape(-1), dout.reshape(-1))
+        return dx
+
+    def job(chunks):  # each sample's planes are its own: chunks of the batch never meet
+        for n0, n1 in chunks:
+            index = scratch("index", argmax[n0:n1].shape, np.int64)
+            np.add(argmax[n0:n1], _plane_starts(n1 - n0, C, H * W), out=index)
+            if dx_out is not None:
+                dx[n0:n1] = 0
+            dx[n0:n1].reshape(-1)[index.reshape(-1)] = dout[n0:n1].reshape(-1)
+
+    sample_bytes = C * H * W * dout.itemsize
+    _over_threads(job, _batch_chunks(N, max(1, POOL_CHUNK_BYTES // sample_bytes), sample_bytes))
+    return dx
 
 
 @functools.lru_cache(maxsize=64)

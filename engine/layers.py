@@ -4,6 +4,12 @@ A layer holds no weights of its own: the network passes it its entry of `net.par
 live arrays a caller writes into are the ones every forward and backward reads. `forward` returns
 (z, a, argmax, cache); `backward` takes delta = dL/dz and returns (dL/d input, grads); with
 need_dx=False it skips dL/d input (returned as None): the first layer of a trace nobody reads it from.
+
+For a trace done in blocks of the batch (network.py), `outputs(x, N)` gives the whole batch's
+(z, a, argmax) arrays, `forward_block` writes one block's rows of them and returns its cache, and
+`backward(..., dx_out=)` / `delta_from_grad_a(..., out=)` write into the block's rows of the
+whole batch's dL/d input and delta. A layer that only reshapes (`reshapes_only`) does no work per
+block: its arrays are views of its neighbours'.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .activations import activate, backprop
+from .activations import activate, activate_into, backprop_into
 from .scratch import SCRATCH, fresh
 
 
 class Layer:
     type = ""
     has_params = False
+    reshapes_only = False
 
     def __init__(self, spec: dict, input_shape: tuple, output_shape: tuple, slot=None):
         self.spec = spec
@@ -30,11 +37,27 @@ class Layer:
     def init_params(self, rng: np.random.Generator, dtype) -> dict:
         return {}
 
-    def delta_from_grad_a(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same."""
+    def outputs(self, x: np.ndarray, N: int) -> tuple:
+        """New (z, a, argmax) arrays for a whole batch of N whose input is x: a is z where the layer
+        has no activation (or the identity), argmax None but for max-pooling."""
+        z = np.empty((N,) + tuple(self.output_shape), dtype=x.dtype)
+        return z, (z if self.activation in (None, "identity") else np.empty_like(z)), None
+
+    def delta_from_grad_a(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, out=None) -> np.ndarray:
+        """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same;
+        written into out when given."""
         if self.activation is None:
+            if out is not None and out is not grad_a:
+                np.copyto(out, grad_a)
+                return out
             return grad_a
-        return backprop(self.activation, grad_a, z, a)
+        delta = np.empty_like(grad_a) if out is None else out
+
+        def chunk(n0, n1):
+            backprop_into(self.activation, grad_a[n0:n1], z[n0:n1], a[n0:n1], delta[n0:n1])
+
+        kernels.over_batch(chunk, grad_a.shape[0], grad_a[:1].nbytes)
+        return delta
 
 
 def _init_weights(rng, shape, fan_in, fan_out, activation, dtype):
@@ -110,13 +133,27 @@ class Conv(Layer):
                                        scratch=self.scratch)
         return z, activate(self.activation, z), None, ((x_in, cols) if keep else None)
 
-    def backward(self, delta, cache, params, need_dx=True):
+    def forward_block(self, x, params, out):
+        # the im2col matrix is not kept: the next block takes the same scratch
+        z, a, _ = out
+        x_in = circular_pad(x, self.spec["padding"]) if self.circular else x
+        kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"], self.spec["stride"],
+                             self.kernel_padding, scratch=self.scratch, z_out=z)
+        if a is not z:
+            activate_into(self.activation, z, a)
+        return x_in, None
+
+    def backward(self, delta, cache, params, need_dx=True, dx_out=None):
         x_in, cols = cache
         dx, dw, db = kernels.conv_backward(delta, x_in, self._kernel_weights(params["W"]),
                                            self.spec["stride"], self.kernel_padding, cols=cols,
-                                           need_dx=need_dx, scratch=self.scratch)
+                                           need_dx=need_dx, scratch=self.scratch,
+                                           dx_out=None if self.circular else dx_out)
         if self.circular and need_dx:
             dx = circular_fold(dx, self.spec["padding"])
+            if dx_out is not None:
+                np.copyto(dx_out, dx)
+                dx = dx_out
         if self.rotated:
             dw = np.ascontiguousarray(rotate180(dw))
         return dx, {"W": dw, "b": db}
@@ -129,12 +166,21 @@ class MaxPool(Layer):
         out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch)
         return out, out, argmax, (x.shape, argmax)
 
-    def backward(self, delta, cache, params, need_dx=True):
+    def outputs(self, x, N):
+        out = np.empty((N,) + tuple(self.output_shape), dtype=x.dtype)
+        return out, out, np.empty(out.shape, dtype=kernels.WINNER_DTYPE)
+
+    def forward_block(self, x, params, out):
+        z, _, argmax = out
+        kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch, out=z, argmax_out=argmax)
+        return x.shape, argmax
+
+    def backward(self, delta, cache, params, need_dx=True, dx_out=None):
         if not need_dx:
             return None, {}
         x_shape, argmax = cache
-        return kernels.maxpool_backward(delta, argmax, x_shape, self.scratch,
-                                        size=self.spec["size"], stride=self.spec["stride"]), {}
+        return kernels.maxpool_backward(delta, argmax, x_shape, self.scratch, size=self.spec["size"],
+                                        stride=self.spec["stride"], dx_out=dx_out), {}
 
 
 class AvgPool(Layer):
@@ -144,18 +190,31 @@ class AvgPool(Layer):
         out = kernels.avgpool_forward(x, self.spec["size"], self.spec["stride"])
         return out, out, None, x.shape
 
-    def backward(self, delta, cache, params, need_dx=True):
+    def forward_block(self, x, params, out):
+        np.copyto(out[0], kernels.avgpool_forward(x, self.spec["size"], self.spec["stride"]))
+        return x.shape
+
+    def backward(self, delta, cache, params, need_dx=True, dx_out=None):
         if not need_dx:
             return None, {}
-        return kernels.avgpool_backward(delta, cache, self.spec["size"], self.spec["stride"]), {}
+        dx = kernels.avgpool_backward(delta, cache, self.spec["size"], self.spec["stride"])
+        if dx_out is not None:
+            np.copyto(dx_out, dx)
+            dx = dx_out
+        return dx, {}
 
 
 class Flatten(Layer):
     type = "flatten"
+    reshapes_only = True
 
     def forward(self, x, params, keep=True):
         out = x.reshape(x.shape[0], -1)  # C, H, W order
         return out, out, None, x.shape
+
+    def outputs(self, x, N):
+        out = x.reshape(N, -1)
+        return out, out, None
 
     def backward(self, delta, cache, params, need_dx=True):
         return (delta.reshape(cache) if need_dx else None), {}
@@ -175,9 +234,20 @@ class Dense(Layer):
         z += params["b"]
         return z, activate(self.activation, z), None, (x if keep else None)
 
-    def backward(self, delta, cache, params, need_dx=True):
+    def forward_block(self, x, params, out):
+        z, a, _ = out
+        np.matmul(x, params["W"].T, out=z)
+        z += params["b"]
+        if a is not z:
+            activate_into(self.activation, z, a)
+        return x
+
+    def backward(self, delta, cache, params, need_dx=True, dx_out=None):
         x = cache
-        return (delta @ params["W"] if need_dx else None), {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
+        dx = None
+        if need_dx:
+            dx = delta @ params["W"] if dx_out is None else np.matmul(delta, params["W"], out=dx_out)
+        return dx, {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
 
 
 LAYER_CLASSES = {cls.type: cls for cls in (Conv, MaxPool, AvgPool, Flatten, Dense)}

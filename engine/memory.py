@@ -19,7 +19,7 @@ from typing import Any
 from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS, WIDE_CHUNK_BYTES, batch_innermost_chunk, uses_wide_rows
 from .spec import normalize_spec
 
-INDEX_BYTES = 8  # maxpool winners (int64) and their flat scatter indices
+INDEX_BYTES = 8  # maxpool winners (int32, kernels.WINNER_DTYPE) and their flat scatter indices (int64), at most
 # maxpool_forward's scratch per output: the winning offset and the claim (int16 or int32) and a bool
 MAXPOOL_SCRATCH_BYTES = 4 + 4 + 1
 # Arrays a trace keeps per layer output: z, a, delta and dL/da.
@@ -60,7 +60,7 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
         spread = F * (H + HH - 1) * (W + WW - 1) * chunk
         elements += spread + F * HH * WW * H * W * chunk + C * H * W * chunk  # + dx_mat
     else:
-        elements += columns + padded  # dcols, dx_pad
+        elements += columns // HH + padded  # dcols (one kernel row's), dx_pad
     return elements
 
 
@@ -75,11 +75,12 @@ def _wide_scratch(C, H, W, F, HH, WW, ph, pw, batch, backward, itemsize) -> int:
     elements = C * S * batch + K * chunk * L + F * chunk * L  # x_planes, wide_cols, z_wide
     if backward:
         span = (HH - 1) * Wp + WW - 1 + S
+        elements += chunk * L  # wide_cols' row of ones
         elements += F * chunk * L + chunk * K * span + chunk * C * S  # delta_wide, shifted, dx_planes
     return elements
 
 
-def _estimate(spec: Any, batch: int, backward: bool) -> int:
+def _estimate(spec: Any, batch: int, backward: bool, threads: int) -> int:
     normalized, shapes = normalize_spec(spec)
     itemsize = 4 if normalized["dtype"] == "float32" else 8
     input_values = prod(normalized["input_shape"]) * batch
@@ -104,14 +105,17 @@ def _estimate(spec: Any, batch: int, backward: bool) -> int:
             values += outputs * (KEPT_PER_OUTPUT if backward else 0)
         values += parameters * (3 if backward else 1)  # weights; a trace's copy and gradients
     values += TRANSIENT_OUTPUTS[backward] * largest
-    return (values + scratch_values) * itemsize + index_bytes + SMALL_ALLOCATIONS_BYTES
+    # each thread of a pass dealt over several keeps its own scratch (scratch.py), at most a whole
+    # batch's worth each
+    return (values + scratch_values * max(1, threads)) * itemsize + index_bytes + SMALL_ALLOCATIONS_BYTES
 
 
-def trace_bytes(spec: Any, batch: int) -> int:
-    """Bytes ``Network.trace`` of a batch allocates at its peak (kept arrays and scratch)."""
-    return _estimate(spec, batch, backward=True)
+def trace_bytes(spec: Any, batch: int, threads: int = 1) -> int:
+    """Bytes ``Network.trace`` of a batch allocates at its peak (kept arrays and scratch), run
+    with `threads` kernel threads (one: the server's rule, app/__init__.py)."""
+    return _estimate(spec, batch, backward=True, threads=threads)
 
 
-def forward_bytes(spec: Any, batch: int) -> int:
+def forward_bytes(spec: Any, batch: int, threads: int = 1) -> int:
     """Bytes a forward pass alone (``forward``, ``batch_loss``) of a batch allocates at its peak."""
-    return _estimate(spec, batch, backward=False)
+    return _estimate(spec, batch, backward=False, threads=threads)

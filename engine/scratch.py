@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -142,15 +143,27 @@ ALLOCATOR_TUNED = keep_freed_memory_for_reuse()
 # The engine's matrix products are small and skinny: a second OpenBLAS thread barely speeds them up,
 # and on a loaded machine OpenBLAS's threads, waiting for a core, made a two-thread trace several
 # times slower than a one-thread one. So a decorated pass (Network.trace, forward, batch_loss) runs
-# its products on one BLAS thread, and when the caller had allowed more it splits the fast kernels'
-# batch chunks over that many Python threads instead (NumPy releases the GIL in its loops and
-# products). When the BLAS is already at one thread -- the server's one-thread-per-request rule,
+# its products on one BLAS thread, and when the caller had allowed more it deals the batch over that
+# many Python threads instead (NumPy releases the GIL in its loops and products): in blocks through
+# every layer for a big batch (network.py), else the fast kernels' chunks. When the BLAS is already at one thread -- the server's one-thread-per-request rule,
 # app/__init__.py -- nothing is changed and everything runs on the calling thread.
 
 _blas_controllers_found = None
 _blas_lookup_lock = threading.Lock()
 _pass_threads = threading.local()
 _worker_pool = None
+# When the calling thread had to wait for the pool longer than it worked itself, the pool's threads
+# are not getting a core (other processes hold them): for this long, passes run as on one thread
+# (kernel_threads() is 1: no blocks, no chunks split for threads) rather than wait for them again.
+# The next pass after it tries the pool once more.
+POOL_BACKOFF_SECONDS = 1.0
+_pool_backoff_until = 0.0
+# A pool thread that ran on a core for less than this share of the time it spent on its items (over
+# at least POOL_STARVED_MIN_SECONDS) shared its core with other processes: the same back-off. (A
+# thread with a core of its own runs all the time but for waits on the interpreter lock; with the
+# machine's load average at 6 the pool thread measured a median share of 0.42 on batch-256 blocks.)
+POOL_STARVED_CPU_SHARE = 0.6
+POOL_STARVED_MIN_SECONDS = 5e-4
 
 
 def _blas_controllers() -> list:
@@ -164,8 +177,10 @@ def _blas_controllers() -> list:
 
 
 def kernel_threads() -> int:
-    """How many threads the fast kernels may split a batch over in the current pass (1 outside one)."""
-    return getattr(_pass_threads, "count", 1)
+    """How many threads the fast kernels may split a batch over in the current pass (1 outside one,
+    and while the pool is backed off: then a pass is exactly what it is on one thread)."""
+    count = getattr(_pass_threads, "count", 1)
+    return 1 if count > 1 and time.monotonic() < _pool_backoff_until else count
 
 
 def worker_pool() -> ThreadPoolExecutor:
@@ -177,6 +192,66 @@ def worker_pool() -> ThreadPoolExecutor:
                 _worker_pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
                                                   thread_name_prefix="engine-kernel")
     return _worker_pool
+
+
+def over_threads(job, items, threads: int | None = None) -> list:
+    """The results of job(group) over groups of consecutive items covering them all, in item order.
+
+    On one thread (`threads`, default kernel_threads()), job(items) alone. On more, job([item]) for
+    each item, the items taken one at a time and in order by the calling thread and threads - 1
+    pool threads alike until none are left: a pool thread that gets no core (a loaded machine)
+    leaves its share to the calling thread instead of holding the pass up (and when one held it up
+    anyway, longer than the calling thread worked, passes keep to the calling thread for
+    POOL_BACKOFF_SECONDS). The results, summed in item order by the callers, are the same numbers
+    whichever thread made each. Inside a job kernel_threads() is 1: a job never deals its own work
+    out again. Each thread takes its temporaries from its own scratch; jobs must write disjoint
+    parts of their results."""
+    global _pool_backoff_until
+    workers = min(kernel_threads() if threads is None else threads, len(items)) - 1
+    if workers <= 0 or time.monotonic() < _pool_backoff_until:
+        return [job(items)]
+    results = [None] * len(items)
+    positions = iter(range(len(items)))
+    taking = threading.Lock()
+
+    def next_position():
+        with taking:
+            return next(positions, None)
+
+    def take_until_done(trim: bool) -> tuple[float, float]:
+        """(seconds of this thread's CPU time, seconds of wall time) spent on the items it took."""
+        cpu = wall = 0.0
+        try:
+            while (position := next_position()) is not None:
+                started_cpu, started_wall = time.thread_time(), time.monotonic()
+                results[position] = job(items[position: position + 1])
+                cpu += time.thread_time() - started_cpu
+                wall += time.monotonic() - started_wall
+        finally:
+            if trim:  # a pool thread's scratch: nothing else trims it
+                SCRATCH.trim()
+        return cpu, wall
+
+    others = [worker_pool().submit(take_until_done, True) for _ in range(workers)]
+    previous, _pass_threads.count = kernel_threads(), 1
+    started = time.monotonic()
+    try:
+        take_until_done(False)
+    except BaseException:
+        while next_position() is not None:  # leave the pool threads nothing more to start
+            pass
+        raise
+    finally:
+        _pass_threads.count = previous
+    worked = time.monotonic() - started
+    starved = False
+    for other in others:
+        if not other.cancel():  # one that has not started (the pool is busy elsewhere) has nothing left to do
+            cpu, wall = other.result()
+            starved |= wall > POOL_STARVED_MIN_SECONDS and cpu < POOL_STARVED_CPU_SHARE * wall
+    if starved or time.monotonic() - started > 2 * worked:
+        _pool_backoff_until = time.monotonic() + POOL_BACKOFF_SECONDS
+    return results
 
 
 def on_one_blas_thread(method):

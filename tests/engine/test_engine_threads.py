@@ -2,14 +2,23 @@
 and the caller's setting back afterwards (tests otherwise run with one BLAS thread, conftest.py)."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from engine import Network, kernels
+from engine import Network, kernels, scratch
 from engine.architectures import lenet5
-from engine.scratch import kernel_threads, on_one_blas_thread
+from engine.scratch import kernel_threads, on_one_blas_thread, over_threads, worker_pool
+
+
+@pytest.fixture(autouse=True)
+def pool_never_backs_off(monkeypatch):
+    """These tests check what runs where: a pass held up by a slow pool thread (a loaded machine)
+    must not make the next one keep to the calling thread."""
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
 
 
 def blas_threads() -> list[int]:
@@ -64,13 +73,82 @@ def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monke
     delta = rng.normal(size=z.shape)
     seen = set()
     original = kernels._wide_im2col
+    caller, pool_took_one = threading.get_ident(), threading.Event()
 
-    def recording_im2col(*args):
+    def recording_im2col(*args, **kwargs):
         seen.add(threading.get_ident())
-        return original(*args)
+        if threading.get_ident() == caller:
+            # the chunks go to whichever thread is free first: hold the calling thread until a pool
+            # thread has taken one, so that both really run
+            pool_took_one.wait(timeout=30)
+        else:
+            pool_took_one.set()
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
     for got, want in zip(kernels.conv_backward(delta, x, w, (1, 1), (1, 2)),
                          kernels.conv_backward_naive(delta, x, w, (1, 1), (1, 2))):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
     assert len(seen) >= 2  # the calling thread and at least one pool thread (the pool has cores - 1)
+
+
+def test_work_the_pool_cannot_start_is_done_by_the_calling_thread_in_item_order():
+    """A pool thread that gets no core (here: busy with something else) holds nothing up."""
+    release = threading.Event()
+    busy = [worker_pool().submit(release.wait, 30) for _ in range(worker_pool()._max_workers)]
+    try:
+        ran_on = []
+
+        def job(group):
+            ran_on.append(threading.get_ident())
+            return [item * 10 for item in group]
+
+        assert over_threads(job, [1, 2, 3, 4], threads=2) == [[10], [20], [30], [40]]
+        assert set(ran_on) == {threading.get_ident()}
+    finally:
+        release.set()
+        for future in busy:
+            future.result()
+    assert over_threads(job, [1, 2, 3], threads=1) == [[10, 20, 30]]  # one thread: one job over all
+
+
+def test_after_the_pool_held_a_pass_up_passes_keep_to_the_calling_thread_for_a_while(monkeypatch):
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 60.0)
+    caller, pool_took_one = threading.get_ident(), threading.Event()
+
+    def job(group):  # the pool's item is slow, as on a machine whose other core is busy
+        if threading.get_ident() == caller:
+            pool_took_one.wait(timeout=30)
+        else:
+            pool_took_one.set()
+            time.sleep(0.2)
+        return threading.get_ident()
+
+    first = over_threads(job, list(range(20)), threads=2)
+    assert len(first) == 20 and len(set(first)) == 2
+    assert over_threads(job, list(range(20)), threads=2) == [caller]  # one job over all, here
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert seen_inside_a_pass()[1] == 1  # a pass runs as on one thread: no blocks, no split chunks
+    monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
+    assert len(over_threads(job, list(range(20)), threads=2)) == 20  # dealt again
+
+
+def test_a_pool_thread_that_got_little_of_a_core_backs_the_pool_off(monkeypatch):
+    """Sleeping stands for a thread waiting for a core that other processes hold: its items took
+    wall time but little CPU time, even though the calling thread never waited for it."""
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 60.0)
+    caller, pool_took_one = threading.get_ident(), threading.Event()
+
+    def job(group):
+        if threading.get_ident() == caller:
+            pool_took_one.wait(timeout=30)
+            spin_until = time.thread_time() + 0.005
+            while time.thread_time() < spin_until:  # the calling thread works on a core of its own
+                pass
+        else:
+            pool_took_one.set()
+            time.sleep(0.01)
+        return threading.get_ident()
+
+    assert len(set(over_threads(job, list(range(12)), threads=2))) == 2
+    assert over_threads(job, list(range(12)), threads=2) == [caller]
