@@ -145,8 +145,9 @@ ALLOCATOR_TUNED = keep_freed_memory_for_reuse()
 # times slower than a one-thread one. So a decorated pass (Network.trace, forward, batch_loss) runs
 # its products on one BLAS thread, and when the caller had allowed more it deals the batch over that
 # many Python threads instead (NumPy releases the GIL in its loops and products): in blocks through
-# every layer for a big batch (network.py), else the fast kernels' chunks. When the BLAS is already at one thread -- the server's one-thread-per-request rule,
-# app/__init__.py -- nothing is changed and everything runs on the calling thread.
+# every layer for a big batch (network.py), else the fast kernels' chunks. When the BLAS is already
+# at one thread -- the server's one-thread-per-request rule, app/__init__.py -- nothing is changed
+# and everything runs on the calling thread.
 
 _blas_controllers_found = None
 _blas_lookup_lock = threading.Lock()
