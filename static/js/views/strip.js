@@ -697,9 +697,39 @@ function bmpDataUrl(pixels, width, height) {
   header.setUint32(66, 0xff000000, true); // alpha
   header.setUint32(70, 0x57696e20, true); // "Win ": the sRGB colour space
   bytes.set(pixels, BMP_HEADER_BYTES);
-  let binary = "";
-  for (let at = 0; at < size; at += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(at, at + 0x8000));
-  return `data:image/bmp;base64,${btoa(binary)}`;
+  return `data:image/bmp;base64,${base64(bytes)}`;
+}
+
+// Base64 of bytes, three at a time through a table of every pair of base64 digits, written as
+// ASCII and decoded to a string in one call: no intermediate binary string for btoa.
+const BASE64_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64_PAIRS = new Uint16Array(4096);
+for (let n = 0; n < 4096; n++) BASE64_PAIRS[n] = BASE64_DIGITS.charCodeAt(n >> 6) | (BASE64_DIGITS.charCodeAt(n & 63) << 8);
+const ASCII = new TextDecoder("latin1");
+function base64(bytes) {
+  if (!LITTLE_ENDIAN) {
+    let binary = "";
+    for (let at = 0; at < bytes.length; at += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(at, at + 0x8000));
+    return btoa(binary);
+  }
+  const whole = bytes.length - (bytes.length % 3);
+  const out = new Uint8Array(Math.ceil(bytes.length / 3) * 4);
+  const pairs = new Uint16Array(out.buffer, 0, whole / 3 * 2);
+  for (let i = 0, o = 0; i < whole; i += 3, o += 2) {
+    const triple = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    pairs[o] = BASE64_PAIRS[triple >> 12];
+    pairs[o + 1] = BASE64_PAIRS[triple & 4095];
+  }
+  if (whole < bytes.length) {
+    const rest = bytes.length - whole;
+    const triple = (bytes[whole] << 16) | (rest === 2 ? bytes[whole + 1] << 8 : 0);
+    const at = (whole / 3) * 4;
+    out[at] = BASE64_DIGITS.charCodeAt(triple >> 18);
+    out[at + 1] = BASE64_DIGITS.charCodeAt((triple >> 12) & 63);
+    out[at + 2] = rest === 2 ? BASE64_DIGITS.charCodeAt((triple >> 6) & 63) : 61; // "="
+    out[at + 3] = 61;
+  }
+  return ASCII.decode(out);
 }
 
 // ImageData is RGBA bytes; a Uint32Array over it reads them in the machine's byte order.
@@ -833,23 +863,37 @@ function drawColourBar(bar, model, width) {
     const middle = lo < 0 && hi > 0 ? 0 : (lo + hi) / 2;
     ticks = [lo, middle, hi].map((v) => [(v - lo) / (hi - lo), formatTick(v)]);
   }
-  bar.style.width = `${width}px`;
+  const widthPx = `${width}px`;
+  if (bar.style.width !== widthPx) bar.style.width = widthPx;
   bar.hidden = false;
-  bar.setAttribute("aria-label", `colour scale of ${model.colorbarTitle}: ${ticks.map((t) => t[1]).join(", ")}`);
-  bar.replaceChildren();
-  const ramp = document.createElement("div");
-  ramp.className = "colorbar-ramp";
-  ramp.style.background = `linear-gradient(to right, ${stops})`;
-  const labels = document.createElement("div");
-  labels.className = "colorbar-ticks";
-  for (const [at, text] of ticks) {
-    const label = document.createElement("span");
-    label.textContent = text;
-    label.style.left = `${(at * 100).toFixed(2)}%`;
-    label.dataset.edge = at <= 0 ? "start" : at >= 1 ? "end" : "middle";
-    labels.append(label);
+  const label = `colour scale of ${model.colorbarTitle}: ${ticks.map((t) => t[1]).join(", ")}`;
+  if (bar.getAttribute("aria-label") !== label) bar.setAttribute("aria-label", label);
+  // Built once per card; a step usually changes only the tick labels' numbers, so only what
+  // differs is written (every write is style and layout work before the maps can be shown).
+  let ramp = bar.querySelector(".colorbar-ramp");
+  let labels = bar.querySelector(".colorbar-ticks");
+  if (!ramp) {
+    ramp = document.createElement("div");
+    ramp.className = "colorbar-ramp";
+    labels = document.createElement("div");
+    labels.className = "colorbar-ticks";
+    bar.replaceChildren(ramp, labels);
   }
-  bar.append(ramp, labels);
+  const background = `linear-gradient(to right, ${stops})`;
+  if (ramp.dataset.stops !== stops) {
+    ramp.style.background = background;
+    ramp.dataset.stops = stops;
+  }
+  while (labels.children.length > ticks.length) labels.lastElementChild.remove();
+  while (labels.children.length < ticks.length) labels.append(document.createElement("span"));
+  ticks.forEach(([at, text], n) => {
+    const tick = labels.children[n];
+    if (tick.textContent !== text) tick.textContent = text;
+    const left = `${(at * 100).toFixed(2)}%`;
+    if (tick.style.left !== left) tick.style.left = left;
+    const edge = at <= 0 ? "start" : at >= 1 ? "end" : "middle";
+    if (tick.dataset.edge !== edge) tick.dataset.edge = edge;
+  });
 }
 
 function formatTick(value) {
