@@ -10,6 +10,7 @@ already mapped. Arrays that a trace returns or keeps are never scratch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -182,6 +183,17 @@ def kernel_threads() -> int:
     and while the pool is backed off: then a pass is exactly what it is on one thread)."""
     count = getattr(_pass_threads, "count", 1)
     return 1 if count > 1 and time.monotonic() < _pool_backoff_until else count
+
+
+@contextlib.contextmanager
+def on_calling_thread_only():
+    """Within it kernel_threads() is 1: the work runs exactly as in a one-thread pass."""
+    previous = getattr(_pass_threads, "count", 1)
+    _pass_threads.count = 1
+    try:
+        yield
+    finally:
+        _pass_threads.count = previous
 
 
 def worker_pool() -> ThreadPoolExecutor:

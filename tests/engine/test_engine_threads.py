@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
+import engine.network as network_module
 from engine import Network, kernels, scratch
 from engine.architectures import lenet5
 from engine.scratch import kernel_threads, on_one_blas_thread, over_threads, worker_pool
@@ -49,7 +50,9 @@ def test_the_callers_blas_threads_come_back_when_the_pass_fails():
 def test_a_trace_on_two_threads_equals_the_one_thread_trace():
     net = Network.from_spec(lenet5(dtype="float64"))
     rng = np.random.default_rng(1)
-    x, y = rng.uniform(size=(48, 1, 28, 28)), rng.integers(0, 10, size=48)
+    x, y = rng.uniform(size=(64, 1, 28, 28)), rng.integers(0, 10, size=64)
+    # big enough to be dealt over two threads in blocks (a smaller batch runs as on one thread)
+    assert 64 * 6 * 28 * 28 * 8 >= 2 * network_module.THREAD_BLOCK_MIN_BYTES
     one = net.trace(x, y)
     with threadpool_limits(limits=2, user_api="blas"):
         two = net.trace(x, y)
@@ -152,3 +155,23 @@ def test_a_pool_thread_that_got_little_of_a_core_backs_the_pool_off(monkeypatch)
 
     assert len(set(over_threads(job, list(range(12)), threads=2))) == 2
     assert over_threads(job, list(range(12)), threads=2) == [caller]
+
+
+def test_a_batch_too_small_for_blocks_runs_on_the_calling_thread_only(monkeypatch):
+    net = Network.from_spec(lenet5(dtype="float32"))
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(size=(16, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, size=16)
+    seen = set()
+    original = kernels._wide_im2col
+
+    def recording_im2col(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
+    monkeypatch.setattr(kernels, "WIDE_CHUNK_BYTES", 2000)  # many chunks: there would be some to deal out
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = net.trace(x, y)
+    assert seen == {threading.get_ident()}
+    one = net.trace(x, y)
+    np.testing.assert_array_equal(two.layers[0].grads["W"], one.layers[0].grads["W"])
