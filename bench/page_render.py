@@ -126,7 +126,7 @@ def step_and_wait(page) -> None:
     is checked the way a person would find it, then pressed by a click from inside the page. A
     Playwright click keeps the driver and the browser exchanging messages after the press, and
     Playwright's default polling renders a frame on every animation frame; on two cores either
-    took CPU from the server and made a Step's request up to 40 % slower than the same request
+    took CPU from the server and made a Step's request up to 70 % slower than the same request
     alone."""
     count = page.evaluate("() => window.cnnviz.stepTimings.length")
     expect(page.get_by_role("button", name="Step", exact=True)).to_be_enabled()
