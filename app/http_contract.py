@@ -32,8 +32,8 @@ def _error(description: str) -> dict[str, Any]:
 
 BODY_ERRORS = {
     "400": _error("the body cannot be parsed at all (malformed JSON or multipart)"),
-    "413": _error("the body is larger than the limit (CNNVIZ_MAX_BODY_BYTES for file uploads, "
-                  "CNNVIZ_MAX_JSON_BODY_BYTES for JSON)"),
+    "413": _error("the body is larger than the server accepts (it has one limit for file "
+                  "uploads and a smaller one for JSON; 'detail' names the limit)"),
 }
 VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wrong: a list of "
                           "{loc, msg, type} for what this document's schemas refuse, a sentence "
@@ -43,8 +43,8 @@ VALIDATION_ERROR = _error("the request is not valid; 'detail' says what was wron
                           "memory caps, steps x batch_size over the samples one request may "
                           "train on)")
 SESSION_ERROR = _error("unknown, deleted or expired session")
-BUSY_ERROR = _error("every computation slot stayed taken too long (CNNVIZ_MAX_CONCURRENT_"
-                    "COMPUTATIONS); try again shortly")
+BUSY_ERROR = _error("every computation slot of the server stayed taken too long; try again "
+                    "shortly")
 SESSION_PATH = re.compile(r"/api/sessions/([^/]+)(?:/[a-z]+(?:/[0-9]+)?)?")
 CONFLICT_ERROR = _error("another server process saved the session while this request ran; "
                         "nothing was saved")
