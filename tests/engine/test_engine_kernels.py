@@ -186,6 +186,35 @@ def torch_conv(x, w, b, delta, stride, padding):
     return z.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
 
 
+def assert_fast_conv_equals_naive_and_torch(rng, shape) -> list:
+    """The fast conv's forward and backward (with dx and without) on random x, w, b and delta of
+    `shape` equal the naive form and PyTorch, twice: the second time on the scratch the first left.
+    Returns what the forward handed back for the backward (its im2col matrix, or None) each time."""
+    n, c, h, w_, f, hh, ww, stride, padding = shape
+    x = rng.normal(size=(n, c, h, w_))
+    w = rng.normal(size=(f, c, hh, ww))
+    b = rng.normal(size=f)
+    z_naive = kernels.conv_forward_naive(x, w, b, stride, padding)
+    delta = rng.normal(size=z_naive.shape)
+    z_torch, dx_torch, dw_torch, db_torch = torch_conv(x, w, b, delta, stride, padding)
+    take = Scratch().taker(0)
+    handed_back = []
+    for _ in range(2):
+        z, cols = kernels.conv_forward(x, w, b, stride, padding, return_cols=True, scratch=take)
+        handed_back.append(cols if cols is None else cols.shape)
+        np.testing.assert_allclose(z, z_naive, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(z, z_torch, rtol=1e-10, atol=1e-12)
+        dx, dw, db = kernels.conv_backward(delta, x, w, stride, padding, cols=cols, scratch=take)
+        np.testing.assert_allclose(dx, dx_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(dw, dw_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-11)
+        no_dx, dw_only, db_only = kernels.conv_backward(delta, x, w, stride, padding, need_dx=False, scratch=take)
+        assert no_dx is None
+        np.testing.assert_allclose(dw_only, dw_torch, rtol=1e-10, atol=1e-11)
+        np.testing.assert_allclose(db_only, db_torch, rtol=1e-10, atol=1e-11)
+    return handed_back
+
+
 @pytest.mark.parametrize("shape", CONV_SHAPES)
 def test_conv_naive_fast_and_torch_agree(shape):
     n, c, h, w_, f, hh, ww, stride, padding = shape
@@ -248,25 +277,7 @@ def test_conv_layouts_both_equal_the_naive_form_and_torch_for_any_padding(shape,
     monkeypatch.setattr(kernels, "WIDE_CHUNK_BYTES", 1)
     assert kernels.uses_wide_rows((n, c, h, w_), (f, c, hh, ww), stride, padding) == (
         layout == "wide_rows" and stride == (1, 1))
-    rng = np.random.default_rng(n * h + w_)
-    x = rng.normal(size=(n, c, h, w_))
-    w = rng.normal(size=(f, c, hh, ww))
-    b = rng.normal(size=f)
-    z_naive = kernels.conv_forward_naive(x, w, b, stride, padding)
-    delta = rng.normal(size=z_naive.shape)
-    z_torch, dx_torch, dw_torch, db_torch = torch_conv(x, w, b, delta, stride, padding)
-    take = Scratch().taker(0)
-    for _ in range(2):  # the second time on reused scratch
-        z, cols = kernels.conv_forward(x, w, b, stride, padding, return_cols=True, scratch=take)
-        np.testing.assert_allclose(z, z_naive, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(z, z_torch, rtol=1e-10, atol=1e-12)
-        dx, dw, db = kernels.conv_backward(delta, x, w, stride, padding, cols=cols, scratch=take)
-        np.testing.assert_allclose(dx, dx_torch, rtol=1e-10, atol=1e-11)
-        np.testing.assert_allclose(dw, dw_torch, rtol=1e-10, atol=1e-11)
-        np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-11)
-        no_dx, dw_only, _ = kernels.conv_backward(delta, x, w, stride, padding, need_dx=False, scratch=take)
-        assert no_dx is None
-        np.testing.assert_allclose(dw_only, dw_torch, rtol=1e-10, atol=1e-11)
+    assert_fast_conv_equals_naive_and_torch(np.random.default_rng(n * h + w_), shape)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -279,32 +290,13 @@ def test_batch_innermost_chunks_equal_the_naive_form_and_torch(shape, chunk, dx_
     """The batch-innermost conv in chunks of 1, 2 or 3 samples (the last one short), each dx method,
     the chunks on one thread or dealt over two; the forward's im2col matrix is handed back only
     when the batch is one chunk."""
-    n, c, h, w_, f, hh, ww, stride, padding = shape
+    n, h = shape[0], shape[2]
     monkeypatch.setattr(kernels, "WIDE_ROWS_MAX_WASTE", -1.0)
     monkeypatch.setattr(kernels, "batch_innermost_chunk", lambda N, columns, itemsize: chunk)
     monkeypatch.setattr(kernels, "FULL_CONVOLUTION_MAX_ELEMENTS", 2**62 if dx_method == "full_convolution" else 0)
     monkeypatch.setattr(kernels, "kernel_threads", lambda: threads)
-    rng = np.random.default_rng(n * chunk + h)
-    x = rng.normal(size=(n, c, h, w_))
-    w = rng.normal(size=(f, c, hh, ww))
-    b = rng.normal(size=f)
-    z_naive = kernels.conv_forward_naive(x, w, b, stride, padding)
-    delta = rng.normal(size=z_naive.shape)
-    z_torch, dx_torch, dw_torch, db_torch = torch_conv(x, w, b, delta, stride, padding)
-    take = Scratch().taker(0)
-    for _ in range(2):  # the second time on reused scratch
-        z, cols = kernels.conv_forward(x, w, b, stride, padding, return_cols=True, scratch=take)
-        assert cols is None
-        np.testing.assert_allclose(z, z_naive, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(z, z_torch, rtol=1e-10, atol=1e-12)
-        dx, dw, db = kernels.conv_backward(delta, x, w, stride, padding, cols=cols, scratch=take)
-        np.testing.assert_allclose(dx, dx_torch, rtol=1e-10, atol=1e-11)
-        np.testing.assert_allclose(dw, dw_torch, rtol=1e-10, atol=1e-11)
-        np.testing.assert_allclose(db, db_torch, rtol=1e-10, atol=1e-11)
-        no_dx, dw_only, db_only = kernels.conv_backward(delta, x, w, stride, padding, need_dx=False, scratch=take)
-        assert no_dx is None
-        np.testing.assert_allclose(dw_only, dw_torch, rtol=1e-10, atol=1e-11)
-        np.testing.assert_allclose(db_only, db_torch, rtol=1e-10, atol=1e-11)
+    handed_back = assert_fast_conv_equals_naive_and_torch(np.random.default_rng(n * chunk + h), shape)
+    assert handed_back == [None, None]  # several chunks: the backward rebuilds each chunk's im2col
 
 
 def test_batch_innermost_chunks_follow_the_byte_budget():
