@@ -9,6 +9,7 @@ import re
 import pytest
 from PIL import Image, ImageDraw
 from pictures import PICTURE_PIXELS_JS, pixel
+from test_page import draw_a_stroke
 
 pytestmark = pytest.mark.browser
 
@@ -242,17 +243,6 @@ def test_default_input_is_a_train_digit_and_evaluation_leaves_out_trained_test_d
 
 
 # --- 10. a drawing is used when the pen lifts, and drawings and uploads ask for their label -----
-
-def draw_a_stroke(page) -> None:
-    canvas = page.locator("#draw-canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
-    page.mouse.down()
-    for k in range(1, 13):
-        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
-    page.mouse.up()
-
 
 def test_a_drawing_is_used_when_the_pen_lifts_once_its_label_is_chosen(open_page, tmp_path):
     page, problems = open_page()

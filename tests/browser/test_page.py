@@ -58,6 +58,18 @@ def step_and_wait(page) -> None:
     page.wait_for_function("() => { const t = document.getElementById('timeline'); return t.value === t.max; }")
 
 
+def draw_a_stroke(page) -> None:
+    """One vertical pen stroke down the middle of the drawing canvas."""
+    canvas = page.locator("#draw-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    for k in range(1, 13):
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
+    page.mouse.up()
+
+
 def cards(page) -> list[dict]:
     return page.evaluate(CARDS_JS)
 
@@ -279,14 +291,7 @@ def test_clicking_conv_pixels_shows_arithmetic_that_matches_the_engine(open_page
 def test_drawing_on_the_canvas_is_preprocessed_and_traced(open_page, screenshot):
     page, problems = open_page()
     page.get_by_role("tab", name="Draw").click()
-    canvas = page.locator("#draw-canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
-    page.mouse.down()
-    for k in range(1, 13):
-        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
-    page.mouse.up()
+    draw_a_stroke(page)
     before = page.evaluate("window.cnnviz.renders")
     page.wait_for_function("() => window.cnnviz.app.inputs.pending")  # used when the pen lifts, once labelled
     page.locator("#label-select").select_option("1")
