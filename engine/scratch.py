@@ -246,16 +246,14 @@ def over_threads(job, items, threads: int | None = None) -> list:
         return cpu, wall
 
     others = [worker_pool().submit(take_until_done, True) for _ in range(workers)]
-    previous, _pass_threads.count = kernel_threads(), 1
     started = time.monotonic()
     try:
-        take_until_done(False)
+        with on_calling_thread_only():  # a job never deals its own work out again
+            take_until_done(False)
     except BaseException:
         while next_position() is not None:  # leave the pool threads nothing more to start
             pass
         raise
-    finally:
-        _pass_threads.count = previous
     worked = time.monotonic() - started
     starved = False
     for other in others:
