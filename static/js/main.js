@@ -1259,7 +1259,7 @@ function isCapRefusal(error) {
 
 const NARROW_LAYOUT_QUERY = "(max-width: 900px)";
 // The controls an action in progress makes unavailable, and how long it runs before they look it.
-const BUSY_CONTROLS = ["btn-forward", "btn-backward", "btn-update", "btn-step", "btn-reset", "train", "evaluate", "apply-spec", "build-preset"];
+const BUSY_CONTROLS = ["btn-forward", "btn-backward", "btn-update", "btn-step", "train", "evaluate", "apply-spec", "build-preset"];
 const BUSY_DIM_MS = 150;
 
 // unavailable: clicks do nothing (aria-disabled, for assistive technology and for tests that
