@@ -152,6 +152,14 @@ _WRITE_LAST_INPUT = (
     "input_x = excluded.input_x, input_target = excluded.input_target")
 
 
+def _is_free(lock: threading.RLock) -> bool:
+    """Whether no other thread holds ``lock`` (an RLock has no ``locked()``)."""
+    if not lock.acquire(blocking=False):
+        return False
+    lock.release()
+    return True
+
+
 class SQLiteSessionStore(SessionStore):
     def __init__(
         self,
@@ -232,6 +240,12 @@ class SQLiteSessionStore(SessionStore):
             if last_used < deadline:
                 candidates.append((last_used, session_id))
         return min(candidates)[1] if candidates else None
+
+    def serves_without_waiting(self, session_id: str) -> bool:
+        # Loaded here, and neither the store nor its writer busy (a save's commit waits ~8 ms
+        # for the disk); the version check in get is one read of the local database.
+        return (session_id in self._loaded and not self._write_lock.locked()
+                and _is_free(self._mutex))
 
     def get(self, session_id: str) -> Session:
         if not SESSION_ID.fullmatch(session_id):

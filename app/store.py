@@ -71,6 +71,13 @@ class SessionStore(abc.ABC):
     def get(self, session_id: str) -> Session:
         """The live session (refreshing its idle clock); raises ``SessionNotFound``."""
 
+    def serves_without_waiting(self, session_id: str) -> bool:
+        """Whether ``get(session_id)`` and ``remember_input`` would answer now, without loading
+        the session, waiting for a lock another thread holds, or going over the network: what
+        quick work on the event loop asks first (see ``app.limits.WouldWait``). A hint: the
+        answer may change a moment later, which costs at most one short wait."""
+        return False
+
     @abc.abstractmethod
     def delete(self, session_id: str) -> None:
         """Remove a session; raises ``SessionNotFound`` if it is not there."""
@@ -152,6 +159,9 @@ class InMemorySessionStore(SessionStore):
                 )
             session.last_used = self._clock()
             self._sessions[session.id] = session
+
+    def serves_without_waiting(self, session_id: str) -> bool:
+        return not self._mutex.locked()
 
     def get(self, session_id: str) -> Session:
         with self._mutex:

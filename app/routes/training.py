@@ -17,10 +17,9 @@ from app import training
 from app.deps import (
     AnswerFields,
     AnswerFormat,
-    SettingsDep,
-    StoreDep,
     answer_view,
     locked_session,
+    store_and_settings,
 )
 from app.limits import check_work, computation
 from app.schemas import (
@@ -55,9 +54,9 @@ BINARY_ANSWER = {200: {"content": {SAFETENSORS_MEDIA_TYPE: {
 @router.post("/trace", response_model=TraceOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="Forward and backward pass of one sample; nothing is updated")
 async def trace(request: Request, session_id: SessionIdPath, body: TraceRequest,
-                store: StoreDep, settings: SettingsDep, answer_format: AnswerFormat = "json",
-                fields: AnswerFields = None) -> Response:
+                answer_format: AnswerFormat = "json", fields: AnswerFields = None) -> Response:
     view = answer_view(answer_format, fields)
+    store, settings = store_and_settings(request)
 
     def work() -> Response:
         with locked_session(store, session_id, save=False) as session:
@@ -69,7 +68,7 @@ async def trace(request: Request, session_id: SessionIdPath, body: TraceRequest,
                 _record_traced_input(store, session)
         return view.response(answer)
 
-    return await computation(request, work)
+    return await computation(request, work, quick=True)
 
 
 def _record_traced_input(store: SessionStore, session: Session) -> None:
@@ -87,8 +86,10 @@ def _record_traced_input(store: SessionStore, session: Session) -> None:
 @router.post("/gradcheck", response_model=GradcheckOut, responses=ERRORS,
              summary="Analytic gradient of one weight, bias or input value beside a central "
                      "difference; nothing is updated")
-async def gradcheck(request: Request, session_id: SessionIdPath, body: GradcheckRequest,
-                    store: StoreDep, settings: SettingsDep) -> FastJSONResponse:
+async def gradcheck(request: Request, session_id: SessionIdPath, body: GradcheckRequest
+                    ) -> FastJSONResponse:
+    store, settings = store_and_settings(request)
+
     def work() -> FastJSONResponse:
         with locked_session(store, session_id, save=False) as session:
             # a trace for the analytic value, and two forward passes for the central difference
@@ -104,9 +105,9 @@ async def gradcheck(request: Request, session_id: SessionIdPath, body: Gradcheck
 @router.post("/step", response_model=StepOut, responses={**ERRORS, **BINARY_ANSWER},
              summary="One training iteration on a mini-batch, with the trace of its first sample")
 async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
-               store: StoreDep, settings: SettingsDep, answer_format: AnswerFormat = "json",
-               fields: AnswerFields = None) -> Response:
+               answer_format: AnswerFormat = "json", fields: AnswerFields = None) -> Response:
     view = answer_view(answer_format, fields)
+    store, settings = store_and_settings(request)
 
     def work() -> Response:
         with locked_session(store, session_id, save=True) as session:
@@ -132,10 +133,13 @@ async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
                         "the next step or training, so a client may ask the step for a few "
                         "fields and fetch the rest (weights, gradients) afterwards. 409 when "
                         "they are gone: a newer step, or another or restarted server process.")
-async def kept_step(request: Request, session_id: SessionIdPath, step: Annotated[int, Path(ge=1, description="the step's number, as its answer gave it")],
-                    store: StoreDep, answer_format: AnswerFormat = "json",
-                    fields: AnswerFields = None) -> Response:
+async def kept_step(request: Request, session_id: SessionIdPath,
+                    step: Annotated[int, Path(ge=1, description="the step's number, as its "
+                                                                "answer gave it")],
+                    answer_format: AnswerFormat = "json", fields: AnswerFields = None
+                    ) -> Response:
     view = answer_view(answer_format, fields)
+    store, _ = store_and_settings(request)
 
     def work() -> Response:
         with locked_session(store, session_id, save=False) as session:
@@ -147,8 +151,10 @@ async def kept_step(request: Request, session_id: SessionIdPath, step: Annotated
 
 @router.post("/train", response_model=TrainOut, responses=ERRORS,
              summary="Run several training steps at once (all or nothing)")
-async def train(request: Request, session_id: SessionIdPath, body: TrainRequest,
-                store: StoreDep, settings: SettingsDep) -> FastJSONResponse:
+async def train(request: Request, session_id: SessionIdPath, body: TrainRequest
+                ) -> FastJSONResponse:
+    store, settings = store_and_settings(request)
+
     def work() -> FastJSONResponse:
         with locked_session(store, session_id, save=True) as session:
             check_work(session.spec, settings, batch=body.batch_size,
@@ -161,8 +167,9 @@ async def train(request: Request, session_id: SessionIdPath, body: TrainRequest,
 
 @router.post("/evaluate", response_model=EvaluationOut, responses=ERRORS,
              summary="Held-out accuracy and loss on the MNIST test split")
-async def evaluate(request: Request, session_id: SessionIdPath, store: StoreDep,
-                   settings: SettingsDep, body: EvaluateRequest | None = None) -> FastJSONResponse:
+async def evaluate(request: Request, session_id: SessionIdPath,
+                   body: EvaluateRequest | None = None) -> FastJSONResponse:
+    store, settings = store_and_settings(request)
     limit = body.limit if body is not None else settings.max_eval_samples
     exclude = body.exclude if body is not None else []
 
