@@ -18,7 +18,6 @@ from typing import Annotated
 from fastapi import FastAPI, Path
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # What secrets.token_urlsafe(16) makes (app.sessions.new_session_id): 128 random bits, 22
@@ -60,9 +59,20 @@ COMMON_HEADERS = {
 }
 
 
+def _encoded(headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1"))
+                 for name, value in headers.items())
+
+
+# Encoded once: a response gets them by one pass over its own header names.
+PAGE_HEADERS = _encoded({**COMMON_HEADERS, "Content-Security-Policy": PAGE_POLICY})
+DOCS_HEADERS = _encoded({**COMMON_HEADERS, "Content-Security-Policy": DOCS_POLICY})
+
+
 class SecurityHeadersMiddleware:
-    """Adds the headers above to every HTTP response, errors included (pure ASGI, so it also
-    covers responses sent by other middleware and streaming responses)."""
+    """Adds the headers above to every HTTP response that does not set them itself, errors
+    included (pure ASGI, so it also covers responses sent by other middleware and streaming
+    responses)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -71,15 +81,14 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        policy = DOCS_POLICY if path.startswith(DOCS_PATHS) else PAGE_POLICY
+        added = DOCS_HEADERS if scope.get("path", "").startswith(DOCS_PATHS) else PAGE_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in COMMON_HEADERS.items():
-                    headers.setdefault(name, value)
-                headers.setdefault("Content-Security-Policy", policy)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [header for header in added if header[0] not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
