@@ -15,8 +15,7 @@ from fastapi.responses import Response
 
 from app import training
 from app.deps import (
-    AnswerFields,
-    AnswerFormat,
+    ANSWER_QUERY_OPENAPI,
     answer_view,
     locked_session,
     store_and_settings,
@@ -52,10 +51,10 @@ BINARY_ANSWER = {200: {"content": {SAFETENSORS_MEDIA_TYPE: {
 
 
 @router.post("/trace", response_model=TraceOut, responses={**ERRORS, **BINARY_ANSWER},
+             openapi_extra=ANSWER_QUERY_OPENAPI,
              summary="Forward and backward pass of one sample; nothing is updated")
-async def trace(request: Request, session_id: SessionIdPath, body: TraceRequest,
-                answer_format: AnswerFormat = "json", fields: AnswerFields = None) -> Response:
-    view = answer_view(answer_format, fields)
+async def trace(request: Request, session_id: SessionIdPath, body: TraceRequest) -> Response:
+    view = answer_view(request)
     store, settings = store_and_settings(request)
 
     def work() -> Response:
@@ -103,10 +102,10 @@ async def gradcheck(request: Request, session_id: SessionIdPath, body: Gradcheck
 
 
 @router.post("/step", response_model=StepOut, responses={**ERRORS, **BINARY_ANSWER},
+             openapi_extra=ANSWER_QUERY_OPENAPI,
              summary="One training iteration on a mini-batch, with the trace of its first sample")
-async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
-               answer_format: AnswerFormat = "json", fields: AnswerFields = None) -> Response:
-    view = answer_view(answer_format, fields)
+async def step(request: Request, session_id: SessionIdPath, body: StepRequest) -> Response:
+    view = answer_view(request)
     store, settings = store_and_settings(request)
 
     def work() -> Response:
@@ -125,7 +124,7 @@ async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
     return await computation(request, work)
 
 
-@router.get("/steps/{step}", response_model=StepOut,
+@router.get("/steps/{step}", response_model=StepOut, openapi_extra=ANSWER_QUERY_OPENAPI,
             responses={**ERRORS, **BINARY_ANSWER, 409: {
                 "model": ErrorOut, "description": "the step's arrays are no longer kept here"}},
             summary="The latest step's answer again, with the fields asked; nothing is updated",
@@ -135,10 +134,9 @@ async def step(request: Request, session_id: SessionIdPath, body: StepRequest,
                         "they are gone: a newer step, or another or restarted server process.")
 async def kept_step(request: Request, session_id: SessionIdPath,
                     step: Annotated[int, Path(ge=1, description="the step's number, as its "
-                                                                "answer gave it")],
-                    answer_format: AnswerFormat = "json", fields: AnswerFields = None
+                                                                "answer gave it")]
                     ) -> Response:
-    view = answer_view(answer_format, fields)
+    view = answer_view(request)
     store, _ = store_and_settings(request)
 
     def work() -> Response:
