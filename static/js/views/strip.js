@@ -28,7 +28,6 @@ export class Strip {
     this.figure.setAttribute("aria-hidden", "true");
     this.drawnFigure = null;
     this.drawing = Promise.resolve();
-    this.canvas = document.createElement("canvas");
     this.lookups = new Map();
     this.placing = false;
     // Cards move when the strip reflows (a window resize, the inspector docking, a font
@@ -176,7 +175,10 @@ export class Strip {
       if (card.cursor) this.showCursor(card, false);
     }
     await this.place();
-    return token === this.renderToken;
+    if (token !== this.renderToken) return false;
+    // The numbers change with the figure that shows their pictures, not a draw before it.
+    for (const card of this.cards.values()) this.showNumbers(card);
+    return true;
   }
 
   // The card's picture, as a data URL for a Plotly layout image (a data URL is set on the SVG
@@ -185,36 +187,26 @@ export class Strip {
   // compression on every step. Normally one RGBA pixel per cell from the colour scale
   // (gutters transparent), scaled up by the browser. With max-pool winners marked, every cell
   // is `scale` × `scale` pixels and a winner gets an outline in the winner colour (the cells
-  // keep the colour bar's colours). A small map whose numbers are printed in its cells is
-  // painted on a canvas at the screen's resolution with the numbers in it (then read back into
-  // a BMP), so that a step redraws pictures only, never text in the figure; `texts` keeps what
-  // was printed where.
+  // keep the colour bar's colours). A small map's numbers are not in its picture: `texts` says
+  // what each printed cell shows and in which colour, and `showNumbers` writes them over it.
   paint(model) {
     const lookup = this.lookupFor(model.colorscale);
     const winners = model.winners ? model.winners.mask : null;
-    const texts = model.showText ? { x: [], y: [], text: [], color: [] } : null;
-    const ratio = window.devicePixelRatio || 1;
-    let scaleX = 1;
-    let scaleY = 1;
-    if (texts) {
-      scaleX = Math.max(1, Math.round(model.cellW * ratio));
-      scaleY = Math.max(1, Math.round(model.cellH * ratio));
-    } else if (winners) {
-      scaleX = scaleY = Math.max(3, Math.min(WINNER_MAX_SCALE, Math.round(Math.min(model.cellW, model.cellH))));
-    }
-    const edgeWidth = Math.max(1, Math.round(Math.min(scaleX, scaleY) / WINNER_MAX_SCALE));
-    const width = model.widthCells;
-    const height = model.heightCells;
-    const rowPixels = width * scaleX;
-    const pixels = new Uint8ClampedArray(rowPixels * height * scaleY * 4); // transparent
     const [lo, hi] = model.range;
     const span = hi - lo || 1;
-    if (scaleX === 1 && scaleY === 1 && LITTLE_ENDIAN) {
+    const texts = model.showText ? cellTexts(model, lookup, lo, span) : null;
+    const scale = winners ? Math.max(3, Math.min(WINNER_MAX_SCALE, Math.round(Math.min(model.cellW, model.cellH)))) : 1;
+    const width = model.widthCells;
+    const height = model.heightCells;
+    const rowPixels = width * scale;
+    const pixels = new Uint8ClampedArray(rowPixels * height * scale * 4); // transparent
+    if (scale === 1 && LITTLE_ENDIAN) {
       // The usual picture, one pixel per cell: one 32-bit store per cell from a table of packed
       // colours, over a cached cell -> element index, without a call per cell.
       paintCells(model, new Uint32Array(pixels.buffer), packedColours(lookup), lo, span);
-      return { source: bmpDataUrl(pixels, width, height), texts, scaleX, scaleY, id: ++paintCount };
+      return { source: bmpDataUrl(pixels, width, height), texts, scale, id: ++paintCount };
     }
+    const edgeWidth = Math.max(1, Math.round(scale / WINNER_MAX_SCALE));
     const [wr, wg, wb] = hexToRgb(COLORS.winner);
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
@@ -222,45 +214,64 @@ export class Strip {
         if (k < 0) continue;
         const value = shownValue(model, k);
         if (!Number.isFinite(value)) continue;
-        const t = Math.max(0, Math.min(255, Math.round(((value - lo) / span) * 255))) * 3;
-        const r = lookup[t];
-        const g = lookup[t + 1];
-        const b = lookup[t + 2];
+        const t = colourStep(value, lo, span) * 3;
         const outlined = winners && winners[k];
-        for (let sy = 0; sy < scaleY; sy++) {
-          for (let sx = 0; sx < scaleX; sx++) {
-            const edge = outlined && (sx < edgeWidth || sy < edgeWidth || sx >= scaleX - edgeWidth || sy >= scaleY - edgeWidth);
-            const p = ((y * scaleY + sy) * rowPixels + x * scaleX + sx) * 4;
-            pixels[p] = edge ? wr : r;
-            pixels[p + 1] = edge ? wg : g;
-            pixels[p + 2] = edge ? wb : b;
+        for (let sy = 0; sy < scale; sy++) {
+          for (let sx = 0; sx < scale; sx++) {
+            const edge = outlined && (sx < edgeWidth || sy < edgeWidth || sx >= scale - edgeWidth || sy >= scale - edgeWidth);
+            const p = ((y * scale + sy) * rowPixels + x * scale + sx) * 4;
+            pixels[p] = edge ? wr : lookup[t];
+            pixels[p + 1] = edge ? wg : lookup[t + 1];
+            pixels[p + 2] = edge ? wb : lookup[t + 2];
             pixels[p + 3] = 255;
           }
         }
-        if (texts) {
-          texts.x.push(x);
-          texts.y.push(y);
-          texts.text.push(model.classLabels ? `${k}: ${cellText(value)}` : cellText(value));
-          texts.color.push(0.299 * r + 0.587 * g + 0.114 * b > 140 ? "#1d2433" : "#ffffff");
-        }
       }
     }
-    if (!texts) return { source: bmpDataUrl(pixels, rowPixels, height * scaleY), texts, scaleX, scaleY, id: ++paintCount };
-    // The numbers need a canvas to be written in; its pixels are read back into a BMP too (a
-    // PNG of a picture this size took longer to compress than all the other cards together).
-    this.canvas.width = rowPixels;
-    this.canvas.height = height * scaleY;
-    const context = this.canvas.getContext("2d", { willReadFrequently: true });
-    context.putImageData(new ImageData(pixels, rowPixels, height * scaleY), 0, 0);
-    context.font = `${CELL_TEXT_PX * ratio}px ${pageFont()}`;
-    context.textAlign = "center";
-    context.textBaseline = "middle";
-    for (let n = 0; n < texts.text.length; n++) {
-      context.fillStyle = texts.color[n];
-      context.fillText(texts.text[n], (texts.x[n] + 0.5) * scaleX, (texts.y[n] + 0.5) * scaleY);
+    return { source: bmpDataUrl(pixels, rowPixels, height * scale), texts, scale, id: ++paintCount };
+  }
+
+  // Writes a card's numbers (its picture's `texts`) over its picture: one element per printed
+  // cell, rebuilt only when the cells printed or their size change, otherwise only the numbers
+  // and colours that changed. Text over the figure rather than painted into the picture: that
+  // took a canvas, a read-back and a picture at the screen's resolution, and the output column's
+  // alone cost a fifth of a Step's drawing.
+  showNumbers(card) {
+    const texts = card.picture ? card.picture.texts : null;
+    let layer = card.numbers;
+    if (!texts) {
+      if (layer) layer.hidden = true;
+      return;
     }
-    const painted = context.getImageData(0, 0, rowPixels, height * scaleY).data;
-    return { source: bmpDataUrl(painted, rowPixels, height * scaleY), texts, scaleX, scaleY, id: ++paintCount };
+    if (!layer) {
+      layer = card.numbers = document.createElement("div");
+      layer.className = "cell-numbers";
+      layer.setAttribute("aria-hidden", "true"); // the readout and inspector say the numbers
+      card.plot.append(layer);
+    }
+    layer.hidden = false;
+    const model = card.model;
+    const cells = `${model.cellW}|${model.cellH}|${texts.x.join(",")}|${texts.y.join(",")}`;
+    if (layer.dataset.cells !== cells) {
+      layer.dataset.cells = cells;
+      layer.replaceChildren(...texts.x.map((x, n) => {
+        const number = document.createElement("span");
+        number.style.left = `${FIGURE_MARGIN.l + x * model.cellW}px`;
+        number.style.top = `${FIGURE_MARGIN.t + texts.y[n] * model.cellH}px`;
+        number.style.width = `${model.cellW}px`;
+        number.style.height = number.style.lineHeight = `${model.cellH}px`;
+        return number;
+      }));
+    }
+    const numbers = layer.children;
+    for (let n = 0; n < texts.text.length; n++) {
+      const number = numbers[n];
+      if (number.textContent !== texts.text[n]) number.textContent = texts.text[n];
+      if (number.dataset.color !== texts.color[n]) {
+        number.dataset.color = texts.color[n];
+        number.style.color = texts.color[n];
+      }
+    }
   }
 
   // 256 colours of a colour scale, interpolated linearly between its stops as Plotly does.
@@ -750,8 +761,7 @@ function paintCells(model, words, colours, lo, span) {
       value = (value - mapLo) / (mapHi - mapLo);
     }
     if (!Number.isFinite(value)) continue;
-    const t = Math.round(((value - lo) / span) * 255); // as the other pictures and the zoom round it
-    words[p] = colours[t < 0 ? 0 : t > 255 ? 255 : t];
+    words[p] = colours[colourStep(value, lo, span)];
   }
 }
 
@@ -783,13 +793,30 @@ function packedColours(lookup) {
   }
   return packed;
 }
-const CELL_TEXT_PX = 11;
+// A value's step (0-255) on the colour scale, as every picture and the zoom round it.
+function colourStep(value, lo, span) {
+  const t = Math.round(((value - lo) / span) * 255);
+  return t < 0 ? 0 : t > 255 ? 255 : t;
+}
 
-// The page's font, for the numbers painted into small maps.
-let fontFamily = null;
-function pageFont() {
-  if (fontFamily === null) fontFamily = getComputedStyle(document.body).fontFamily || "sans-serif";
-  return fontFamily;
+// What a small map prints in its cells: {x, y, text, color} per finite cell, row by row, the
+// colour dark or light against the cell's own.
+function cellTexts(model, lookup, lo, span) {
+  const texts = { x: [], y: [], text: [], color: [] };
+  for (let y = 0; y < model.heightCells; y++) {
+    for (let x = 0; x < model.widthCells; x++) {
+      const k = flatIndexAt(model, x, y);
+      if (k < 0) continue;
+      const value = shownValue(model, k);
+      if (!Number.isFinite(value)) continue;
+      const t = colourStep(value, lo, span) * 3;
+      texts.x.push(x);
+      texts.y.push(y);
+      texts.text.push(model.classLabels ? `${k}: ${cellText(value)}` : cellText(value));
+      texts.color.push(0.299 * lookup[t] + 0.587 * lookup[t + 1] + 0.114 * lookup[t + 2] > 140 ? "#1d2433" : "#ffffff");
+    }
+  }
+  return texts;
 }
 
 // The relayout that turns the figure drawn with layout `before` into `after` (same size):
