@@ -10,9 +10,7 @@ import math
 
 import pytest
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_page import assert_result_matches, set_speed, set_view, step_and_wait
-from test_page import click_cell as click_cell_once
+from driving import apply_spec, assert_result_matches, click_cell, set_speed, set_view, step_and_wait
 
 pytestmark = pytest.mark.browser
 
@@ -21,21 +19,6 @@ GRIDS_JS = """([section, role]) => [...document.querySelectorAll(`#inspector .in
   .querySelectorAll(`table[data-role="${role}"]`).length === 0 ? [] :
   [...[...document.querySelectorAll(`#inspector .inspector-section`)][section]
   .querySelectorAll(`table[data-role="${role}"]`)].map(t => [...t.rows].map(r => [...r.cells].map(c => Number(c.dataset.value))))"""
-
-
-def click_cell(page, layer: int, x: int, y: int, with_result: bool = True) -> float:
-    """test_page's click_cell, clicked again when the first click found the plot being
-    redrawn (on a loaded machine a click can land while Plotly replaces the heatmap)."""
-    for attempt in range(3):
-        page.set_default_timeout(10_000 if attempt < 2 else 30_000)
-        try:
-            return click_cell_once(page, layer, x, y, with_result)
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
-        finally:
-            page.set_default_timeout(30_000)
-    raise AssertionError("unreachable")
 
 
 def grids(page, role: str, section: int = 0) -> list[list[list[float]]]:
@@ -67,7 +50,7 @@ def shoot(page, screenshot, name: str) -> None:
 
 def test_maxpool1_delta_cell_shows_the_delta_window_and_rotated_kernel_summing_to_the_engine(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "delta")
     click_cell(page, 1, 6, 5)  # maxpool1's delta, map 0, row 5, column 6: from conv2's deltas
@@ -109,7 +92,7 @@ def test_maxpool1_delta_cell_shows_the_delta_window_and_rotated_kernel_summing_t
 
 def test_conv1_dw_cell_shows_the_shifted_input_beside_the_delta_map_summing_to_the_engine(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "dW")
     click_cell(page, 0, 3, 2)  # conv1 dW[0, 0, 2, 3]
@@ -157,7 +140,7 @@ def test_conv1_dw_cell_shows_the_shifted_input_beside_the_delta_map_summing_to_t
 
 def test_phone_width_inspector_pictures_fit(open_page, screenshot):
     page, problems = open_page(390, 800)
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "delta")
     click_cell(page, 1, 6, 5)
@@ -198,15 +181,6 @@ CONV_OPTIONS_SPEC = """{"input_shape": [1, 28, 28], "layers": [
  "loss": "cross_entropy", "seed": 1}"""
 
 
-def apply_spec(page, spec: str, cards_count: int) -> None:
-    page.locator("#spec-details > summary").click()
-    page.fill("#spec-editor", spec)
-    page.get_by_role("button", name="Apply JSON").click()
-    page.wait_for_function("() => document.getElementById('session-status').textContent.startsWith('custom')")
-    page.wait_for_function("n => document.querySelectorAll('.layer-card').length === n", arg=cards_count)
-    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
-
-
 # Every cell of every map the inspector explains (z and δ of every layer, dL/dx, every dW
 # and db), run through the page's own arithmetic module: each sum, and each x g'(z), must
 # match the engine's value.
@@ -236,7 +210,8 @@ EVERY_CELL_JS = """async () => {
 
 def test_circular_padding_and_true_convolution_are_shown_and_sum_to_the_engine(open_page, screenshot):
     page, problems = open_page()
-    apply_spec(page, CONV_OPTIONS_SPEC, 7)
+    apply_spec(page, CONV_OPTIONS_SPEC)
+    page.wait_for_function("() => document.querySelectorAll('.layer-card').length === 7")
     every = page.evaluate(EVERY_CELL_JS)
     assert every["wrong"] == [] and every["checked"] > 15_000, every
     set_view(page, "z")
@@ -281,7 +256,7 @@ def session_weights(page) -> dict:
 
 def test_gradient_check_on_click_shows_numeric_and_analytic(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     page.get_by_role("button", name="Forward", exact=True).click()
     page.wait_for_function("() => window.cnnviz.app.record && !window.cnnviz.app.actionRunning")
     set_view(page, "dW")
@@ -321,7 +296,7 @@ def test_gradient_check_on_click_shows_numeric_and_analytic(open_page, screensho
 
 def test_what_if_weight_edit_changes_the_loss_and_leaves_the_session_alone(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     page.get_by_role("button", name="Forward", exact=True).click()
     page.wait_for_function("() => window.cnnviz.app.record && !window.cnnviz.app.actionRunning")
     before = session_weights(page)
@@ -425,7 +400,7 @@ def test_worked_example_preset_reads_the_notes_numbers_off_the_screen(open_page,
 
 def test_pool_routing_and_dense_columns_are_pictures_that_sum_to_the_engine(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "delta")
     click_cell(page, 0, 12, 10)  # conv1's delta: routed back through maxpool1's window

@@ -5,15 +5,9 @@ shareable links (17)."""
 from __future__ import annotations
 
 import pytest
+from driving import choose_preset, click_cell
 
 pytestmark = pytest.mark.browser
-
-
-def choose_preset(page, name: str) -> None:
-    page.select_option("#preset", name)
-    page.wait_for_function("n => window.cnnviz.app.session && window.cnnviz.app.session.preset === n"
-                           " && window.cnnviz.app.record", arg=name)
-    page.evaluate("() => window.cnnviz.app.idle()")
 
 
 def train_and_evaluate(page, steps: int = 15) -> None:
@@ -218,12 +212,6 @@ def choose_digit(page, index: int) -> None:
     page.evaluate("() => window.cnnviz.app.idle()")
 
 
-def click_cell(page, layer: int, x: int, y: int) -> None:
-    point = page.evaluate("([l, x, y]) => window.cnnviz.app.strip.cellPoint(l, x, y)", [layer, x, y])
-    page.mouse.click(point["x"], point["y"])
-    page.wait_for_selector("#inspector:not([hidden])")
-
-
 def open_link(browser, url: str, width: int = 1440, height: int = 900):
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
@@ -253,7 +241,7 @@ def test_a_link_opens_the_same_view_on_a_copy_of_the_session(open_page, browser,
     page.keyboard.press("Home")
     for _ in range(3):
         page.keyboard.press("ArrowRight")
-    click_cell(page, 0, 4, 7)
+    click_cell(page, 0, 4, 7, with_result=False)
     shown = page.evaluate(VIEW_STATE_JS)
     assert shown["phase"] == 3 and shown["view"] == "z" and shown["inspectorOpen"]
     url = page.url

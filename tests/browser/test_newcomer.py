@@ -7,57 +7,25 @@ import json
 import re
 
 import pytest
+from driving import (
+    CELL_POINT_JS,
+    apply_spec,
+    choose_preset,
+    click_cell,
+    draw_a_stroke,
+    idle,
+    set_speed,
+    step_and_wait,
+)
 from PIL import Image, ImageDraw
 from pictures import PICTURE_PIXELS_JS, pixel
-from test_page import draw_a_stroke
 
 pytestmark = pytest.mark.browser
 
-CELL_POINT_JS = """([layer, x, y]) => window.cnnviz.app.strip.cellPoint(layer, x, y)"""
 FIVE_OUTPUTS = {"input_shape": [1, 28, 28], "layers": [
     {"type": "flatten"},
     {"type": "dense", "units": 16, "activation": "relu"},
     {"type": "dense", "units": 5, "activation": "softmax"}], "loss": "cross_entropy", "seed": 3}
-
-
-def idle(page) -> None:
-    page.wait_for_function("() => !window.cnnviz.app.actionRunning && !window.cnnviz.app.playing")
-
-
-def set_speed(page, label: str) -> None:
-    index = {"live": 0, "fast": 1, "normal": 2, "slow": 3, "very slow": 4}[label]
-    page.eval_on_selector("#speed", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(index))
-
-
-def step_and_wait(page) -> None:
-    before = page.evaluate("window.cnnviz.stepTimings.length")
-    page.get_by_role("button", name="Step", exact=True).click()
-    page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
-    page.wait_for_function("() => { const t = document.getElementById('timeline'); return t.value === t.max; }")
-    idle(page)
-
-
-def choose_preset(page, name: str) -> None:
-    page.select_option("#preset", name)
-    page.wait_for_function("n => window.cnnviz.app.session && window.cnnviz.app.session.preset === n && window.cnnviz.app.record", arg=name)
-    idle(page)
-
-
-def apply_spec(page, spec: dict) -> None:
-    page.locator("#spec-details > summary").click()
-    page.fill("#spec-editor", json.dumps(spec, indent=1))
-    page.get_by_role("button", name="Apply JSON").click()
-    page.wait_for_function("() => window.cnnviz.app.session && !window.cnnviz.app.session.preset")
-    idle(page)
-
-
-def click_cell(page, layer: int, x: int, y: int) -> dict:
-    page.locator(f'.layer-card[data-layer="{layer}"] .layer-plot').scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    point = page.evaluate(CELL_POINT_JS, [layer, x, y])
-    page.mouse.click(point["x"], point["y"])
-    page.wait_for_selector("#inspector:not([hidden])")
-    return point
 
 
 def banner_text(page) -> str:
@@ -173,14 +141,14 @@ def test_a_refused_input_restores_the_panel_and_the_shown_digit(open_page, tmp_p
 def test_clicking_a_cell_then_switching_preset_raises_no_page_error(open_page):
     page, problems = open_page()
     set_speed(page, "live")
-    step_and_wait(page)
-    click_cell(page, 0, 3, 3)
+    step_and_wait(page, then_idle=True)
+    click_cell(page, 0, 3, 3, with_result=False)
     choose_preset(page, "tiny")
-    click_cell(page, 0, 1, 1)
+    click_cell(page, 0, 1, 1, with_result=False)
     choose_preset(page, "lenet5")
     # and while a step is being animated, with the inspector open
     set_speed(page, "slow")
-    click_cell(page, 0, 4, 4)
+    click_cell(page, 0, 4, 4, with_result=False)
     page.get_by_role("button", name="Step", exact=True).click()
     page.wait_for_function("() => window.cnnviz.app.animating")
     page.select_option("#preset", "deep")
@@ -192,10 +160,10 @@ def test_clicking_a_cell_then_switching_preset_raises_no_page_error(open_page):
 
 def test_a_newcomers_path_raises_no_page_or_console_error(open_page):
     page, problems = open_page()
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
     for view in ("a", "delta", "W", "dW", "auto"):
         page.locator(f'#view-options label:has(input[value="{view}"])').click()
-    click_cell(page, 0, 2, 2)
+    click_cell(page, 0, 2, 2, with_result=False)
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Forward").click()
     idle(page)
@@ -205,8 +173,8 @@ def test_a_newcomers_path_raises_no_page_or_console_error(open_page):
     page.get_by_role("button", name="Evaluate").click()
     idle(page)
     choose_preset(page, "tiny")
-    step_and_wait(page)
-    click_cell(page, 0, 0, 0)
+    step_and_wait(page, then_idle=True)
+    click_cell(page, 0, 0, 0, with_result=False)
     choose_preset(page, "deep")
     choose_preset(page, "lenet5")
     page.wait_for_timeout(500)
@@ -220,7 +188,7 @@ def test_default_input_is_a_train_digit_and_evaluation_leaves_out_trained_test_d
     assert page.inner_text("#input-caption").startswith("MNIST train #0")
     assert page.input_value("#mnist-split") == "train"
     set_speed(page, "live")
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
     assert "Your input is sample 1 of the batch" in page.inner_text("#batch-strip")
     sent = []
     page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/evaluate") else None)
@@ -232,7 +200,7 @@ def test_default_input_is_a_train_digit_and_evaluation_leaves_out_trained_test_d
     page.locator("#mnist-grid .thumb").nth(4).click()
     page.wait_for_function("() => document.getElementById('input-caption').textContent.startsWith('MNIST test #4')")
     idle(page)
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
     page.get_by_role("button", name="Evaluate").click()
     idle(page)
     assert sent[-1]["exclude"] == [4]
@@ -262,7 +230,7 @@ def test_a_drawing_is_used_when_the_pen_lifts_once_its_label_is_chosen(open_page
     page.select_option("#label-select", "1")
     page.wait_for_function("n => window.cnnviz.renders > n && document.getElementById('input-caption').textContent.includes('drawing')", arg=before)
     assert "label 1" in page.inner_text("#input-caption")
-    step_and_wait(page)  # no "Use drawing" step: the drawing is the input
+    step_and_wait(page, then_idle=True)  # no "Use drawing" step: the drawing is the input
     request = page.evaluate("window.cnnviz.lastStepRequest.input")
     assert request["kind"] == "pixels" and request["label"] == 1
     # a second stroke refines the same digit: used at once with its label
@@ -292,8 +260,8 @@ def test_a_drawing_is_used_when_the_pen_lifts_once_its_label_is_chosen(open_page
 def test_reset_can_be_undone_and_space_never_plays_from_a_control(open_page):
     page, problems = open_page()
     set_speed(page, "live")
-    step_and_wait(page)
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
+    step_and_wait(page, then_idle=True)
     trained_id = page.evaluate("window.cnnviz.app.session.id")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("r")
@@ -343,7 +311,7 @@ def hover_cell(page, layer: int, x: int, y: int) -> None:
 def test_hover_readouts_name_the_shown_quantity_and_clear_on_a_view_change(open_page):
     page, problems = open_page()
     set_speed(page, "live")
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("5")  # dW
     page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"0\"]').dataset.view === 'dW'")
@@ -508,7 +476,7 @@ def test_every_number_of_tiny_is_printed_legibly(open_page, screenshot):
     page, problems = open_page()
     choose_preset(page, "tiny")
     set_speed(page, "live")
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
     page.locator("body").click(position={"x": 5, "y": 5})
     for key, view in (("1", "a"), ("2", "z"), ("3", "delta"), ("4", "W"), ("5", "dW"), ("6", "db")):
         page.keyboard.press(key)
@@ -587,7 +555,7 @@ def test_phone_keeps_the_player_and_the_active_layer_in_view(open_page, screensh
 def test_a_large_weight_matrix_opens_a_magnifier_to_pick_one_weight(open_page, screenshot):
     page, problems = open_page(1440, 900)
     set_speed(page, "live")
-    step_and_wait(page)
+    step_and_wait(page, then_idle=True)
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("4")
     page.wait_for_function("() => document.querySelector('.layer-card[data-layer=\"5\"]').dataset.view === 'W'")

@@ -7,6 +7,15 @@ import math
 
 import pytest
 from PIL import Image, ImageDraw
+from driving import (
+    assert_result_matches,
+    click_cell,
+    draw_a_stroke,
+    set_speed,
+    set_view,
+    step_and_wait,
+    wait_until_still,
+)
 from pictures import PICTURE_PIXELS_JS, cells_showing_numbers
 
 pytestmark = pytest.mark.browser
@@ -35,41 +44,6 @@ CARDS_JS = """() => [...document.querySelectorAll('.layer-card')].map(card => {
 })"""
 
 # Page coordinates of cell (column x, row y) of a layer card's picture, and its value.
-CELL_POINT_JS = """([layer, x, y]) => window.cnnviz.app.strip.cellPoint(layer, x, y)"""
-
-
-def set_speed(page, label: str) -> None:
-    index = {"instant": 0, "fast": 1, "normal": 2, "slow": 3, "very slow": 4}[label]
-    page.eval_on_selector("#speed", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(index))
-
-
-def set_view(page, view: str) -> None:
-    """Switches what the strip shows and waits until every card has been redrawn."""
-    before = page.evaluate("window.cnnviz.renders")
-    page.locator(f'#view-options label:has(input[value="{view}"])').click()
-    page.wait_for_function("n => window.cnnviz.renders > n", arg=before)
-    page.wait_for_function("v => [...document.querySelectorAll('.layer-card')].every(c => c.dataset.view === v || c.dataset.layer === '-1')", arg=view)
-
-
-def step_and_wait(page) -> None:
-    before = page.evaluate("window.cnnviz.stepTimings.length")
-    page.get_by_role("button", name="Step", exact=True).click()
-    page.wait_for_function("n => window.cnnviz.stepTimings.length > n", arg=before)
-    page.wait_for_function("() => { const t = document.getElementById('timeline'); return t.value === t.max; }")
-
-
-def draw_a_stroke(page) -> None:
-    """One vertical pen stroke down the middle of the drawing canvas."""
-    canvas = page.locator("#draw-canvas")
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.2)
-    page.mouse.down()
-    for k in range(1, 13):
-        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * (0.2 + 0.05 * k))
-    page.mouse.up()
-
-
 def cards(page) -> list[dict]:
     return page.evaluate(CARDS_JS)
 
@@ -82,68 +56,6 @@ def assert_heatmaps_keep_their_cell_size(shown: list[dict]) -> None:
             assert abs(card["plotSize"][0] - card["designedSize"][0]) <= 1.5, card
             assert abs(card["plotSize"][1] - card["designedSize"][1]) <= 1.5, card
             assert abs(card["boxOffset"][0] - 2) <= 1.5 and abs(card["boxOffset"][1] - 2) <= 1.5, card
-
-
-def wait_until_still(page, position_js: str) -> None:
-    """Waits until a smooth scroll, read by `position_js`, has stopped."""
-    last = None
-    for _ in range(40):
-        position = page.evaluate(position_js)
-        if position == last:
-            return
-        last = position
-        page.wait_for_timeout(80)
-
-
-def settle_scroll(page) -> None:
-    """The page's own scroll (the inspector scrolls itself into view)."""
-    wait_until_still(page, "() => window.scrollY")
-
-
-def click_cell(page, layer: int, x: int, y: int, with_result: bool = True) -> float:
-    """Clicks heatmap cell (x, y) of a card; returns the value the heatmap shows there.
-    with_result: wait for a sum compared with the engine (a weight's story has none)."""
-    page.evaluate("() => { const t = document.querySelector('[data-role=inspector-title]'); if (t) t.textContent = ''; }")
-    page.locator(f'.layer-card[data-layer="{layer}"] .layer-plot').scroll_into_view_if_needed()
-    settle_scroll(page)
-    point = page.evaluate(CELL_POINT_JS, [layer, x, y])
-    page.mouse.click(point["x"], point["y"])
-    pick_in_magnifier(page, x, y)
-    name = page.evaluate("i => document.querySelector(`.layer-card[data-layer=\"${i}\"] .layer-name`).textContent", layer)
-    page.wait_for_function("n => document.querySelector('[data-role=inspector-title]').textContent.startsWith(n)", arg=name)
-    page.wait_for_selector("#inspector:not([hidden]) [data-role=inspector-result]" if with_result else "#inspector:not([hidden])")
-    return point["value"]
-
-
-SUPERSCRIPT_DIGITS = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
-
-
-def read_number(text: str) -> str:
-    """A number as the page prints it ("4.952 × 10⁻⁴") in Python's notation ("4.952e-4")."""
-    return text.replace(" × 10", "e").translate(SUPERSCRIPT_DIGITS)
-
-
-def pick_in_magnifier(page, x: int, y: int) -> None:
-    """A weight matrix with cells under 6 px opens a magnifier on click: pick cell (x, y) in it."""
-    zoom = page.locator(".weight-zoom")
-    if zoom.count() == 0:
-        return
-    row0, col0 = int(zoom.get_attribute("data-row0")), int(zoom.get_attribute("data-col0"))
-    rows, cols = int(zoom.get_attribute("data-rows")), int(zoom.get_attribute("data-cols"))
-    box = zoom.locator("canvas").bounding_box()
-    page.mouse.click(box["x"] + (x - col0 + 0.5) * box["width"] / cols, box["y"] + (y - row0 + 0.5) * box["height"] / rows)
-
-
-def assert_result_matches(page, selector: str = "[data-role=inspector-result]") -> tuple[float, float]:
-    result = page.locator(selector).first
-    computed = float(result.get_attribute("data-computed"))
-    engine = float(result.get_attribute("data-engine"))
-    assert math.isclose(computed, engine, rel_tol=1e-4, abs_tol=1e-6), (computed, engine)
-    assert "matches" in result.inner_text()
-    shown_computed = read_number(result.locator("strong").nth(0).inner_text())
-    shown_engine = read_number(result.locator("strong").nth(1).inner_text())
-    assert math.isclose(float(shown_computed), float(shown_engine), rel_tol=1e-4, abs_tol=1e-6)
-    return computed, engine
 
 
 def test_page_loads_without_console_errors_and_draws_every_layer(open_page, screenshot):
@@ -171,7 +83,7 @@ def test_step_on_a_chosen_mnist_sample_fills_every_layer_for_every_view(open_pag
     page, problems = open_page()
     page.locator("#mnist-grid .thumb").nth(7).click()
     page.wait_for_function("() => document.getElementById('input-caption').textContent.includes('#7')")
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     assert "step 1" in page.inner_text("#session-status")
     for view in ("a", "z", "delta"):
@@ -226,7 +138,7 @@ def test_pause_stops_a_step_animation_where_it_is(open_page):
 
 def test_timeline_scrubs_forward_and_backward_through_the_phases(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     timeline = page.locator("#timeline")
     phases = int(timeline.get_attribute("max")) + 1
@@ -255,7 +167,7 @@ def test_timeline_scrubs_forward_and_backward_through_the_phases(open_page, scre
 
 def test_clicking_conv_pixels_shows_arithmetic_that_matches_the_engine(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "z")
     value = click_cell(page, 0, 12, 9)  # conv1 map 0, row 9, column 12
@@ -383,7 +295,7 @@ def test_api_errors_show_a_clear_message(open_page, screenshot, tmp_path):
 
 def test_phone_width_has_no_horizontal_scroll(open_page, screenshot):
     page, problems = open_page(390, 844)
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     for view in ("a", "W"):
         set_view(page, view)
@@ -397,7 +309,7 @@ def test_phone_width_has_no_horizontal_scroll(open_page, screenshot):
 
 def test_keyboard_shortcuts_step_switch_views_and_scrub(open_page):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     page.locator("body").click(position={"x": 5, "y": 5})
     before = page.evaluate("window.cnnviz.stepTimings.length")
     page.keyboard.press("s")
@@ -426,7 +338,7 @@ def test_keyboard_shortcuts_step_switch_views_and_scrub(open_page):
 
 def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     drawn_points = "() => document.querySelector('#curves-plot .scatterlayer .trace')?.querySelectorAll('.points path').length ?? 0"
     page.get_by_role("button", name="Play", exact=True).click()
     page.wait_for_function(f"() => ({drawn_points})() >= 3", timeout=60_000)
@@ -445,7 +357,7 @@ def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot)
 
 def test_a_step_redraws_the_strip_by_relayout_of_its_pictures_only(open_page):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     set_view(page, "a")
     step_and_wait(page)
     before = page.evaluate("() => { const s = window.cnnviz.app.strip; return {draws: s.figureDraws, whole: s.wholeDraws,"
@@ -607,7 +519,7 @@ def test_mean_squared_error_output_delta_is_explained_from_a_minus_y(open_page):
 
 def test_a_session_the_server_forgot_is_rebuilt_with_a_clear_message(open_page):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     page.evaluate("async () => { await fetch(`/api/sessions/${window.cnnviz.app.session.id}`, {method: 'DELETE'}); }")
     page.get_by_role("button", name="Step", exact=True).click()
     banner = page.locator("#error-banner")
@@ -656,7 +568,7 @@ def test_docked_inspector_keeps_the_strip_in_one_row_at_full_map_size(open_page,
     (the strip scrolls sideways), every map drawn at the size it had before, and the clicked
     cell's outline in view, also for a card that was scrolled out of sight."""
     page, problems = open_page(1280, 800)
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "a")
     designed = {c["layer"]: c["designedSize"] for c in cards(page)}
@@ -691,7 +603,7 @@ def test_docked_inspector_keeps_the_strip_in_one_row_at_full_map_size(open_page,
 
 def test_dense_and_flatten_units_have_rows_tall_enough_to_click(open_page, screenshot):
     page, problems = open_page(1280, 800)
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "a")
     vectors = [c for c in cards(page) if c["type"] in ("flatten", "dense")]
@@ -722,7 +634,7 @@ def test_dense_and_flatten_units_have_rows_tall_enough_to_click(open_page, scree
 
 def test_softmax_inspector_shows_the_exponentials_their_sum_and_the_quotient(open_page, screenshot):
     page, problems = open_page(1280, 800)
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "a")
     output = page.evaluate("() => window.cnnviz.app.record.trace.layers.length - 1")
@@ -752,7 +664,7 @@ def test_adam_update_view_shows_the_actual_change_of_a_weight(open_page, screens
     has after − before equal to the engine's params_after − params_before, and it differs
     from −lr·gradient."""
     page, problems = open_page(1280, 800)
-    set_speed(page, "instant")
+    set_speed(page, "live")
     page.select_option("#optimizer", "adam")
     step_and_wait(page)
     assert page.evaluate("() => window.cnnviz.app.record.step.optimizer") == "adam"

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from test_page import set_speed, set_view, step_and_wait, click_cell
+from driving import set_speed, set_view, step_and_wait, click_cell
 
 pytestmark = pytest.mark.browser
 
@@ -65,7 +65,7 @@ def test_binary_answers_decode_to_the_same_arrays_as_json(open_page):
 
 def test_shown_gradient_is_the_batch_mean_and_the_toggle_shows_the_samples_own(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     set_view(page, "dW")
     x, y = 3, 2  # conv1's kernels: filter 0, channel 0, row 2, column 3
@@ -106,7 +106,7 @@ def test_shown_gradient_is_the_batch_mean_and_the_toggle_shows_the_samples_own(o
 
 def test_batch_strip_lists_the_batch_with_the_given_input_first(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     step_and_wait(page)
     page.wait_for_selector("#batch-strip:not([hidden]) .batch-item")
     batch = page.evaluate("() => window.cnnviz.app.record.step.batch")
@@ -129,7 +129,7 @@ def test_batch_strip_lists_the_batch_with_the_given_input_first(open_page, scree
 
 def test_live_training_draws_every_step_with_only_the_shown_fields_and_pauses(open_page, screenshot):
     page, problems = open_page()
-    set_speed(page, "instant")  # the fastest speed: "live"
+    set_speed(page, "live")  # the fastest speed: "live"
     assert page.inner_text("#speed-label") == "live"
     set_view(page, "a")
     start = page.evaluate("() => window.cnnviz.stepTimings.length")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_page import click_cell, set_speed, set_view, step_and_wait
+from driving import click_cell, set_speed, set_view, step_and_wait
 
 pytestmark = pytest.mark.browser
 
@@ -30,7 +30,7 @@ REQUESTS_JS = """() => performance.getEntriesByType('resource').map(e => e.name.
 
 def test_step_asks_for_the_maps_and_fetches_weights_and_gradients_after(open_page):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     set_view(page, "a")
     step_and_wait(page)
     page.wait_for_function("() => window.cnnviz.app.record.later.state === 'ready'")
@@ -60,7 +60,7 @@ def test_step_asks_for_the_maps_and_fetches_weights_and_gradients_after(open_pag
 
 def test_phases_and_inspector_wait_for_the_weights_and_gradients_saying_so(open_page):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     set_view(page, "a")
     page.evaluate(HOLD_KEPT_JS)
     step_and_wait(page)  # the maps need nothing more: drawn while the rest is held
@@ -83,7 +83,7 @@ def test_phases_and_inspector_wait_for_the_weights_and_gradients_saying_so(open_
 
 def test_weights_and_gradients_that_are_gone_are_said_so_and_step_brings_new_ones(open_page):
     page, problems = open_page()
-    set_speed(page, "instant")
+    set_speed(page, "live")
     set_view(page, "a")
     page.evaluate(HOLD_KEPT_JS)
     step_and_wait(page)
