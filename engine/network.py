@@ -23,19 +23,20 @@ MAX_TRACE_BYTES = 4 * 2**30
 
 EDIT_KEYS = {"layer", "param", "index", "value"}
 
-# With more than one thread, a trace deals its batch over them in blocks (each block through every
-# layer, writing its rows of the whole batch's arrays) when each thread gets at least this many
-# bytes of the largest layer output; a smaller batch is traced in one go and the kernels deal their
-# own chunks, if big enough. LeNet-5 in float32 (18.8 kB of conv1 output per sample): batch 256 in
-# blocks, batch 64 in one go. On one thread a trace is never blocked: blocks of 64 measured the same
-# as one of 256 with warm caches and 6 % slower with cold ones (the per-block Python work).
-THREAD_BLOCK_MIN_BYTES = 2**20
-# Blocks per thread: more than one, so that a thread that finishes first takes another block.
-BLOCKS_PER_THREAD = 2
-# On one thread, a batch with more than this many bytes of the largest layer output is traced in
-# blocks of at most this much, each forward and straight back: LeNet-5 in float32, batch 256 in four
-# blocks of 64.
+# A trace runs in blocks of the batch, each block forward through every layer and straight back,
+# writing its rows of the whole batch's arrays (`_trace_in_blocks`): so that a block's intermediates
+# are still in cache when its backward reads them, and to deal a batch over threads.
+# On one thread, a batch with more than this many bytes of the largest layer output goes in blocks of
+# at most this much: LeNet-5 in float32 (18.8 kB of conv1 output a sample) at batch 256 in four
+# blocks of 64 (blocks of 32 and of 128 measured slower: more Python work per sample, more cache
+# misses).
 BLOCK_BYTES = 3 * 2**19
+# With more than one thread, a batch is dealt over them in blocks of at least this many bytes of the
+# largest layer output, BLOCKS_PER_THREAD per thread when it is big enough (a thread that finishes
+# first takes another block), one per thread when not; a smaller batch runs as on one thread.
+# LeNet-5 at batch 64 on two threads: two blocks of 32; at batch 256: four of 64.
+THREAD_BLOCK_MIN_BYTES = 2**19
+BLOCKS_PER_THREAD = 2
 
 
 def _is_int(value: Any) -> bool:
@@ -206,15 +207,16 @@ class Network:
         return outputs
 
     def trace_blocks(self, N: int) -> list[tuple[int, int]]:
-        """The (n0, n1) blocks a trace of N samples runs in: one, or BLOCKS_PER_THREAD per thread of
-        the pass when the batch is big enough to be dealt over them (THREAD_BLOCK_MIN_BYTES)."""
+        """The (n0, n1) blocks a trace of N samples runs in: of at most BLOCK_BYTES of the largest
+        layer output, and, when the pass has several threads and the batch gives each at least
+        THREAD_BLOCK_MIN_BYTES, at least one per thread (BLOCKS_PER_THREAD if big enough)."""
         sample_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
+        batch_bytes = N * sample_bytes
+        count = -(-N // max(1, BLOCK_BYTES // sample_bytes))
         threads = kernel_threads()
-        count = 1
-        if threads > 1 and N * sample_bytes >= threads * THREAD_BLOCK_MIN_BYTES:
-            count = min(N, threads * BLOCKS_PER_THREAD)
-        elif N * sample_bytes > BLOCK_BYTES:
-            count = -(-N // max(1, BLOCK_BYTES // sample_bytes))
+        if threads > 1 and batch_bytes >= threads * THREAD_BLOCK_MIN_BYTES:
+            count = max(count, min(threads * BLOCKS_PER_THREAD, batch_bytes // max(1, THREAD_BLOCK_MIN_BYTES)))
+        count = min(N, count)
         return [(N * k // count, N * (k + 1) // count) for k in range(count)]
 
     def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict],
