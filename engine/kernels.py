@@ -525,7 +525,7 @@ def matmul_in_small_products(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> n
     N = b.shape[1]
     group = max(1, SMALL_PRODUCT_VALUES // max(1, M * K))
     count = N // group
-    if count < 2:
+    if N <= group:
         return np.matmul(a, b, out=out)
     whole = count * group
     # (count, K, group) @ ... : views of b's and out's columns, BLAS-ready (rows contiguous)
@@ -544,7 +544,7 @@ def add_small_products(a: np.ndarray, b: np.ndarray, out: np.ndarray, take: Take
     N = b.shape[1]
     group = max(1, SMALL_PRODUCT_VALUES // max(1, M * N))
     count = K // group
-    if count < 2:
+    if K <= group:
         out += a @ b
         return out
     whole = count * group
