@@ -243,12 +243,18 @@ class Dense(Layer):
             activate_into(self.activation, z, a)
         return x
 
-    def backward(self, delta, cache, params, need_dx=True, dx_out=None):
+    def backward(self, delta, cache, params, need_dx=True, dx_out=None, need_grads=True):
         x = cache
         dx = None
         if need_dx:
             dx = delta @ params["W"] if dx_out is None else np.matmul(delta, params["W"], out=dx_out)
-        return dx, {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
+        return dx, (self.grads(delta, x) if need_grads else None)
+
+    @staticmethod
+    def grads(delta, x) -> dict:
+        """{"W": dL/dW, "b": dL/db} from the layer's delta and input (any rows of the batch: a trace
+        in blocks makes them once from the whole batch's, one product instead of one per block)."""
+        return {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
 
 
 LAYER_CLASSES = {cls.type: cls for cls in (Conv, MaxPool, AvgPool, Flatten, Dense)}

@@ -330,10 +330,13 @@ class Network:
                     layer.delta_from_grad_a(record.grad_a[n0:n1], record.z[n0:n1], record.a[n0:n1],
                                             out=record.delta[n0:n1])
                 below = records[index - 1].grad_a if index > 0 else input_grad
+                options = {"need_grads": False} if layer.type == "dense" else {}
                 _, block_grads = layer.backward(record.delta[n0:n1], caches[index], params[index],
                                                 need_dx=below is not None,
-                                                dx_out=None if below is None else below[n0:n1])
+                                                dx_out=None if below is None else below[n0:n1], **options)
                 caches[index] = None  # free the block's cache as soon as it is used
+                if block_grads is None:  # made below, from the whole batch's arrays
+                    continue
                 if grads[index] is None:
                     grads[index] = block_grads
                 else:
@@ -346,7 +349,11 @@ class Network:
             return grads, [trace_block(n0, n1, grads) for n0, n1 in part]
 
         parts = over_threads(job, blocks)
-        for index, record in enumerate(records):
+        for index, (layer, record) in enumerate(zip(self.layers, records)):
+            if layer.type == "dense":
+                # one product over the whole batch: the blocks' rows of delta and input are all there
+                record.grads = layer.grads(record.delta, record.input)
+                continue
             record.grads = parts[0][0][index] or {}
             for more, _ in parts[1:]:
                 for key, value in (more[index] or {}).items():
