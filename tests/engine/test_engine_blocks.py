@@ -149,8 +149,8 @@ def test_only_big_batches_run_in_blocks(monkeypatch):
     assert net.trace_blocks(256) == [(0, 64), (64, 128), (128, 192), (192, 256)]
     assert net.trace_blocks(250) == [(0, 62), (62, 125), (125, 187), (187, 250)]
     monkeypatch.setattr(network, "kernel_threads", lambda: 2)
-    assert net.trace_blocks(16) == [(0, 16)]  # 0.3 MB of conv1 output: as on one thread
-    assert net.trace_blocks(64) == [(0, 32), (32, 64)]  # 1.2 MB: a block for each thread
+    assert net.trace_blocks(64) == [(0, 64)]  # 1.2 MB of conv1 output: as on one thread
+    assert net.trace_blocks(128) == [(0, 64), (64, 128)]  # 2.4 MB: a block for each thread
     assert net.trace_blocks(256) == [(0, 64), (64, 128), (128, 192), (192, 256)]  # two each
     assert len(net.trace_blocks(1024)) == 13  # at most BLOCK_BYTES each
 
