@@ -175,3 +175,62 @@ def test_a_batch_too_small_for_blocks_runs_on_the_calling_thread_only(monkeypatc
     assert seen == {threading.get_ident()}
     one = net.trace(x, y)
     np.testing.assert_array_equal(two.layers[0].grads["W"], one.layers[0].grads["W"])
+
+
+def test_a_batch_too_small_for_blocks_lends_the_spare_thread_the_conv_weight_gradients(monkeypatch):
+    """LeNet-5's conv2 (batch innermost) makes a chunk's dW on a pool thread while the calling
+    thread makes its dx; every number is the one-thread trace's."""
+    net = Network.from_spec(lenet5(dtype="float32"))
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(size=(16, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, size=16)
+    monkeypatch.setattr(network_module, "SPARE_THREAD_MAX_WAITING", 1e9)  # a busy test machine must not stop it
+    made_on = []
+    original = kernels.add_small_products
+
+    def recording(*args, **kwargs):
+        made_on.append(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "add_small_products", recording)
+    one = net.trace(x, y)
+    assert made_on == [threading.get_ident()]
+    made_on.clear()
+    with threadpool_limits(limits=2, user_api="blas"):
+        two = net.trace(x, y)
+    assert len(made_on) == 1
+    if made_on != [threading.get_ident()]:  # not started by a pool thread in time: made here, as allowed
+        assert made_on[0] in {thread.ident for thread in threading.enumerate() if thread.name.startswith("engine-kernel")}
+    for a, b in zip(one.layers, two.layers, strict=True):
+        for name in ("z", "a", "delta", "grad_a"):
+            np.testing.assert_array_equal(getattr(b, name), getattr(a, name))
+        for key in a.grads:
+            np.testing.assert_array_equal(b.grads[key], a.grads[key])
+
+
+def test_beside_runs_on_a_pool_thread_when_lent_one_else_here_and_backs_off_when_the_caller_waits(monkeypatch):
+    monkeypatch.setattr(scratch, "POOL_BACKOFF_SECONDS", 60.0)
+    here = threading.get_ident()
+    assert scratch.Beside(threading.get_ident).result() == here  # no spare thread lent: at once, here
+    with scratch.lending_a_spare_thread():
+        started = threading.Event()
+
+        def slow():
+            started.set()
+            time.sleep(0.05)
+            return threading.get_ident()
+
+        job = scratch.Beside(slow)
+        assert started.wait(timeout=30)
+        assert job.result() != here  # made on a pool thread; the caller had to wait for it
+        assert scratch.kernel_threads() == 1 and time.monotonic() < scratch._pool_backoff_until
+        assert scratch.Beside(threading.get_ident).result() == here  # backed off: here
+        monkeypatch.setattr(scratch, "_pool_backoff_until", 0.0)
+        release = threading.Event()
+        busy = [worker_pool().submit(release.wait, 30) for _ in range(worker_pool()._max_workers)]
+        try:  # every pool thread busy: a job nobody started is done by the caller when it asks
+            assert scratch.Beside(threading.get_ident).result() == here
+        finally:
+            release.set()
+            for future in busy:
+                future.result()
+        assert time.monotonic() >= scratch._pool_backoff_until  # nobody waited: no back-off
