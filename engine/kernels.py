@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from .scratch import Beside, Take, fresh, kernel_threads, over_threads
+from .scratch import Take, fresh, kernel_threads, over_threads
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -441,23 +441,18 @@ def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scrat
                 chunk_cols = _im2col(_padded_chwn(x[n0:n1], padding, scratch), (HH, WW), stride, (Ho, Wo), scratch)
             delta_mat = scratch("delta_mat", (F, Ho * Wo * n), dtype)  # (f, ho wo n)
             np.copyto(delta_mat.reshape(F, Ho, Wo, n), delta[n0:n1].transpose(1, 2, 3, 0))
-
-            def weight_grads(cols=chunk_cols, delta_mat=delta_mat, n=n):
-                # dw.T += cols @ delta_mat.T, from delta as rows (ho wo n, f): in small products
-                # OpenBLAS runs that operand order fastest (the copy costs a tenth of what it saves)
-                delta_rows = scratch("delta_rows", (Ho * Wo * n, F), dtype)
-                np.copyto(delta_rows, delta_mat.T)
-                add_small_products(cols, delta_rows, dw_t, scratch)
-                np.add(db, delta_mat.sum(axis=1), out=db)
-
-            # dw and dx read the same cols and delta and write apart: with a spare thread, side by side
-            beside = Beside(weight_grads) if need_dx else weight_grads()
-            if need_dx:
-                if ph < HH and pw < WW and F * HH * WW * n * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
-                    _dx_by_full_convolution(delta[n0:n1], w, stride, padding, scratch, out=dx[n0:n1])
-                else:
-                    _dx_by_col2im(delta_mat, w, (Ho, Wo), stride, padding, scratch, out=dx[n0:n1])
-                beside.result()  # before the next chunk takes the same scratch
+            # dw.T += cols @ delta_mat.T, from delta as rows (ho wo n, f): in small products OpenBLAS
+            # runs that operand order fastest (the copy costs a tenth of what it saves)
+            delta_rows = scratch("delta_rows", (Ho * Wo * n, F), dtype)
+            np.copyto(delta_rows, delta_mat.T)
+            add_small_products(chunk_cols, delta_rows, dw_t, scratch)
+            db += delta_mat.sum(axis=1)
+            if not need_dx:
+                continue
+            if ph < HH and pw < WW and F * HH * WW * n * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
+                _dx_by_full_convolution(delta[n0:n1], w, stride, padding, scratch, out=dx[n0:n1])
+            else:
+                _dx_by_col2im(delta_mat, w, (Ho, Wo), stride, padding, scratch, out=dx[n0:n1])
         return dw_t, db
 
     parts = _over_threads(job, chunks)

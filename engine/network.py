@@ -7,7 +7,6 @@ material) and changes nothing; optimizers (optim.py) apply a trace's gradients.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +14,7 @@ import numpy as np
 
 from .layers import LAYER_CLASSES, Layer
 from .losses import batch_mean, forms_output_grad_a, loss_value, output_delta, sample_losses
-from .scratch import (SCRATCH, back_off_pool, kernel_threads, lending_a_spare_thread, on_calling_thread_only,
-                      on_one_blas_thread, over_threads)
+from .scratch import SCRATCH, kernel_threads, on_calling_thread_only, on_one_blas_thread, over_threads
 from .spec import layer_names, normalize_spec
 
 # A trace keeps several arrays per layer per sample; refuse a batch whose trace alone would need
@@ -41,9 +39,6 @@ BLOCK_BYTES = 3 * 2**19
 # Python work, and the two threads take turns holding the interpreter lock for it).
 THREAD_BLOCK_MIN_BYTES = 2**20
 BLOCKS_PER_THREAD = 2
-# A trace lent a spare thread whose calling thread spent more than this many seconds of wall time
-# per second of its own CPU time waited for a core or the interpreter lock: the pool backs off.
-SPARE_THREAD_MAX_WAITING = 1.15
 
 
 def _is_int(value: Any) -> bool:
@@ -235,18 +230,9 @@ class Network:
             # Too small a batch for blocks: dealing the kernels' chunks over threads instead
             # measured no faster than one thread, and ~3 % slower at LeNet-5's batch 64 with the
             # second core free (the hand-offs cost what the second core saves), so it runs as on
-            # one thread, but for work a pool thread can do beside it (scratch.Beside: a conv
-            # layer's dW while the calling thread makes its dx; LeNet-5 batch 64 on two free
-            # cores: 0.93-0.96 of one thread's time).
-            started_wall, started_cpu = time.monotonic(), time.thread_time()
-            with on_calling_thread_only(), lending_a_spare_thread():
-                trace = self._trace_whole(x, y, params, need_input_grad)
-            wall = time.monotonic() - started_wall
-            if wall > SPARE_THREAD_MAX_WAITING * (time.thread_time() - started_cpu):
-                # the calling thread waited (for a core, or for the interpreter lock a pool thread
-                # held while waiting for a core): the machine is loaded, keep to one thread a while
-                back_off_pool()
-            return trace
+            # one thread.
+            with on_calling_thread_only():
+                return self._trace_whole(x, y, params, need_input_grad)
         return self._trace_whole(x, y, params, need_input_grad)
 
     def _trace_whole(self, x: np.ndarray, y: np.ndarray, params: list[dict],

@@ -196,56 +196,6 @@ def on_calling_thread_only():
         _pass_threads.count = previous
 
 
-@contextlib.contextmanager
-def lending_a_spare_thread():
-    """Within it (a pass that runs as on one thread although it was given more), `beside` may hand
-    a job to a pool thread while the calling thread goes on with other work."""
-    previous = getattr(_pass_threads, "spare", False)
-    _pass_threads.spare = True
-    try:
-        yield
-    finally:
-        _pass_threads.spare = previous
-
-
-class Beside:
-    """job() run beside the calling thread's next work: on a pool thread when the pass lends one
-    (`lending_a_spare_thread`, and the pool is not backed off), else at once. `result()` waits for
-    it, or runs it on the calling thread if no pool thread has started it yet (a loaded machine), so
-    it never waits for a thread that gets no core. The job must only read what the caller does not
-    write until result(); its temporaries come from the thread's own scratch."""
-
-    def __init__(self, job):
-        self._job = job
-        self._future = None
-        if getattr(_pass_threads, "spare", False) and time.monotonic() >= _pool_backoff_until:
-            self._submitted = time.monotonic()
-            self._future = worker_pool().submit(self._run_on_pool)
-        else:
-            self._result = job()
-
-    def _run_on_pool(self):
-        try:
-            return self._job()
-        finally:
-            SCRATCH.trim()
-
-    def result(self):
-        if self._future is None:
-            return self._result
-        if self._future.cancel():  # not started: no pool thread is free
-            return self._job()
-        if not self._future.done():
-            back_off_pool()  # the caller has to wait: the pool thread is not keeping up
-        return self._future.result()
-
-
-def back_off_pool() -> None:
-    """For POOL_BACKOFF_SECONDS, passes keep to the calling thread (kernel_threads() is 1)."""
-    global _pool_backoff_until
-    _pool_backoff_until = time.monotonic() + POOL_BACKOFF_SECONDS
-
-
 def worker_pool() -> ThreadPoolExecutor:
     """The process's pool for kernels' chunks; its threads keep their own scratch between passes."""
     global _worker_pool
@@ -311,7 +261,7 @@ def over_threads(job, items, threads: int | None = None) -> list:
             cpu, wall = other.result()
             starved |= wall > POOL_STARVED_MIN_SECONDS and cpu < POOL_STARVED_CPU_SHARE * wall
     if starved or time.monotonic() - started > 2 * worked:
-        back_off_pool()
+        _pool_backoff_until = time.monotonic() + POOL_BACKOFF_SECONDS
     return results
 
 
