@@ -175,4 +175,3 @@ def test_a_batch_too_small_for_blocks_runs_on_the_calling_thread_only(monkeypatc
     assert seen == {threading.get_ident()}
     one = net.trace(x, y)
     np.testing.assert_array_equal(two.layers[0].grads["W"], one.layers[0].grads["W"])
-
