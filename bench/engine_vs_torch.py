@@ -211,12 +211,19 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
     times = defaultdict(list)
     current = defaultdict(float)
 
+    running = set()
+
     def timed(key, function):
         def wrapper(*args, **kwargs):
+            if key in running:  # called from a timed method of the same layer (backward -> grads)
+                return function(*args, **kwargs)
+            running.add(key)
             start = time.thread_time()
-            result = function(*args, **kwargs)
-            current[key] += time.thread_time() - start
-            return result
+            try:
+                return function(*args, **kwargs)
+            finally:
+                current[key] += time.thread_time() - start
+                running.discard(key)
         return wrapper
 
     for name, layer in zip(net.names, net.layers):
