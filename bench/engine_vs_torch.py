@@ -22,8 +22,11 @@ processes load the machine; targets are judged on wall time), and train (and our
 threads / on one thread. Every repeat runs ours, then plain, then same-work, at every thread
 count in turn, so that load from other processes hits all of them alike. Then: the peak of numpy's
 allocations during one batch-256 trace (tracemalloc; numpy reports its array buffers to it, the
-interpreter's baseline is not included), and a per-layer profile of ours at batch 64 on one thread
-(median ms of each layer's forward and backward; backward includes the activation's derivative).
+interpreter's baseline is not included), and a per-layer profile of ours on one thread at batch 64,
+or the batches given to --profile-batches (median ms of each layer's forward and backward; backward
+includes the activation's derivative).
+
+    python bench/engine_vs_torch.py --profile-batches 64 256
 
     python bench/engine_vs_torch.py
     python bench/engine_vs_torch.py --batches 1 64 --repeats 50 --threads 1
@@ -208,12 +211,19 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
     times = defaultdict(list)
     current = defaultdict(float)
 
+    running = set()
+
     def timed(key, function):
         def wrapper(*args, **kwargs):
+            if key in running:  # called from a timed method of the same layer (backward -> grads)
+                return function(*args, **kwargs)
+            running.add(key)
             start = time.thread_time()
-            result = function(*args, **kwargs)
-            current[key] += time.thread_time() - start
-            return result
+            try:
+                return function(*args, **kwargs)
+            finally:
+                current[key] += time.thread_time() - start
+                running.discard(key)
         return wrapper
 
     for name, layer in zip(net.names, net.layers):
@@ -222,6 +232,8 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
             layer.forward_block = timed((name, "forward"), layer.forward_block)
         layer.backward = timed((name, "backward"), layer.backward)
         layer.delta_from_grad_a = timed((name, "backward"), layer.delta_from_grad_a)
+        if hasattr(layer, "grads"):  # a dense layer's dW and db, made once after a trace in blocks
+            layer.grads = timed((name, "backward"), layer.grads)
     for _ in range(3):
         net.trace(x, y)
     totals = []
@@ -230,8 +242,9 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
         start = time.thread_time()
         net.trace(x, y)
         totals.append(time.thread_time() - start)
-        for key, value in current.items():
-            times[key].append(value)
+        for name in net.names:  # a layer that did nothing this trace (flatten in blocks) took 0
+            for phase in ("forward", "backward"):
+                times[(name, phase)].append(current[(name, phase)])
     rows = [(name, statistics.median(times[(name, "forward")]) * 1e3,
              statistics.median(times[(name, "backward")]) * 1e3) for name in net.names]
     return rows, statistics.median(totals) * 1e3
@@ -259,6 +272,8 @@ def main(argv=None) -> int:
                         help="thread counts to run, each for both libraries (default: 1 and 2)")
     parser.add_argument("--repeats", type=int, default=0, help="repeats per batch (default: by batch size)")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-layer profile")
+    parser.add_argument("--profile-batches", type=int, nargs="+", default=[PROFILE_BATCH],
+                        help=f"batches of the per-layer profile (default: {PROFILE_BATCH})")
     args = parser.parse_args(argv)
     thread_counts = sorted(set(args.threads))
 
@@ -303,9 +318,9 @@ def main(argv=None) -> int:
     print(f"peak of numpy allocations during one batch-256 trace (tracemalloc): {peak:.1f} MB, of which "
           f"{scratch:.1f} MB reusable scratch (target <= {PEAK_TARGET_MB:.0f} MB: "
           f"{'met' if peak <= PEAK_TARGET_MB else 'MISSED'})")
-    if not args.no_profile:
-        rows, total = layer_profile(PROFILE_BATCH, args.repeats or 40)
-        print(f"per-layer profile, batch {PROFILE_BATCH}, 1 thread (median ms of thread CPU time; "
+    for profile_batch in ([] if args.no_profile else args.profile_batches):
+        rows, total = layer_profile(profile_batch, args.repeats or max(10, min(40, 2560 // profile_batch)))
+        print(f"per-layer profile, batch {profile_batch}, 1 thread (median ms of thread CPU time; "
               "backward includes the activation's derivative)")
         print(f"{'layer':>10}  {'forward':>8}  {'backward':>8}")
         for name, forward, backward in rows:

@@ -133,15 +133,16 @@ class Conv(Layer):
                                        scratch=self.scratch)
         return z, activate(self.activation, z), None, ((x_in, cols) if keep else None)
 
-    def forward_block(self, x, params, out):
-        # the im2col matrix is not kept: the next block takes the same scratch
+    def forward_block(self, x, params, out, keep_cols=False):
+        # the im2col matrix (scratch) is kept only when asked: when the block's backward runs before
+        # this thread takes the same scratch for another block's forward
         z, a, _ = out
         x_in = circular_pad(x, self.spec["padding"]) if self.circular else x
-        kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"], self.spec["stride"],
-                             self.kernel_padding, scratch=self.scratch, z_out=z)
+        _, cols = kernels.conv_forward(x_in, self._kernel_weights(params["W"]), params["b"], self.spec["stride"],
+                                       self.kernel_padding, return_cols=True, scratch=self.scratch, z_out=z)
         if a is not z:
             activate_into(self.activation, z, a)
-        return x_in, None
+        return x_in, (cols if keep_cols else None)
 
     def backward(self, delta, cache, params, need_dx=True, dx_out=None):
         x_in, cols = cache
@@ -170,7 +171,7 @@ class MaxPool(Layer):
         out = np.empty((N,) + tuple(self.output_shape), dtype=x.dtype)
         return out, out, np.empty(out.shape, dtype=kernels.WINNER_DTYPE)
 
-    def forward_block(self, x, params, out):
+    def forward_block(self, x, params, out, keep_cols=False):
         z, _, argmax = out
         kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch, out=z, argmax_out=argmax)
         return x.shape, argmax
@@ -190,7 +191,7 @@ class AvgPool(Layer):
         out = kernels.avgpool_forward(x, self.spec["size"], self.spec["stride"])
         return out, out, None, x.shape
 
-    def forward_block(self, x, params, out):
+    def forward_block(self, x, params, out, keep_cols=False):
         np.copyto(out[0], kernels.avgpool_forward(x, self.spec["size"], self.spec["stride"]))
         return x.shape
 
@@ -234,7 +235,7 @@ class Dense(Layer):
         z += params["b"]
         return z, activate(self.activation, z), None, (x if keep else None)
 
-    def forward_block(self, x, params, out):
+    def forward_block(self, x, params, out, keep_cols=False):
         z, a, _ = out
         np.matmul(x, params["W"].T, out=z)
         z += params["b"]
@@ -242,12 +243,18 @@ class Dense(Layer):
             activate_into(self.activation, z, a)
         return x
 
-    def backward(self, delta, cache, params, need_dx=True, dx_out=None):
+    def backward(self, delta, cache, params, need_dx=True, dx_out=None, need_grads=True):
         x = cache
         dx = None
         if need_dx:
             dx = delta @ params["W"] if dx_out is None else np.matmul(delta, params["W"], out=dx_out)
-        return dx, {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
+        return dx, (self.grads(delta, x) if need_grads else None)
+
+    @staticmethod
+    def grads(delta, x) -> dict:
+        """{"W": dL/dW, "b": dL/db} from the layer's delta and input (any rows of the batch: a trace
+        in blocks makes them once from the whole batch's, one product instead of one per block)."""
+        return {"W": kernels.dense_weight_grad(delta, x), "b": delta.sum(axis=0)}
 
 
 LAYER_CLASSES = {cls.type: cls for cls in (Conv, MaxPool, AvgPool, Flatten, Dense)}

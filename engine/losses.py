@@ -36,17 +36,20 @@ def loss_value(loss: str, z: np.ndarray, a: np.ndarray, y: np.ndarray) -> float:
     return batch_mean(sample_losses(loss, z, a, y))
 
 
-def output_delta(loss: str, activation: str, z: np.ndarray, a: np.ndarray, y: np.ndarray):
+def output_delta(loss: str, activation: str, z: np.ndarray, a: np.ndarray, y: np.ndarray,
+                 batch_size: int | None = None):
     """(delta = dL/dz, grad_a = dL/da or None) at the output layer.
 
     softmax + cross_entropy and sigmoid + binary_cross_entropy give the delta a - y directly (the
     activation's derivative cancels the log's); grad_a is None there because dL/da divides by
-    a(1 - a) and is not finite once the output saturates.
+    a(1 - a) and is not finite once the output saturates (`forms_output_grad_a`).
+    ``batch_size``: the N of the batch mean when z, a, y are one block of its rows (default: their
+    own number of rows); every row's values are then those of the whole batch's.
     """
-    n = z.shape[0]
+    n = z.shape[0] if batch_size is None else batch_size
     if loss == "cross_entropy":
         target = np.zeros_like(a)
-        target[np.arange(n), y] = 1
+        target[np.arange(z.shape[0]), y] = 1
         return (a - target) / a.dtype.type(n), None
     if loss == "binary_cross_entropy":
         return (a - y) / a.dtype.type(n), None
@@ -54,3 +57,8 @@ def output_delta(loss: str, activation: str, z: np.ndarray, a: np.ndarray, y: np
         grad_a = (a - y) / a.dtype.type(n)
         return backprop(activation, grad_a, z, a), grad_a
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def forms_output_grad_a(loss: str) -> bool:
+    """Whether output_delta gives a grad_a (dL/da) for this loss, rather than None."""
+    return loss not in ("cross_entropy", "binary_cross_entropy")

@@ -16,7 +16,8 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
-from .kernels import FULL_CONVOLUTION_MAX_ELEMENTS, WIDE_CHUNK_BYTES, batch_innermost_chunk, uses_wide_rows
+from .kernels import (FULL_CONVOLUTION_MAX_ELEMENTS, SMALL_PRODUCT_VALUES, WIDE_CHUNK_BYTES, batch_innermost_chunk,
+                      uses_wide_rows)
 from .spec import normalize_spec
 
 INDEX_BYTES = 8  # maxpool winners (int32, kernels.WINNER_DTYPE) and their flat scatter indices (int64), at most
@@ -55,7 +56,10 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
     elements = extra + padded + columns + outputs  # x_pad, cols, z_rows
     if not backward:
         return elements
-    elements += outputs  # delta_mat
+    # delta_mat, delta as rows for dW, and dW's partial products (kernels.add_small_products)
+    terms, product = Ho * Wo * chunk, C * HH * WW * F
+    group = max(1, SMALL_PRODUCT_VALUES // product)
+    elements += 2 * outputs + ((terms // group) * product if terms > group else 0)
     if ph < HH and pw < WW and F * HH * WW * chunk * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
         spread = F * (H + HH - 1) * (W + WW - 1) * chunk
         elements += spread + F * HH * WW * H * W * chunk + C * H * W * chunk  # + dx_mat

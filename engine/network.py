@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .layers import LAYER_CLASSES, Layer
-from .losses import batch_mean, loss_value, output_delta, sample_losses
+from .losses import batch_mean, forms_output_grad_a, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH, kernel_threads, on_calling_thread_only, on_one_blas_thread, over_threads
 from .spec import layer_names, normalize_spec
 
@@ -23,14 +23,21 @@ MAX_TRACE_BYTES = 4 * 2**30
 
 EDIT_KEYS = {"layer", "param", "index", "value"}
 
-# With more than one thread, a trace deals its batch over them in blocks (each block through every
-# layer, writing its rows of the whole batch's arrays) when each thread gets at least this many
-# bytes of the largest layer output; a smaller batch is traced in one go and the kernels deal their
-# own chunks, if big enough. LeNet-5 in float32 (18.8 kB of conv1 output per sample): batch 256 in
-# blocks, batch 64 in one go. On one thread a trace is never blocked: blocks of 64 measured the same
-# as one of 256 with warm caches and 6 % slower with cold ones (the per-block Python work).
+# A trace runs in blocks of the batch, each block forward through every layer and straight back,
+# writing its rows of the whole batch's arrays (`_trace_in_blocks`): so that a block's intermediates
+# are still in cache when its backward reads them, and to deal a batch over threads.
+# On one thread, a batch with more than this many bytes of the largest layer output goes in blocks of
+# at most this much: LeNet-5 in float32 (18.8 kB of conv1 output a sample) at batch 256 in four
+# blocks of 64 (blocks of 32 and of 128 measured slower: more Python work per sample, more cache
+# misses).
+BLOCK_BYTES = 3 * 2**19
+# With more than one thread, a batch is dealt over them in blocks of at least this many bytes of the
+# largest layer output, BLOCKS_PER_THREAD per thread when it is big enough (a thread that finishes
+# first takes another block), one per thread when not; a smaller batch runs as on one thread.
+# LeNet-5 at batch 256 on two threads: four blocks of 64; batch 64 as on one thread (two blocks of
+# 32 on two free cores measured 1.11-1.15 times one thread: at that size much of a block's time is
+# Python work, and the two threads take turns holding the interpreter lock for it).
 THREAD_BLOCK_MIN_BYTES = 2**20
-# Blocks per thread: more than one, so that a thread that finishes first takes another block.
 BLOCKS_PER_THREAD = 2
 
 
@@ -202,13 +209,16 @@ class Network:
         return outputs
 
     def trace_blocks(self, N: int) -> list[tuple[int, int]]:
-        """The (n0, n1) blocks a trace of N samples runs in: one, or BLOCKS_PER_THREAD per thread of
-        the pass when the batch is big enough to be dealt over them (THREAD_BLOCK_MIN_BYTES)."""
+        """The (n0, n1) blocks a trace of N samples runs in: of at most BLOCK_BYTES of the largest
+        layer output, and, when the pass has several threads and the batch gives each at least
+        THREAD_BLOCK_MIN_BYTES, at least one per thread (BLOCKS_PER_THREAD if big enough)."""
         sample_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
+        batch_bytes = N * sample_bytes
+        count = -(-N // max(1, BLOCK_BYTES // sample_bytes))
         threads = kernel_threads()
-        count = 1
-        if threads > 1 and N * sample_bytes >= threads * THREAD_BLOCK_MIN_BYTES:
-            count = min(N, threads * BLOCKS_PER_THREAD)
+        if threads > 1 and batch_bytes >= threads * THREAD_BLOCK_MIN_BYTES:
+            count = max(count, min(threads * BLOCKS_PER_THREAD, batch_bytes // max(1, THREAD_BLOCK_MIN_BYTES)))
+        count = min(N, count)
         return [(N * k // count, N * (k + 1) // count) for k in range(count)]
 
     def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict],
@@ -262,10 +272,13 @@ class Network:
 
     def _trace_in_blocks(self, x: np.ndarray, y: np.ndarray, params: list[dict], need_input_grad: bool,
                          blocks: list[tuple[int, int]]) -> Trace:
-        """The same trace as _trace, done block by block of the batch: every layer writes its block's
-        rows of the whole batch's arrays, so nothing is copied afterwards. The blocks are dealt over
-        the pass's threads; the loss and the output delta, which need the whole batch, come between
-        the forward and the backward."""
+        """The same trace as _trace_whole, done block by block of the batch: each block goes forward
+        through every layer and straight back (its output delta is that block's rows of the whole
+        batch's: the batch mean's N is the whole batch's), writing its rows of the whole batch's
+        arrays, so nothing is copied afterwards and a block's intermediates are still in cache when
+        its backward reads them. The blocks are dealt over the pass's threads, one hand-off for the
+        whole trace; the weights' gradients are summed over the blocks in block order (the same
+        numbers on any thread count)."""
         N, last = x.shape[0], len(self.layers) - 1
         records: list[LayerTrace] = []
         a = x
@@ -276,24 +289,9 @@ class Network:
                 input=a, z=z, a=out, argmax=argmax,
                 params={key: value.copy() for key, value in layer_params.items()}))
             a = out
-        caches: dict[tuple[int, int], list] = {}
-
-        def forward(part):
-            for n0, n1 in part:
-                block = caches[(n0, n1)] = []
-                for layer, layer_params, record in zip(self.layers, params, records):
-                    if layer.reshapes_only:
-                        block.append(None)
-                        continue
-                    rows = (record.z[n0:n1], record.a[n0:n1],
-                            None if record.argmax is None else record.argmax[n0:n1])
-                    block.append(layer.forward_block(record.input[n0:n1], layer_params, rows))
-
-        over_threads(forward, blocks)
         final = records[-1]
-        per_sample = sample_losses(self.loss, final.z, final.a, y)
-        final.delta, final.grad_a = output_delta(self.loss, self.layers[-1].activation or "identity",
-                                                 final.z, final.a, y)
+        final.delta = np.empty_like(final.a)
+        final.grad_a = np.empty_like(final.a) if forms_output_grad_a(self.loss) else None
         # the whole batch's dL/da of each layer but the last is dL/d input of the layer above it
         for index in reversed(range(last + 1)):
             layer, record = self.layers[index], records[index]
@@ -307,36 +305,62 @@ class Network:
         if need_input_grad:
             first = records[0]
             input_grad = first.delta.reshape(x.shape) if self.layers[0].reshapes_only else np.empty_like(x)
+        output_activation = self.layers[-1].activation or "identity"
 
-        def backward(part):
+        def trace_block(n0, n1, grads):
+            caches = []
+            for layer, layer_params, record in zip(self.layers, params, records):
+                if layer.reshapes_only:
+                    caches.append(None)
+                    continue
+                rows = (record.z[n0:n1], record.a[n0:n1],
+                        None if record.argmax is None else record.argmax[n0:n1])
+                # this thread runs the block's backward before another block's forward: the conv
+                # layers' im2col matrices (scratch) stay valid until then
+                caches.append(layer.forward_block(record.input[n0:n1], layer_params, rows, keep_cols=True))
+            z, a = final.z[n0:n1], final.a[n0:n1]
+            block_losses = sample_losses(self.loss, z, a, y[n0:n1])
+            delta, grad_a = output_delta(self.loss, output_activation, z, a, y[n0:n1], batch_size=N)
+            final.delta[n0:n1] = delta
+            if grad_a is not None:
+                final.grad_a[n0:n1] = grad_a
+            for index in reversed(range(last + 1)):
+                layer, record = self.layers[index], records[index]
+                if layer.reshapes_only:
+                    continue
+                if index < last:
+                    layer.delta_from_grad_a(record.grad_a[n0:n1], record.z[n0:n1], record.a[n0:n1],
+                                            out=record.delta[n0:n1])
+                below = records[index - 1].grad_a if index > 0 else input_grad
+                options = {"need_grads": False} if layer.type == "dense" else {}
+                _, block_grads = layer.backward(record.delta[n0:n1], caches[index], params[index],
+                                                need_dx=below is not None,
+                                                dx_out=None if below is None else below[n0:n1], **options)
+                caches[index] = None  # free the block's cache as soon as it is used
+                if block_grads is None:  # made below, from the whole batch's arrays
+                    continue
+                if grads[index] is None:
+                    grads[index] = block_grads
+                else:
+                    for key, value in block_grads.items():
+                        grads[index][key] += value
+            return block_losses
+
+        def job(part):
             grads = [None] * len(self.layers)
-            for n0, n1 in part:
-                block = caches.pop((n0, n1))
-                for index in reversed(range(last + 1)):
-                    layer, record = self.layers[index], records[index]
-                    if layer.reshapes_only:
-                        continue
-                    if index < last:
-                        layer.delta_from_grad_a(record.grad_a[n0:n1], record.z[n0:n1], record.a[n0:n1],
-                                                out=record.delta[n0:n1])
-                    below = records[index - 1].grad_a if index > 0 else input_grad
-                    _, block_grads = layer.backward(record.delta[n0:n1], block[index], params[index],
-                                                    need_dx=below is not None,
-                                                    dx_out=None if below is None else below[n0:n1])
-                    block[index] = None  # free the block's cache as soon as it is used
-                    if grads[index] is None:
-                        grads[index] = block_grads
-                    else:
-                        for key, value in block_grads.items():
-                            grads[index][key] += value
-            return grads
+            return grads, [trace_block(n0, n1, grads) for n0, n1 in part]
 
-        parts = over_threads(backward, blocks)
-        for index, record in enumerate(records):
-            record.grads = parts[0][index] or {}
-            for more in parts[1:]:
+        parts = over_threads(job, blocks)
+        for index, (layer, record) in enumerate(zip(self.layers, records)):
+            if layer.type == "dense":
+                # one product over the whole batch: the blocks' rows of delta and input are all there
+                record.grads = layer.grads(record.delta, record.input)
+                continue
+            record.grads = parts[0][0][index] or {}
+            for more, _ in parts[1:]:
                 for key, value in (more[index] or {}).items():
                     record.grads[key] += value
+        per_sample = np.concatenate([block for _, losses in parts for block in losses])
         SCRATCH.trim()
         return Trace(loss=batch_mean(per_sample), input_grad=input_grad, layers=records, x=x, y=y,
                      sample_losses=per_sample)

@@ -32,9 +32,22 @@ def test_benchmark_prints_both_ratios_faults_thread_scaling_and_the_batch_256_pe
                      result.stdout)
 
 
+LAYERS = ["conv1", "maxpool1", "conv2", "maxpool2", "flatten1", "dense1", "dense2", "dense3"]
+
+
 def test_benchmark_profile_lists_every_lenet5_layer():
     result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "--threads", "1", "--repeats", "3"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode in (0, 1), result.stderr
     names = re.findall(r"^\s+(\w+\d)\s+[\d.]+\s+[\d.]+$", result.stdout, re.MULTILINE)
-    assert names == ["conv1", "maxpool1", "conv2", "maxpool2", "flatten1", "dense1", "dense2", "dense3"], result.stdout
+    assert names == LAYERS, result.stdout
+    assert re.findall(r"per-layer profile, batch (\d+)", result.stdout) == ["64"]
+
+
+def test_benchmark_profiles_each_batch_asked_for():
+    result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "--threads", "1", "--repeats", "3",
+                             "--profile-batches", "4", "200"], capture_output=True, text=True, timeout=600)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr  # 200: in blocks
+    assert re.findall(r"per-layer profile, batch (\d+)", result.stdout) == ["4", "200"], result.stdout
+    names = re.findall(r"^\s+(\w+\d)\s+[\d.]+\s+[\d.]+$", result.stdout, re.MULTILINE)
+    assert names == LAYERS * 2, result.stdout

@@ -113,13 +113,13 @@ def test_blocks_dealt_over_two_threads_equal_the_one_thread_trace(monkeypatch):
     original = net.layers[0].forward_block
     caller, pool_took_one = threading.get_ident(), threading.Event()
 
-    def recording_forward_block(*args):
+    def recording_forward_block(*args, **kwargs):
         seen.append(threading.get_ident())
         if threading.get_ident() == caller:
             pool_took_one.wait(timeout=30)  # blocks go to whichever thread is free: let the pool take one
         else:
             pool_took_one.set()
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(net.layers[0], "forward_block", recording_forward_block)
     with threadpool_limits(limits=2, user_api="blas"):
@@ -141,9 +141,73 @@ def test_a_trace_in_blocks_shares_no_memory_with_the_next(monkeypatch):
         np.testing.assert_array_equal(before, now)
 
 
-def test_only_big_batches_on_several_threads_run_in_blocks(monkeypatch):
+def test_only_big_batches_run_in_blocks(monkeypatch):
     net = Network.from_spec(make_spec((1, 28, 28), LENET5_LAYERS, dtype="float32"))
-    assert net.trace_blocks(256) == [(0, 256)]  # one thread: never
-    monkeypatch.setattr(network, "kernel_threads", lambda: 2)
-    assert net.trace_blocks(64) == [(0, 64)]  # 1.2 MB of conv1 output: the kernels deal their chunks
+    # one thread: blocks of at most BLOCK_BYTES of conv1 output (18.8 kB a sample)
+    assert net.trace_blocks(64) == [(0, 64)]
+    assert net.trace_blocks(128) == [(0, 64), (64, 128)]
     assert net.trace_blocks(256) == [(0, 64), (64, 128), (128, 192), (192, 256)]
+    assert net.trace_blocks(250) == [(0, 62), (62, 125), (125, 187), (187, 250)]
+    monkeypatch.setattr(network, "kernel_threads", lambda: 2)
+    assert net.trace_blocks(64) == [(0, 64)]  # 1.2 MB of conv1 output: as on one thread
+    assert net.trace_blocks(128) == [(0, 64), (64, 128)]  # 2.4 MB: a block for each thread
+    assert net.trace_blocks(256) == [(0, 64), (64, 128), (128, 192), (192, 256)]  # two each
+    assert len(net.trace_blocks(1024)) == 13  # at most BLOCK_BYTES each
+
+
+@pytest.mark.parametrize("need_input_grad", [True, False])
+def test_a_big_batch_on_one_thread_runs_in_blocks_equal_to_the_trace_in_one_go(need_input_grad, monkeypatch):
+    """The blocks trace_blocks really picks on one thread (no monkeypatched blocks): each block
+    forward and straight back, the weights' gradients summed over the blocks."""
+    spec = SPECS["lenet5"]  # float64
+    net = Network.from_spec(spec)
+    rng = np.random.default_rng(6)
+    for params in net.params:
+        if "b" in params:
+            params["b"][...] = rng.normal(0.0, 0.1, size=params["b"].shape)
+    x, y = random_input(spec, 90, rng), random_targets(spec, 90, rng)
+    blocks = net.trace_blocks(90)
+    assert len(blocks) == 3 and blocks[0] == (0, 30)  # 37.6 kB of conv1 output a sample
+    seen = []
+    original = net.layers[2].backward
+    monkeypatch.setattr(net.layers[2], "backward", lambda *args, **kwargs: seen.append(len(args[0])) or
+                        original(*args, **kwargs))
+    blocked = net.trace(x, y, need_input_grad=need_input_grad)
+    assert seen == [30, 30, 30]
+    monkeypatch.setattr(network, "BLOCK_BYTES", 2**40)
+    assert net.trace_blocks(90) == [(0, 90)]
+    whole = net.trace(x, y, need_input_grad=need_input_grad)
+    assert_same_trace(blocked, whole)
+
+
+def test_a_float32_batch_in_blocks_matches_pytorch_and_the_trace_in_one_go(monkeypatch):
+    spec = make_spec((1, 28, 28), LENET5_LAYERS, dtype="float32")
+    net = Network.from_spec(spec)
+    rng = np.random.default_rng(7)
+    x, y = random_input(spec, 200, rng, dtype=np.float32), random_targets(spec, 200, rng)
+    assert len(net.trace_blocks(200)) == 3
+    blocked = net.trace(x, y)
+    reference = Network.from_spec(make_spec((1, 28, 28), LENET5_LAYERS))  # float64, same seed
+    _, in_float64 = assert_trace_matches_torch(reference.spec, x.astype(np.float64), y, net=reference)
+    for mine, theirs in zip(blocked.layers, in_float64.layers, strict=True):
+        for name in ("z", "a", "delta"):
+            np.testing.assert_allclose(getattr(mine, name), getattr(theirs, name), rtol=2e-3, atol=2e-5,
+                                       err_msg=f"{mine.name}.{name}")
+        for key in theirs.grads:
+            np.testing.assert_allclose(mine.grads[key], theirs.grads[key], rtol=2e-3, atol=2e-5)
+        if theirs.argmax is not None:
+            np.testing.assert_array_equal(mine.argmax, theirs.argmax)
+    monkeypatch.setattr(network, "BLOCK_BYTES", 2**40)
+    whole = net.trace(x, y)
+    # float32 rounding apart: OpenBLAS may order a sum differently for a block's matrices than for
+    # the whole batch's, and the weights' gradients are sums over the blocks
+    def close_in_float32(got, want, what):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(), err_msg=what)
+
+    close_in_float32(blocked.input_grad, whole.input_grad, "input_grad")
+    for mine, theirs in zip(blocked.layers, whole.layers, strict=True):
+        for name in FIELDS:
+            if getattr(theirs, name) is not None:
+                close_in_float32(getattr(mine, name), getattr(theirs, name), f"{mine.name}.{name}")
+        for key in theirs.grads:
+            close_in_float32(mine.grads[key], theirs.grads[key], f"{mine.name}.d{key}")

@@ -256,6 +256,56 @@ def test_conv_backward_dx_methods_both_equal_the_naive_form(shape, dx_method, mo
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.parametrize("values, columns", [(12, 7), (12, 8), (60, 9), (1, 5), (10**9, 9)])
+def test_small_products_equal_one_matrix_product(values, columns, monkeypatch):
+    """a @ b as a stack of column groups of b (the last group short, or none; groups of one
+    column; one group only): every column the same numbers as the one product, in float64 and
+    float32, into a view of a bigger out array."""
+    monkeypatch.setattr(kernels, "SMALL_PRODUCT_VALUES", values)
+    rng = np.random.default_rng(columns)
+    for dtype, rtol in ((np.float64, 1e-13), (np.float32, 1e-5)):
+        a = rng.normal(size=(3, 4)).astype(dtype)
+        b = rng.normal(size=(4, columns)).astype(dtype)
+        buffer = np.full((3, columns + 2), np.nan, dtype=dtype)
+        out = buffer[:, 1:-1]
+        assert kernels.matmul_in_small_products(a, b, out) is out
+        np.testing.assert_allclose(out, a @ b, rtol=rtol, atol=rtol)
+        assert np.isnan(buffer[:, 0]).all() and np.isnan(buffer[:, -1]).all()
+
+
+@pytest.mark.parametrize("values, terms", [(12, 7), (12, 8), (60, 9), (1, 5), (10**9, 9)])
+def test_small_products_added_up_equal_one_matrix_product(values, terms, monkeypatch):
+    """out += a @ b with the sum over K cut into groups (the last one short, or none; groups of
+    one term; one group only), in float64 and float32, a a view with rows apart."""
+    monkeypatch.setattr(kernels, "SMALL_PRODUCT_VALUES", values)
+    rng = np.random.default_rng(terms)
+    for dtype, rtol in ((np.float64, 1e-13), (np.float32, 1e-5)):
+        a = rng.normal(size=(3, terms + 4)).astype(dtype)[:, 2:-2]
+        b = rng.normal(size=(terms, 2)).astype(dtype)
+        start = rng.normal(size=(3, 2)).astype(dtype)
+        out = start.copy()
+        assert kernels.add_small_products(a, b, out) is out
+        np.testing.assert_allclose(out, start + a @ b, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("values", [1, 100, 5000])
+def test_conv_backward_in_small_products_equals_the_naive_form(values, monkeypatch):
+    """col2im's column gradients and dW as small products (groups of one column or term, of a
+    few with the last short, of many): dx, dw and db the naive form's, for LeNet-5's conv2 and a
+    strided padded conv."""
+    monkeypatch.setattr(kernels, "SMALL_PRODUCT_VALUES", values)
+    monkeypatch.setattr(kernels, "FULL_CONVOLUTION_MAX_ELEMENTS", 0)
+    monkeypatch.setattr(kernels, "WIDE_ROWS_MAX_WASTE", -1.0)
+    for n, c, h, w_, f, hh, ww, stride, padding in [(3, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0)),
+                                                    (4, 2, 9, 7, 3, 3, 2, (2, 1), (1, 1))]:
+        rng = np.random.default_rng(values + h)
+        x, w = rng.normal(size=(n, c, h, w_)), rng.normal(size=(f, c, hh, ww))
+        delta = rng.normal(size=kernels.conv_forward(x, w, np.zeros(f), stride, padding).shape)
+        for got, want in zip(kernels.conv_backward(delta, x, w, stride, padding),
+                             kernels.conv_backward_naive(delta, x, w, stride, padding), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+
+
 # padding as large as the kernel or larger (PyTorch accepts it), LeNet-5's two convs, a 1x1 kernel
 LAYOUT_SHAPES = CONV_SHAPES + [
     (2, 2, 5, 6, 3, 3, 2, (1, 1), (3, 4)),
