@@ -152,6 +152,32 @@ _WRITE_LAST_INPUT = (
     "input_x = excluded.input_x, input_target = excluded.input_target")
 
 
+# How long opening the database retries while other processes open it too (see _prepare).
+OPEN_RETRY_SECONDS = 15.0
+
+
+def _prepare(connection: sqlite3.Connection, synchronous: str) -> None:
+    """WAL mode, the durability asked and the tables, on a new connection. Server processes
+    started together on a new database race to switch it to WAL: each holds a read lock and
+    needs the database to itself, so SQLite fails one of them at once with "database is
+    locked" (waiting could never end) instead of calling the busy handler. Every step is
+    idempotent, so the loser tries again shortly, for up to ``OPEN_RETRY_SECONDS``; before,
+    about one start in fifty of six processes on a new database lost a process this way."""
+    deadline = time.monotonic() + OPEN_RETRY_SECONDS
+    pause = 0.005
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(f"PRAGMA synchronous={synchronous}")
+            connection.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 def _is_free(lock: threading.RLock) -> bool:
     """Whether no other thread holds ``lock`` (an RLock has no ``locked()``)."""
     if not lock.acquire(blocking=False):
@@ -373,9 +399,7 @@ class SQLiteSessionStore(SessionStore):
         # A connection is shared by the request threads; a lock serialises its use.
         connection = sqlite3.connect(self.path, check_same_thread=False,
                                      **({"isolation_level": None} if autocommit else {}))
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(f"PRAGMA synchronous={synchronous}")
-        connection.executescript(_SCHEMA)
+        _prepare(connection, synchronous)
         columns = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
         if "version" not in columns:  # a database written before rows had versions
             connection.execute(

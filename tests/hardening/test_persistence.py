@@ -438,3 +438,64 @@ def test_two_server_workers_on_one_database_never_lose_a_step(tmp_path):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)
+
+
+class LockedAtFirst:
+    """A connection whose first switches to WAL fail as they do when several server processes
+    open a new database at once ("database is locked", at once, without the busy handler)."""
+
+    def __init__(self, connection: sqlite3.Connection, failures: list[int]) -> None:
+        self._connection = connection
+        self._failures = failures
+
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA journal_mode") and self._failures[0] > 0:
+            self._failures[0] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self._connection.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+    def __enter__(self):
+        return self._connection.__enter__()
+
+    def __exit__(self, *exc):
+        return self._connection.__exit__(*exc)
+
+
+def _open_with_locks(monkeypatch, failures: list[int]) -> None:
+    import app.persistence as persistence
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(persistence.sqlite3, "connect",
+                        lambda *args, **kwargs: LockedAtFirst(connect(*args, **kwargs), failures))
+
+
+def test_a_database_other_processes_are_switching_to_wal_opens_once_they_are_done(
+        tmp_path, monkeypatch):
+    failures = [3]
+    _open_with_locks(monkeypatch, failures)
+    store = SQLiteSessionStore(tmp_path, max_sessions=4, max_bytes=10**8, idle_seconds=3600.0,
+                               max_file_bytes=10**7)
+    session = Session.create(TINY)
+    store.add(session)
+    assert failures == [0]  # every refusal was met by a new try ...
+    monkeypatch.undo()
+    again = SQLiteSessionStore(tmp_path, max_sessions=4, max_bytes=10**8, idle_seconds=3600.0,
+                               max_file_bytes=10**7)
+    assert again.get(session.id).step == session.step  # ... and the store works
+    store.close()
+    again.close()
+
+
+def test_a_database_that_stays_locked_is_refused_after_the_retry_time(tmp_path, monkeypatch):
+    import app.persistence as persistence
+
+    monkeypatch.setattr(persistence, "OPEN_RETRY_SECONDS", 0.2)
+    _open_with_locks(monkeypatch, [10**6])
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        SQLiteSessionStore(tmp_path, max_sessions=4, max_bytes=10**8, idle_seconds=3600.0,
+                           max_file_bytes=10**7)
+    assert time.monotonic() - started < 2
