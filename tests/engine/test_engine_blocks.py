@@ -74,15 +74,22 @@ def in_blocks_and_whole(net, x, y, monkeypatch, need_input_grad=True):
     return net.trace(x, y, need_input_grad=need_input_grad), whole
 
 
+def network_with_random_biases(spec, rng, scale: float) -> Network:
+    """The spec's network with biases drawn from N(0, scale), so that no ReLU or max-pool tie
+    hides a block's mistake behind zeros."""
+    net = Network.from_spec(spec)
+    for params in net.params:
+        if "b" in params:
+            params["b"][...] = rng.normal(0.0, scale, size=params["b"].shape)
+    return net
+
+
 @pytest.mark.parametrize("need_input_grad", [True, False])
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_a_trace_in_blocks_equals_the_trace_in_one_go(name, need_input_grad, monkeypatch):
     spec = SPECS[name]
-    net = Network.from_spec(spec)
     rng = np.random.default_rng(3)
-    for params in net.params:
-        if "b" in params:
-            params["b"][...] = rng.normal(0.0, 0.5, size=params["b"].shape)
+    net = network_with_random_biases(spec, rng, 0.5)
     x, y = random_input(spec, 5, rng), random_targets(spec, 5, rng)
     blocked, whole = in_blocks_and_whole(net, x, y, monkeypatch, need_input_grad)
     assert_same_trace(blocked, whole)
@@ -160,11 +167,8 @@ def test_a_big_batch_on_one_thread_runs_in_blocks_equal_to_the_trace_in_one_go(n
     """The blocks trace_blocks really picks on one thread (no monkeypatched blocks): each block
     forward and straight back, the weights' gradients summed over the blocks."""
     spec = SPECS["lenet5"]  # float64
-    net = Network.from_spec(spec)
     rng = np.random.default_rng(6)
-    for params in net.params:
-        if "b" in params:
-            params["b"][...] = rng.normal(0.0, 0.1, size=params["b"].shape)
+    net = network_with_random_biases(spec, rng, 0.1)
     x, y = random_input(spec, 90, rng), random_targets(spec, 90, rng)
     blocks = net.trace_blocks(90)
     assert len(blocks) == 3 and blocks[0] == (0, 30)  # 37.6 kB of conv1 output a sample
