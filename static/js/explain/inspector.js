@@ -228,17 +228,23 @@ function renderTerms(section) {
 function renderResult(section) {
   const { label, computed, engine, match } = section.result;
   const what = section.divisor ? "sum / " + section.divisor : section.bias ? `Σ products + ${section.bias.label}` : section.rows ? "Σ terms" : "value";
-  const node = el("p", {
-    className: `inspector-result ${match ? "match" : "mismatch"}`,
-    "data-role": "inspector-result",
-    "data-computed": String(computed),
-    "data-engine": String(engine),
-    "data-match": String(match),
-  });
+  const node = resultLine("inspector-result", computed, engine, match);
   node.append(el("span", { text: `${what} = ` }), el("strong", { "data-role": "computed", text: formatPrecise(computed) }));
   node.append(el("span", { text: ` · engine's ${label} = ` }), el("strong", { "data-role": "engine", text: formatPrecise(engine) }));
   node.append(el("span", { className: "verdict", text: match ? " ✓ matches" : " ✗ differs" }));
   return node;
+}
+
+// The line comparing the page's value with the engine's: its numbers in data attributes for
+// the tests, green or red by whether they match.
+function resultLine(role, computed, engine, match) {
+  return el("p", {
+    className: `inspector-result ${match ? "match" : "mismatch"}`,
+    "data-role": role,
+    "data-computed": String(computed),
+    "data-engine": String(engine),
+    "data-match": String(match),
+  });
 }
 
 function renderActivation(act) {
@@ -282,13 +288,7 @@ function renderSoftmax(softmax) {
   const total = el("p", { className: "inspector-formula", "data-role": "softmax-sum", "data-sum": String(sum) });
   total.textContent = `max z = ${formatPrecise(maxZ)}; Σ exp(z[j] − max z) = ${rows.map((r) => formatFactor(r.exp)).join(" + ")} = ${formatPrecise(sum)}`;
   wrap.append(total);
-  const line = el("p", {
-    className: `inspector-result ${match ? "match" : "mismatch"}`,
-    "data-role": "inspector-softmax",
-    "data-computed": String(computed),
-    "data-engine": String(engine),
-    "data-match": String(match),
-  });
+  const line = resultLine("inspector-softmax", computed, engine, match);
   line.append(
     el("span", { text: `${label} = ${formatPrecise(rows[k].exp)} / ${formatPrecise(sum)} = ` }),
     el("strong", { text: formatPrecise(computed) }),
