@@ -104,6 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "winners, dL/dx) as JSON, plus training sessions on the shipped MNIST sample.",
         default_response_class=FastJSONResponse,
         lifespan=_lifespan,
+        # No OpenTelemetry here: otherwise FastAPI asks the OpenTelemetry providers on every
+        # request whether one has been configured since (~0.04 ms of a 1.5 ms LeNet-5 trace).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.store = build_store(settings)
