@@ -21,6 +21,7 @@ from app.deps import (
     store_and_settings,
 )
 from app.limits import check_work, computation
+from app.routes.quick_body import QuickBodyRoute
 from app.schemas import (
     ErrorOut,
     EvaluateRequest,
@@ -40,7 +41,9 @@ from app.sessions import Session
 from app.storage_errors import is_disk_full
 from app.store import SessionStore
 
-router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"])
+# QuickBodyRoute: a valid JSON body is read in one step (the page's trace and step requests)
+router = APIRouter(prefix="/api/sessions/{session_id:session_id}", tags=["training"],
+                   route_class=QuickBodyRoute)
 logger = logging.getLogger("cnnviz")
 
 ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
