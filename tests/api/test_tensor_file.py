@@ -46,3 +46,17 @@ def test_every_tensor_starts_at_a_multiple_of_its_item_size_and_metadata_is_kept
 def test_an_unsupported_dtype_is_refused_by_name():
     with pytest.raises(TypeError, match="complex"):
         encode_safetensors({"x": np.ones(2, np.complex64)})
+
+
+def test_a_layout_seen_before_still_takes_each_call_s_own_arrays_as_they_are():
+    # the second call has the first's names, shapes and dtypes (a layout worked out once), but
+    # other values, a non-contiguous array and a big-endian one with a native one's name swapped
+    rng = np.random.default_rng(1)
+    first = {"w": rng.standard_normal((4, 3)).astype(np.float32), "n": np.arange(3, dtype=np.int32)}
+    second = {"w": rng.standard_normal((3, 8)).astype(np.float32).T[:, ::2],
+              "n": np.array([7, 8, 9], np.int32)}
+    third = {"w": rng.standard_normal((4, 3)).astype(">f4"), "n": np.arange(3, dtype=">i4")}
+    for tensors in (first, second, third, first):
+        loaded = load(encode_safetensors(tensors, {"json": "{}"}))
+        for name, value in tensors.items():
+            np.testing.assert_array_equal(loaded[name], value)
