@@ -30,6 +30,7 @@ import zipfile
 from typing import Any
 
 import numpy as np
+import orjson
 
 from engine import Network
 from engine.optim import optimizer_from_state
@@ -269,7 +270,9 @@ def last_input_record(traced: TracedInput) -> dict[str, bytes]:
     meta = {"digit": traced.digit, "source": traced.source,
             "x": [traced.x.dtype.str, list(traced.x.shape)],
             "target": [traced.target.dtype.str, list(traced.target.shape)]}
-    return {"input_meta": json.dumps(meta).encode("utf-8"),
+    # orjson, not json: a trace writes this record, and the standard library's encoder, cold
+    # after the engine's work, took ~20 us of a LeNet-5 trace's ~1.4 ms
+    return {"input_meta": orjson.dumps(meta),
             "input_x": np.ascontiguousarray(traced.x).tobytes(),
             "input_target": np.ascontiguousarray(traced.target).tobytes()}
 
