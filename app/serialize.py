@@ -124,23 +124,38 @@ def array_bytes(content: Any, seen: set[int] | None = None) -> int:
 def split_tensors(content: Any, path: str = "",
                   tensors: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """``content`` without its NumPy arrays (dict keys dropped; dicts and lists kept, so a list
-    position still means the same layer) and the arrays by dotted path. Copies the containers,
-    never the arrays, and never changes ``content``."""
+    position still means the same layer) and the arrays by dotted path. Copies the containers
+    that held arrays (the others are shared), never the arrays, and never changes ``content``."""
     tensors = {} if tensors is None else tensors
     if isinstance(content, dict):
-        kept = {}
-        for key, value in content.items():
-            if isinstance(value, np.ndarray):
-                tensors[f"{path}{key}"] = _tensor(value)
-            elif isinstance(value, dict) or (isinstance(value, list) and _holds_containers(value)):
-                kept[key] = split_tensors(value, f"{path}{key}.", tensors)[0]
-            else:
-                kept[key] = value
-        return kept, tensors
+        return _split_dict(content, path, tensors), tensors
     if isinstance(content, list) and _holds_containers(content):
         return [split_tensors(item, f"{path}{i}.", tensors)[0]
                 for i, item in enumerate(content)], tensors
     return content, tensors
+
+
+# The values a dict of an answer mostly holds, kept as they are without a closer look.
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+def _split_dict(content: dict, path: str, tensors: dict[str, np.ndarray]) -> dict:
+    # Values looked at by exact type first, and no walk into the dicts without arrays (a layer's
+    # spec): this walk was the largest part of rendering a LeNet-5 trace's answer.
+    kept = {}
+    for key, value in content.items():
+        if type(value) in _PLAIN:
+            kept[key] = value
+        elif isinstance(value, np.ndarray):
+            tensors[path + key] = value.astype(np.int32, copy=False) if value.dtype.kind in "iu" else value
+        elif isinstance(value, dict):
+            kept[key] = _split_dict(value, f"{path}{key}.", tensors) if _holds_arrays(value) else value
+        elif isinstance(value, list) and _holds_containers(value):
+            kept[key] = [split_tensors(item, f"{path}{key}.{i}.", tensors)[0]
+                         for i, item in enumerate(value)]
+        else:
+            kept[key] = value
+    return kept
 
 
 def _holds_containers(items: list) -> bool:
@@ -151,8 +166,15 @@ def _holds_containers(items: list) -> bool:
     return False
 
 
-def _tensor(value: np.ndarray) -> np.ndarray:
-    return value.astype(np.int32) if value.dtype.kind in "iu" else value
+def _holds_arrays(content: dict) -> bool:
+    """Whether a dict holds an array at any depth (a layer's spec, a sample's source do not)."""
+    for value in content.values():
+        if type(value) in _PLAIN:
+            continue
+        if isinstance(value, np.ndarray) or (isinstance(value, dict) and _holds_arrays(value)) or (
+                isinstance(value, list) and _holds_containers(value)):
+            return True
+    return False
 
 
 def safetensors_answer(answer: dict[str, Any]) -> bytes:
@@ -183,18 +205,12 @@ def trace_json(
     not in ``fields`` are left out (their keys absent)."""
     prediction = trace.output[0]
     fields = frozenset(fields)
+    # sample 0's rows of the batch arrays, taken only for the fields asked (the page asks a few)
+    sample_arrays = [name for name in ("z", "a", "delta") if name in fields]
+    with_grad_a, with_argmax = "grad_a" in fields, "argmax" in fields
+    with_grads, with_params = "grads" in fields, "params" in fields
     layers = []
     for record, (input_shape, output_shape) in zip(trace.layers, network.layer_shapes):
-        arrays = {
-            "z": record.z[0],
-            "a": record.a[0],
-            "delta": record.delta[0],
-            "grad_a": None if record.grad_a is None else record.grad_a[0],
-            "grads": record.grads,
-            "params": record.params,
-        }
-        if record.argmax is not None:
-            arrays["argmax"] = record.argmax[0]
         layer = {
             "index": record.index,
             "name": record.name,
@@ -203,7 +219,16 @@ def trace_json(
             "input_shape": list(input_shape),
             "output_shape": list(output_shape),
         }
-        layer.update((key, value) for key, value in arrays.items() if key in fields)
+        for name in sample_arrays:
+            layer[name] = getattr(record, name)[0]
+        if with_grad_a:
+            layer["grad_a"] = None if record.grad_a is None else record.grad_a[0]
+        if with_grads:
+            layer["grads"] = record.grads
+        if with_params:
+            layer["params"] = record.params
+        if with_argmax and record.argmax is not None:
+            layer["argmax"] = record.argmax[0]
         layers.append(layer)
     return {
         "loss": trace.loss,
