@@ -15,8 +15,8 @@ trace with a pause before each (requests reach a server with gaps; an idle CPU i
 start, which the tight-loop reference does not see).
 Timings include reading the whole response body, not parsing it.
 
-    python3 bench/api_latency.py                        # sqlite store, 60 traces, 40 steps
-    python3 bench/api_latency.py --baseline /tmp/main --implementations --rounds 3
+    python3 bench/api_latency.py                        # sqlite store, 200 traces, 40 steps, 3 rounds
+    python3 bench/api_latency.py --baseline /tmp/main --implementations
 
 With ``--rounds N`` the variants are served in turn N times (ABCABC...), and the summary gives
 each variant's median over its rounds, so a burst of load on the machine does not decide a
@@ -238,13 +238,15 @@ def bench_server(variant: Variant, store: str, args: argparse.Namespace) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", choices=["memory", "sqlite", "both"], default="sqlite")
-    parser.add_argument("--traces", type=int, default=60)
+    # enough traces and rounds that the page trace's ratio moves by a few hundredths between
+    # runs rather than by tenths (60 traces in 1 round: 2.55-3.01 in three runs, one machine)
+    parser.add_argument("--traces", type=int, default=200)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per phase at most")
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of the code before (served with JSON requests and "
                              "with the page's)")
-    parser.add_argument("--rounds", type=int, default=1, help="serve every variant this often")
+    parser.add_argument("--rounds", type=int, default=3, help="serve every variant this often")
     parser.add_argument("--implementations", action="store_true",
                         help="also serve the page's requests with asyncio + h11 instead of "
                              "uvloop + httptools")
