@@ -86,7 +86,10 @@ def _answers_itself(endpoint: Callable | None) -> bool:
     then needs none of FastAPI's response handling (a response model, a status code)."""
     if endpoint is None or not inspect.iscoroutinefunction(endpoint):
         return False
-    returns = get_type_hints(endpoint).get("return")
+    try:
+        returns = get_type_hints(endpoint).get("return")
+    except Exception:  # an annotation this module cannot resolve: leave the route to FastAPI
+        return False
     return isinstance(returns, type) and issubclass(returns, Response)
 
 
