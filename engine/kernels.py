@@ -273,20 +273,13 @@ def _over_threads(job, chunks) -> list:
     return over_threads(job, chunks, kernel_threads())
 
 
-def _wide_im2col(planes, n0, n1, window, row_length, length, take: Take, ones_row: bool = False) -> np.ndarray:
-    """(C*HH*WW, (n1 - n0) * L): row (c, r, s), columns (n, q) = planes[n, c, r*Wp + s + q]; with
-    ones_row, one more row of ones below them (a product with it sums the other operand's rows)."""
+def _wide_windows(planes, window, row_length, length) -> np.ndarray:
+    """The (C, HH, WW, N, L) view of the whole batch's im2col rows: [c, r, s, n] is
+    planes[n, c, r*Wp + s: r*Wp + s + L]. A chunk's im2col matrix is a copy of its samples' slice."""
     _, C, _ = planes.shape
     HH, WW = window
     s_n, s_c, s_q = planes.strides
-    n = n1 - n0
-    K = C * HH * WW
-    view = _strided(planes, (C, HH, WW, n, length), (s_c, row_length * s_q, s_q, s_n, s_q), offset=n0 * s_n)
-    cols = take("wide_cols", (K + ones_row, n * length), planes.dtype)
-    np.copyto(cols[:K].reshape(view.shape), view)
-    if ones_row:
-        cols[K] = 1
-    return cols
+    return _strided(planes, (C, HH, WW, planes.shape[0], length), (s_c, row_length * s_q, s_q, s_n, s_q))
 
 
 def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndarray:
@@ -295,6 +288,10 @@ def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndar
     return _strided(wide, (N, F, Ho, Wo), (length * e, wide.strides[0], row_length * e, e), writeable=True)
 
 
+# The wide-rows chunks below take their buffers and views once per pass and slice them per chunk: a
+# chunk is a few samples (LeNet-5's conv1: 5), and making a view costs about what slicing one does
+# ten times over.
+
 def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(x, w)
@@ -302,16 +299,22 @@ def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
     planes = _padded_planes(x, padding, dtype, take)
     w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
     z = _conv_output((N, F, Ho, Wo), dtype, z_out)
+    chunks = _wide_chunks(N, K * L * dtype.itemsize)
+    step = max(n1 - n0 for n0, n1 in chunks)
 
-    def job(chunks):
-        for n0, n1 in chunks:
+    def job(part):
+        windows = _wide_windows(planes, (HH, WW), Wp, L)
+        cols = take("wide_cols", (K, step * L), dtype)
+        z_wide = take("z_wide", (F, step * L), dtype)
+        outputs = _wide_outputs(z_wide, step, F, Ho, Wo, Wp, L)
+        for n0, n1 in part:
             n = n1 - n0
-            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take)
-            z_wide = take("z_wide", (F, n * L), dtype)
-            np.matmul(w_mat, cols, out=z_wide)  # (f, c hh ww) @ (c hh ww, n q)
-            np.add(_wide_outputs(z_wide, n, F, Ho, Wo, Wp, L), bias, out=z[n0:n1])  # while still in cache
+            chunk_cols = cols[:, : n * L]  # rows (c hh ww), columns (n q)
+            np.copyto(chunk_cols.reshape(C, HH, WW, n, L), windows[:, :, :, n0:n1])
+            np.matmul(w_mat, chunk_cols, out=z_wide[:, : n * L])  # (f, c hh ww) @ (c hh ww, n q)
+            np.add(outputs[:n], bias, out=z[n0:n1])  # while still in cache
 
-    _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
+    _over_threads(job, chunks)
     return z
 
 
@@ -326,41 +329,50 @@ def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
     # entry p of the padded plane then reads it at margin + p - (r*Wp + s), always inside the row.
     margin = (HH - 1) * Wp + WW - 1
     span = margin + S
+    chunks = _wide_chunks(N, K * L * dtype.itemsize)
+    step = max(n1 - n0 for n0, n1 in chunks)
 
-    def job(chunks):
+    def job(part):
         # rows (c, hh, ww) of dw.T, and db as one more row: the im2col matrix's row of ones times
         # delta.T sums delta over its columns inside the product, saving a pass over delta
         dw_t_db = np.zeros((K + 1, F), dtype=dtype)
-        for n0, n1 in chunks:
-            n = n1 - n0
-            # the chunk's delta on wide rows, (f, n q), zero in the wasted columns so they add nothing
-            delta_wide = take("delta_wide", (F, n * L), dtype)
-            if Wp > Wo and Ho > 1:
-                e = delta_wide.strides[1]
-                _strided(delta_wide, (F, n, Ho - 1, Wp - Wo), (delta_wide.strides[0], L * e, Wp * e, e),
-                         offset=Wo * e, writeable=True)[...] = 0
-            np.copyto(_wide_outputs(delta_wide, n, F, Ho, Wo, Wp, L), delta[n0:n1])
-            cols = _wide_im2col(planes, n0, n1, (HH, WW), Wp, L, take, ones_row=True)
-            dw_t_db += cols @ delta_wide.T  # (c hh ww + 1, n q) @ (n q, f); the faster operand order for OpenBLAS
-            if not need_dx:
-                continue
+        windows = _wide_windows(planes, (HH, WW), Wp, L)
+        cols = take("wide_cols", (K + 1, step * L), dtype)
+        cols[K] = 1
+        # delta on wide rows, (f, n q): the chunks write only the valid columns, so the wasted ones,
+        # zeroed here, stay zero and add nothing
+        delta_wide = take("delta_wide", (F, step * L), dtype)
+        if Wp > Wo and Ho > 1:
+            e = delta_wide.strides[1]
+            _strided(delta_wide, (F, step, Ho - 1, Wp - Wo), (delta_wide.strides[0], L * e, Wp * e, e),
+                     offset=Wo * e, writeable=True)[...] = 0
+        delta_outputs = _wide_outputs(delta_wide, step, F, Ho, Wo, Wp, L)
+        if need_dx:
             # Only [margin, margin + L) of each row is ever written, so under a name fixed by that
             # layout (scratch keys by dtype too) the zero margins of a new buffer stay zero: no need
             # to clear them again.
-            shifted = take(f"dcols_shifted {K} {span} {margin} {L}", (n, K, span), dtype, zeroed=True)
-            # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
-            np.matmul(w_mat.T, delta_wide.reshape(F, n, L).transpose(1, 0, 2),
-                      out=shifted[:, :, margin: margin + L])
+            shifted = take(f"dcols_shifted {K} {span} {margin} {L}", (step, K, span), dtype, zeroed=True)
+            shifted_middle = shifted[:, :, margin: margin + L]
             e = shifted.strides[2]
-            reads = _strided(shifted, (n, C, HH, WW, S),
+            reads = _strided(shifted, (step, C, HH, WW, S),
                              (shifted.strides[0], HH * WW * span * e, (WW * span - Wp) * e, (span - 1) * e, e),
                              offset=margin * e)
-            dx_planes = take("dx_planes", (n, C, S), dtype)
-            np.sum(reads, axis=(2, 3), out=dx_planes)
-            dx[n0:n1] = dx_planes.reshape(n, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
+            dx_planes = take("dx_planes", (step, C, S), dtype)
+            dx_inside = dx_planes.reshape(step, C, Hp, Wp)[:, :, ph: ph + H, pw: pw + W]
+        for n0, n1 in part:
+            n = n1 - n0
+            np.copyto(delta_outputs[:n], delta[n0:n1])
+            chunk_delta, chunk_cols = delta_wide[:, : n * L], cols[:, : n * L]
+            np.copyto(chunk_cols[:K].reshape(C, HH, WW, n, L), windows[:, :, :, n0:n1])
+            dw_t_db += chunk_cols @ chunk_delta.T  # (c hh ww + 1, n q) @ (n q, f); the faster operand order for OpenBLAS
+            if need_dx:
+                # (c hh ww, f) @ (n, f, q) -> (n, c hh ww, q), written into the middle of each row
+                np.matmul(w_mat.T, chunk_delta.reshape(F, n, L).transpose(1, 0, 2), out=shifted_middle[:n])
+                np.sum(reads[:n], axis=(2, 3), out=dx_planes[:n])
+                dx[n0:n1] = dx_inside[:n]
         return dw_t_db
 
-    parts = _over_threads(job, _wide_chunks(N, K * L * dtype.itemsize))
+    parts = _over_threads(job, chunks)
     dw_t_db = parts[0]
     for more in parts[1:]:
         dw_t_db += more
