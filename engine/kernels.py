@@ -146,15 +146,17 @@ def conv_forward(x, w, b, stride=(1, 1), padding=(0, 0), return_cols=False, scra
 
     Two layouts, the same sum (see `uses_wide_rows`): stride-1 convolutions whose rows waste little
     work the "wide rows" way, in NCHW and in cache-sized chunks of the batch; the others with the
-    batch innermost. With return_cols the batch-innermost im2col matrix is returned too, for
-    conv_backward to reuse (None for the wide form, whose backward rebuilds its chunks in cache).
+    batch innermost. With return_cols what conv_backward can reuse is returned too: the batch-
+    innermost im2col matrix (when the batch is one chunk), or the wide form's padded input planes
+    (its backward rebuilds its im2col chunks from them in cache); scratch when `scratch` is, so valid
+    until this layer's next forward on this thread.
     `scratch` supplies the temporaries (see scratch.py); z is a new array, or written into z_out
     when given (a block of a bigger batch's array, Network.trace). (Applying the activation chunk by
     chunk here, while each chunk of z is in cache, measured no faster with warm caches and 10 %
     slower for conv1 at batch 256 with cold ones than one pass after.)
     """
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        z, cols = _conv_forward_wide(x, w, b, padding, scratch, z_out), None
+        z, cols = _conv_forward_wide(x, w, b, padding, scratch, z_out)
     else:
         z, cols = _conv_forward_batch_innermost(x, w, b, stride, padding, scratch, z_out)
     return (z, cols) if return_cols else z
@@ -169,12 +171,13 @@ def conv_backward(delta, x, w, stride=(1, 1), padding=(0, 0), cols=None, need_dx
     """Fast conv backward: dw = delta @ im2col(x).T, db = sum(delta), and dx by the transpose of
     im2col (or, for small batch-innermost maps, as the full convolution of the dilated delta with the
     rotated kernel); every form is the same sum as the naive one. `cols` is what conv_forward
-    returned with return_cols (None: rebuilt here). dx is a new array, or written into dx_out."""
+    returned with return_cols for this x (None: made again here). dx is a new array, or written into
+    dx_out."""
     dx = None
     if need_dx:
         dx = np.empty(x.shape, dtype=np.result_type(delta, x, w)) if dx_out is None else dx_out
     if uses_wide_rows(x.shape, w.shape, stride, padding):
-        return _conv_backward_wide(delta, x, w, padding, dx, scratch)
+        return _conv_backward_wide(delta, x, w, padding, dx, scratch, planes=cols)
     return _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scratch)
 
 
@@ -293,6 +296,7 @@ def _wide_outputs(wide: np.ndarray, N, F, Ho, Wo, row_length, length) -> np.ndar
 # ten times over.
 
 def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
+    """(z, the padded input planes)."""
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(x, w)
     K = C * HH * WW
@@ -315,14 +319,16 @@ def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
             np.add(outputs[:n], bias, out=z[n0:n1])  # while still in cache
 
     _over_threads(job, chunks)
-    return z
+    return z, planes
 
 
-def _conv_backward_wide(delta, x, w, padding, dx, take: Take):
+def _conv_backward_wide(delta, x, w, padding, dx, take: Take, planes=None):
+    """(dx, dw, db); `planes`: the forward's padded input planes for this x, if still at hand."""
     N, C, H, W, F, HH, WW, ph, pw, Hp, Wp, Ho, Wo, L = _wide_geometry(x.shape, w.shape, padding)
     dtype = np.result_type(delta, x, w)
     K, S = C * HH * WW, Hp * Wp
-    planes = _padded_planes(x, padding, dtype, take)
+    if planes is None or planes.dtype != dtype:
+        planes = _padded_planes(x, padding, dtype, take)
     w_mat = w.reshape(F, K)
     need_dx = dx is not None
     # dcols row k = (c, r, s) goes at [margin, margin + L) of a row `span` long, zero elsewhere;
