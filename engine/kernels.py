@@ -671,6 +671,15 @@ def _maxpool_chunk(x, size, stride, out, argmax, scratch: Take) -> None:
     (kh, kw), (sh, sw) = size, stride
     Ho, Wo = out.shape[2:]
     views = [view for _, _, view in _offset_views(x, size, stride, (Ho, Wo))]
+    if windows_are_disjoint(size, stride) and len(views) > 1:
+        # Each offset's view walks rows only Wo long, a stride apart, which NumPy runs as one short
+        # loop per row: copied out once each (together no bigger than x), the maximum and the
+        # comparisons below run over long contiguous arrays instead (LeNet-5 at batch 64: maxpool1
+        # 0.36 -> 0.33 ms, maxpool2 0.18 -> 0.14 ms)
+        offsets = scratch("window_offsets", (len(views),) + out.shape, x.dtype)
+        for number, view in enumerate(views):
+            np.copyto(offsets[number], view)
+        views = list(offsets)
     if len(views) == 1:
         np.copyto(out, views[0])
     else:
@@ -704,6 +713,11 @@ def _window_indices(size, stride, W, Ho, Wo):
     return offset_in_plane, corner
 
 
+def windows_are_disjoint(size, stride) -> bool:
+    """Whether pooling windows of this size and stride never overlap (each input in one at most)."""
+    return stride[0] >= size[0] and stride[1] >= size[1]
+
+
 def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None, stride=None, dx_out=None):
     """Each output's delta goes to its winning input only.
 
@@ -717,7 +731,7 @@ def maxpool_backward(dout, argmax, x_shape, scratch: Take = fresh, *, size=None,
     # a new dx is zeroed whole (calloc: measured faster than zeroing it chunk by chunk); a given one,
     # a block of a bigger batch's, chunk by chunk
     dx = np.zeros(x_shape, dtype=dout.dtype) if dx_out is None else dx_out
-    disjoint = size is not None and stride is not None and stride[0] >= size[0] and stride[1] >= size[1]
+    disjoint = size is not None and stride is not None and windows_are_disjoint(size, stride)
     if not disjoint:
         if dx_out is not None:
             dx.fill(0)

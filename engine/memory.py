@@ -17,7 +17,7 @@ from math import prod
 from typing import Any
 
 from .kernels import (FULL_CONVOLUTION_MAX_ELEMENTS, SMALL_PRODUCT_VALUES, WIDE_CHUNK_BYTES, batch_innermost_chunk,
-                      uses_wide_rows)
+                      uses_wide_rows, windows_are_disjoint)
 from .spec import normalize_spec
 
 INDEX_BYTES = 8  # maxpool winners (int32, kernels.WINNER_DTYPE) and their flat scatter indices (int64), at most
@@ -105,6 +105,8 @@ def _estimate(spec: Any, batch: int, backward: bool, threads: int) -> int:
             parameters = 0
         if kind == "maxpool":
             index_bytes += outputs * (MAXPOOL_SCRATCH_BYTES + (2 * INDEX_BYTES if backward else 0))
+            if windows_are_disjoint(layer["size"], layer["stride"]):
+                scratch_values += prod(layer["size"]) * outputs  # each window offset's inputs, copied out
         if kind != "flatten":
             values += outputs * (KEPT_PER_OUTPUT if backward else 0)
         values += parameters * (3 if backward else 1)  # weights; a trace's copy and gradients
