@@ -301,7 +301,7 @@ def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
     dtype = np.result_type(x, w)
     K = C * HH * WW
     planes = _padded_planes(x, padding, dtype, take)
-    w_mat, bias = w.reshape(F, K), b.reshape(F, 1, 1)
+    w_mat, bias = w.reshape(F, K), b.reshape(F, 1)
     z = _conv_output((N, F, Ho, Wo), dtype, z_out)
     chunks = _wide_chunks(N, K * L * dtype.itemsize)
     step = max(n1 - n0 for n0, n1 in chunks)
@@ -315,8 +315,12 @@ def _conv_forward_wide(x, w, b, padding, take: Take, z_out=None):
             n = n1 - n0
             chunk_cols = cols[:, : n * L]  # rows (c hh ww), columns (n q)
             np.copyto(chunk_cols.reshape(C, HH, WW, n, L), windows[:, :, :, n0:n1])
-            np.matmul(w_mat, chunk_cols, out=z_wide[:, : n * L])  # (f, c hh ww) @ (c hh ww, n q)
-            np.add(outputs[:n], bias, out=z[n0:n1])  # while still in cache
+            chunk_z = z_wide[:, : n * L]
+            np.matmul(w_mat, chunk_cols, out=chunk_z)  # (f, c hh ww) @ (c hh ww, n q)
+            # the bias added over the wide rows (long runs) and the valid columns then copied out,
+            # while still in cache: adding straight into z ran one short loop per output row
+            np.add(chunk_z, bias, out=chunk_z)
+            np.copyto(z[n0:n1], outputs[:n])
 
     _over_threads(job, chunks)
     return z, planes
