@@ -63,6 +63,10 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
     if ph < HH and pw < WW and F * HH * WW * chunk * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
         spread = F * (H + HH - 1) * (W + WW - 1) * chunk
         elements += spread + F * HH * WW * H * W * chunk + C * H * W * chunk  # + dx_mat
+    elif tuple(layer["stride"]) == (1, 1):
+        # delta on wide rows, dcols (one kernel row's) on them, the flat padded dx and its margin
+        wide = Ho * (W + 2 * pw) * chunk
+        elements += F * wide + C * WW * wide + padded + (WW - 1) * chunk
     else:
         elements += columns // HH + padded  # dcols (one kernel row's), dx_pad
     return elements
