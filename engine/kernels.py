@@ -125,18 +125,23 @@ def _zero_border(a: np.ndarray, ph: int, pw: int) -> None:
         a[:, :, -pw:] = 0
 
 
-def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str = "cols") -> np.ndarray:
+def _im2col(x_pad: np.ndarray, window, stride, out_size, take: Take, name: str = "cols",
+            ones_row: bool = False) -> np.ndarray:
     """(C*HH*WW, Ho*Wo*N) matrix whose column (i, j, n) is the window under output (n, i, j).
 
     x_pad is (C, Hp, Wp, N); one copy from a strided view; rows in (c, r, s) order, matching
-    w.reshape(F, -1).
+    w.reshape(F, -1). With ones_row, one more row of ones below them (a product with it adds the
+    other operand's last row: the bias forward, db backward).
     """
     C, _, _, N = x_pad.shape
     (HH, WW), (sh, sw), (Ho, Wo) = window, stride, out_size
     s_c, s_h, s_w, s_n = x_pad.strides
     view = _strided(x_pad, (C, HH, WW, Ho, Wo, N), (s_c, s_h, s_w, s_h * sh, s_w * sw, s_n))
-    cols = take(name, (C * HH * WW, Ho * Wo * N), x_pad.dtype)
-    np.copyto(cols.reshape(view.shape), view)
+    K = C * HH * WW
+    cols = take(name, (K + ones_row, Ho * Wo * N), x_pad.dtype)
+    np.copyto(cols[:K].reshape(view.shape), view)
+    if ones_row:
+        cols[K] = 1
     return cols
 
 
@@ -414,27 +419,36 @@ def _batch_innermost_chunks(N, columns_per_sample, itemsize):
 def _conv_forward_batch_innermost(x, w, b, stride, padding, scratch: Take, z_out=None):
     """im2col with the batch innermost, then one matrix product, per chunk of the batch: (z, cols).
 
-    # (ho wo n, c hh ww) @ (c hh ww, f) -> (ho, wo, n, f) -> nfhw
+    # (ho wo n, c hh ww 1) @ (c hh ww 1, f) -> (ho, wo, n, f) -> nfhw
     (cols.T @ w.T rather than w @ cols: the same products, in the operand order OpenBLAS runs
-    faster for these shapes.) cols is the im2col matrix, for the backward, when the batch is one
-    chunk; with several, None (the backward rebuilds each chunk's in cache).
+    faster for these shapes.) The bias is the weights' last row, against the im2col matrix's row of
+    ones: the product adds it, where a pass of its own over the (ho wo n, f) rows ran one loop
+    F long per row. cols is the im2col matrix, for the backward, when the batch is one chunk; with
+    several, None (the backward rebuilds each chunk's in cache).
     """
     N, C, H, W = x.shape
     F, _, HH, WW = w.shape
     Ho = conv_output_size(H, HH, stride[0], padding[0])
     Wo = conv_output_size(W, WW, stride[1], padding[1])
     dtype = np.result_type(x, w)
-    w_t = w.reshape(F, -1).T
+    K = C * HH * WW
+    w_t_b = np.empty((K + 1, F), dtype=dtype)
+    w_t_b[:K], w_t_b[K] = w.reshape(F, K).T, b
     z = _conv_output((N, F, Ho, Wo), dtype, z_out)
-    chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
+    chunks = _batch_innermost_chunks(N, K * Ho * Wo, dtype.itemsize)
 
     def job(part):
         for n0, n1 in part:
-            cols = _im2col(_padded_chwn(x[n0:n1], padding, scratch), (HH, WW), stride, (Ho, Wo), scratch)
-            z_rows = scratch("z_rows", (Ho * Wo * (n1 - n0), F), dtype)
-            np.matmul(cols.T, w_t, out=z_rows)
-            z_rows += b
-            np.copyto(z[n0:n1], z_rows.reshape(Ho, Wo, n1 - n0, F).transpose(2, 3, 0, 1))
+            n = n1 - n0
+            cols = _im2col(_padded_chwn(x[n0:n1], padding, scratch), (HH, WW), stride, (Ho, Wo), scratch,
+                           ones_row=True)
+            z_rows = scratch("z_rows", (Ho * Wo * n, F), dtype)
+            np.matmul(cols.T, w_t_b, out=z_rows)
+            # (ho wo, n, f) -> (n, ho wo, f) -> (n, f, ho wo) in two copies with longer runs than
+            # the one straight transpose, whose every run was Wo values far apart
+            by_sample = scratch("z_by_sample", (n, Ho * Wo, F), dtype)
+            np.copyto(by_sample, z_rows.reshape(Ho * Wo, n, F).transpose(1, 0, 2))
+            np.copyto(z[n0:n1].reshape(n, F, Ho * Wo), by_sample.transpose(0, 2, 1))
         return cols
 
     cols = _over_threads(job, chunks)[0]
@@ -450,39 +464,40 @@ def _conv_backward_batch_innermost(delta, x, w, stride, padding, cols, dx, scrat
     _, _, Ho, Wo = delta.shape
     ph, pw = padding
     dtype = np.result_type(delta, x, w)
-    chunks = _batch_innermost_chunks(N, C * HH * WW * Ho * Wo, dtype.itemsize)
+    K = C * HH * WW
+    chunks = _batch_innermost_chunks(N, K * Ho * Wo, dtype.itemsize)
     need_dx = dx is not None
 
     def job(part):
-        dw_t = np.zeros((C * HH * WW, F), dtype=dtype)
-        db = np.zeros(F, dtype=dtype)
+        # rows (c, hh, ww) of dw.T, and db as one more row: the im2col matrix's row of ones times
+        # delta sums delta inside the product, saving a pass over delta
+        dw_t_db = np.zeros((K + 1, F), dtype=dtype)
         for n0, n1 in part:
             n = n1 - n0
             chunk_cols = cols if len(chunks) == 1 else None
             if chunk_cols is None:
-                chunk_cols = _im2col(_padded_chwn(x[n0:n1], padding, scratch), (HH, WW), stride, (Ho, Wo), scratch)
+                chunk_cols = _im2col(_padded_chwn(x[n0:n1], padding, scratch), (HH, WW), stride, (Ho, Wo), scratch,
+                                     ones_row=True)
             delta_mat = scratch("delta_mat", (F, Ho * Wo * n), dtype)  # (f, ho wo n)
             np.copyto(delta_mat.reshape(F, Ho, Wo, n), delta[n0:n1].transpose(1, 2, 3, 0))
             # dw.T += cols @ delta_mat.T, from delta as rows (ho wo n, f): in small products OpenBLAS
             # runs that operand order fastest (the copy costs a tenth of what it saves)
             delta_rows = scratch("delta_rows", (Ho * Wo * n, F), dtype)
             np.copyto(delta_rows, delta_mat.T)
-            add_small_products(chunk_cols, delta_rows, dw_t, scratch)
-            db += delta_mat.sum(axis=1)
+            add_small_products(chunk_cols, delta_rows, dw_t_db, scratch)
             if not need_dx:
                 continue
             if ph < HH and pw < WW and F * HH * WW * n * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
                 _dx_by_full_convolution(delta[n0:n1], w, stride, padding, scratch, out=dx[n0:n1])
             else:
                 _dx_by_col2im(delta_mat, w, (Ho, Wo), stride, padding, scratch, out=dx[n0:n1])
-        return dw_t, db
+        return dw_t_db
 
     parts = _over_threads(job, chunks)
-    dw_t, db = parts[0]
-    for more_dw_t, more_db in parts[1:]:
-        dw_t += more_dw_t
-        db += more_db
-    return dx, dw_t.T.reshape(w.shape), db
+    dw_t_db = parts[0]
+    for more in parts[1:]:
+        dw_t_db += more
+    return dx, np.ascontiguousarray(dw_t_db[:K].T).reshape(w.shape), dw_t_db[K].copy()
 
 
 # Below this many elements in its im2col matrix, dx is one full convolution (one copy, one matrix

@@ -53,7 +53,8 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
     padded = C * (H + 2 * ph) * (W + 2 * pw) * chunk
     columns = C * HH * WW * Ho * Wo * chunk
     outputs = F * Ho * Wo * chunk
-    elements = extra + padded + columns + outputs  # x_pad, cols, z_rows
+    # x_pad, cols and its row of ones, z_rows and z_by_sample
+    elements = extra + padded + columns + Ho * Wo * chunk + 2 * outputs
     if not backward:
         return elements
     # delta_mat, delta as rows for dW, and dW's partial products (kernels.add_small_products)

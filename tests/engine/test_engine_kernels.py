@@ -361,7 +361,7 @@ def test_batch_innermost_chunks_follow_the_byte_budget():
     x = np.ones((64, 6, 14, 14), dtype=np.float32)
     w = np.ones((16, 6, 5, 5), dtype=np.float32)
     _, cols = kernels.conv_forward(x, w, np.zeros(16, np.float32), return_cols=True)
-    assert cols.shape == (150, 6400)
+    assert cols.shape == (151, 6400)  # the im2col rows and the row of ones (bias and db in the products)
 
 
 def test_wide_rows_are_chosen_for_lenet5_conv1_and_not_for_conv2_or_strides():
