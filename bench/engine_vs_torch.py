@@ -23,10 +23,13 @@ threads / on one thread. Every repeat runs ours, then plain, then same-work, at 
 count in turn, so that load from other processes hits all of them alike. Then: the peak of numpy's
 allocations during one batch-256 trace (tracemalloc; numpy reports its array buffers to it, the
 interpreter's baseline is not included), and a per-layer profile of ours on one thread at batch 64,
-or the batches given to --profile-batches (median ms of each layer's forward and backward; backward
-includes the activation's derivative).
+or the batches and thread counts given to --profile-batches and --profile-threads, of train with
+--profile-train (median ms of each layer's forward and backward; backward includes the activation's
+derivative).
 
     python bench/engine_vs_torch.py --profile-batches 64 256
+    python bench/engine_vs_torch.py --batches 64 --no-profile   # the ratios only
+    python bench/engine_vs_torch.py --batches 1 --threads 1 --profile-batches 64 --profile-threads 1 2 --profile-train
 
     python bench/engine_vs_torch.py
     python bench/engine_vs_torch.py --batches 1 64 --repeats 50 --threads 1
@@ -222,14 +225,17 @@ def peak_trace_megabytes(batch: int = 256) -> tuple[float, float]:
     return peak / 2**20, SCRATCH.nbytes() / 2**20
 
 
-def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
-    """([(name, forward ms, backward ms)], median ms of the whole trace) on one thread.
+def layer_profile(batch: int, repeats: int, threads: int = 1, need_input_grad: bool = True) -> tuple[list, float]:
+    """([(name, forward ms, backward ms)], median ms of the whole trace) on `threads` threads, of
+    the default trace or (need_input_grad=False) the training loop's.
 
     Each layer's forward, backward and delta_from_grad_a (the activation's derivative, counted with
-    backward) is wrapped in a timer on this network's layer objects only. The timer is the thread's
-    CPU time: with one BLAS thread all the work runs on this thread, and time spent waiting for a
-    core that other processes hold is left out, so the profile holds still on a busy machine."""
-    use_threads(1)
+    backward) is wrapped in a timer on this network's layer objects only. The timer is the calling
+    thread's CPU time: with one BLAS thread all the work runs on this thread, and time spent waiting
+    for a core that other processes hold is left out, so the profile holds still on a busy machine.
+    On more threads only a trace that keeps to the calling thread (a batch too small to be dealt in
+    blocks, LeNet-5's 64) is all counted: blocks dealt to pool threads are not."""
+    use_threads(threads)
     x, y = batch_data(batch)
     net = Network.from_spec(LENET5)
     times = defaultdict(list)
@@ -259,12 +265,12 @@ def layer_profile(batch: int, repeats: int) -> tuple[list, float]:
         if hasattr(layer, "grads"):  # a dense layer's dW and db, made once after a trace in blocks
             layer.grads = timed((name, "backward"), layer.grads)
     for _ in range(3):
-        net.trace(x, y)
+        net.trace(x, y, need_input_grad=need_input_grad)
     totals = []
     for _ in range(repeats):
         current.clear()
         start = time.thread_time()
-        net.trace(x, y)
+        net.trace(x, y, need_input_grad=need_input_grad)
         totals.append(time.thread_time() - start)
         for name in net.names:  # a layer that did nothing this trace (flatten in blocks) took 0
             for phase in ("forward", "backward"):
@@ -298,6 +304,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the per-layer profile")
     parser.add_argument("--profile-batches", type=int, nargs="+", default=[PROFILE_BATCH],
                         help=f"batches of the per-layer profile (default: {PROFILE_BATCH})")
+    parser.add_argument("--profile-threads", type=int, nargs="+", default=[1],
+                        help="thread counts of the per-layer profile (default: 1)")
+    parser.add_argument("--profile-train", action="store_true",
+                        help="profile the training loop's trace (no dL/dx) instead of the default trace")
     args = parser.parse_args(argv)
     thread_counts = sorted(set(args.threads))
 
@@ -347,10 +357,13 @@ def main(argv=None) -> int:
     print(f"peak of numpy allocations during one batch-256 trace (tracemalloc): {peak:.1f} MB, of which "
           f"{scratch:.1f} MB reusable scratch (target <= {PEAK_TARGET_MB:.0f} MB: "
           f"{'met' if peak <= PEAK_TARGET_MB else 'MISSED'})")
-    for profile_batch in ([] if args.no_profile else args.profile_batches):
-        rows, total = layer_profile(profile_batch, args.repeats or max(10, min(40, 2560 // profile_batch)))
-        print(f"per-layer profile, batch {profile_batch}, 1 thread (median ms of thread CPU time; "
-              "backward includes the activation's derivative)")
+    profiles = [] if args.no_profile else [(b, t) for b in args.profile_batches for t in sorted(set(args.profile_threads))]
+    for profile_batch, threads in profiles:
+        rows, total = layer_profile(profile_batch, args.repeats or max(10, min(40, 2560 // profile_batch)), threads,
+                                    need_input_grad=not args.profile_train)
+        print(f"per-layer profile, batch {profile_batch}, {threads} thread{'s' if threads > 1 else ''}, "
+              f"{'train' if args.profile_train else 'default'} trace (median ms of the calling thread's CPU "
+              "time; backward includes the activation's derivative)")
         print(f"{'layer':>10}  {'forward':>8}  {'backward':>8}")
         for name, forward, backward in rows:
             print(f"{name:>10}  {forward:>8.3f}  {backward:>8.3f}")

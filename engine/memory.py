@@ -17,7 +17,7 @@ from math import prod
 from typing import Any
 
 from .kernels import (FULL_CONVOLUTION_MAX_ELEMENTS, SMALL_PRODUCT_VALUES, WIDE_CHUNK_BYTES, batch_innermost_chunk,
-                      uses_wide_rows)
+                      uses_wide_rows, windows_are_disjoint)
 from .spec import normalize_spec
 
 INDEX_BYTES = 8  # maxpool winners (int32, kernels.WINNER_DTYPE) and their flat scatter indices (int64), at most
@@ -53,7 +53,8 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
     padded = C * (H + 2 * ph) * (W + 2 * pw) * chunk
     columns = C * HH * WW * Ho * Wo * chunk
     outputs = F * Ho * Wo * chunk
-    elements = extra + padded + columns + outputs  # x_pad, cols, z_rows
+    # x_pad, cols and its row of ones, z_rows and z_by_sample
+    elements = extra + padded + columns + Ho * Wo * chunk + 2 * outputs
     if not backward:
         return elements
     # delta_mat, delta as rows for dW, and dW's partial products (kernels.add_small_products)
@@ -63,6 +64,10 @@ def _conv_scratch(layer: dict, in_shape, out_shape, batch: int, backward: bool,
     if ph < HH and pw < WW and F * HH * WW * chunk * H * W <= FULL_CONVOLUTION_MAX_ELEMENTS:
         spread = F * (H + HH - 1) * (W + WW - 1) * chunk
         elements += spread + F * HH * WW * H * W * chunk + C * H * W * chunk  # + dx_mat
+    elif tuple(layer["stride"]) == (1, 1):
+        # delta on wide rows, dcols (one kernel row's) on them, the flat padded dx and its margin
+        wide = Ho * (W + 2 * pw) * chunk
+        elements += F * wide + C * WW * wide + padded + (WW - 1) * chunk
     else:
         elements += columns // HH + padded  # dcols (one kernel row's), dx_pad
     return elements
@@ -105,6 +110,8 @@ def _estimate(spec: Any, batch: int, backward: bool, threads: int) -> int:
             parameters = 0
         if kind == "maxpool":
             index_bytes += outputs * (MAXPOOL_SCRATCH_BYTES + (2 * INDEX_BYTES if backward else 0))
+            if windows_are_disjoint(layer["size"], layer["stride"]):
+                scratch_values += prod(layer["size"]) * outputs  # each window offset's inputs, copied out
         if kind != "flatten":
             values += outputs * (KEPT_PER_OUTPUT if backward else 0)
         values += parameters * (3 if backward else 1)  # weights; a trace's copy and gradients

@@ -53,3 +53,14 @@ def test_benchmark_profiles_each_batch_asked_for():
     assert re.findall(r"per-layer profile, batch (\d+)", result.stdout) == ["4", "200"], result.stdout
     names = re.findall(r"^\s+(\w+\d)\s+[\d.]+\s+[\d.]+$", result.stdout, re.MULTILINE)
     assert names == LAYERS * 2, result.stdout
+
+
+def test_benchmark_profiles_the_training_trace_on_each_thread_count_asked_for():
+    result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "--threads", "1", "--repeats", "3",
+                             "--profile-batches", "4", "--profile-threads", "2", "1", "--profile-train"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+    headers = re.findall(r"per-layer profile, batch (\d+), (\d+) threads?, (\w+) trace", result.stdout)
+    assert headers == [("4", "1", "train"), ("4", "2", "train")], result.stdout
+    names = re.findall(r"^\s+(\w+\d)\s+[\d.]+\s+[\d.]+$", result.stdout, re.MULTILINE)
+    assert names == LAYERS * 2, result.stdout

@@ -361,7 +361,7 @@ def test_batch_innermost_chunks_follow_the_byte_budget():
     x = np.ones((64, 6, 14, 14), dtype=np.float32)
     w = np.ones((16, 6, 5, 5), dtype=np.float32)
     _, cols = kernels.conv_forward(x, w, np.zeros(16, np.float32), return_cols=True)
-    assert cols.shape == (150, 6400)
+    assert cols.shape == (151, 6400)  # the im2col rows and the row of ones (bias and db in the products)
 
 
 def test_wide_rows_are_chosen_for_lenet5_conv1_and_not_for_conv2_or_strides():
@@ -386,6 +386,29 @@ def test_conv_backward_reusing_forward_cols_and_scratch_gives_fresh_results():
     np.testing.assert_allclose(z1, expected_z1, rtol=1e-10)
     for got, want in zip(back1, expected_back1):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+
+
+def test_wide_conv_backward_reuses_the_forwards_padded_planes(monkeypatch):
+    """The wide form hands its padded input planes back with return_cols; a backward given them
+    pads nothing again, one given none pads x itself, and both equal the naive form."""
+    rng = np.random.default_rng(5)
+    x, w, b = rng.normal(size=(7, 2, 9, 8)), rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3)
+    assert kernels.uses_wide_rows(x.shape, w.shape, (1, 1), (1, 2))
+    padded = []
+    original = kernels._padded_planes
+    monkeypatch.setattr(kernels, "_padded_planes", lambda *args: padded.append(1) or original(*args))
+    take = Scratch().taker(0)
+    z, planes = kernels.conv_forward(x, w, b, (1, 1), (1, 2), return_cols=True, scratch=take)
+    assert planes.shape == (7, 2, 11 * 12) and len(padded) == 1
+    delta = rng.normal(size=z.shape)
+    want = kernels.conv_backward_naive(delta, x, w, (1, 1), (1, 2))
+    for cols, pads in ((planes, 0), (None, 1)):
+        got = kernels.conv_backward(delta, x, w, (1, 1), (1, 2), cols=cols, scratch=take)
+        assert len(padded) == 1 + pads
+        for g, wanted in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, wanted, rtol=1e-10, atol=1e-11)
+        padded.clear()
+        padded.append(1)
 
 
 POOL_SHAPES = [

@@ -75,10 +75,10 @@ def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monke
     np.testing.assert_allclose(z, kernels.conv_forward_naive(x, w, b, (1, 1), (1, 2)), rtol=1e-10, atol=1e-12)
     delta = rng.normal(size=z.shape)
     seen = set()
-    original = kernels._wide_im2col
+    original = kernels._wide_windows
     caller, pool_took_one = threading.get_ident(), threading.Event()
 
-    def recording_im2col(*args, **kwargs):
+    def recording_windows(*args, **kwargs):
         seen.add(threading.get_ident())
         if threading.get_ident() == caller:
             # the chunks go to whichever thread is free first: hold the calling thread until a pool
@@ -88,7 +88,7 @@ def test_wide_conv_chunks_split_over_threads_equal_the_naive_form(threads, monke
             pool_took_one.set()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
+    monkeypatch.setattr(kernels, "_wide_windows", recording_windows)
     for got, want in zip(kernels.conv_backward(delta, x, w, (1, 1), (1, 2)),
                          kernels.conv_backward_naive(delta, x, w, (1, 1), (1, 2))):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
@@ -162,13 +162,13 @@ def test_a_batch_too_small_for_blocks_runs_on_the_calling_thread_only(monkeypatc
     rng = np.random.default_rng(2)
     x, y = rng.uniform(size=(16, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, size=16)
     seen = set()
-    original = kernels._wide_im2col
+    original = kernels._wide_windows
 
-    def recording_im2col(*args, **kwargs):
+    def recording_windows(*args, **kwargs):
         seen.add(threading.get_ident())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(kernels, "_wide_im2col", recording_im2col)
+    monkeypatch.setattr(kernels, "_wide_windows", recording_windows)
     monkeypatch.setattr(kernels, "WIDE_CHUNK_BYTES", 2000)  # many chunks: there would be some to deal out
     with threadpool_limits(limits=2, user_api="blas"):
         two = net.trace(x, y)
