@@ -111,10 +111,12 @@ def _network_input(session: Session, images: np.ndarray) -> np.ndarray:
 
 
 def _engine_trace(session: Session, x: np.ndarray, y: np.ndarray,
-                  edits: list[dict[str, Any]] | None = None, need_input_grad: bool = True) -> Trace:
-    """The engine's trace; need_input_grad=False where only the weights' gradients are read."""
+                  edits: list[dict[str, Any]] | None = None, training: bool = False) -> Trace:
+    """The engine's trace; ``training`` for a training step's batch, of which only the loss, the
+    outputs and the weights' gradients are read (no dL/dx, no intermediates kept)."""
     try:
-        return session.network.trace(x, y, edits=edits, need_input_grad=need_input_grad)
+        return session.network.trace(x, y, edits=edits, need_input_grad=not training,
+                                     keep_intermediates=not training)
     except ValueError as exc:  # the engine's input, target and edit checks
         raise Refused(str(exc)) from exc
 
@@ -293,7 +295,7 @@ def step(session: Session, options: TrainingOptions, first: Sample | None,
         first_source = {"dataset": "mnist", "split": "train", "index": int(indices[0])}
 
     first_trace = _engine_trace(session, x[:1], y[:1])
-    batch_trace = _engine_trace(session, x, y, need_input_grad=False)  # its dL/dx is never read
+    batch_trace = _engine_trace(session, x, y, training=True)
     if not math.isfinite(batch_trace.loss):
         raise _diverged("the batch loss is not finite", options)
     predicted = rule.predicted_class(batch_trace.output)
@@ -373,7 +375,7 @@ def train(session: Session, options: TrainingOptions, steps: int,
         indices = _draw_batch(session, rule, options.batch_size, cursor)
         digits = labels[indices]
         x = _network_input(session, images[indices])
-        trace = _engine_trace(session, x, rule.targets(digits), need_input_grad=False)
+        trace = _engine_trace(session, x, rule.targets(digits), training=True)
         if not math.isfinite(trace.loss):
             session.network.load_state_dict(start)
             raise _diverged(f"the batch loss at step {offset + 1} of {steps} is not finite",

@@ -7,12 +7,14 @@ Two PyTorch references, both with the engine's weights:
 - same work: forward + backward with `retain_grad()` on every layer's z and a and on the input, so
   PyTorch also keeps every intermediate and dL/dx, as the engine's trace does.
 
-"ours" is the default trace, dL/dx included. "train" is the trace the engine's training step runs
-(Network.train and the API's step), `net.trace(x, y, need_input_grad=False)`: every intermediate
-still kept, only the first layer's input gradient left out. The targets are judged on train against
-the plain step, like for like: the plain step computes no input gradient either (the lead's
-decision on issue 13). The default trace's ratio to the plain step and ours / same-work are
-printed beside it.
+"ours" is the default trace, dL/dx and every intermediate included. "train" is the trace a
+training step runs (the API's step and train routes), `net.trace(x, y, need_input_grad=False,
+keep_intermediates=False)`: the loss, each sample's loss, the output layer's arrays and every
+weight gradient, no other intermediate and no input gradient, each block's intermediates in
+buffers reused from block to block. The targets are judged on train against the plain step, like
+for like: the plain step keeps no intermediates and computes no input gradient either. The default
+trace's ratio to the plain step and ours / same-work (both keeping everything) are printed beside
+it.
 
 For each batch it prints, per thread count (both libraries get the same: `torch.set_num_threads(n)`
 and numpy's BLAS limited to n through threadpoolctl), the median time of ours, train and each
@@ -161,7 +163,7 @@ def measure(batch: int, thread_counts, repeats: int, warmup: int = 3) -> dict:
     for threads in thread_counts:
         use_threads(threads)
         for _ in range(warmup):
-            net.trace(x, y), net.trace(x, y, need_input_grad=False), plain.trace(xt, yt), same.trace(xt, yt)
+            net.trace(x, y), net.trace(x, y, need_input_grad=False, keep_intermediates=False), plain.trace(xt, yt), same.trace(xt, yt)
     for _ in range(repeats):
         for threads in thread_counts:
             use_threads(threads)
@@ -174,7 +176,7 @@ def measure(batch: int, thread_counts, repeats: int, warmup: int = 3) -> dict:
             record["faults"].append(minor_faults() - faults)
             del trace
             start, cpu = time.perf_counter(), time.thread_time()
-            net.trace(x, y, need_input_grad=False)
+            net.trace(x, y, need_input_grad=False, keep_intermediates=False)
             record["train"].append(time.perf_counter() - start)
             record["train cpu"].append(time.thread_time() - cpu)
             for name, reference in (("plain", plain), ("same", same)):
@@ -199,12 +201,12 @@ def measure_alone(batch: int, thread_counts, repeats: int, warmup: int = 3) -> d
     for threads in thread_counts:
         use_threads(threads)
         for _ in range(warmup):
-            net.trace(x, y, need_input_grad=False)
+            net.trace(x, y, need_input_grad=False, keep_intermediates=False)
     for _ in range(repeats):
         for threads in thread_counts:
             use_threads(threads)
             start = time.perf_counter()
-            net.trace(x, y, need_input_grad=False)
+            net.trace(x, y, need_input_grad=False, keep_intermediates=False)
             samples[threads].append(time.perf_counter() - start)
     return {t: statistics.median(v) for t, v in samples.items()}
 
@@ -307,15 +309,17 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-threads", type=int, nargs="+", default=[1],
                         help="thread counts of the per-layer profile (default: 1)")
     parser.add_argument("--profile-train", action="store_true",
-                        help="profile the training loop's trace (no dL/dx) instead of the default trace")
+                        help="profile the trace with need_input_grad=False (every intermediate still kept: the "
+                             "profile times the layers of a whole-batch trace) instead of the default trace")
     args = parser.parse_args(argv)
     thread_counts = sorted(set(args.threads))
 
     print(f"torch {torch.__version__}, numpy {np.__version__}, cpus = {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}; times are medians, ours and torch's alternating in one process")
-    print("ours = the default trace (every intermediate and dL/dx); train = the training loop's trace "
-          "(need_input_grad=False: no dL/dx); plain = nn.Sequential zero_grad + forward + cross_entropy + "
-          "backward; same = PyTorch keeping every intermediate and dL/dx, as ours")
+    print("ours = the default trace (every intermediate and dL/dx); train = a training step's trace "
+          "(need_input_grad=False, keep_intermediates=False: no dL/dx, no intermediates kept but the "
+          "output's); plain = nn.Sequential zero_grad + forward + cross_entropy + backward; same = "
+          "PyTorch keeping every intermediate and dL/dx, as ours")
     met = True
     print(f"{'batch':>5}  {'threads':>7}  {'ours ms':>8}  {'plain ms':>8}  {'ours/plain':>10}  "
           f"{'same ms':>8}  {'ours/same':>9}  {'faults':>7}  {'cpu o/p':>7}  {'train ms':>8}  {'train/plain':>11}  "

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .kernels import WINNER_DTYPE
 from .layers import LAYER_CLASSES, Layer
 from .losses import batch_mean, forms_output_grad_a, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH, kernel_threads, on_calling_thread_only, on_one_blas_thread, over_threads
@@ -178,7 +179,8 @@ class Network:
         return loss_value(self.loss, z, a, y)
 
     @on_one_blas_thread
-    def trace(self, x: Any, y: Any, edits: Any = None, need_input_grad: bool = True) -> Trace:
+    def trace(self, x: Any, y: Any, edits: Any = None, need_input_grad: bool = True,
+              keep_intermediates: bool = True) -> Trace:
         """Forward and backward on (x, y), keeping every intermediate; updates nothing.
 
         ``edits`` (a list of ``{"layer", "param", "index", "value"}``) traces the network as if
@@ -187,6 +189,12 @@ class Network:
         ``need_input_grad=False`` skips dL/dx (the first layer's input gradient; ``input_grad`` is
         then None), for a caller that only applies the weights' gradients, as a training loop does;
         everything else in the trace is the same.
+        ``keep_intermediates=False`` is a training step's trace: the loss, each sample's loss,
+        every layer's gradients and params, and the output layer's z, a, delta and grad_a (its
+        predictions), but no other layer's input, z, a, delta, grad_a or argmax (None). The
+        batch then goes through in blocks whose intermediates live in buffers reused from block
+        to block and from trace to trace, instead of being written out for the whole batch (at
+        LeNet-5's batch 256, 31 MB a step, most of it written to memory rather than cache).
         """
         given_x, given_y = x, y
         x = self.check_input(x)
@@ -197,7 +205,7 @@ class Network:
             x = x.copy()
         if isinstance(given_y, np.ndarray) and np.may_share_memory(y, given_y):
             y = y.copy()
-        return self._trace(x, y, params, need_input_grad)
+        return self._trace(x, y, params, need_input_grad, keep_intermediates)
 
     def _forward_layers(self, x: np.ndarray, params: list[dict], keep: bool) -> list[tuple]:
         """(z, a, argmax, cache) of every layer for a checked x, with the given weights."""
@@ -222,18 +230,30 @@ class Network:
         return [(N * k // count, N * (k + 1) // count) for k in range(count)]
 
     def _trace(self, x: np.ndarray, y: np.ndarray, params: list[dict],
-               need_input_grad: bool = True) -> Trace:
+               need_input_grad: bool = True, keep_intermediates: bool = True) -> Trace:
         blocks = self.trace_blocks(x.shape[0])
+        # The lean form needs whole-batch arrays only at the two ends: the output layer's own
+        # (not a reshape of a block's) and dL/dx (not a reshape of the first layer's block delta).
+        lean = not keep_intermediates and not self.layers[-1].reshapes_only and not (
+            need_input_grad and self.layers[0].reshapes_only)
         if len(blocks) > 1:
-            return self._trace_in_blocks(x, y, params, need_input_grad, blocks)
-        if kernel_threads() > 1:
+            trace = self._trace_in_blocks(x, y, params, need_input_grad, blocks, keep=not lean)
+        elif kernel_threads() > 1:
             # Too small a batch for blocks: dealing the kernels' chunks over threads instead
             # measured no faster than one thread, and ~3 % slower at LeNet-5's batch 64 with the
             # second core free (the hand-offs cost what the second core saves), so it runs as on
-            # one thread.
+            # one thread. (In one block the lean form gains nothing: LeNet-5's batch 64 measured
+            # 3 % slower in the block code than whole.)
             with on_calling_thread_only():
-                return self._trace_whole(x, y, params, need_input_grad)
-        return self._trace_whole(x, y, params, need_input_grad)
+                trace = self._trace_whole(x, y, params, need_input_grad)
+        else:
+            trace = self._trace_whole(x, y, params, need_input_grad)
+        if not keep_intermediates:
+            for record in trace.layers[:-1]:
+                record.input = record.z = record.a = record.delta = record.grad_a = None
+                record.argmax = None
+            trace.layers[-1].input = None
+        return trace
 
     def _trace_whole(self, x: np.ndarray, y: np.ndarray, params: list[dict],
                      need_input_grad: bool) -> Trace:
@@ -271,71 +291,89 @@ class Network:
                      sample_losses=per_sample)
 
     def _trace_in_blocks(self, x: np.ndarray, y: np.ndarray, params: list[dict], need_input_grad: bool,
-                         blocks: list[tuple[int, int]]) -> Trace:
+                         blocks: list[tuple[int, int]], keep: bool = True) -> Trace:
         """The same trace as _trace_whole, done block by block of the batch: each block goes forward
         through every layer and straight back (its output delta is that block's rows of the whole
         batch's: the batch mean's N is the whole batch's), writing its rows of the whole batch's
         arrays, so nothing is copied afterwards and a block's intermediates are still in cache when
         its backward reads them. The blocks are dealt over the pass's threads, one hand-off for the
         whole trace; the weights' gradients are summed over the blocks in block order (the same
-        numbers on any thread count)."""
+        numbers on any thread count).
+
+        ``keep=False`` (trace(..., keep_intermediates=False)): only x, dL/dx and the output layer's
+        arrays are the whole batch's; every other layer's arrays are one block's, scratch of the
+        thread running it (reused by its next block and its next trace), and the dense layers'
+        gradients are summed over the blocks like the others."""
         N, last = x.shape[0], len(self.layers) - 1
-        records: list[LayerTrace] = []
-        a = x
-        for index, (layer, layer_params) in enumerate(zip(self.layers, params)):
-            z, out, argmax = layer.outputs(a, N)
-            records.append(LayerTrace(
-                index=index, name=self.names[index], type=layer.type, spec=layer.spec,
-                input=a, z=z, a=out, argmax=argmax,
-                params={key: value.copy() for key, value in layer_params.items()}))
-            a = out
-        final = records[-1]
-        final.delta = np.empty_like(final.a)
-        final.grad_a = np.empty_like(final.a) if forms_output_grad_a(self.loss) else None
-        # the whole batch's dL/da of each layer but the last is dL/d input of the layer above it
-        for index in reversed(range(last + 1)):
-            layer, record = self.layers[index], records[index]
-            if index < last:
-                record.delta = record.grad_a if layer.activation is None else np.empty_like(record.grad_a)
-            if index > 0:
-                below = records[index - 1]
-                below.grad_a = (record.delta.reshape(below.a.shape) if layer.reshapes_only
-                                else np.empty_like(below.a))
+        records = [LayerTrace(index=index, name=self.names[index], type=layer.type, spec=layer.spec,
+                              input=None, z=None, a=None,
+                              params={key: value.copy() for key, value in layer_params.items()})
+                   for index, (layer, layer_params) in enumerate(zip(self.layers, params))]
+        output_activation = self.layers[-1].activation or "identity"
+        if keep:
+            whole = self._block_arrays(x, N, lambda index, role, shape, dtype: np.empty(shape, dtype))
+            for record, arrays in zip(records, whole):
+                record.input, record.z, record.a, record.argmax = (
+                    arrays["input"], arrays["z"], arrays["a"], arrays["argmax"])
+                record.delta, record.grad_a = arrays["delta"], arrays["grad_a"]
+            first_delta = whole[0]["delta"]
+        else:
+            # the output layer's arrays, the whole batch's (made here: the threads share them)
+            output_shape = (N,) + tuple(self.layers[-1].output_shape)
+            final = {"z": np.empty(output_shape, x.dtype), "delta": np.empty(output_shape, x.dtype)}
+            final["a"] = (final["z"] if self.layers[-1].activation in (None, "identity")
+                          else np.empty(output_shape, x.dtype))
+            final["grad_a"] = np.empty(output_shape, x.dtype) if forms_output_grad_a(self.loss) else None
+            records[-1].z, records[-1].a = final["z"], final["a"]
+            records[-1].delta, records[-1].grad_a = final["delta"], final["grad_a"]
+            most = max(n1 - n0 for n0, n1 in blocks)
+            take = SCRATCH.taker("trace blocks")
+
+            def block_array(index, role, shape, dtype):
+                if index == last:
+                    return final[role]
+                return take(f"layer {index} {role}", (most,) + shape[1:], dtype)
+
+            first_delta = None  # (lean only when the first layer is no reshape, or no dL/dx)
         input_grad = None
         if need_input_grad:
-            first = records[0]
-            input_grad = first.delta.reshape(x.shape) if self.layers[0].reshapes_only else np.empty_like(x)
-        output_activation = self.layers[-1].activation or "identity"
+            input_grad = (first_delta.reshape(x.shape) if self.layers[0].reshapes_only
+                          else np.empty_like(x))
 
-        def trace_block(n0, n1, grads):
+        def trace_block(n0, n1, grads, arrays):
+            def rows(array):
+                # the whole batch's arrays have N rows; a block's own have its rows at the top
+                return array[n0:n1] if array.shape[0] == N else array[: n1 - n0]
+
             caches = []
-            for layer, layer_params, record in zip(self.layers, params, records):
+            for layer, layer_params, layer_arrays in zip(self.layers, params, arrays):
                 if layer.reshapes_only:
                     caches.append(None)
                     continue
-                rows = (record.z[n0:n1], record.a[n0:n1],
-                        None if record.argmax is None else record.argmax[n0:n1])
+                argmax = layer_arrays["argmax"]
+                out = (rows(layer_arrays["z"]), rows(layer_arrays["a"]), None if argmax is None else rows(argmax))
                 # this thread runs the block's backward before another block's forward: the conv
                 # layers' im2col matrices (scratch) stay valid until then
-                caches.append(layer.forward_block(record.input[n0:n1], layer_params, rows, keep_cols=True))
-            z, a = final.z[n0:n1], final.a[n0:n1]
+                caches.append(layer.forward_block(rows(layer_arrays["input"]), layer_params, out, keep_cols=True))
+            final_arrays = arrays[-1]
+            z, a = rows(final_arrays["z"]), rows(final_arrays["a"])
             block_losses = sample_losses(self.loss, z, a, y[n0:n1])
             delta, grad_a = output_delta(self.loss, output_activation, z, a, y[n0:n1], batch_size=N)
-            final.delta[n0:n1] = delta
+            rows(final_arrays["delta"])[...] = delta
             if grad_a is not None:
-                final.grad_a[n0:n1] = grad_a
+                rows(final_arrays["grad_a"])[...] = grad_a
             for index in reversed(range(last + 1)):
-                layer, record = self.layers[index], records[index]
+                layer, layer_arrays = self.layers[index], arrays[index]
                 if layer.reshapes_only:
                     continue
                 if index < last:
-                    layer.delta_from_grad_a(record.grad_a[n0:n1], record.z[n0:n1], record.a[n0:n1],
-                                            out=record.delta[n0:n1])
-                below = records[index - 1].grad_a if index > 0 else input_grad
-                options = {"need_grads": False} if layer.type == "dense" else {}
-                _, block_grads = layer.backward(record.delta[n0:n1], caches[index], params[index],
+                    layer.delta_from_grad_a(rows(layer_arrays["grad_a"]), rows(layer_arrays["z"]),
+                                            rows(layer_arrays["a"]), out=rows(layer_arrays["delta"]))
+                below = arrays[index - 1]["grad_a"] if index > 0 else input_grad
+                options = {"need_grads": False} if layer.type == "dense" and keep else {}
+                _, block_grads = layer.backward(rows(layer_arrays["delta"]), caches[index], params[index],
                                                 need_dx=below is not None,
-                                                dx_out=None if below is None else below[n0:n1], **options)
+                                                dx_out=None if below is None else rows(below), **options)
                 caches[index] = None  # free the block's cache as soon as it is used
                 if block_grads is None:  # made below, from the whole batch's arrays
                     continue
@@ -348,11 +386,12 @@ class Network:
 
         def job(part):
             grads = [None] * len(self.layers)
-            return grads, [trace_block(n0, n1, grads) for n0, n1 in part]
+            arrays = whole if keep else self._block_arrays(x, N, block_array)
+            return grads, [trace_block(n0, n1, grads, arrays) for n0, n1 in part]
 
         parts = over_threads(job, blocks)
         for index, (layer, record) in enumerate(zip(self.layers, records)):
-            if layer.type == "dense":
+            if layer.type == "dense" and keep:
                 # one product over the whole batch: the blocks' rows of delta and input are all there
                 record.grads = layer.grads(record.delta, record.input)
                 continue
@@ -364,6 +403,41 @@ class Network:
         SCRATCH.trim()
         return Trace(loss=batch_mean(per_sample), input_grad=input_grad, layers=records, x=x, y=y,
                      sample_losses=per_sample)
+
+    def _block_arrays(self, x: np.ndarray, n: int, new) -> list[dict]:
+        """Per layer the arrays a trace in blocks writes ("input", "z", "a", "argmax", "delta",
+        "grad_a"), for n rows of which the first layer reads x's: each layer's input is the layer
+        below's a, a layer without activation has a as z and delta as grad_a, a reshape's arrays
+        are views of its neighbours', and the grad_a of the layer below one is that one's dL/d
+        input. ``new(layer index, role, shape, dtype)`` makes the others."""
+        arrays = []
+        below = x
+        for index, layer in enumerate(self.layers):
+            if layer.reshapes_only:
+                z = out = below.reshape((below.shape[0],) + tuple(layer.output_shape))
+            else:
+                shape = (n,) + tuple(layer.output_shape)
+                z = new(index, "z", shape, x.dtype)
+                out = z if layer.activation in (None, "identity") else new(index, "a", shape, x.dtype)
+            argmax = (new(index, "argmax", (n,) + tuple(layer.output_shape), WINNER_DTYPE)
+                      if layer.type == "maxpool" else None)
+            arrays.append({"input": below, "z": z, "a": out, "argmax": argmax, "delta": None, "grad_a": None})
+            below = out
+        last = len(self.layers) - 1
+        final = arrays[last]
+        final["delta"] = new(last, "delta", final["a"].shape, x.dtype)
+        final["grad_a"] = new(last, "grad_a", final["a"].shape, x.dtype) if forms_output_grad_a(self.loss) else None
+        # each layer's dL/da but the last's is dL/d input of the layer above it
+        for index in reversed(range(last + 1)):
+            layer, layer_arrays = self.layers[index], arrays[index]
+            if index < last:
+                layer_arrays["delta"] = (layer_arrays["grad_a"] if layer.activation is None
+                                         else new(index, "delta", layer_arrays["grad_a"].shape, x.dtype))
+            if index > 0:
+                below_arrays = arrays[index - 1]
+                below_arrays["grad_a"] = (layer_arrays["delta"].reshape(below_arrays["a"].shape) if layer.reshapes_only
+                                          else new(index - 1, "grad_a", below_arrays["a"].shape, x.dtype))
+        return arrays
 
     # --- what-if edits and gradient checks -------------------------------------------------------
 
