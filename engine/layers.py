@@ -37,11 +37,14 @@ class Layer:
     def init_params(self, rng: np.random.Generator, dtype) -> dict:
         return {}
 
-    def outputs(self, x: np.ndarray, N: int) -> tuple:
-        """New (z, a, argmax) arrays for a whole batch of N whose input is x: a is z where the layer
-        has no activation (or the identity), argmax None but for max-pooling."""
-        z = np.empty((N,) + tuple(self.output_shape), dtype=x.dtype)
-        return z, (z if self.activation in (None, "identity") else np.empty_like(z)), None
+    def outputs(self, x: np.ndarray, N: int, new=None) -> tuple:
+        """(z, a, argmax) arrays for N samples whose input is x: a is z where the layer has no
+        activation (or the identity), argmax None but for max-pooling. ``new(role, shape, dtype)``
+        makes each array ("z", "a", "argmax"; default ``fresh``: a new empty one)."""
+        new = new or fresh
+        shape = (N,) + tuple(self.output_shape)
+        z = new("z", shape, x.dtype)
+        return z, (z if self.activation in (None, "identity") else new("a", shape, x.dtype)), None
 
     def delta_from_grad_a(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, out=None) -> np.ndarray:
         """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same;
@@ -167,9 +170,10 @@ class MaxPool(Layer):
         out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch)
         return out, out, argmax, (x.shape, argmax)
 
-    def outputs(self, x, N):
-        out = np.empty((N,) + tuple(self.output_shape), dtype=x.dtype)
-        return out, out, np.empty(out.shape, dtype=kernels.WINNER_DTYPE)
+    def outputs(self, x, N, new=None):
+        new = new or fresh
+        out = new("z", (N,) + tuple(self.output_shape), x.dtype)
+        return out, out, new("argmax", out.shape, kernels.WINNER_DTYPE)
 
     def forward_block(self, x, params, out, keep_cols=False):
         z, _, argmax = out
@@ -213,8 +217,8 @@ class Flatten(Layer):
         out = x.reshape(x.shape[0], -1)  # C, H, W order
         return out, out, None, x.shape
 
-    def outputs(self, x, N):
-        out = x.reshape(N, -1)
+    def outputs(self, x, N, new=None):
+        out = x.reshape(N, -1)  # a view of its input: nothing to make
         return out, out, None
 
     def backward(self, delta, cache, params, need_dx=True):

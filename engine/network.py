@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from .kernels import WINNER_DTYPE
 from .layers import LAYER_CLASSES, Layer
 from .losses import batch_mean, forms_output_grad_a, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH, kernel_threads, on_calling_thread_only, on_one_blas_thread, over_threads
@@ -318,22 +317,20 @@ class Network:
                 record.delta, record.grad_a = arrays["delta"], arrays["grad_a"]
             first_delta = whole[0]["delta"]
         else:
-            # the output layer's arrays, the whole batch's (made here: the threads share them)
-            output_shape = (N,) + tuple(self.layers[-1].output_shape)
-            final = {"z": np.empty(output_shape, x.dtype), "delta": np.empty(output_shape, x.dtype)}
-            final["a"] = (final["z"] if self.layers[-1].activation in (None, "identity")
-                          else np.empty(output_shape, x.dtype))
-            final["grad_a"] = np.empty(output_shape, x.dtype) if forms_output_grad_a(self.loss) else None
-            records[-1].z, records[-1].a = final["z"], final["a"]
-            records[-1].delta, records[-1].grad_a = final["delta"], final["grad_a"]
             most = max(n1 - n0 for n0, n1 in blocks)
             take = SCRATCH.taker("trace blocks")
+            final = {}  # the output layer's arrays: the whole batch's, shared by the threads
 
             def block_array(index, role, shape, dtype):
-                if index == last:
-                    return final[role]
-                return take(f"layer {index} {role}", (most,) + shape[1:], dtype)
+                if index < last:
+                    return take(f"layer {index} {role}", (most,) + shape[1:], dtype)
+                if role not in final:  # made by the calling thread's call just below
+                    final[role] = np.empty((N,) + shape[1:], dtype)
+                return final[role]
 
+            output = self._block_arrays(x, most, block_array)[-1]
+            records[-1].z, records[-1].a = output["z"], output["a"]
+            records[-1].delta, records[-1].grad_a = output["delta"], output["grad_a"]
             first_delta = None  # (lean only when the first layer is no reshape, or no dL/dx)
         input_grad = None
         if need_input_grad:
@@ -413,14 +410,9 @@ class Network:
         arrays = []
         below = x
         for index, layer in enumerate(self.layers):
-            if layer.reshapes_only:
-                z = out = below.reshape((below.shape[0],) + tuple(layer.output_shape))
-            else:
-                shape = (n,) + tuple(layer.output_shape)
-                z = new(index, "z", shape, x.dtype)
-                out = z if layer.activation in (None, "identity") else new(index, "a", shape, x.dtype)
-            argmax = (new(index, "argmax", (n,) + tuple(layer.output_shape), WINNER_DTYPE)
-                      if layer.type == "maxpool" else None)
+            # a reshape's rows are its input's (x's whole batch for a first layer, else n)
+            z, out, argmax = layer.outputs(below, below.shape[0] if layer.reshapes_only else n,
+                                           lambda role, shape, dtype, index=index: new(index, role, shape, dtype))
             arrays.append({"input": below, "z": z, "a": out, "argmax": argmax, "delta": None, "grad_a": None})
             below = out
         last = len(self.layers) - 1
