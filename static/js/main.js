@@ -565,13 +565,24 @@ class App {
     hideWhatIfBanner();
   }
 
-  // The charts of a new record, drawn once, after its strip. While animating, one chart per
-  // frame, so a new answer never holds up the animation for all of them at once.
-  // While live training plays, the saliency is redrawn at most every LIVE_SALIENCY_MS.
-  async drawCharts(record, spread, { live = false } = {}) {
-    const pause = () => (spread ? nextFrame() : null);
+  showPendingBatch() {
+    this.batch.show(this.pendingBatch.step, this.pendingBatch.input, { thumbnails: false });
+    this.pendingBatch = null;
+  }
+
+  // The charts of a new record, drawn once, after its strip. While animating, each chart is
+  // drawn in a task of its own after a frame, not inside the frame that draws the maps, so
+  // that no task holds both (a chart costs as much as all the maps). While live training
+  // plays, the batch strip is filled in the same way, first, and the saliency is redrawn at
+  // most every LIVE_SALIENCY_MS.
+  async drawCharts(record, spread, { live = false, batch = null } = {}) {
+    const pause = () => (spread ? afterFrame() : null);
+    if (batch) {
+      await pause();
+      this.batch.show(batch.step, batch.input, { thumbnails: false });
+    }
     await pause();
-    const result = await drawPrediction($("prediction-plot"), record.trace);
+    const result = await drawPrediction($("prediction-plot"), record.trace, { live });
     $("prediction-summary").textContent = predictionSummary(result, record.trace);
     $("prediction-brief").textContent = `Prediction: ${predictionSummary(result, record.trace).split(";")[0]}`;
     if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
@@ -581,7 +592,7 @@ class App {
     }
     if (record.step) {
       await pause();
-      await this.drawHistory();
+      await this.drawHistory({ live });
     }
   }
 
@@ -690,6 +701,7 @@ class App {
       } finally {
         this.playing = false;
         this.stoppingPlay = false;
+        if (this.pendingBatch) this.showPendingBatch(); // the last live step's, not drawn yet
         this.batch.fetchShown();
         if (this.record && this.chartsDrawnFor !== this.record.id) {
           this.chartsDrawnFor = this.record.id;
@@ -924,12 +936,12 @@ class App {
     }
   }
 
-  drawHistory() {
+  drawHistory({ live = false } = {}) {
     const h = this.history;
     $("curves-summary").textContent = h.steps.length
       ? `${h.steps.length} step${h.steps.length === 1 ? "" : "s"}; last batch loss ${formatNumber(h.loss[h.loss.length - 1])}, batch accuracy ${(h.accuracy[h.accuracy.length - 1] * 100).toFixed(0)}%`
       : "No training yet: press Step, Play or Train steps.";
-    return drawCurves($("curves-plot"), h);
+    return drawCurves($("curves-plot"), h, { live });
   }
 
   // --- the timeline --------------------------------------------------------------------------
@@ -991,21 +1003,20 @@ class App {
       timing.entry = { total: finished - timing.clicked, api: timing.answered - timing.clicked, render: finished - timing.answered, charts: null };
       probe.stepTimings.push(timing.entry);
     }
-    // Live training draws every step's maps, and the charts at most every LIVE_CHARTS_MS
-    // (without waiting for them: the next step is already on its way); the batch's thumbnails
-    // wait for Pause.
+    // Live training draws every step's maps, and the charts and the batch strip at most every
+    // LIVE_CHARTS_MS (without waiting for them: the next step is already on its way); the
+    // batch's thumbnails wait for Pause.
     const live = this.playing && SPEEDS[this.speedIndex].ms === 0;
-    if (this.pendingBatch) {
-      this.batch.show(this.pendingBatch.step, this.pendingBatch.input, { thumbnails: false }); // fetched just below, or after a live Play
-      this.pendingBatch = null;
-    }
+    if (this.pendingBatch && !live) this.showPendingBatch(); // thumbnails fetched just below
     if (!this.record.live) this.startLater();
     if (timing && !live) this.batch.fetchShown();
     const chartsWait = live && performance.now() - this.chartsDrawnAt < LIVE_CHARTS_MS;
     if (this.chartsDrawnFor !== this.record.id && !chartsWait) {
       this.chartsDrawnFor = this.record.id;
       this.chartsDrawnAt = performance.now();
-      const charts = this.drawCharts(this.record, true, { live })
+      const batch = live ? this.pendingBatch : null;
+      this.pendingBatch = null;
+      const charts = this.drawCharts(this.record, true, { live, batch })
         .then(() => {
           if (timing) timing.entry.charts = performance.now() - timing.clicked;
         })
@@ -1290,6 +1301,12 @@ function emptyHistory() {
 
 function nextFrame() {
   return new Promise((resolve) => requestAnimationFrame(() => resolve()));
+}
+
+// Resolves in a task of its own just after the next frame (a timer set from the frame's
+// callback), so that what follows is neither part of that frame's task nor of the next.
+function afterFrame() {
+  return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
 }
 
 function sleep(ms) {

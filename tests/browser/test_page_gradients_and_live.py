@@ -152,3 +152,47 @@ def test_live_training_draws_every_step_with_only_the_shown_fields_and_pauses(op
     assert "Live training fetched only what the view shows" in page.inner_text("#inspector")
     screenshot(page, "22-live-paused")
     assert problems.messages == []
+
+
+# What the charts hold: the curves' steps and x range, the prediction's bars and their labels,
+# how each chart was last drawn (live or not), and the batch strip's summary.
+CHARTS_JS = """() => {
+  const curves = document.getElementById('curves-plot'), prediction = document.getElementById('prediction-plot');
+  return {steps: curves.data[0].x.slice(-1)[0], points: curves.data[0].x.length, xRange: curves.layout.xaxis.range,
+    xAuto: curves.layout.xaxis.autorange, mode: curves.data[0].mode, curvesLive: curves.liveShape.live,
+    bars: prediction.data[0].y, barText: prediction.data[0].text || null, tags: (prediction.layout.annotations || []).length,
+    predictionLive: prediction.liveShape.live, batchSummary: document.querySelector('[data-role="batch-summary"]').textContent,
+    step: window.cnnviz.app.session.step, shownProbabilities: window.cnnviz.app.record.trace.prediction};
+}"""
+
+
+def test_live_training_moves_the_charts_and_pause_draws_them_whole(open_page):
+    """While live training plays, the curves, the prediction and the batch strip follow the
+    training (the curves' axes run ahead of the last step, bars without labels); after Pause
+    every chart is drawn whole for the last step: axes fitted to the data, markers, the bars'
+    values and tags, the batch strip of that step."""
+    page, problems = open_page()
+    set_speed(page, "live")
+    step_and_wait(page)
+    page.get_by_role("button", name="Play", exact=True).click()
+    page.wait_for_function("() => document.getElementById('curves-plot').liveShape.live && document.getElementById('curves-plot').data[0].x.length >= 12", timeout=60_000)
+    playing = page.evaluate(CHARTS_JS)
+    assert playing["curvesLive"] and playing["predictionLive"] and playing["xAuto"] is False
+    assert playing["xRange"][0] == 0 and playing["xRange"][1] >= playing["steps"] >= 12
+    assert playing["mode"] == "lines" and playing["barText"] is None and playing["tags"] == 0
+    # the charts keep up while playing: more steps drawn a moment later, the axes still ahead
+    page.wait_for_function("n => document.getElementById('curves-plot').data[0].x.length >= n + 5", arg=playing["points"], timeout=60_000)
+    later = page.evaluate(CHARTS_JS)
+    assert later["xRange"][1] >= later["steps"] > playing["steps"]
+    shown_step = int(later["batchSummary"].removeprefix("Step ").split(":")[0])
+    assert 1 < shown_step <= later["step"]  # the batch strip follows the training too
+    page.get_by_role("button", name="Pause", exact=True).click()
+    page.wait_for_function("() => !window.cnnviz.app.actionRunning")
+    page.wait_for_function("() => !document.getElementById('curves-plot').liveShape.live && !document.getElementById('prediction-plot').liveShape.live")
+    paused = page.evaluate(CHARTS_JS)
+    assert paused["steps"] == paused["points"] == paused["step"]  # every step is on the curves, the last one included
+    assert paused["xAuto"] is True and paused["mode"] == ("lines+markers" if paused["points"] <= 60 else "lines")
+    assert paused["barText"] is not None and paused["tags"] >= 1
+    assert paused["bars"] == pytest.approx(paused["shownProbabilities"], abs=1e-6)  # the last step's prediction
+    assert paused["batchSummary"].startswith(f"Step {paused['step']}:")
+    assert problems.messages == []
