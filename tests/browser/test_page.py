@@ -341,11 +341,15 @@ def test_play_keeps_training_with_live_curves_until_pause(open_page, screenshot)
     set_speed(page, "live")
     drawn_points = "() => document.querySelector('#curves-plot .scatterlayer .trace')?.querySelectorAll('.points path').length ?? 0"
     page.get_by_role("button", name="Play", exact=True).click()
-    page.wait_for_function(f"() => ({drawn_points})() >= 3", timeout=60_000)
+    # while playing, the lines grow (live curves have no markers) ...
+    page.wait_for_function("() => (document.getElementById('curves-plot').data?.[0]?.x.length ?? 0) >= 3", timeout=60_000)
     page.get_by_role("button", name="Pause", exact=True).click()
     page.wait_for_function("() => !document.getElementById('btn-play').disabled")  # at once
     page.wait_for_function("() => !window.cnnviz.app.actionRunning")  # the step in flight has landed
+    # ... and after Pause the curves are drawn whole: a marker for every step
+    page.wait_for_function("() => !document.getElementById('curves-plot').liveShape.live")
     steps = page.evaluate(drawn_points)
+    assert steps == page.evaluate("() => window.cnnviz.app.session.step") >= 3
     assert page.evaluate("document.getElementById('curves-plot').data[0].y.length") == steps
     page.wait_for_timeout(1500)
     assert page.evaluate(drawn_points) == steps
