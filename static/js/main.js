@@ -1299,10 +1299,6 @@ function emptyHistory() {
   return { steps: [], loss: [], accuracy: [], evalSteps: [], evalAccuracy: [] };
 }
 
-function nextFrame() {
-  return new Promise((resolve) => requestAnimationFrame(() => resolve()));
-}
-
 // Resolves in a task of its own just after the next frame (a timer set from the frame's
 // callback), so that what follows is neither part of that frame's task nor of the next.
 function afterFrame() {

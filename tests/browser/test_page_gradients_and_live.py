@@ -196,3 +196,33 @@ def test_live_training_moves_the_charts_and_pause_draws_them_whole(open_page):
     assert paused["bars"] == pytest.approx(paused["shownProbabilities"], abs=1e-6)  # the last step's prediction
     assert paused["batchSummary"].startswith(f"Step {paused['step']}:")
     assert problems.messages == []
+
+
+MOVED_BARS_JS = """async () => {
+  const charts = await import('/static/js/views/charts.js');
+  const element = document.getElementById('prediction-plot');
+  const bars = () => [...element.querySelectorAll('.bars .point path')].map(p => ({fill: getComputedStyle(p).fill, height: p.getBBox().height}));
+  const wrong = {prediction: [0.1, 0.1, 0.5, 0.1, 0.1, 0.02, 0.02, 0.02, 0.02, 0.02], label: 3};
+  const right = {prediction: [0.1, 0.1, 0.1, 0.5, 0.1, 0.02, 0.02, 0.02, 0.02, 0.02], label: 3};
+  const first = await charts.drawPrediction(element, wrong, {live: true});  // a whole draw
+  const before = bars();
+  const second = await charts.drawPrediction(element, right, {live: true});  // the bars moved
+  return {before, after: bars(), first: first.predicted, second: second.predicted, liveText: element.data[0].text || null};
+}"""
+
+
+def test_live_prediction_bars_move_and_change_colour_with_the_prediction(open_page):
+    """Between whole draws the live bars are moved, not redrawn: their heights follow the new
+    probabilities and, when the predicted class changes, so do their colours (the wrong
+    prediction's red goes, the label's green stays)."""
+    page, problems = open_page()
+    result = page.evaluate(MOVED_BARS_JS)
+    assert (result["first"], result["second"]) == (2, 3) and result["liveText"] is None
+    fills = lambda bars: [bar["fill"] for bar in bars]
+    red, green, grey = "rgb(192, 57, 43)", "rgb(27, 138, 75)", "rgb(138, 147, 166)"
+    assert fills(result["before"])[2:4] == [red, green]
+    assert fills(result["after"]) == [grey, grey, grey, green] + [grey] * 6
+    heights = [bar["height"] for bar in result["after"]]
+    assert heights[3] == pytest.approx(5 * heights[2], rel=0.05)  # 0.5 against 0.1
+    assert heights[2] == pytest.approx(result["before"][3]["height"], rel=0.05)  # 0.1 before and after
+    assert problems.messages == []

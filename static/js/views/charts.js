@@ -50,7 +50,11 @@ export function drawPrediction(element, trace, { live = false } = {}) {
   };
   const shape = { live, units };
   if (live && sameShape(element.liveShape, shape)) {
-    return moveTraces(element, [{ y: probabilities, marker: { color: colors } }], [0]).then(() => summary);
+    // A move does not repaint the bars' colours: when the prediction changes class, a restyle
+    // of the colours follows (a style-only edit: no calc, no axes).
+    const recoloured = String(element.data[0].marker.color) !== String(colors);
+    const moved = moveTraces(element, [{ y: probabilities }], [0]);
+    return (recoloured ? moved.then(() => window.Plotly.restyle(element, { "marker.color": [colors] }, [0])) : moved).then(() => summary);
   }
   element.liveShape = shape;
   const data = [
@@ -174,7 +178,7 @@ export function drawCurves(element, growing, { live = false } = {}) {
 }
 
 // The smallest of 1, 1.5, 2, 3, 4, 5, 6, 8 times a power of ten that is at least `value`.
-export function roundUp(value) {
+function roundUp(value) {
   const power = 10 ** Math.floor(Math.log10(value));
   const step = [1, 1.5, 2, 3, 4, 5, 6, 8, 10].find((m) => m * power >= value * (1 - 1e-12));
   return step * power;
@@ -187,7 +191,7 @@ function largestFinite(values) {
 }
 
 function lastStep(history) {
-  return Math.max(0, ...history.steps, ...history.evalSteps);
+  return Math.max(0, largestFinite(history.steps), largestFinite(history.evalSteps));
 }
 
 export function predictionSummary(result, trace) {
