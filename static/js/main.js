@@ -6,7 +6,7 @@ import { DEFAULTS, TRAIN_CHUNK_STEPS, HIGH_LEARNING_RATE, OPTIMIZERS, SPEEDS, DE
 import { INPUT_LAYER, gradientSource } from "./views/viewmodel.js";
 import { buildPhases, layerState, phaseIndex } from "./views/phases.js";
 import { Strip } from "./views/strip.js";
-import { drawPrediction, drawSaliency, drawCurves, predictionSummary } from "./views/charts.js";
+import { drawPrediction, drawSaliency, drawCurves, predictionSummary, saliencyCellText } from "./views/charts.js";
 import { BatchStrip } from "./views/batch.js";
 import { explainCell } from "./explain/arithmetic.js";
 import { renderInspector } from "./explain/inspector.js";
@@ -154,6 +154,11 @@ class App {
       $("train-cancel").disabled = true;
     });
     $("evaluate").addEventListener("click", () => this.exclusive(() => this.evaluate()));
+    // The saliency is a picture: the numbers under the pointer are written beneath it.
+    $("saliency-plot").addEventListener("pointermove", (event) => {
+      $("saliency-readout").textContent = saliencyCellText($("saliency-plot"), event) || "\u00a0";
+    });
+    $("saliency-plot").addEventListener("pointerleave", () => ($("saliency-readout").textContent = "\u00a0"));
     $("error-dismiss").addEventListener("click", () => ($("error-banner").hidden = true));
     $("skip-to-player").addEventListener("click", (event) => {
       event.preventDefault();
@@ -588,7 +593,7 @@ class App {
     if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
       this.saliencyDrawnAt = performance.now();
       await pause();
-      await drawSaliency($("saliency-plot"), record.trace);
+      await drawSaliency($("saliency-plot"), record.trace, $("saliency-colorbar"));
     }
     if (record.step) {
       await pause();

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from driving import set_speed, set_view, step_and_wait, click_cell
+from driving import set_speed, set_view, step_and_wait, click_cell, read_number
 
 pytestmark = pytest.mark.browser
 
@@ -225,4 +225,62 @@ def test_live_prediction_bars_move_and_change_colour_with_the_prediction(open_pa
     heights = [bar["height"] for bar in result["after"]]
     assert heights[3] == pytest.approx(5 * heights[2], rel=0.05)  # 0.5 against 0.1
     assert heights[2] == pytest.approx(result["before"][3]["height"], rel=0.05)  # 0.1 before and after
+    assert problems.messages == []
+
+
+SALIENCY_JS = """async () => {
+  const element = document.getElementById('saliency-plot');
+  const image = element.querySelector('image');
+  const source = image.getAttribute('href');
+  const picture = new Image();
+  picture.src = source;
+  await picture.decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = picture.width; canvas.height = picture.height;
+  const context = canvas.getContext('2d');
+  context.drawImage(picture, 0, 0);
+  const trace = window.cnnviz.app.record.trace;
+  const grad = trace.input_grad[0], input = trace.input[0];
+  let hi = [0, 0], lo = [0, 0];
+  grad.forEach((row, r) => row.forEach((v, c) => { if (v > grad[hi[0]][hi[1]]) hi = [r, c]; if (v < grad[lo[0]][lo[1]]) lo = [r, c]; }));
+  const rgb = ([r, c]) => Array.from(context.getImageData(c, r, 1, 1).data.slice(0, 3));
+  const flat = grad.flat().map(Math.abs);
+  return {source: source.slice(0, 22), size: [picture.width, picture.height], hi, lo, hiColour: rgb(hi), loColour: rgb(lo),
+    largest: Math.max(...flat), ticks: [...document.querySelectorAll('#saliency-colorbar .colorbar-ticks span')].map(s => s.textContent),
+    shape: element.pictureShape};
+}"""
+
+
+def test_saliency_is_a_picture_of_dl_dx_over_the_input_with_its_numbers_under_the_pointer(open_page, screenshot):
+    """The saliency is one picture made from the trace's dL/dx (red where it is positive, blue
+    where negative) over the input, labelled by a colour bar of ±max|dL/dx|; the pixel under the
+    pointer prints its x and dL/dx; the next step changes the picture without rebuilding it."""
+    page, problems = open_page()
+    set_speed(page, "live")
+    step_and_wait(page)
+    page.wait_for_function("() => document.querySelector('#saliency-plot image') && !document.getElementById('saliency-colorbar').hidden")
+    shown = page.evaluate(SALIENCY_JS)
+    assert shown["source"] == "data:image/bmp;base64," and shown["size"] == [28, 28] and shown["shape"] == "28x28"
+    red, _, blue = shown["hiColour"]
+    assert red > blue + 40  # the largest dL/dx: red
+    red, _, blue = shown["loColour"]
+    assert blue > red + 40  # the most negative: blue
+    assert shown["ticks"][1] == "0" and shown["ticks"][0].startswith(("-", "−")) and len(shown["ticks"]) == 3
+    assert float(shown["ticks"][2]) == pytest.approx(shown["largest"], rel=0.05)
+    # the pointer over the largest dL/dx's pixel
+    page.locator("#saliency-plot").scroll_into_view_if_needed()
+    box = page.locator("#saliency-plot .main-svg").first.bounding_box()
+    r, c = shown["hi"]
+    page.mouse.move(box["x"] + 4 + 182 * (c + 0.5) / 28, box["y"] + 4 + 182 * (r + 0.5) / 28)
+    page.wait_for_function("() => document.getElementById('saliency-readout').textContent.startsWith('x[')")
+    expected = page.evaluate("([r, c]) => { const t = window.cnnviz.app.record.trace; return [t.input[0][r][c], t.input_grad[0][r][c]]; }", [r, c])
+    readout = page.inner_text("#saliency-readout")
+    assert readout.startswith(f"x[{r}, {c}] = ")
+    assert float(read_number(readout.split("dL/dx = ")[1])) == pytest.approx(expected[1], rel=1e-3)
+    screenshot(page, "23-saliency-readout")
+    # the next step: a new picture in the same figure
+    before = page.evaluate("() => document.querySelector('#saliency-plot image').getAttribute('href')")
+    step_and_wait(page)
+    page.wait_for_function("(before) => document.querySelector('#saliency-plot image').getAttribute('href') !== before", arg=before)
+    assert page.evaluate("() => document.querySelectorAll('#saliency-plot image').length") == 1
     assert problems.messages == []
