@@ -354,9 +354,16 @@ class Network:
                           else np.empty_like(x))
 
         def trace_block(n0, n1, grads, arrays):
+            views = {}
+
             def rows(array):
-                # the whole batch's arrays have N rows; a block's own have its rows at the top
-                return array[n0:n1] if array.shape[0] == N else array[: n1 - n0]
+                # the whole batch's arrays have N rows; a block's own have its rows at the top. One
+                # view per array and block, so that arrays that are one (a as z without an activation
+                # applied, delta as grad_a) stay one: the layers skip the work (`a is not z`)
+                view = views.get(id(array))
+                if view is None:
+                    view = views[id(array)] = array[n0:n1] if array.shape[0] == N else array[: n1 - n0]
+                return view
 
             caches = []
             for index, (layer, layer_params, layer_arrays) in enumerate(zip(self.layers, params, arrays)):
