@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from engine import Network, kernels, network, scratch
+from engine import Network, kernels, layers, network, scratch
 from engine_testkit import LENET5_LAYERS, make_spec, random_input, random_targets, torch_trace, close
 from test_engine_blocks import SPECS, every_sample_its_own_block, network_with_random_biases
 
@@ -196,10 +196,22 @@ def test_the_relu_applied_by_the_max_pool_above_gives_exactly_the_same_numbers(n
             return real(grad_a, z, a, out=out)
 
         monkeypatch.setattr(net.layers[index], "delta_from_grad_a", recording)
+    activated_shapes = []
+    for module in (layers, network):
+        real_activate = module.activate_into
+
+        def recording_activation(name, z, out, real_activate=real_activate):
+            activated_shapes.append((name, z.shape[1:]))
+            return real_activate(name, z, out)
+
+        monkeypatch.setattr(module, "activate_into", recording_activation)
     fused = net.trace(x, y, need_input_grad=need_input_grad, keep_intermediates=False)
-    # relu' ran on the pooled values only, once per block
+    # relu and relu' ran on the pooled values only, once per block each
     assert sorted(derivative_shapes) == sorted((index - 1, shape) for index, shape in pooled_shapes.items()
                                                for _ in range(3))
+    for index in net._relu_in_pool:
+        assert ("relu", net.layers[index].output_shape) not in activated_shapes
+        assert activated_shapes.count(("relu", net.layers[index + 1].output_shape)) >= 3
     monkeypatch.setattr(net, "_relu_in_pool", frozenset())
     apart = net.trace(x, y, need_input_grad=need_input_grad, keep_intermediates=False)
     assert fused.loss == apart.loss
