@@ -206,8 +206,8 @@ class Network:
         every layer's gradients and params, and the output layer's z, a, delta and grad_a (its
         predictions), but no other layer's input, z, a, delta, grad_a or argmax (None). The
         batch then goes through in blocks whose intermediates live in buffers reused from block
-        to block and from trace to trace, instead of being written out for the whole batch (at
-        LeNet-5's batch 256, 31 MB a step, most of it written to memory rather than cache).
+        to block, instead of being written out for the whole batch (at LeNet-5's batch 256,
+        31 MB a step, most of it written to memory rather than cache).
         """
         given_x, given_y = x, y
         x = self.check_input(x)
@@ -251,16 +251,18 @@ class Network:
             need_input_grad and self.layers[0].reshapes_only)
         if len(blocks) > 1:
             trace = self._trace_in_blocks(x, y, params, need_input_grad, blocks, keep=not lean)
-        elif kernel_threads() > 1:
+        else:
             # Too small a batch for blocks: dealing the kernels' chunks over threads instead
             # measured no faster than one thread, and ~3 % slower at LeNet-5's batch 64 with the
             # second core free (the hand-offs cost what the second core saves), so it runs as on
-            # one thread. (In one block the lean form gains nothing: LeNet-5's batch 64 measured
-            # 3 % slower in the block code than whole.)
+            # one thread. The lean form runs the block code in one block only where a max-pool
+            # applies the ReLU below it (_relu_in_pool; LeNet-5's batch 64: 3 % faster than
+            # whole); without that it gains nothing there (3 % slower than whole).
             with on_calling_thread_only():
-                trace = self._trace_whole(x, y, params, need_input_grad)
-        else:
-            trace = self._trace_whole(x, y, params, need_input_grad)
+                if lean and self._relu_in_pool:
+                    trace = self._trace_in_blocks(x, y, params, need_input_grad, blocks, keep=False)
+                else:
+                    trace = self._trace_whole(x, y, params, need_input_grad)
         if not keep_intermediates:
             for record in trace.layers[:-1]:
                 record.input = record.z = record.a = record.delta = record.grad_a = None
@@ -314,8 +316,8 @@ class Network:
         numbers on any thread count).
 
         ``keep=False`` (trace(..., keep_intermediates=False)): only x, dL/dx and the output layer's
-        arrays are the whole batch's; every other layer's arrays are one block's, scratch of the
-        thread running it (reused by its next block and its next trace), and the dense layers'
+        arrays are the whole batch's; every other layer's arrays are one block's, made for the
+        thread running it (reused by its next block), and the dense layers'
         gradients are summed over the blocks like the others; the max-pools above ReLU layers apply
         their ReLU (``_relu_in_pool``)."""
         N, last = x.shape[0], len(self.layers) - 1
@@ -334,12 +336,15 @@ class Network:
             first_delta = whole[0]["delta"]
         else:
             most = max(n1 - n0 for n0, n1 in blocks)
-            take = SCRATCH.taker("trace blocks")
             final = {}  # the output layer's arrays: the whole batch's, shared by the threads
 
             def block_array(index, role, shape, dtype):
+                # a block's arrays: new each trace, reused by the thread's next block. From malloc
+                # rather than scratch: right after other work (the benchmark's default trace) they
+                # land on memory just freed, still in cache, where scratch of their own was not
+                # (LeNet-5, one block of 64: 8.60 -> 8.03 ms; batch 256 the same either way).
                 if index < last:
-                    return take(f"layer {index} {role}", (most,) + shape[1:], dtype)
+                    return np.empty((most,) + shape[1:], dtype)
                 if role not in final:  # made by the calling thread's call just below
                     final[role] = np.empty((N,) + shape[1:], dtype)
                 return final[role]
