@@ -40,6 +40,12 @@ BLOCK_BYTES = 3 * 2**19
 # Python work, and the two threads take turns holding the interpreter lock for it).
 THREAD_BLOCK_MIN_BYTES = 2**20
 BLOCKS_PER_THREAD = 2
+# A lean trace too small for blocks runs the block code in one block (for a max-pool applying the
+# ReLU below it, Network._relu_in_pool) from this many bytes of the largest layer output: below it
+# the block code's fixed cost is more than the ReLU saves (LeNet-5 in float32, lean trace CPU time
+# right after a default trace, block code / whole-batch code: batch 4 1.10, 16 1.02, 32 0.99,
+# 64 0.97).
+LEAN_ONE_BLOCK_MIN_BYTES = 2**20
 
 
 def _is_int(value: Any) -> bool:
@@ -90,6 +96,7 @@ class Network:
         for index, (layer_spec, (in_shape, out_shape)) in enumerate(zip(self.spec["layers"], self.layer_shapes)):
             self.layers.append(LAYER_CLASSES[layer_spec["type"]](layer_spec, in_shape, out_shape, slot=index))
         self._activations_per_sample = sum(int(np.prod(s[1])) for s in self.layer_shapes)
+        self._largest_output_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
         # the largest im2col matrix (and its gradient) a conv layer builds per sample
         self._window_values_per_sample = max(
             (in_shape[0] * layer_spec["kernel"][0] * layer_spec["kernel"][1] * out_shape[1] * out_shape[2]
@@ -233,7 +240,7 @@ class Network:
         """The (n0, n1) blocks a trace of N samples runs in: of at most BLOCK_BYTES of the largest
         layer output, and, when the pass has several threads and the batch gives each at least
         THREAD_BLOCK_MIN_BYTES, at least one per thread (BLOCKS_PER_THREAD if big enough)."""
-        sample_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
+        sample_bytes = self._largest_output_bytes
         batch_bytes = N * sample_bytes
         count = -(-N // max(1, BLOCK_BYTES // sample_bytes))
         threads = kernel_threads()
@@ -256,10 +263,13 @@ class Network:
             # measured no faster than one thread, and ~3 % slower at LeNet-5's batch 64 with the
             # second core free (the hand-offs cost what the second core saves), so it runs as on
             # one thread. The lean form runs the block code in one block only where a max-pool
-            # applies the ReLU below it (_relu_in_pool; LeNet-5's batch 64: 3 % faster than
-            # whole); without that it gains nothing there (3 % slower than whole).
+            # applies the ReLU below it (_relu_in_pool) and the batch is big enough for that to
+            # pay (LEAN_ONE_BLOCK_MIN_BYTES; LeNet-5's batch 64: 3 % faster than whole); without
+            # that it gains nothing there (3 % slower than whole).
+            in_one_block = (lean and self._relu_in_pool
+                            and x.shape[0] * self._largest_output_bytes >= LEAN_ONE_BLOCK_MIN_BYTES)
             with on_calling_thread_only():
-                if lean and self._relu_in_pool:
+                if in_one_block:
                     trace = self._trace_in_blocks(x, y, params, need_input_grad, blocks, keep=False)
                 else:
                     trace = self._trace_whole(x, y, params, need_input_grad)
