@@ -250,3 +250,23 @@ def test_a_lean_trace_with_the_relu_in_the_pool_matches_pytorch(name, monkeypatc
     for i, (ours, theirs) in enumerate(zip(lean.layers, reference.layers)):
         for key, grad in ours.grads.items():
             close(grad, theirs.params[key].grad.numpy(), rtol=1e-10, what=f"layer {i} d{key}")
+
+
+@pytest.mark.parametrize("batch, pooled", [(64, True), (8, False)])
+def test_a_lean_trace_in_one_block_lets_the_pool_apply_the_relu_from_a_megabyte_of_output(batch, pooled,
+                                                                                           monkeypatch):
+    # LeNet-5 in float32: 18.8 kB of conv1 output a sample, so batch 64 (1.2 MB) is past
+    # LEAN_ONE_BLOCK_MIN_BYTES and batch 8 is not (the whole-batch code: relu' over conv1's output)
+    spec = make_spec((1, 28, 28), LENET5_LAYERS, dtype="float32")
+    net = Network.from_spec(spec)
+    rng = np.random.default_rng(18)
+    x, y = random_input(spec, batch, rng, dtype=np.float32), random_targets(spec, batch, rng)
+    assert len(net.trace_blocks(batch)) == 1
+    shapes = []
+    real = net.layers[0].delta_from_grad_a
+    monkeypatch.setattr(net.layers[0], "delta_from_grad_a",
+                        lambda grad_a, z, a, out=None: shapes.append(grad_a.shape[1:]) or real(grad_a, z, a, out=out))
+    lean = net.trace(x, y, need_input_grad=False, keep_intermediates=False)
+    assert shapes == [net.layers[1].output_shape if pooled else net.layers[0].output_shape]
+    full = net.trace(x, y, need_input_grad=False)
+    assert_training_step_of(lean, full, rtol=2e-5)
