@@ -25,13 +25,16 @@ threads / on one thread. Every repeat runs ours, then plain, then same-work, at 
 count in turn, so that load from other processes hits all of them alike. Then: the peak of numpy's
 allocations during one batch-256 trace (tracemalloc; numpy reports its array buffers to it, the
 interpreter's baseline is not included), and a per-layer profile of ours on one thread at batch 64,
-or the batches and thread counts given to --profile-batches and --profile-threads, of train with
---profile-train (median ms of each layer's forward and backward; backward includes the activation's
-derivative).
+or the batches and thread counts given to --profile-batches and --profile-threads (median ms of
+each layer's forward and backward; backward includes the activation's derivative): with
+--profile-train of the whole-batch trace without dL/dx (every intermediate kept), with
+--profile-lean of train itself (in blocks at batch 256, each block's intermediates in reused
+buffers).
 
     python bench/engine_vs_torch.py --profile-batches 64 256
     python bench/engine_vs_torch.py --batches 64 --no-profile   # the ratios only
     python bench/engine_vs_torch.py --batches 1 --threads 1 --profile-batches 64 --profile-threads 1 2 --profile-train
+    python bench/engine_vs_torch.py --batches 1 --threads 1 --profile-batches 256 --profile-lean
 
     python bench/engine_vs_torch.py
     python bench/engine_vs_torch.py --batches 1 64 --repeats 50 --threads 1
@@ -227,9 +230,11 @@ def peak_trace_megabytes(batch: int = 256) -> tuple[float, float]:
     return peak / 2**20, SCRATCH.nbytes() / 2**20
 
 
-def layer_profile(batch: int, repeats: int, threads: int = 1, need_input_grad: bool = True) -> tuple[list, float]:
+def layer_profile(batch: int, repeats: int, threads: int = 1, need_input_grad: bool = True,
+                  keep_intermediates: bool = True) -> tuple[list, float]:
     """([(name, forward ms, backward ms)], median ms of the whole trace) on `threads` threads, of
-    the default trace or (need_input_grad=False) the training loop's.
+    the default trace, (need_input_grad=False) the whole-batch trace without dL/dx, or (with
+    keep_intermediates=False too) the training step's lean trace, in blocks at batch 256.
 
     Each layer's forward, backward and delta_from_grad_a (the activation's derivative, counted with
     backward) is wrapped in a timer on this network's layer objects only. The timer is the calling
@@ -266,13 +271,14 @@ def layer_profile(batch: int, repeats: int, threads: int = 1, need_input_grad: b
         layer.delta_from_grad_a = timed((name, "backward"), layer.delta_from_grad_a)
         if hasattr(layer, "grads"):  # a dense layer's dW and db, made once after a trace in blocks
             layer.grads = timed((name, "backward"), layer.grads)
+    options = {"need_input_grad": need_input_grad, "keep_intermediates": keep_intermediates}
     for _ in range(3):
-        net.trace(x, y, need_input_grad=need_input_grad)
+        net.trace(x, y, **options)
     totals = []
     for _ in range(repeats):
         current.clear()
         start = time.thread_time()
-        net.trace(x, y, need_input_grad=need_input_grad)
+        net.trace(x, y, **options)
         totals.append(time.thread_time() - start)
         for name in net.names:  # a layer that did nothing this trace (flatten in blocks) took 0
             for phase in ("forward", "backward"):
@@ -311,6 +317,9 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-train", action="store_true",
                         help="profile the trace with need_input_grad=False (every intermediate still kept: the "
                              "profile times the layers of a whole-batch trace) instead of the default trace")
+    parser.add_argument("--profile-lean", action="store_true",
+                        help="profile the training step's trace, need_input_grad=False and keep_intermediates=False "
+                             "(what \"train\" times: in blocks, only the output layer's arrays kept)")
     args = parser.parse_args(argv)
     thread_counts = sorted(set(args.threads))
 
@@ -364,9 +373,11 @@ def main(argv=None) -> int:
     profiles = [] if args.no_profile else [(b, t) for b in args.profile_batches for t in sorted(set(args.profile_threads))]
     for profile_batch, threads in profiles:
         rows, total = layer_profile(profile_batch, args.repeats or max(10, min(40, 2560 // profile_batch)), threads,
-                                    need_input_grad=not args.profile_train)
+                                    need_input_grad=not (args.profile_train or args.profile_lean),
+                                    keep_intermediates=not args.profile_lean)
+        kind = "lean" if args.profile_lean else "train" if args.profile_train else "default"
         print(f"per-layer profile, batch {profile_batch}, {threads} thread{'s' if threads > 1 else ''}, "
-              f"{'train' if args.profile_train else 'default'} trace (median ms of the calling thread's CPU "
+              f"{kind} trace (median ms of the calling thread's CPU "
               "time; backward includes the activation's derivative)")
         print(f"{'layer':>10}  {'forward':>8}  {'backward':>8}")
         for name, forward, backward in rows:

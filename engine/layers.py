@@ -37,14 +37,17 @@ class Layer:
     def init_params(self, rng: np.random.Generator, dtype) -> dict:
         return {}
 
-    def outputs(self, x: np.ndarray, N: int, new=None) -> tuple:
+    def outputs(self, x: np.ndarray, N: int, new=None, activated: bool = True) -> tuple:
         """(z, a, argmax) arrays for N samples whose input is x: a is z where the layer has no
-        activation (or the identity), argmax None but for max-pooling. ``new(role, shape, dtype)``
-        makes each array ("z", "a", "argmax"; default ``fresh``: a new empty one)."""
+        activation (or the identity), or where it is not applied here (``activated=False``: a lean
+        trace's max-pool above applies it, Network._relu_in_pool), argmax None but for
+        max-pooling. ``new(role, shape, dtype)`` makes each array ("z", "a", "argmax"; default
+        ``fresh``: a new empty one)."""
         new = new or fresh
         shape = (N,) + tuple(self.output_shape)
         z = new("z", shape, x.dtype)
-        return z, (z if self.activation in (None, "identity") else new("a", shape, x.dtype)), None
+        applied_here = activated and self.activation not in (None, "identity")
+        return z, (new("a", shape, x.dtype) if applied_here else z), None
 
     def delta_from_grad_a(self, grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, out=None) -> np.ndarray:
         """delta = dL/dz from dL/da: times g'(z) where there is an activation, else the same;
@@ -170,7 +173,7 @@ class MaxPool(Layer):
         out, argmax = kernels.maxpool_forward(x, self.spec["size"], self.spec["stride"], self.scratch)
         return out, out, argmax, (x.shape, argmax)
 
-    def outputs(self, x, N, new=None):
+    def outputs(self, x, N, new=None, activated=True):
         new = new or fresh
         out = new("z", (N,) + tuple(self.output_shape), x.dtype)
         return out, out, new("argmax", out.shape, kernels.WINNER_DTYPE)
@@ -217,7 +220,7 @@ class Flatten(Layer):
         out = x.reshape(x.shape[0], -1)  # C, H, W order
         return out, out, None, x.shape
 
-    def outputs(self, x, N, new=None):
+    def outputs(self, x, N, new=None, activated=True):
         out = x.reshape(N, -1)  # a view of its input: nothing to make
         return out, out, None
 

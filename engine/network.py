@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .activations import activate_into
 from .layers import LAYER_CLASSES, Layer
 from .losses import batch_mean, forms_output_grad_a, loss_value, output_delta, sample_losses
 from .scratch import SCRATCH, kernel_threads, on_calling_thread_only, on_one_blas_thread, over_threads
@@ -39,6 +40,12 @@ BLOCK_BYTES = 3 * 2**19
 # Python work, and the two threads take turns holding the interpreter lock for it).
 THREAD_BLOCK_MIN_BYTES = 2**20
 BLOCKS_PER_THREAD = 2
+# A lean trace too small for blocks runs the block code in one block (for a max-pool applying the
+# ReLU below it, Network._relu_in_pool) from this many bytes of the largest layer output: below it
+# the block code's fixed cost is more than the ReLU saves (LeNet-5 in float32, lean trace CPU time
+# right after a default trace, block code / whole-batch code: batch 4 1.10, 16 1.02, 32 0.99,
+# 64 0.97).
+LEAN_ONE_BLOCK_MIN_BYTES = 2**20
 
 
 def _is_int(value: Any) -> bool:
@@ -89,6 +96,7 @@ class Network:
         for index, (layer_spec, (in_shape, out_shape)) in enumerate(zip(self.spec["layers"], self.layer_shapes)):
             self.layers.append(LAYER_CLASSES[layer_spec["type"]](layer_spec, in_shape, out_shape, slot=index))
         self._activations_per_sample = sum(int(np.prod(s[1])) for s in self.layer_shapes)
+        self._largest_output_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
         # the largest im2col matrix (and its gradient) a conv layer builds per sample
         self._window_values_per_sample = max(
             (in_shape[0] * layer_spec["kernel"][0] * layer_spec["kernel"][1] * out_shape[1] * out_shape[2]
@@ -96,6 +104,19 @@ class Network:
              if layer_spec["type"] == "conv"), default=0)
         rng = np.random.default_rng(self.spec["seed"])
         self.params: list[dict] = [layer.init_params(rng, self.dtype) for layer in self.layers]
+        # The ReLU layers a lean trace in blocks lets the max-pool above apply (a lean trace keeps
+        # neither layer's arrays). Max commutes with the monotone ReLU, so the pool takes the
+        # maximum and winners of z and the ReLU runs on the pooled values only (LeNet-5: a quarter
+        # of the elements), and backward applies relu' to the pooled delta before the pool routes
+        # it, instead of to the whole conv output. The gradients are the same numbers: where a
+        # window's largest z is positive, z's winner (the first offset equal to it) is relu(z)'s
+        # too, and relu' is 1 there; where it is not, the delta is 0 either way. Only the winners
+        # of windows without a positive z differ, and a lean trace returns no winners. Not for
+        # other activations: leaky ReLU, sigmoid and tanh can round different z to one value,
+        # making ties (other winners) that z does not have. (A max-pool never ends a network.)
+        self._relu_in_pool = frozenset(
+            index for index in range(len(self.layers) - 1)
+            if self.layers[index].activation == "relu" and self.layers[index + 1].type == "maxpool")
 
     @classmethod
     def from_spec(cls, spec: Any) -> "Network":
@@ -192,8 +213,8 @@ class Network:
         every layer's gradients and params, and the output layer's z, a, delta and grad_a (its
         predictions), but no other layer's input, z, a, delta, grad_a or argmax (None). The
         batch then goes through in blocks whose intermediates live in buffers reused from block
-        to block and from trace to trace, instead of being written out for the whole batch (at
-        LeNet-5's batch 256, 31 MB a step, most of it written to memory rather than cache).
+        to block, instead of being written out for the whole batch (at LeNet-5's batch 256,
+        31 MB a step, most of it written to memory rather than cache).
         """
         given_x, given_y = x, y
         x = self.check_input(x)
@@ -219,7 +240,7 @@ class Network:
         """The (n0, n1) blocks a trace of N samples runs in: of at most BLOCK_BYTES of the largest
         layer output, and, when the pass has several threads and the batch gives each at least
         THREAD_BLOCK_MIN_BYTES, at least one per thread (BLOCKS_PER_THREAD if big enough)."""
-        sample_bytes = max(math.prod(shape) for _, shape in self.layer_shapes) * self.dtype.itemsize
+        sample_bytes = self._largest_output_bytes
         batch_bytes = N * sample_bytes
         count = -(-N // max(1, BLOCK_BYTES // sample_bytes))
         threads = kernel_threads()
@@ -237,16 +258,21 @@ class Network:
             need_input_grad and self.layers[0].reshapes_only)
         if len(blocks) > 1:
             trace = self._trace_in_blocks(x, y, params, need_input_grad, blocks, keep=not lean)
-        elif kernel_threads() > 1:
+        else:
             # Too small a batch for blocks: dealing the kernels' chunks over threads instead
             # measured no faster than one thread, and ~3 % slower at LeNet-5's batch 64 with the
             # second core free (the hand-offs cost what the second core saves), so it runs as on
-            # one thread. (In one block the lean form gains nothing: LeNet-5's batch 64 measured
-            # 3 % slower in the block code than whole.)
+            # one thread. The lean form runs the block code in one block only where a max-pool
+            # applies the ReLU below it (_relu_in_pool) and the batch is big enough for that to
+            # pay (LEAN_ONE_BLOCK_MIN_BYTES; LeNet-5's batch 64: 3 % faster than whole); without
+            # that it gains nothing there (3 % slower than whole).
+            in_one_block = (lean and self._relu_in_pool
+                            and x.shape[0] * self._largest_output_bytes >= LEAN_ONE_BLOCK_MIN_BYTES)
             with on_calling_thread_only():
-                trace = self._trace_whole(x, y, params, need_input_grad)
-        else:
-            trace = self._trace_whole(x, y, params, need_input_grad)
+                if in_one_block:
+                    trace = self._trace_in_blocks(x, y, params, need_input_grad, blocks, keep=False)
+                else:
+                    trace = self._trace_whole(x, y, params, need_input_grad)
         if not keep_intermediates:
             for record in trace.layers[:-1]:
                 record.input = record.z = record.a = record.delta = record.grad_a = None
@@ -300,10 +326,12 @@ class Network:
         numbers on any thread count).
 
         ``keep=False`` (trace(..., keep_intermediates=False)): only x, dL/dx and the output layer's
-        arrays are the whole batch's; every other layer's arrays are one block's, scratch of the
-        thread running it (reused by its next block and its next trace), and the dense layers'
-        gradients are summed over the blocks like the others."""
+        arrays are the whole batch's; every other layer's arrays are one block's, made for the
+        thread running it (reused by its next block), and the dense layers'
+        gradients are summed over the blocks like the others; the max-pools above ReLU layers apply
+        their ReLU (``_relu_in_pool``)."""
         N, last = x.shape[0], len(self.layers) - 1
+        relu_in_pool = frozenset() if keep else self._relu_in_pool
         records = [LayerTrace(index=index, name=self.names[index], type=layer.type, spec=layer.spec,
                               input=None, z=None, a=None,
                               params={key: value.copy() for key, value in layer_params.items()})
@@ -318,17 +346,20 @@ class Network:
             first_delta = whole[0]["delta"]
         else:
             most = max(n1 - n0 for n0, n1 in blocks)
-            take = SCRATCH.taker("trace blocks")
             final = {}  # the output layer's arrays: the whole batch's, shared by the threads
 
             def block_array(index, role, shape, dtype):
+                # a block's arrays: new each trace, reused by the thread's next block. From malloc
+                # rather than scratch: right after other work (the benchmark's default trace) they
+                # land on memory just freed, still in cache, where scratch of their own was not
+                # (LeNet-5, one block of 64: 8.60 -> 8.03 ms; batch 256 the same either way).
                 if index < last:
-                    return take(f"layer {index} {role}", (most,) + shape[1:], dtype)
+                    return np.empty((most,) + shape[1:], dtype)
                 if role not in final:  # made by the calling thread's call just below
                     final[role] = np.empty((N,) + shape[1:], dtype)
                 return final[role]
 
-            output = self._block_arrays(x, most, block_array)[-1]
+            output = self._block_arrays(x, most, block_array, relu_in_pool)[-1]
             records[-1].z, records[-1].a = output["z"], output["a"]
             records[-1].delta, records[-1].grad_a = output["delta"], output["grad_a"]
             first_delta = None  # (lean only when the first layer is no reshape, or no dL/dx)
@@ -338,12 +369,19 @@ class Network:
                           else np.empty_like(x))
 
         def trace_block(n0, n1, grads, arrays):
+            views = {}
+
             def rows(array):
-                # the whole batch's arrays have N rows; a block's own have its rows at the top
-                return array[n0:n1] if array.shape[0] == N else array[: n1 - n0]
+                # the whole batch's arrays have N rows; a block's own have its rows at the top. One
+                # view per array and block, so that arrays that are one (a as z without an activation
+                # applied, delta as grad_a) stay one: the layers skip the work (`a is not z`)
+                view = views.get(id(array))
+                if view is None:
+                    view = views[id(array)] = array[n0:n1] if array.shape[0] == N else array[: n1 - n0]
+                return view
 
             caches = []
-            for layer, layer_params, layer_arrays in zip(self.layers, params, arrays):
+            for index, (layer, layer_params, layer_arrays) in enumerate(zip(self.layers, params, arrays)):
                 if layer.reshapes_only:
                     caches.append(None)
                     continue
@@ -352,6 +390,8 @@ class Network:
                 # this thread runs the block's backward before another block's forward: the conv
                 # layers' im2col matrices (scratch) stay valid until then
                 caches.append(layer.forward_block(rows(layer_arrays["input"]), layer_params, out, keep_cols=True))
+                if index - 1 in relu_in_pool:  # the max of z pooled: its ReLU is the max of the ReLU
+                    activate_into("relu", out[0], out[0])
             final_arrays = arrays[-1]
             z, a = rows(final_arrays["z"]), rows(final_arrays["a"])
             block_losses = sample_losses(self.loss, z, a, y[n0:n1])
@@ -363,10 +403,19 @@ class Network:
                 layer, layer_arrays = self.layers[index], arrays[index]
                 if layer.reshapes_only:
                     continue
-                if index < last:
+                if index - 1 in relu_in_pool:
+                    # relu'(pooled z) on the pooled delta (the pooled values are relu(max z): > 0
+                    # where max z is), which the pool then routes straight into the layer below's delta
+                    pooled, grad_a = rows(layer_arrays["a"]), rows(layer_arrays["grad_a"])
+                    self.layers[index - 1].delta_from_grad_a(grad_a, pooled, pooled, out=grad_a)
+                    below = arrays[index - 1]["delta"]
+                elif index > 0:
+                    below = arrays[index - 1]["grad_a"]
+                else:
+                    below = input_grad
+                if index < last and index not in relu_in_pool:
                     layer.delta_from_grad_a(rows(layer_arrays["grad_a"]), rows(layer_arrays["z"]),
                                             rows(layer_arrays["a"]), out=rows(layer_arrays["delta"]))
-                below = arrays[index - 1]["grad_a"] if index > 0 else input_grad
                 options = {"need_grads": False} if layer.type == "dense" and keep else {}
                 _, block_grads = layer.backward(rows(layer_arrays["delta"]), caches[index], params[index],
                                                 need_dx=below is not None,
@@ -383,7 +432,7 @@ class Network:
 
         def job(part):
             grads = [None] * len(self.layers)
-            arrays = whole if keep else self._block_arrays(x, N, block_array)
+            arrays = whole if keep else self._block_arrays(x, N, block_array, relu_in_pool)
             return grads, [trace_block(n0, n1, grads, arrays) for n0, n1 in part]
 
         parts = over_threads(job, blocks)
@@ -401,18 +450,21 @@ class Network:
         return Trace(loss=batch_mean(per_sample), input_grad=input_grad, layers=records, x=x, y=y,
                      sample_losses=per_sample)
 
-    def _block_arrays(self, x: np.ndarray, n: int, new) -> list[dict]:
+    def _block_arrays(self, x: np.ndarray, n: int, new, relu_in_pool=frozenset()) -> list[dict]:
         """Per layer the arrays a trace in blocks writes ("input", "z", "a", "argmax", "delta",
         "grad_a"), for n rows of which the first layer reads x's: each layer's input is the layer
         below's a, a layer without activation has a as z and delta as grad_a, a reshape's arrays
         are views of its neighbours', and the grad_a of the layer below one is that one's dL/d
-        input. ``new(layer index, role, shape, dtype)`` makes the others."""
+        input. ``new(layer index, role, shape, dtype)`` makes the others. The layers in
+        ``relu_in_pool`` (whose ReLU the max-pool above applies) have a as z and no grad_a: the
+        pool's backward writes their delta."""
         arrays = []
         below = x
         for index, layer in enumerate(self.layers):
             # a reshape's rows are its input's (x's whole batch for a first layer, else n)
             z, out, argmax = layer.outputs(below, below.shape[0] if layer.reshapes_only else n,
-                                           lambda role, shape, dtype, index=index: new(index, role, shape, dtype))
+                                           lambda role, shape, dtype, index=index: new(index, role, shape, dtype),
+                                           activated=index not in relu_in_pool)
             arrays.append({"input": below, "z": z, "a": out, "argmax": argmax, "delta": None, "grad_a": None})
             below = out
         last = len(self.layers) - 1
@@ -422,11 +474,14 @@ class Network:
         # each layer's dL/da but the last's is dL/d input of the layer above it
         for index in reversed(range(last + 1)):
             layer, layer_arrays = self.layers[index], arrays[index]
-            if index < last:
+            if index < last and index not in relu_in_pool:  # (else made for the pool above, below)
                 layer_arrays["delta"] = (layer_arrays["grad_a"] if layer.activation is None
                                          else new(index, "delta", layer_arrays["grad_a"].shape, x.dtype))
             if index > 0:
                 below_arrays = arrays[index - 1]
+                if index - 1 in relu_in_pool:
+                    below_arrays["delta"] = new(index - 1, "delta", below_arrays["z"].shape, x.dtype)
+                    continue
                 below_arrays["grad_a"] = (layer_arrays["delta"].reshape(below_arrays["a"].shape) if layer.reshapes_only
                                           else new(index - 1, "grad_a", below_arrays["a"].shape, x.dtype))
         return arrays

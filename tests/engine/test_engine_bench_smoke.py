@@ -64,3 +64,16 @@ def test_benchmark_profiles_the_training_trace_on_each_thread_count_asked_for():
     assert headers == [("4", "1", "train"), ("4", "2", "train")], result.stdout
     names = re.findall(r"^\s+(\w+\d)\s+[\d.]+\s+[\d.]+$", result.stdout, re.MULTILINE)
     assert names == LAYERS * 2, result.stdout
+
+
+def test_benchmark_profiles_the_lean_training_trace_in_blocks():
+    result = subprocess.run([sys.executable, str(BENCH), "--batches", "1", "--threads", "1", "--repeats", "3",
+                             "--profile-batches", "200", "--profile-lean"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+    headers = re.findall(r"per-layer profile, batch (\d+), (\d+) threads?, (\w+) trace", result.stdout)
+    assert headers == [("200", "1", "lean")], result.stdout
+    rows = re.findall(r"^\s+(\w+\d)\s+([\d.]+)\s+([\d.]+)$", result.stdout, re.MULTILINE)
+    assert [name for name, _, _ in rows] == LAYERS, result.stdout
+    # in blocks every layer but the flatten does work forward and back
+    assert all(float(forward) > 0 and float(backward) > 0 for name, forward, backward in rows if name != "flatten1")
