@@ -570,8 +570,13 @@ class App {
     hideWhatIfBanner();
   }
 
+  // A step's batch ({step, input}) in the batch strip; its thumbnails are fetched separately.
+  showBatch({ step, input }) {
+    this.batch.show(step, input, { thumbnails: false });
+  }
+
   showPendingBatch() {
-    this.batch.show(this.pendingBatch.step, this.pendingBatch.input, { thumbnails: false });
+    this.showBatch(this.pendingBatch);
     this.pendingBatch = null;
   }
 
@@ -584,12 +589,13 @@ class App {
     const pause = () => (spread ? afterFrame() : null);
     if (batch) {
       await pause();
-      this.batch.show(batch.step, batch.input, { thumbnails: false });
+      this.showBatch(batch);
     }
     await pause();
     const result = await drawPrediction($("prediction-plot"), record.trace, { live });
-    $("prediction-summary").textContent = predictionSummary(result, record.trace);
-    $("prediction-brief").textContent = `Prediction: ${predictionSummary(result, record.trace).split(";")[0]}`;
+    const summary = predictionSummary(result, record.trace);
+    $("prediction-summary").textContent = summary;
+    $("prediction-brief").textContent = `Prediction: ${summary.split(";")[0]}`;
     if (!live || performance.now() - this.saliencyDrawnAt >= LIVE_SALIENCY_MS) {
       this.saliencyDrawnAt = performance.now();
       await pause();
